@@ -1,0 +1,1 @@
+//! The quorumkv client library.

@@ -1,0 +1,1 @@
+//! quorumkv-node: the server `qkvd`.

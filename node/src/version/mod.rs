@@ -1,0 +1,1 @@
+//! Versioning (stub, being written).

@@ -1,1 +1,135 @@
-//! Versioning (stub, being written).
+//! Versioning: dotted version vector sets (DVVSet), causal-context tokens and
+//! the hybrid logical clock.
+//!
+//! # The problem
+//!
+//! Any replica accepts a write, replicas may miss writes for a while, and
+//! two clients may write the same key at the same moment through different
+//! nodes. The store must then tell apart a write that *replaces* another
+//! (its client had read the old value) from one that is *concurrent* with it
+//! (neither client saw the other's), keep the concurrent ones as siblings
+//! for the application to reconcile, and drop the replaced ones on every
+//! replica — without ever losing an acknowledged write silently, which is
+//! what last-write-wins on wall clocks does.
+//!
+//! # Why not a vector clock per value
+//!
+//! A version vector with one entry per *client* grows with the number of
+//! clients and must be pruned, and pruning loses causality. One entry per
+//! *replica* (server) stays small, but a plain version vector per replica
+//! cannot express "client A and client B both wrote through replica r
+//! concurrently": the second write must get a counter that also claims to
+//! have seen the first, so the first is wrongly overwritten — or, if the
+//! server merges the contexts to be safe, siblings pile up that the clients
+//! never saw and can never replace (Riak's "sibling explosion").
+//!
+//! # Dotted version vector sets
+//!
+//! Almeida, Baquero, Gonçalves, Preguiça and Fonte ("Scalable and Accurate
+//! Causality Tracking for Eventually Consistent Stores", DAIS 2014) separate
+//! two things a version vector conflates: the *dot* of each write — the
+//! unique event (replica r, n-th event of r) that created it — and the
+//! *causal past* it replaces. A key's state, the DVVSet, is a list of
+//! entries, one per replica that ever coordinated a write to the key:
+//! `(replica, counter, values)`, where `counter` says how many events of that
+//! replica the key has seen, and `values` are the versions minted by that
+//! replica which nothing has replaced yet. A dot `(r, k)` with `k ≤ counter`
+//! that is not among the values was overwritten.
+//!
+//! * A read returns the values and the *context*: the version vector
+//!   `{r ↦ counter}` ([`Context`], via [`Dvvs::context`]).
+//! * A write at replica `r` with context `C` ([`Dvvs::update`]) drops every
+//!   version whose dot `C` covers — exactly what the client saw — and adds the
+//!   new value with the fresh dot `(r, counter + 1)`. Versions written since
+//!   the read carry dots that `C` does not cover, so they stay: siblings.
+//!   Because the new dot is separate from the context, a second concurrent
+//!   write through the same replica gets its own dot and does not pretend to
+//!   have seen the first.
+//! * Replicas merge states with [`Dvvs::sync`]: per replica the larger
+//!   counter, and a version survives iff no side has overwritten it (each side
+//!   either still holds its dot, or has not seen the dot yet). This is a join
+//!   of a semilattice — commutative, associative, idempotent — so replication,
+//!   read repair, hinted handoff and anti-entropy converge in any order.
+//!
+//! The metadata is bounded by the number of *replicas* (a handful per key)
+//! while siblings are bounded by the number of truly concurrent writes.
+//!
+//! # Where each idea lives
+//!
+//! * `dvvset` ([`Dvvs`]): the set, `update` (the paper's
+//!   `update(new(ctx, v), local, r)`), `sync` (`sync/2`, `merge/5`),
+//!   `context` (`join/1`), LWW resolution, storage encoding.
+//! * `context` ([`Context`]): the version vector and its opaque,
+//!   checksummed `X-Causal-Context` token.
+//! * `hlc` ([`Clock`], [`Timestamp`]): the hybrid logical clock that stamps values, so
+//!   that LWW buckets order writes by (wall, logical) time that respects
+//!   causality, not by raw, skewable wall time.
+//! * `value` ([`Value`]): one version — bytes, content type, tombstone
+//!   flag and timestamp.
+//!
+//! # Implementation caveats
+//!
+//! * **Explicit dots.** `dvvset.erl` stores each entry's values as a list
+//!   whose position implies the dot (the head is `counter`, the next
+//!   `counter - 1`, …). We store the dot counter with each value (one
+//!   integer per sibling). The implicit form cannot hold a gap, so
+//!   `dvvset.erl`'s `lww` relabels the winner with the newest dot of its
+//!   replica — and a later sync with a replica that still holds the real
+//!   owner of that dot can then bring back a version LWW had dropped. With
+//!   explicit dots the winner keeps its own dot and merge stays the plain
+//!   "neither side overwrote it" rule.
+//! * **No anonymous values.** The paper's `{Entries, AnonymousValues}`
+//!   carries values without a dot only in the transient clock a client
+//!   builds (`new(ctx, v)`) right before `update` gives it a dot. Our
+//!   `update` takes the context and the value together, so every stored
+//!   version has a dot; anonymous values would only make `sync`
+//!   non-associative (the paper keeps or drops them by comparing whole
+//!   clocks, which does not compose).
+//! * **Dots must never repeat.** A node that lost its data and came back
+//!   under the same id would mint dots again from 1, and those would clash
+//!   with dots other replicas remember. Such a node must rejoin under a new
+//!   id. (`sync` still converges in that case — it keeps the greater value
+//!   for a clashing dot — but one of the two writes is lost.)
+//! * **Tombstones are versions.** A delete is an update with a tombstone
+//!   value; a key whose versions are all tombstones reads as absent
+//!   ([`Dvvs::is_deleted`]). Purging tombstones (after the grace period and
+//!   anti-entropy) is not done here.
+//! * **LWW buckets** keep siblings transiently and then keep only the newest
+//!   by HLC timestamp; ties go to a tombstone, then by content, then by dot,
+//!   the same on every replica. Call [`Clock::observe`] with
+//!   [`Dvvs::max_timestamp`] before stamping a write, so that the write
+//!   beats what it replaces even if a skewed clock stamped that.
+//! * **Token limits**: a context token holds at most
+//!   [`context::MAX_ENTRIES`] replicas with ids of at most
+//!   [`context::MAX_REPLICA_ID_LEN`] bytes; node ids must stay within that.
+
+pub mod context;
+pub mod dvvset;
+pub mod hlc;
+pub mod value;
+
+pub use context::{Context, ContextError};
+pub use dvvset::Dvvs;
+pub use hlc::{Clock, Timestamp};
+pub use value::Value;
+
+/// A replica's identity: the node id. Dots are minted per replica, so ids
+/// must be unique in the cluster and never reused by a node that lost its
+/// data.
+pub type ReplicaId = String;
+
+/// Why stored or received versions could not be read. A corrupt record or a
+/// peer speaking another format: the caller logs it and treats the bytes as
+/// unusable, never as an empty key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum VersionError {
+    /// The bytes are not MessagePack of the expected shape.
+    #[error("versions could not be decoded: {0}")]
+    Decode(String),
+    /// Decoded, but break an invariant of the DVVSet.
+    #[error("versions are invalid: {0}")]
+    Invalid(String),
+    /// Written by a newer (or foreign) format.
+    #[error("versions use encoding version {0}, this node reads version 1")]
+    UnsupportedEncoding(u8),
+}

@@ -1,0 +1,264 @@
+//! Durability machinery: the group committer (`SyncMode::Always`) and the
+//! periodic flusher (`SyncMode::Periodic`).
+//!
+//! **Group commit.** One dedicated OS thread owns every durable write. A
+//! writer sends its ops with a oneshot reply channel and awaits the reply.
+//! The thread blocks for the first request, then drains whatever else is
+//! already queued (bounded by [`MAX_GROUP_WRITES`] and [`MAX_GROUP_BYTES`]),
+//! applies the whole group as *one* engine batch, calls `sync` once, and
+//! answers every writer in the group with that single result. While it sits
+//! in fdatasync, new writers pile up in the channel and form the next group,
+//! so the number of fsyncs per second stays at what the disk can do while
+//! the number of acknowledged writes grows with concurrency. Each writer's
+//! ops are a contiguous slice of one atomic batch, so its own atomicity is
+//! kept. If either step fails, *every* writer of the group gets the error:
+//! a writer never sees `Ok` for a batch whose fsync did not succeed. If the
+//! thread dies, reply channels drop and writers get an error, not a hang.
+//!
+//! **Periodic flusher.** A thread that wakes every interval and, if any
+//! write was applied since its last pass, calls `sync`. Writers do not wait
+//! for it.
+//!
+//! Both threads stop when their channel's sending side is dropped (by
+//! `Store::close`, or when the last `Store` handle goes away); the committer
+//! first finishes every request already queued.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{Engine, Op, StorageError};
+
+/// At most this many writes share one fsync. Bounds the latency one group
+/// adds to the next and the size of a single journal batch.
+pub const MAX_GROUP_WRITES: usize = 1024;
+
+/// A group stops growing once its ops carry this many bytes (16 MiB).
+pub const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// Counters shared by the store, the committer and the flusher.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Write batches acknowledged (`Store::write` and friends that returned Ok).
+    pub writes: AtomicU64,
+    /// Ops in those batches.
+    pub ops: AtomicU64,
+    /// Engine `sync` calls that succeeded (group commits, periodic flushes, close).
+    pub syncs: AtomicU64,
+    /// Groups committed by the group committer (one fsync each).
+    pub groups: AtomicU64,
+    /// The most writes that ever shared one group commit.
+    pub max_group: AtomicU64,
+}
+
+/// A snapshot of the store's write and fsync counters.
+///
+/// `writes / syncs` under `SyncMode::Always` is the group-commit factor:
+/// how many acknowledged writes one fdatasync covered on average.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Write batches acknowledged since open.
+    pub writes: u64,
+    /// Ops in those batches.
+    pub ops: u64,
+    /// Successful engine fsyncs issued by the store (all causes).
+    pub syncs: u64,
+    /// Group commits (`SyncMode::Always` only); each is one fsync.
+    pub groups: u64,
+    /// The largest number of writes that shared one group commit.
+    pub max_group: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            writes: self.writes.load(Ordering::Relaxed),
+            ops: self.ops.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            groups: self.groups.load(Ordering::Relaxed),
+            max_group: self.max_group.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn record_writes(&self, writes: u64, ops: u64) {
+        self.ops.fetch_add(ops, Ordering::Relaxed);
+        // Release pairs with the flusher's Acquire: a flusher that sees this
+        // count also sees the applied batch it counts.
+        self.writes.fetch_add(writes, Ordering::Release);
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), StorageError>>;
+
+struct Request {
+    ops: Vec<Op>,
+    reply: Reply,
+}
+
+/// Handle to the group-commit thread.
+pub(crate) struct Committer {
+    /// `None` once shut down.
+    tx: RwLock<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Committer {
+    pub(crate) fn start(
+        engine: Arc<dyn Engine>,
+        counters: Arc<Counters>,
+    ) -> Result<Committer, StorageError> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("qkv-committer".into())
+            .spawn(move || run_committer(&*engine, &rx, &counters))
+            .map_err(|e| StorageError::Engine(format!("cannot start committer thread: {e}")))?;
+        Ok(Committer {
+            tx: RwLock::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `ops` and waits until they are applied and fsynced.
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let (reply, done) = oneshot::channel();
+        {
+            let tx = self.tx.read().unwrap_or_else(|e| e.into_inner());
+            let tx = tx.as_ref().ok_or(StorageError::Closed)?;
+            tx.send(Request { ops, reply })
+                .map_err(|_| committer_gone())?;
+        }
+        done.await.map_err(|_| committer_gone())?
+    }
+
+    /// Stops accepting requests and returns the thread to join; it exits
+    /// after answering everything already queued.
+    pub(crate) fn shutdown(&self) -> Option<JoinHandle<()>> {
+        self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+fn committer_gone() -> StorageError {
+    StorageError::Engine("the commit thread stopped; the write may not be durable".into())
+}
+
+fn run_committer(engine: &dyn Engine, rx: &mpsc::Receiver<Request>, counters: &Counters) {
+    while let Ok(first) = rx.recv() {
+        let mut bytes: usize = first.ops.iter().map(Op::size).sum();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_WRITES && bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.ops.iter().map(Op::size).sum::<usize>();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut ops = Vec::with_capacity(group.iter().map(|r| r.ops.len()).sum());
+        let mut replies = Vec::with_capacity(group.len());
+        for r in group {
+            ops.extend(r.ops);
+            replies.push(r.reply);
+        }
+        let n_ops = ops.len() as u64;
+        let result = engine.apply(ops).and_then(|()| engine.sync());
+        match &result {
+            Ok(()) => {
+                counters.syncs.fetch_add(1, Ordering::Relaxed);
+                counters.groups.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .max_group
+                    .fetch_max(replies.len() as u64, Ordering::Relaxed);
+                counters.record_writes(replies.len() as u64, n_ops);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = replies.len(), "group commit failed");
+            }
+        }
+        for reply in replies {
+            // A writer that stopped waiting (request cancelled) is fine: its
+            // write was still committed, it just is not told.
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+/// Handle to the periodic flusher thread.
+pub(crate) struct Flusher {
+    stop: Mutex<Option<mpsc::Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The shortest flush interval we honour; zero would spin.
+pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(1);
+
+impl Flusher {
+    pub(crate) fn start(
+        engine: Arc<dyn Engine>,
+        interval: Duration,
+        counters: Arc<Counters>,
+    ) -> Result<Flusher, StorageError> {
+        let interval = interval.max(MIN_FLUSH_INTERVAL);
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("qkv-flusher".into())
+            .spawn(move || run_flusher(&*engine, interval, &stop_rx, &counters))
+            .map_err(|e| StorageError::Engine(format!("cannot start flusher thread: {e}")))?;
+        Ok(Flusher {
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stops the flusher; returns the thread to join.
+    pub(crate) fn shutdown(&self) -> Option<JoinHandle<()>> {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+fn run_flusher(
+    engine: &dyn Engine,
+    interval: Duration,
+    stop: &mpsc::Receiver<()>,
+    counters: &Counters,
+) {
+    let mut synced_writes = 0u64;
+    let mut failing = false;
+    loop {
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // Either an explicit stop or every sender dropped.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Read the counter before syncing: everything counted was applied
+        // before it was counted, so this sync covers it.
+        let writes = counters.writes.load(Ordering::Acquire);
+        if writes == synced_writes {
+            continue;
+        }
+        match engine.sync() {
+            Ok(()) => {
+                counters.syncs.fetch_add(1, Ordering::Relaxed);
+                synced_writes = writes;
+                if failing {
+                    tracing::info!("periodic storage flush recovered");
+                    failing = false;
+                }
+            }
+            Err(StorageError::Closed) => return,
+            Err(e) => {
+                // Log the transition only: a poisoned engine fails every time.
+                if !failing {
+                    tracing::error!(error = %e, "periodic storage flush failed");
+                    failing = true;
+                }
+            }
+        }
+    }
+}

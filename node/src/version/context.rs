@@ -455,7 +455,7 @@ mod tests {
         }
         // Padding is refused, even on an otherwise valid token.
         let mut padded = ctx(&[("a", 1)]).encode();
-        while padded.len() % 4 != 0 {
+        while !padded.len().is_multiple_of(4) {
             padded.push('=');
         }
         assert_eq!(Context::decode(&padded), Err(ContextError::InvalidBase64));

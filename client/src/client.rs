@@ -176,7 +176,7 @@ fn header_context(headers: &HeaderMap) -> Option<Context> {
         .map(|s| Context(s.to_string()))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: reqwest::header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -1,1 +1,25 @@
-fn main() {}
+//! `qkv`, the quorumkv command-line tool: a thin shell over the
+//! `quorumkv_client` library. Commands live in `cli/` (one file per group),
+//! the benchmark in `bench/`.
+//!
+//! Exit codes: 0 success; 1 a request or command failed (the error is one
+//! line on stderr, `Error: ...`); 2 bad usage (from clap); 3 `qkv get` found
+//! siblings (they are printed, the caller must resolve them).
+
+mod bench;
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(cli::EXIT_FAILED)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! CPU pinning with `sched_setaffinity`, so that on a small machine the
+//! load generator and the server under test do not take turns on the same
+//! core (which would measure the scheduler, not the server).
+//!
+//! `sched_setaffinity(0, ...)` pins the CALLING thread; threads it creates
+//! afterwards inherit the mask. So pin before building a runtime, and every
+//! worker thread of that runtime stays on the core.
+
+use std::io;
+
+/// The CPUs this thread may run on now.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET reads within `set` for cpu < max.
+    Ok((0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// Pins the calling thread (and the threads it will create) to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpu >= max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is out of range"),
+        ));
+    }
+    // SAFETY: as above; CPU_SET writes within `set` for cpu < max.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the pointer and size describe `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot pin to cpu {cpu}: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A CPU other than `not`, among `allowed`: where the ceiling server runs
+/// when only the generator's CPU was given.
+pub fn other_cpu(allowed: &[usize], not: usize) -> Option<usize> {
+    allowed.iter().copied().find(|&c| c != not)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_thread_has_some_cpu() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+    }
+
+    #[test]
+    fn pinning_a_fresh_thread_restricts_it_to_that_cpu() {
+        let cpu = allowed_cpus().unwrap()[0];
+        let got = std::thread::spawn(move || {
+            pin_current_thread(cpu).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, vec![cpu]);
+    }
+
+    #[test]
+    fn other_cpu_skips_the_given_one() {
+        assert_eq!(other_cpu(&[0, 1], 0), Some(1));
+        assert_eq!(other_cpu(&[0, 1], 1), Some(0));
+        assert_eq!(other_cpu(&[0], 0), None);
+    }
+}

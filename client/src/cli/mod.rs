@@ -1,0 +1,149 @@
+//! The `qkv` commands: argument definitions and dispatch. Each command group
+//! has its own file, as mini-redis does with `src/cmd/`.
+
+mod bucket;
+mod kv;
+mod local;
+pub mod output;
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use quorumkv_client::Client;
+
+pub use output::print_json;
+
+/// A request or command failed.
+pub const EXIT_FAILED: u8 = 1;
+/// `qkv get` found siblings: printed, left for the caller to resolve.
+pub const EXIT_SIBLINGS: u8 = 3;
+
+/// qkv — the quorumkv command-line tool.
+///
+/// Values print raw, everything else as a readable table (`--json` for
+/// machine-readable output). Exit codes: 0 ok, 1 request failed (one line
+/// `Error: ...` on stderr), 2 bad usage, 3 `get` found siblings.
+#[derive(Debug, Parser)]
+#[command(name = "qkv", version, about, long_about = None)]
+pub struct Cli {
+    /// A node's HTTP base URL. Repeat (or comma-separate) to give fallbacks:
+    /// requests go to the first node, then the next one only if the first
+    /// cannot be reached.
+    #[arg(
+        long = "node",
+        global = true,
+        env = "QKV_NODE",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub nodes: Vec<String>,
+
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Bearer token for nodes started with client tokens.
+    #[arg(long, global = true, env = "QKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Client-side timeout of one HTTP request, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub client_timeout_ms: u64,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `qkv` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a key: the raw value on stdout; siblings as a table (exit 3).
+    Get(kv::GetArgs),
+    /// Write a key from an argument, a file or stdin; prints the new context.
+    Put(kv::PutArgs),
+    /// Delete a key (writes a tombstone).
+    Delete(kv::DeleteArgs),
+    /// Show or change a bucket's properties.
+    #[command(subcommand)]
+    Bucket(bucket::BucketCommand),
+    /// The cluster's members as gossip sees them.
+    Status,
+    /// Start, stop and inspect a cluster of real qkvd processes on loopback.
+    #[command(subcommand)]
+    Local(local::LocalCommand),
+    /// Mixed PUT/GET load over HTTP, optionally against a built-in ceiling.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Global options every command may need.
+pub struct Globals {
+    /// Node base URLs.
+    pub nodes: Vec<String>,
+    /// `--json`.
+    pub json: bool,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--client-timeout-ms`.
+    pub client_timeout: Duration,
+}
+
+impl Globals {
+    /// A library client for `--node`/`--token`.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let mut b = Client::builder(self.nodes.clone()).timeout(self.client_timeout);
+        if let Some(t) = &self.token {
+            b = b.bearer_token(t.clone());
+        }
+        Ok(b.build()?)
+    }
+}
+
+/// Runs one parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = Globals {
+        nodes: cli.nodes,
+        json: cli.json,
+        token: cli.token,
+        client_timeout: Duration::from_millis(cli.client_timeout_ms),
+    };
+    if let Command::Bench(args) = cli.command {
+        // The benchmark builds its own runtime (thread count, CPU pinning).
+        return crate::bench::run(&g, args).map(|()| ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Get(a) => kv::get(&g, a).await,
+            Command::Put(a) => kv::put(&g, a).await,
+            Command::Delete(a) => kv::delete(&g, a).await,
+            Command::Bucket(c) => bucket::run(&g, c).await,
+            Command::Status => status::run(&g).await,
+            Command::Local(c) => local::run(&g, c).await,
+            Command::Bench(_) => unreachable!("handled above"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn nodes_repeat_and_comma_separate() {
+        let cli = Cli::parse_from(["qkv", "--node", "a:1,b:2", "--node", "c:3", "status"]);
+        assert_eq!(cli.nodes, vec!["a:1", "b:2", "c:3"]);
+    }
+}

@@ -473,7 +473,7 @@ mod tests {
     }
 
     fn context() -> impl Strategy<Value = Context> {
-        prop::collection::vec(("[a-z0-9é-]{1,12}", 0u64..u64::MAX), 0..8)
+        prop::collection::vec(("[a-z0-9é-]{1,12}", any::<u64>()), 0..8)
             .prop_map(|v| v.into_iter().collect())
     }
 

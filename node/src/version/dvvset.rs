@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::context::Context;
+use super::context::{Context, MAX_REPLICA_ID_LEN};
 use super::hlc::Timestamp;
 use super::value::Value;
 use super::{ReplicaId, VersionError};
@@ -13,6 +13,15 @@ use super::{ReplicaId, VersionError};
 /// First byte of [`Dvvs::encode`]'s output, so that the storage and RPC
 /// format can change without misreading old bytes.
 const ENCODING_VERSION: u8 = 1;
+
+/// Context counters above this (2^62) are clamped when a write folds its
+/// context in. Tokens are checksummed, not signed, so a client can forge one
+/// claiming `u64::MAX` events of a replica; unclamped, that would leave the
+/// replica no fresh dot for the key. Real counters (writes to one key
+/// through one node) never come near 2^62, so clamping changes nothing
+/// a real context covers, and every counter a read returns stays far from
+/// overflow.
+const MAX_CONTEXT_COUNTER: u64 = 1 << 62;
 
 /// One replica's part of a DVVSet: how many events (dots) of `id` the key
 /// has seen, and which of them are still current versions.
@@ -161,10 +170,14 @@ impl Dvvs {
     /// never lost. `id` must be the replica doing the update: dots are only
     /// unique because each replica mints its own.
     pub fn update(&mut self, ctx: &Context, id: &str, value: Value) {
+        debug_assert!(
+            !id.is_empty() && id.len() <= MAX_REPLICA_ID_LEN,
+            "replica ids are 1..=255 bytes: {id:?}"
+        );
         // Fold the context in: every covered dot goes, and the counters
         // learn what the client has seen (it may have read elsewhere).
         for e in &mut self.entries {
-            let seen = ctx.get(&e.id);
+            let seen = ctx.get(&e.id).min(MAX_CONTEXT_COUNTER);
             if seen > 0 {
                 e.counter = e.counter.max(seen);
                 e.values.retain(|(k, _)| *k > seen);
@@ -172,6 +185,7 @@ impl Dvvs {
         }
         for (cid, n) in ctx.iter() {
             if let Err(at) = self.find(cid) {
+                let n = n.min(MAX_CONTEXT_COUNTER);
                 self.entries.insert(at, Entry::empty(cid, n));
             }
         }
@@ -183,7 +197,10 @@ impl Dvvs {
             }
         };
         let e = &mut self.entries[at];
-        e.counter += 1;
+        // Context counters are clamped to 2^62, so reaching u64::MAX takes
+        // 3·2^62 writes: this never saturates in practice, it only rules
+        // out a panic.
+        e.counter = e.counter.saturating_add(1);
         e.values.insert(0, (e.counter, value));
     }
 
@@ -559,6 +576,25 @@ mod tests {
         );
         assert_eq!(data(&a.sync(&other)), ["winner"]);
         assert_eq!(data(&other.sync(&a)), ["winner"]);
+    }
+
+    /// Tokens are not signed: a client can claim any counter. The write
+    /// still gets a fresh dot, the state still encodes, and the next read's
+    /// token still decodes.
+    #[test]
+    fn a_forged_context_with_huge_counters_cannot_exhaust_the_dots() {
+        let mut d = Dvvs::new();
+        d.update(&Context::new(), "a", put("x", 1));
+        let forged: Context = [("a".to_owned(), u64::MAX), ("zz".to_owned(), u64::MAX)]
+            .into_iter()
+            .collect();
+        let forged = Context::decode(&forged.encode()).unwrap_or_default();
+        d.update(&forged, "a", put("y", 2));
+        d.update(&Context::new(), "a", put("z", 3));
+        assert_eq!(data(&d), ["y", "z"]);
+        assert_eq!(d.context().get("a"), MAX_CONTEXT_COUNTER + 2);
+        assert_eq!(Dvvs::decode(&d.encode()), Ok(d.clone()));
+        assert_eq!(Context::decode(&d.context().encode()), Ok(d.context()));
     }
 
     #[test]

@@ -99,6 +99,14 @@
 //!   the same on every replica. Call [`Clock::observe`] with
 //!   [`Dvvs::max_timestamp`] before stamping a write, so that the write
 //!   beats what it replaces even if a skewed clock stamped that.
+//! * **Tokens are checksummed, not signed.** The checksum catches
+//!   corruption and tokens of other systems, not a client forging one. A
+//!   forged token can only claim to have seen versions, i.e. replace what
+//!   the client could replace anyway with a plain write; its counters are
+//!   clamped to 2^62 when folded into a write so that no replica runs out
+//!   of dots, but the replica ids it names stay in the key's metadata (up to
+//!   [`context::MAX_ENTRIES`] per write). Sign tokens (an HMAC instead of
+//!   the checksum, same layout) if clients are untrusted.
 //! * **Token limits**: a context token holds at most
 //!   [`context::MAX_ENTRIES`] replicas with ids of at most
 //!   [`context::MAX_REPLICA_ID_LEN`] bytes; node ids must stay within that.

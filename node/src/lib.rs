@@ -1,8 +1,22 @@
 //! quorumkv-node: the server `qkvd`.
 //!
-//! Modules, one concept each: `storage` (the on-disk and in-memory engines),
-//! `version` (dotted version vector sets, causal-context tokens, the hybrid
-//! logical clock).
+//! One concept per module: `config` (flags, variables, file), `storage`
+//! (the on-disk and in-memory engines), `version` (dotted version vector
+//! sets, causal-context tokens, the hybrid logical clock), `replica` (this
+//! node's copy of the data), `buckets` (properties and consistency levels),
+//! `cluster` (membership and ring), `coordinator` (quorum reads and
+//! writes), `http` (the API), `metrics`, `error` (the one mapping of
+//! failures to HTTP), `server` (start and stop).
 
+pub mod buckets;
+pub mod cluster;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod replica;
+pub mod server;
 pub mod storage;
+pub mod tokens;
 pub mod version;

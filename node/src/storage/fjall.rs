@@ -12,12 +12,16 @@
 //!   is what makes an applied batch survive `kill -9` of the process even
 //!   before any fsync — the page cache belongs to the kernel, not to us.
 //! - **`sync` = `persist(SyncData)`** (fdatasync of the active journal). It
-//!   is enough for power-loss durability because fjall pre-allocates each
-//!   journal file to 64 MiB and fsyncs it *and its directory* when it
-//!   creates it (`Writer::create_new` + `fsync_directory`), and a journal
-//!   rotation first `SyncAll`s the old file. So the only metadata an append
-//!   changes is block allocation inside the file, which fdatasync covers;
-//!   the directory entry and the file size are already durable.
+//!   is enough for power-loss durability because fjall sizes each new
+//!   journal file to 64 MiB up front (`set_len`) and fsyncs it *and its
+//!   directory* when it creates it (`Writer::create_new` +
+//!   `fsync_directory`), and a journal rotation first `SyncAll`s the old
+//!   file. So the only metadata an append changes is the allocation of
+//!   blocks inside the (sparse) file, which fdatasync does flush; the
+//!   directory entry and the file size are already durable. On recovery
+//!   fjall replays complete batches and truncates an incomplete last batch
+//!   (a write torn by the crash, never acknowledged), so a batch is never
+//!   half-applied.
 //! - **Keyspaces `data`, `meta`, `hints`** with fjall's default options (64
 //!   MiB memtables, leveled compaction, LZ4 on deeper levels). `meta` expects
 //!   point-read hits, the others do not.
@@ -29,7 +33,12 @@
 //! open in this process — is refused; we map that to
 //! [`StorageError::Locked`]. We therefore take no lock of our own.
 //!
-//! Caveats: after a failed journal write or fsync fjall *poisons* the
+//! Caveats: a *complete* batch whose checksum fails stops recovery with an
+//! error ([`StorageError::Corrupt`] at open) instead of being skipped; after
+//! a kill -9 this cannot happen (the kernel has the whole batch), after a
+//! power loss it could for an unacknowledged tail batch whose end marker
+//! reached the disk before its middle — the node then refuses to start
+//! rather than guess. After a failed journal write or fsync fjall *poisons* the
 //! database and refuses every later write (we surface
 //! [`StorageError::Engine`]); only a restart, which replays the journal,
 //! clears it. Write stalls (too many sealed memtables or L0 runs) make

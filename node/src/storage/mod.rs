@@ -42,7 +42,7 @@
 //! Why `persist(SyncData)` after `batch.commit()` is enough: `commit` writes
 //! the batch (start marker, items, checksummed end marker) into the active
 //! journal and flushes it to the kernel; `persist(SyncData)` takes the same
-//! journal lock and fdatasyncs that file. Journal files are pre-allocated
+//! journal lock and fdatasyncs that file. Journal files are sized up front
 //! (64 MiB) and fsynced together with their directory when created, and a
 //! rotation `SyncAll`s the sealed file before switching, so a write is
 //! always either in the file we fdatasync or in one already synced. Details

@@ -45,49 +45,38 @@ impl Entry {
         }
     }
 
+    /// The version with dot `k`, if current.
+    fn get(&self, k: u64) -> Option<&Value> {
+        // Newest first: search on the reversed key.
+        let at = self.values.binary_search_by(|(d, _)| k.cmp(d)).ok()?;
+        self.values.get(at).map(|(_, v)| v)
+    }
+
     /// The merge of two entries of the same replica. A version survives
     /// iff neither side overwrote it: each side either still holds its dot
     /// or has not seen the dot yet (dot > that side's counter).
     fn merge(&self, other: &Entry) -> Entry {
-        let mut values = Vec::with_capacity(self.values.len().max(other.values.len()));
-        let (mut i, mut j) = (0, 0);
-        while i < self.values.len() || j < other.values.len() {
-            let a = self.values.get(i);
-            let b = other.values.get(j);
-            let order = match (a, b) {
-                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-                (Some(_), None) => Ordering::Greater,
-                _ => Ordering::Less,
-            };
-            match (order, a, b) {
-                (Ordering::Greater, Some((k, v)), _) => {
-                    if *k > other.counter {
-                        values.push((*k, v.clone()));
-                    }
-                    i += 1;
-                }
-                (Ordering::Less, _, Some((k, v))) => {
-                    if *k > self.counter {
-                        values.push((*k, v.clone()));
-                    }
-                    j += 1;
-                }
-                (Ordering::Equal, Some((k, va)), Some((_, vb))) => {
-                    // The same dot is the same write everywhere; should two
-                    // replicas disagree (a node id reused after data loss),
-                    // pick the same one on both sides to stay convergent.
-                    let v = if lww_value_cmp(va, vb) == Ordering::Less {
-                        vb
-                    } else {
-                        va
-                    };
-                    values.push((*k, v.clone()));
-                    i += 1;
-                    j += 1;
-                }
-                _ => unreachable!("an index past its list is never chosen"),
+        let mut values = Vec::with_capacity(self.values.len() + other.values.len());
+        for (k, v) in &self.values {
+            match other.get(*k) {
+                // The same dot is the same write everywhere; should two
+                // replicas disagree (a node id reused after data loss), both
+                // sides pick the same one, so sync stays commutative.
+                Some(w) if lww_value_cmp(v, w) == Ordering::Less => values.push((*k, w.clone())),
+                Some(_) => values.push((*k, v.clone())),
+                None if *k > other.counter => values.push((*k, v.clone())),
+                None => {}
             }
         }
+        // Dots only `other` holds; a dot both hold is ≤ self.counter.
+        values.extend(
+            other
+                .values
+                .iter()
+                .filter(|(k, _)| *k > self.counter)
+                .cloned(),
+        );
+        values.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         Entry {
             id: self.id.clone(),
             counter: self.counter.max(other.counter),

@@ -1,0 +1,428 @@
+//! Buckets: names, properties (N, default R/W, conflict mode, quorum kind,
+//! read repair) and the consistency levels requests ask for.
+//!
+//! Properties live in the store's metadata partition as JSON under
+//! `bucket/<name>`, so they survive restarts. A bucket comes into being
+//! when its properties are set or its first key is written (as in Riak);
+//! from then on its `n` is fixed, because changing the replica count of
+//! data already placed would silently strand copies.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::storage::{Partition, StorageError, Store};
+
+/// The most replicas a bucket may ask for.
+pub const MAX_N: u32 = 16;
+
+/// How many replicas a read or write waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// 1 replica.
+    One,
+    /// 2 replicas.
+    Two,
+    /// 3 replicas.
+    Three,
+    /// A majority of N: N/2 + 1.
+    Quorum,
+    /// All N replicas.
+    All,
+    /// Writes only: stored anywhere, a hint included.
+    Any,
+    /// An explicit count, 1..=N.
+    Count(u32),
+}
+
+impl Consistency {
+    /// Parses the contract's spelling: `one|two|three|quorum|all|any|<int>`.
+    pub fn parse(s: &str) -> Option<Consistency> {
+        Some(match s {
+            "one" => Consistency::One,
+            "two" => Consistency::Two,
+            "three" => Consistency::Three,
+            "quorum" => Consistency::Quorum,
+            "all" => Consistency::All,
+            "any" => Consistency::Any,
+            _ => {
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 4 {
+                    return None;
+                }
+                Consistency::Count(s.parse().ok()?)
+            }
+        })
+    }
+
+    /// The number of replicas this level needs for a bucket with `n`
+    /// replicas, or a `bad_consistency` error naming `what` (`r` or `w`).
+    pub fn required(self, n: u32, what: &str) -> Result<usize, ApiError> {
+        let k = match self {
+            Consistency::One | Consistency::Any => 1,
+            Consistency::Two => 2,
+            Consistency::Three => 3,
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Count(k) => k,
+        };
+        if k == 0 || k > n {
+            return Err(ApiError::BadConsistency(format!(
+                "{what}={} asks for {k} replicas but the bucket has n={n}",
+                self
+            )));
+        }
+        Ok(k as usize)
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Consistency::One => f.write_str("one"),
+            Consistency::Two => f.write_str("two"),
+            Consistency::Three => f.write_str("three"),
+            Consistency::Quorum => f.write_str("quorum"),
+            Consistency::All => f.write_str("all"),
+            Consistency::Any => f.write_str("any"),
+            Consistency::Count(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// Parses `r`/`w` from a query string: a `bad_consistency` error otherwise.
+pub fn parse_consistency(s: &str, what: &str, allow_any: bool) -> Result<Consistency, ApiError> {
+    match Consistency::parse(s) {
+        Some(Consistency::Any) if !allow_any => Err(ApiError::BadConsistency(format!(
+            "{what}=any is only valid for writes"
+        ))),
+        Some(c) => Ok(c),
+        None => Err(ApiError::BadConsistency(format!(
+            "{what}={s:?} is not one of one, two, three, quorum, all{}, or an integer from 1 to the bucket's n",
+            if allow_any { ", any" } else { "" }
+        ))),
+    }
+}
+
+/// How concurrent writes are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflicts {
+    /// Keep every concurrent version; readers see siblings (the default).
+    Siblings,
+    /// Keep the version with the newest hybrid-logical-clock timestamp.
+    Lww,
+}
+
+/// When a read repairs stale replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadRepair {
+    /// Before answering: quorum reads become monotonic (the default).
+    Blocking,
+    /// After answering.
+    Async,
+    /// Never on reads; anti-entropy heals.
+    Off,
+}
+
+/// A bucket's properties, as `GET /buckets/{bucket}` shows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketProps {
+    /// Replicas per key.
+    pub n: u32,
+    /// Default read consistency.
+    pub r: String,
+    /// Default write consistency.
+    pub w: String,
+    /// Conflict resolution.
+    pub conflicts: Conflicts,
+    /// Dynamo's sloppy quorum (fallback nodes count toward W).
+    pub sloppy_quorum: bool,
+    /// Read-repair mode.
+    pub read_repair: ReadRepair,
+}
+
+impl BucketProps {
+    /// The properties of a bucket nobody configured.
+    pub fn defaults(n: u32) -> Self {
+        BucketProps {
+            n,
+            r: "quorum".into(),
+            w: "quorum".into(),
+            conflicts: Conflicts::Siblings,
+            sloppy_quorum: false,
+            read_repair: ReadRepair::Blocking,
+        }
+    }
+
+    /// The default read consistency (validated when it was set).
+    pub fn default_r(&self) -> Consistency {
+        Consistency::parse(&self.r).unwrap_or(Consistency::Quorum)
+    }
+
+    /// The default write consistency (validated when it was set).
+    pub fn default_w(&self) -> Consistency {
+        Consistency::parse(&self.w).unwrap_or(Consistency::Quorum)
+    }
+}
+
+/// The body of `PUT /buckets/{bucket}`: every property optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketUpdate {
+    /// Replicas per key.
+    pub n: Option<u32>,
+    /// Default read consistency.
+    pub r: Option<String>,
+    /// Default write consistency.
+    pub w: Option<String>,
+    /// Conflict resolution.
+    pub conflicts: Option<Conflicts>,
+    /// Sloppy quorum.
+    pub sloppy_quorum: Option<bool>,
+    /// Read repair.
+    pub read_repair: Option<ReadRepair>,
+}
+
+/// Checks a bucket name against `[A-Za-z0-9_-]{1,64}`.
+pub fn validate_bucket_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "bucket name {name:?} must be 1 to 64 characters of [A-Za-z0-9_-]"
+        )))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Stored {
+    props: BucketProps,
+    /// Set once a key was written: `n` is frozen from then on.
+    has_data: bool,
+}
+
+fn meta_key(name: &str) -> String {
+    format!("bucket/{name}")
+}
+
+/// The node's buckets: an in-memory cache over the metadata partition.
+pub struct Buckets {
+    store: Store,
+    default_n: u32,
+    known: RwLock<HashMap<String, Stored>>,
+}
+
+impl Buckets {
+    /// Loads every stored bucket.
+    pub fn load(store: Store, default_n: u32) -> Result<Buckets, StorageError> {
+        let mut known = HashMap::new();
+        // "bucket0" is the first key after every "bucket/..." key.
+        let entries = store.raw_scan(Partition::Meta, b"bucket/", Some(b"bucket0"), usize::MAX)?;
+        for (k, v) in entries {
+            let k = String::from_utf8_lossy(&k);
+            let Some(name) = k.strip_prefix("bucket/") else {
+                continue;
+            };
+            match serde_json::from_slice::<Stored>(&v) {
+                Ok(s) => {
+                    known.insert(name.to_string(), s);
+                }
+                Err(e) => {
+                    return Err(StorageError::Corrupt(format!(
+                        "bucket {name} properties: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(Buckets {
+            store,
+            default_n,
+            known: RwLock::new(known),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Stored>> {
+        self.known.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The properties of a bucket, if it exists (`default` always does).
+    pub fn get(&self, name: &str) -> Option<BucketProps> {
+        match self.read().get(name) {
+            Some(s) => Some(s.props.clone()),
+            None if name == "default" => Some(BucketProps::defaults(self.default_n)),
+            None => None,
+        }
+    }
+
+    /// The properties a key request uses: the bucket's, or the defaults
+    /// for a bucket not yet created.
+    pub fn props_for_keys(&self, name: &str) -> BucketProps {
+        self.get(name)
+            .unwrap_or_else(|| BucketProps::defaults(self.default_n))
+    }
+
+    /// Records that `name` holds data (freezing its `n`); a no-op after the
+    /// first time, so the write path pays one map lookup.
+    pub async fn mark_has_data(&self, name: &str) -> Result<(), StorageError> {
+        if self.read().get(name).is_some_and(|s| s.has_data) {
+            return Ok(());
+        }
+        let stored = Stored {
+            props: self.props_for_keys(name),
+            has_data: true,
+        };
+        self.persist(name, stored).await
+    }
+
+    async fn persist(&self, name: &str, stored: Stored) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(&stored)
+            .map_err(|e| StorageError::Corrupt(format!("bucket {name}: {e}")))?;
+        self.store.meta_put(&meta_key(name), bytes).await?;
+        self.known
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), stored);
+        Ok(())
+    }
+
+    /// Applies `update` to a bucket, creating it if needed; validates
+    /// everything before changing anything.
+    pub async fn update(&self, name: &str, update: BucketUpdate) -> Result<BucketProps, ApiError> {
+        let (mut props, has_data) = match self.read().get(name) {
+            Some(s) => (s.props.clone(), s.has_data),
+            None => (BucketProps::defaults(self.default_n), false),
+        };
+        if let Some(n) = update.n {
+            if n == 0 || n > MAX_N {
+                return Err(ApiError::BadRequest(format!(
+                    "n={n} is outside 1..={MAX_N}"
+                )));
+            }
+            if has_data && n != props.n {
+                return Err(ApiError::BadRequest(format!(
+                    "bucket {name} already holds data with n={}; n cannot change once a bucket holds data (create a new bucket instead)",
+                    props.n
+                )));
+            }
+            props.n = n;
+        }
+        if let Some(r) = update.r {
+            parse_consistency(&r, "r", false)?.required(props.n, "r")?;
+            props.r = r;
+        }
+        if let Some(w) = update.w {
+            parse_consistency(&w, "w", true)?.required(props.n, "w")?;
+            props.w = w;
+        }
+        // A new n must still fit the defaults already stored.
+        parse_consistency(&props.r, "r", false)?.required(props.n, "r")?;
+        parse_consistency(&props.w, "w", true)?.required(props.n, "w")?;
+        if let Some(c) = update.conflicts {
+            props.conflicts = c;
+        }
+        if let Some(s) = update.sloppy_quorum {
+            props.sloppy_quorum = s;
+        }
+        if let Some(rr) = update.read_repair {
+            props.read_repair = rr;
+        }
+        let node = "local";
+        self.persist(
+            name,
+            Stored {
+                props: props.clone(),
+                has_data,
+            },
+        )
+        .await
+        .map_err(|e| ApiError::storage(node, 1, e))?;
+        Ok(props)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_levels_resolve_against_n() {
+        let table: &[(&str, u32, Option<usize>)] = &[
+            ("one", 3, Some(1)),
+            ("two", 3, Some(2)),
+            ("three", 3, Some(3)),
+            ("quorum", 3, Some(2)),
+            ("quorum", 5, Some(3)),
+            ("quorum", 1, Some(1)),
+            ("all", 5, Some(5)),
+            ("2", 3, Some(2)),
+            ("4", 3, None),
+            ("0", 3, None),
+            ("three", 1, None),
+        ];
+        for (s, n, want) in table {
+            let c = Consistency::parse(s).expect("parses");
+            assert_eq!(c.required(*n, "r").ok(), *want, "{s} with n={n}");
+        }
+    }
+
+    #[test]
+    fn bad_consistency_spellings_are_rejected() {
+        for s in ["", "ONE", "quorom", "-1", "1.5", "99999999999", " 1"] {
+            assert!(parse_consistency(s, "r", false).is_err(), "{s:?}");
+        }
+        assert!(parse_consistency("any", "r", false).is_err());
+        assert!(parse_consistency("any", "w", true).is_ok());
+    }
+
+    #[test]
+    fn bucket_names_follow_the_contract() {
+        for ok in ["default", "a", "A-b_9", &"x".repeat(64)] {
+            assert!(validate_bucket_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a.b", "é", &"x".repeat(65)] {
+            assert!(validate_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn n_is_frozen_once_a_bucket_holds_data() {
+        let b = Buckets::load(Store::memory(), 3).expect("load");
+        b.update("t", BucketUpdate { n: Some(1), ..Default::default() })
+            .await
+            .expect("n can change while empty");
+        b.mark_has_data("t").await.expect("mark");
+        let err = b
+            .update("t", BucketUpdate { n: Some(2), ..Default::default() })
+            .await
+            .expect_err("n is frozen");
+        assert_eq!(err.code(), "bad_request");
+        assert_eq!(b.get("t").map(|p| p.n), Some(1));
+    }
+
+    #[tokio::test]
+    async fn properties_survive_a_reload_from_the_store() {
+        let store = Store::memory();
+        let b = Buckets::load(store.clone(), 3).expect("load");
+        b.update(
+            "lw",
+            BucketUpdate {
+                conflicts: Some(Conflicts::Lww),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+        let again = Buckets::load(store, 3).expect("reload");
+        assert_eq!(again.get("lw").map(|p| p.conflicts), Some(Conflicts::Lww));
+        assert!(again.get("nope").is_none());
+        assert!(again.get("default").is_some());
+    }
+}

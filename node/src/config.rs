@@ -1,0 +1,486 @@
+//! `qkvd` configuration: command-line flags, `QKV_*` environment variables
+//! and a TOML file, merged in that order of precedence (flag > variable >
+//! file > built-in default).
+//!
+//! clap handles flag-over-variable by itself (`env = "QKV_..."`). Every clap
+//! field is an `Option` without a clap default, so that "not given" is
+//! visible and the file can fill it; the defaults live in one place,
+//! [`Config::resolve`], and are repeated in each flag's help text.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::storage::SyncMode;
+
+/// Durability of acknowledged writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// A write is acknowledged only after an fsync covers it (group commit).
+    Always,
+    /// Writes are fsynced every `--sync-interval-ms`; a crash of the machine
+    /// (not only of the process) can lose up to one interval.
+    Periodic,
+}
+
+/// How a node chooses its ring tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenAllocation {
+    /// Splits the most loaded ranges, counting replication: even with 16 vnodes.
+    Balanced,
+    /// Uniformly random tokens, as classic Dynamo and Cassandra before 3.0.
+    Random,
+}
+
+/// Whether a node without tokens joins the ring on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Join {
+    /// Choose tokens and join at first start (like Cassandra's auto_bootstrap).
+    Auto,
+    /// Join gossip without tokens and wait for `qkv ring apply`.
+    Manual,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Storage engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// fjall, an LSM tree on disk under `--data-dir` (the default).
+    Fjall,
+    /// In memory: nothing survives a restart. For tests and experiments.
+    Memory,
+}
+
+/// The quorumkv node.
+///
+/// Every flag can also be set as `QKV_<FLAG>` (upper case, `_` for `-`) or
+/// in the TOML file given by `--config` (keys as the flag names with `_`);
+/// a flag beats the variable, which beats the file.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "qkvd", version, about = "quorumkv node: a leaderless replicated key-value store")]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// TOML configuration file. [env: QKV_CONFIG]
+    #[arg(long, env = "QKV_CONFIG", value_name = "FILE", hide_env = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Node id, stable across restarts [default: the id stored in the data
+    /// dir, else a new random one]
+    #[arg(long, env = "QKV_ID")]
+    pub id: Option<String>,
+
+    /// HTTP API address [default: 127.0.0.1:8001]
+    #[arg(long, env = "QKV_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
+    /// Gossip and internode address [default: 127.0.0.1:7001]
+    #[arg(long, env = "QKV_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Comma-separated gossip addresses of seed nodes; none, or only this
+    /// node, starts a new cluster [default: none]
+    #[arg(long, env = "QKV_SEEDS", value_name = "ADDRS", value_delimiter = ',')]
+    pub seeds: Option<Vec<SocketAddr>>,
+
+    /// Data directory [default: ./data]
+    #[arg(long, env = "QKV_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Cluster name; nodes of another cluster are refused [default: quorumkv]
+    #[arg(long, env = "QKV_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// File holding the cluster's shared secret for internode authentication
+    /// [default: none]
+    #[arg(long, env = "QKV_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// Virtual nodes (tokens) this node takes when it joins, 1..=1024 [default: 16]
+    #[arg(long, env = "QKV_VNODES")]
+    pub vnodes: Option<u32>,
+
+    /// Token allocation strategy [default: balanced]
+    #[arg(long, env = "QKV_TOKEN_ALLOCATION", value_enum)]
+    pub token_allocation: Option<TokenAllocation>,
+
+    /// Rack of this node; replicas are spread over racks first [default: none]
+    #[arg(long, env = "QKV_RACK", value_name = "NAME")]
+    pub rack: Option<String>,
+
+    /// Replicas per key for buckets that do not set `n`, 1..=16 [default: 3]
+    #[arg(long, env = "QKV_DEFAULT_N", value_name = "N")]
+    pub default_n: Option<u32>,
+
+    /// Write durability [default: always]
+    #[arg(long, env = "QKV_SYNC", value_enum)]
+    pub sync: Option<Sync>,
+
+    /// Interval between fsyncs with `--sync periodic`, in ms, 1..=60000 [default: 1000]
+    #[arg(long, env = "QKV_SYNC_INTERVAL_MS", value_name = "MS")]
+    pub sync_interval_ms: Option<u64>,
+
+    /// Largest value accepted, in bytes, 1..=268435456 [default: 1048576]
+    #[arg(long, env = "QKV_MAX_VALUE_BYTES", value_name = "BYTES")]
+    pub max_value_bytes: Option<u64>,
+
+    /// Joining the ring on first start [default: auto]
+    #[arg(long, env = "QKV_JOIN", value_enum)]
+    pub join: Option<Join>,
+
+    /// Enable the admin routes that inject delays and drops into internode
+    /// traffic; never use in production [default: off]
+    #[arg(long, env = "QKV_FAULT_INJECTION")]
+    pub fault_injection: Option<bool>,
+
+    /// Default deadline of a request, in ms, 1..=600000 [default: 2000]
+    #[arg(long, env = "QKV_TIMEOUT_MS", value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+
+    /// Requests served at once before answering 503 `overloaded` [default: 4096]
+    #[arg(long, env = "QKV_MAX_INFLIGHT", value_name = "N")]
+    pub max_inflight: Option<u32>,
+
+    /// Storage engine [default: fjall]
+    #[arg(long, env = "QKV_ENGINE", value_enum)]
+    pub engine: Option<Engine>,
+
+    /// File of client bearer tokens, one per line; when set (or an admin
+    /// token is), every route but /health needs a token [default: none]
+    #[arg(long, env = "QKV_CLIENT_TOKENS_FILE", value_name = "FILE")]
+    pub client_tokens_file: Option<PathBuf>,
+
+    /// File holding the admin bearer token, needed for /internal/... and
+    /// cluster-changing routes [default: none]
+    #[arg(long, env = "QKV_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Log format; the level comes from RUST_LOG [default: text]
+    #[arg(long, env = "QKV_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration error: one line for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("bad config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("bad value for {name}: {reason}")]
+    Value {
+        /// The setting's flag name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node id given explicitly (else taken from or stored in the data dir).
+    pub id: Option<String>,
+    /// HTTP API address.
+    pub http: SocketAddr,
+    /// Gossip and internode address.
+    pub listen: SocketAddr,
+    /// Seed gossip addresses.
+    pub seeds: Vec<SocketAddr>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Shared secret, read from `--cluster-secret-file`.
+    pub cluster_secret: Option<String>,
+    /// Vnodes taken at join.
+    pub vnodes: u32,
+    /// Token allocation strategy.
+    pub token_allocation: TokenAllocation,
+    /// Rack.
+    pub rack: Option<String>,
+    /// Default replicas per key.
+    pub default_n: u32,
+    /// Durability.
+    pub sync: SyncMode,
+    /// Largest value accepted.
+    pub max_value_bytes: u64,
+    /// Join mode.
+    pub join: Join,
+    /// Fault-injection admin routes enabled.
+    pub fault_injection: bool,
+    /// Default request deadline.
+    pub timeout: Duration,
+    /// Concurrent requests before 503 overloaded.
+    pub max_inflight: u32,
+    /// Storage engine.
+    pub engine: Engine,
+    /// Client bearer tokens.
+    pub client_tokens: Vec<String>,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+fn read_secret_file(name: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Value {
+        name,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    Ok(text.trim().to_string())
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::Value {
+            name,
+            reason: format!("{v} is outside {lo}..={hi}"),
+        });
+    }
+    Ok(v)
+}
+
+/// Node ids travel in gossip, URLs and logs: keep them simple.
+pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Value {
+            name: "--id",
+            reason: format!("{id:?} must be 1 to 64 characters of [A-Za-z0-9._-]"),
+        })
+    }
+}
+
+impl Config {
+    /// Parses the process's command line and environment, reads the file
+    /// if one is named, and resolves defaults.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::from_args(Args::parse())
+    }
+
+    /// Merges `cli` (flags and variables, as clap parsed them) over the
+    /// file it names.
+    pub fn from_args(cli: Args) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str::<Args>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    reason: e.message().to_string(),
+                })?
+            }
+            None => Args::default(),
+        };
+        Self::resolve(cli, file)
+    }
+
+    /// Applies precedence (`cli` over `file`) and the built-in defaults.
+    pub fn resolve(cli: Args, file: Args) -> Result<Config, ConfigError> {
+        macro_rules! pick {
+            ($f:ident) => {
+                cli.$f.or(file.$f)
+            };
+        }
+        let id = pick!(id);
+        if let Some(id) = &id {
+            validate_node_id(id)?;
+        }
+        let default_http: SocketAddr = ([127, 0, 0, 1], 8001).into();
+        let default_listen: SocketAddr = ([127, 0, 0, 1], 7001).into();
+        let sync = pick!(sync).unwrap_or(Sync::Always);
+        let interval = in_range(
+            "--sync-interval-ms",
+            pick!(sync_interval_ms).unwrap_or(1000),
+            1,
+            60_000,
+        )?;
+        let cluster_name = pick!(cluster_name).unwrap_or_else(|| "quorumkv".to_string());
+        if cluster_name.is_empty() || cluster_name.len() > 128 {
+            return Err(ConfigError::Value {
+                name: "--cluster-name",
+                reason: "must be 1 to 128 bytes".into(),
+            });
+        }
+        let cluster_secret = match pick!(cluster_secret_file) {
+            Some(p) => {
+                let s = read_secret_file("--cluster-secret-file", &p)?;
+                if s.is_empty() {
+                    return Err(ConfigError::Value {
+                        name: "--cluster-secret-file",
+                        reason: format!("{} is empty", p.display()),
+                    });
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let client_tokens = match pick!(client_tokens_file) {
+            Some(p) => read_secret_file("--client-tokens-file", &p)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let admin_token = match pick!(admin_token_file) {
+            Some(p) => Some(read_secret_file("--admin-token-file", &p)?)
+                .filter(|s| !s.is_empty()),
+            None => None,
+        };
+        let rack = pick!(rack);
+        if let Some(r) = &rack
+            && (r.is_empty() || r.len() > 64)
+        {
+            return Err(ConfigError::Value {
+                name: "--rack",
+                reason: "must be 1 to 64 bytes".into(),
+            });
+        }
+        Ok(Config {
+            id,
+            http: pick!(http).unwrap_or(default_http),
+            listen: pick!(listen).unwrap_or(default_listen),
+            seeds: pick!(seeds).unwrap_or_default(),
+            data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            cluster_name,
+            cluster_secret,
+            vnodes: in_range("--vnodes", pick!(vnodes).unwrap_or(16), 1, 1024)?,
+            token_allocation: pick!(token_allocation).unwrap_or(TokenAllocation::Balanced),
+            rack,
+            default_n: in_range("--default-n", pick!(default_n).unwrap_or(3), 1, 16)?,
+            sync: match sync {
+                Sync::Always => SyncMode::Always,
+                Sync::Periodic => SyncMode::Periodic(Duration::from_millis(interval)),
+            },
+            max_value_bytes: in_range(
+                "--max-value-bytes",
+                pick!(max_value_bytes).unwrap_or(1 << 20),
+                1,
+                256 << 20,
+            )?,
+            join: pick!(join).unwrap_or(Join::Auto),
+            fault_injection: pick!(fault_injection).unwrap_or(false),
+            timeout: Duration::from_millis(in_range(
+                "--timeout-ms",
+                pick!(timeout_ms).unwrap_or(2000),
+                1,
+                600_000,
+            )?),
+            max_inflight: in_range("--max-inflight", pick!(max_inflight).unwrap_or(4096), 1, 1 << 20)?,
+            engine: pick!(engine).unwrap_or(Engine::Fjall),
+            client_tokens,
+            admin_token,
+            log_format: pick!(log_format).unwrap_or(LogFormat::Text),
+        })
+    }
+
+    /// Whether any bearer token is configured (then every route but
+    /// `/health` needs one).
+    pub fn auth_enabled(&self) -> bool {
+        !self.client_tokens.is_empty() || self.admin_token.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut v = vec!["qkvd"];
+        v.extend_from_slice(args);
+        Args::try_parse_from(v).expect("test args parse")
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let c = Config::resolve(Args::default(), Args::default()).expect("defaults are valid");
+        assert_eq!(c.http, "127.0.0.1:8001".parse().expect("addr"));
+        assert_eq!(c.vnodes, 16);
+        assert_eq!(c.default_n, 3);
+        assert_eq!(c.sync, SyncMode::Always);
+        assert_eq!(c.max_value_bytes, 1 << 20);
+        assert_eq!(c.join, Join::Auto);
+        assert_eq!(c.token_allocation, TokenAllocation::Balanced);
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let file: Args = toml::from_str(
+            "vnodes = 32\ndefault_n = 2\nsync = \"periodic\"\nseeds = [\"127.0.0.1:7002\"]\n",
+        )
+        .expect("toml parses");
+        let c = Config::resolve(parse(&["--vnodes", "8"]), file).expect("valid");
+        assert_eq!(c.vnodes, 8);
+        assert_eq!(c.default_n, 2);
+        assert!(matches!(c.sync, SyncMode::Periodic(_)));
+        assert_eq!(c.seeds.len(), 1);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_flag_name() {
+        let err = Config::resolve(parse(&["--default-n", "0"]), Args::default())
+            .expect_err("n=0 is invalid");
+        assert!(err.to_string().contains("--default-n"), "{err}");
+        let err = Config::resolve(parse(&["--vnodes", "5000"]), Args::default())
+            .expect_err("too many vnodes");
+        assert!(err.to_string().contains("--vnodes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<Args>("vnode = 3").is_err());
+    }
+
+    #[test]
+    fn bad_node_ids_are_refused() {
+        assert!(validate_node_id("n1").is_ok());
+        assert!(validate_node_id("").is_err());
+        assert!(validate_node_id("a b").is_err());
+        assert!(validate_node_id(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The errors a request can end in, and their one mapping to HTTP.
+//!
+//! Handlers return `Result<_, ApiError>`; [`ApiError::status`] and
+//! [`ApiError::body`] are the only place where an error becomes a status
+//! code and the contract's JSON body (`{"error": code, "message": text,
+//! ...}`), so the codes of API.md cannot drift between routes.
+
+use serde_json::{Value as Json, json};
+
+use crate::storage::StorageError;
+
+/// Why a replica could not take part in a request (reported in 503/504
+/// bodies so that a user sees which replicas failed and why).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReplicaFailure {
+    /// The replica's node id.
+    pub node: String,
+    /// What went wrong, for a person.
+    pub reason: String,
+}
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: path, query, body or causal context.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key is longer than 1024 bytes.
+    #[error("key is {0} bytes; keys are 1 to 1024 bytes")]
+    KeyTooLong(usize),
+    /// The value is larger than `--max-value-bytes`.
+    #[error("value is larger than this node's limit of {limit} bytes (--max-value-bytes)")]
+    ValueTooLarge {
+        /// The node's limit.
+        limit: u64,
+    },
+    /// `r` or `w` is not a valid consistency for the bucket.
+    #[error("{0}")]
+    BadConsistency(String),
+    /// A bucket (or other named thing) that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The key has no live version.
+    #[error("key not found")]
+    KeyNotFound {
+        /// The context of a known deletion, sent as `X-Causal-Context`.
+        context: Option<String>,
+    },
+    /// Fewer live replicas than required; nothing was done.
+    #[error("{message}")]
+    Unavailable {
+        /// Replicas that had to answer.
+        required: usize,
+        /// Replicas alive.
+        alive: usize,
+        /// What happened and how to fix it.
+        message: String,
+        /// Replicas that failed, with why.
+        failed: Vec<ReplicaFailure>,
+    },
+    /// The deadline passed before enough replicas answered.
+    #[error("{message}")]
+    Timeout {
+        /// Replicas that had to answer.
+        required: usize,
+        /// Replicas that answered in time.
+        acks: usize,
+        /// What happened.
+        message: String,
+        /// Replicas that failed or were late, with why.
+        failed: Vec<ReplicaFailure>,
+    },
+    /// Too many requests in flight.
+    #[error("node is overloaded: {0}")]
+    Overloaded(String),
+    /// Missing or wrong bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The method is not served on this route.
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
+}
+
+impl ApiError {
+    /// The HTTP status code of the error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) | ApiError::KeyTooLong(_) | ApiError::BadConsistency(_) => {
+                400
+            }
+            ApiError::ValueTooLarge { .. } => 413,
+            ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => 404,
+            ApiError::Unavailable { .. } | ApiError::Overloaded(_) => 503,
+            ApiError::Timeout { .. } => 504,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::MethodNotAllowed(_) => 405,
+        }
+    }
+
+    /// The stable error code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) | ApiError::MethodNotAllowed(_) => "bad_request",
+            ApiError::KeyTooLong(_) => "key_too_long",
+            ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::BadConsistency(_) => "bad_consistency",
+            ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => "not_found",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Unauthorized(_) => "unauthorized",
+        }
+    }
+
+    /// The JSON body: `error`, `message`, and the fields each code adds.
+    pub fn body(&self) -> Json {
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        match self {
+            ApiError::Unavailable {
+                required,
+                alive,
+                failed,
+                ..
+            } => {
+                body["required"] = json!(required);
+                body["alive"] = json!(alive);
+                body["failed"] = json!(failed);
+            }
+            ApiError::Timeout {
+                required,
+                acks,
+                failed,
+                ..
+            } => {
+                body["required"] = json!(required);
+                body["acks"] = json!(acks);
+                body["failed"] = json!(failed);
+            }
+            _ => {}
+        }
+        body
+    }
+
+    /// A local storage failure seen by a request that needed `required`
+    /// replicas: this replica is out, so the request is unavailable.
+    pub fn storage(node: &str, required: usize, err: StorageError) -> ApiError {
+        ApiError::Unavailable {
+            required,
+            alive: 0,
+            message: format!("replica {node} could not use its storage: {err}"),
+            failed: vec![ReplicaFailure {
+                node: node.to_string(),
+                reason: err.to_string(),
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_contract_status_and_code() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (ApiError::KeyTooLong(1025), 400, "key_too_long"),
+            (ApiError::ValueTooLarge { limit: 10 }, 413, "value_too_large"),
+            (ApiError::BadConsistency("r".into()), 400, "bad_consistency"),
+            (ApiError::NotFound("b".into()), 404, "not_found"),
+            (ApiError::KeyNotFound { context: None }, 404, "not_found"),
+            (
+                ApiError::Unavailable {
+                    required: 2,
+                    alive: 1,
+                    message: "m".into(),
+                    failed: vec![],
+                },
+                503,
+                "unavailable",
+            ),
+            (
+                ApiError::Timeout {
+                    required: 2,
+                    acks: 1,
+                    message: "m".into(),
+                    failed: vec![],
+                },
+                504,
+                "timeout",
+            ),
+            (ApiError::Overloaded("x".into()), 503, "overloaded"),
+            (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status(), status, "{err:?}");
+            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(err.body()["error"], code);
+            assert!(err.body()["message"].is_string());
+        }
+    }
+
+    #[test]
+    fn unavailable_and_timeout_bodies_carry_their_counts() {
+        let b = ApiError::Unavailable {
+            required: 2,
+            alive: 1,
+            message: "m".into(),
+            failed: vec![],
+        }
+        .body();
+        assert_eq!((b["required"].as_u64(), b["alive"].as_u64()), (Some(2), Some(1)));
+        let b = ApiError::Timeout {
+            required: 3,
+            acks: 2,
+            message: "m".into(),
+            failed: vec![],
+        }
+        .body();
+        assert_eq!((b["required"].as_u64(), b["acks"].as_u64()), (Some(3), Some(2)));
+    }
+}

@@ -1,0 +1,132 @@
+//! Bucket properties, cluster views, metrics and inspection routes.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use warp::http::Method;
+
+use super::request::{Request, decode_key};
+use super::{Reply, json, respond};
+use crate::buckets::{BucketUpdate, validate_bucket_name};
+use crate::error::ApiError;
+use crate::server::Node;
+
+fn only(req: &Request, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(&req.method) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(req.method.to_string()))
+    }
+}
+
+/// `GET /health`.
+pub fn health(node: &Node, req: &Request) -> Reply {
+    only(req, &[Method::GET, Method::HEAD])?;
+    Ok(json(
+        200,
+        &json!({"status": "ok", "node": node.replica.id()}),
+    ))
+}
+
+/// `GET|PUT /buckets/{bucket}`.
+pub async fn bucket(node: &Node, name: &str, req: Request) -> Reply {
+    validate_bucket_name(name)?;
+    match req.method {
+        Method::GET | Method::HEAD => match node.buckets.get(name) {
+            Some(p) => Ok(json(200, &json!(p))),
+            None => Err(ApiError::NotFound(format!(
+                "bucket {name:?} does not exist; PUT /buckets/{name} creates it, and so does writing a key to it"
+            ))),
+        },
+        Method::PUT | Method::POST => {
+            let Request { headers, body, .. } = req;
+            let raw = body.read(&headers, 64 * 1024).await.map_err(|e| match e {
+                ApiError::ValueTooLarge { .. } => {
+                    ApiError::BadRequest("bucket properties are limited to 64 KiB".into())
+                }
+                other => other,
+            })?;
+            let update: BucketUpdate = if raw.iter().all(u8::is_ascii_whitespace) {
+                BucketUpdate::default()
+            } else {
+                serde_json::from_slice(&raw).map_err(|e| {
+                    ApiError::BadRequest(format!("bucket properties are not valid: {e}"))
+                })?
+            };
+            let props = node.buckets.update(name, update).await?;
+            Ok(json(200, &json!(props)))
+        }
+        ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
+    }
+}
+
+/// `GET /cluster/members`.
+pub fn members(node: &Node, req: &Request) -> Reply {
+    only(req, &[Method::GET])?;
+    Ok(json(200, &json!(node.cluster.members())))
+}
+
+/// `GET /cluster/ring`: tokens in ring order and each node's share of the
+/// token space (primary ownership).
+pub fn ring(node: &Node, req: &Request) -> Reply {
+    only(req, &[Method::GET])?;
+    let ring = node.cluster.ring();
+    let tokens: Vec<_> = ring
+        .tokens()
+        .map(|(t, n)| json!({"token": t, "node": n}))
+        .collect();
+    let mut ownership: BTreeMap<String, f64> = BTreeMap::new();
+    let all: Vec<_> = ring.tokens().collect();
+    for (i, (t, n)) in all.iter().enumerate() {
+        // A vnode owns (previous token, its token]; the first wraps around.
+        let prev = if i == 0 { all[all.len() - 1].0 } else { all[i - 1].0 };
+        let span = t.wrapping_sub(prev);
+        let frac = if all.len() == 1 {
+            1.0
+        } else {
+            span as f64 / 18_446_744_073_709_551_616.0
+        };
+        *ownership.entry((*n).clone()).or_default() += frac;
+    }
+    Ok(json(200, &json!({"tokens": tokens, "ownership": ownership})))
+}
+
+/// `GET /cluster/locate/{key}?bucket=`.
+pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
+    only(req, &[Method::GET])?;
+    let bucket = req.query.get("bucket").unwrap_or("default");
+    validate_bucket_name(bucket)?;
+    let key = decode_key(raw_key)?;
+    let props = node.buckets.props_for_keys(bucket);
+    let token = quorumkv_ring::token_of(bucket.as_bytes(), &key);
+    let replicas = node.cluster.ring().preference_list(token, props.n as usize);
+    Ok(json(
+        200,
+        &json!({
+            "bucket": bucket,
+            "key": String::from_utf8_lossy(&key),
+            "token": token,
+            "n": props.n,
+            "replicas": replicas,
+        }),
+    ))
+}
+
+/// `GET /metrics`.
+pub fn metrics(node: &Node, req: &Request) -> Reply {
+    only(req, &[Method::GET])?;
+    let (keys, bytes) = node.replica.stored();
+    node.metrics.keys_stored.set(keys);
+    node.metrics.bytes_stored.set(bytes);
+    Ok(respond(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        node.metrics.render(),
+    ))
+}
+
+/// `GET /internal/local/buckets/{bucket}/keys/{key}`.
+pub fn internal_local(node: &Node, bucket: &str, raw_key: &str, req: &Request) -> Reply {
+    only(req, &[Method::GET])?;
+    super::keys::local_view(node, bucket, raw_key)
+}

@@ -1,0 +1,257 @@
+//! Starting and stopping a node: open the store, establish the node's
+//! identity (id, generation, tokens), bind the ports, serve until SIGINT or
+//! SIGTERM, then stop accepting, finish in-flight requests, flush storage.
+//!
+//! Every reason not to start (unusable data dir, a port in use, a data dir
+//! that belongs to another node id) becomes one [`StartError`] line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+use crate::buckets::Buckets;
+use crate::cluster::{Cluster, LocalNode};
+use crate::config::{Config, Engine, Join, validate_node_id};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::replica::Replica;
+use crate::storage::{StorageError, Store};
+use crate::tokens;
+
+/// Why a node refused to start: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir cannot be used.
+    #[error("cannot use data dir {dir}: {source}")]
+    Storage {
+        /// The directory.
+        dir: String,
+        /// The storage error.
+        source: StorageError,
+    },
+    /// A port could not be bound.
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which port: `--http` or `--listen`.
+        what: &'static str,
+        /// Why (e.g. address in use).
+        reason: String,
+    },
+    /// The data dir holds another node.
+    #[error("{0}")]
+    Identity(String),
+}
+
+/// Everything a running node shares between its tasks.
+pub struct Node {
+    /// Resolved configuration.
+    pub config: Config,
+    /// This node's replica of the data.
+    pub replica: Replica,
+    /// Bucket properties.
+    pub buckets: Buckets,
+    /// Membership and ring.
+    pub cluster: Cluster,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    inflight: Arc<Semaphore>,
+}
+
+impl Node {
+    /// Admits one request, or refuses with `overloaded` when
+    /// `--max-inflight` requests are already being served.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inflight.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded(format!(
+                "{} requests in flight (--max-inflight); retry with backoff",
+                self.config.max_inflight
+            ))
+        })
+    }
+
+    /// Builds a node over an open store: identity, buckets, cluster view.
+    pub async fn open(config: Config, store: Store) -> Result<Node, StartError> {
+        let dir = config.data_dir.display().to_string();
+        let storage = |source| StartError::Storage {
+            dir: dir.clone(),
+            source,
+        };
+        let id = resolve_id(&config, &store).await?;
+        let generation = next_generation(&store).await.map_err(storage)?;
+        let tokens = match tokens::load(&store).map_err(storage)? {
+            Some(t) => t,
+            None if config.join == Join::Auto => {
+                let t = tokens::allocate(&id, &config);
+                tokens::save(&store, &t).await.map_err(storage)?;
+                info!(count = t.len(), strategy = ?config.token_allocation, "chose ring tokens");
+                t
+            }
+            None => Vec::new(),
+        };
+        let buckets = Buckets::load(store.clone(), config.default_n).map_err(storage)?;
+        let replica = Replica::open(id.clone(), store).map_err(storage)?;
+        let cluster = Cluster::single(
+            LocalNode {
+                id,
+                http: config.http,
+                listen: config.listen,
+                generation,
+                rack: config.rack.clone(),
+            },
+            tokens,
+        );
+        Ok(Node {
+            inflight: Arc::new(Semaphore::new(config.max_inflight as usize)),
+            config,
+            replica,
+            buckets,
+            cluster,
+            metrics: Metrics::new(),
+        })
+    }
+}
+
+async fn resolve_id(config: &Config, store: &Store) -> Result<String, StartError> {
+    let dir = config.data_dir.display().to_string();
+    let storage = |source| StartError::Storage {
+        dir: dir.clone(),
+        source,
+    };
+    let stored = store
+        .meta_get("node_id")
+        .map_err(storage)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    match (&config.id, stored) {
+        (Some(want), Some(have)) if *want != have => Err(StartError::Identity(format!(
+            "data dir {dir} belongs to node {have:?}, not {want:?}; start with --id {have} or use another --data-dir"
+        ))),
+        (_, Some(have)) => Ok(have),
+        (want, None) => {
+            let id = want
+                .clone()
+                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+            validate_node_id(&id).map_err(|e| StartError::Identity(e.to_string()))?;
+            store
+                .meta_put("node_id", id.clone().into_bytes())
+                .await
+                .map_err(storage)?;
+            Ok(id)
+        }
+    }
+}
+
+/// The generation grows across restarts: at least the previous one plus
+/// one, and the wall-clock second when that is larger (as Cassandra does),
+/// so a wiped-and-restarted node still out-ranks its old gossip state.
+async fn next_generation(store: &Store) -> Result<u64, StorageError> {
+    let prev = store
+        .meta_get("generation")?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let generation = (prev + 1).max(now);
+    store
+        .meta_put("generation", generation.to_be_bytes().to_vec())
+        .await?;
+    Ok(generation)
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Bind {
+            addr,
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+        _ = term => info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs a node until a shutdown signal; returns once storage is flushed.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let dir = config.data_dir.display().to_string();
+    let store = match config.engine {
+        Engine::Fjall => Store::open(&config.data_dir, config.sync).map_err(|source| {
+            StartError::Storage {
+                dir: dir.clone(),
+                source,
+            }
+        })?,
+        Engine::Memory => Store::memory(),
+    };
+    let http = bind(config.http, "--http").await?;
+    // Bound now so that a port clash is reported at start; gossip and
+    // internode RPC will serve it.
+    let _listen = bind(config.listen, "--listen").await?;
+    let node = Arc::new(Node::open(config, store.clone()).await?);
+    let cfg = &node.config;
+    if cfg.auth_enabled() {
+        info!("bearer tokens configured: every route but /health needs one");
+    } else if cfg.http.ip().is_loopback() {
+        info!("no bearer tokens configured: the API is open, bound to loopback only");
+    } else {
+        warn!(addr = %cfg.http, "no bearer tokens configured and the API is NOT on loopback: anyone who can reach it can read and write");
+    }
+    let ring = node.cluster.ring();
+    info!(
+        id = node.replica.id(),
+        http = %cfg.http,
+        listen = %cfg.listen,
+        data_dir = %dir,
+        sync = ?cfg.sync,
+        tokens = ring.tokens().count(),
+        generation = node.cluster.local().generation,
+        "qkvd serving"
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(crate::http::routes(node.clone()))
+        .incoming(http)
+        .graceful(async move {
+            let _ = rx.await;
+        })
+        .run();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        _ = &mut server => {}
+        _ = shutdown_signal() => {
+            let _ = tx.send(());
+            if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
+                warn!("in-flight requests did not finish within {DRAIN:?}; closing anyway");
+            }
+        }
+    }
+    store.close().await.map_err(|source| StartError::Storage { dir, source })?;
+    info!("storage flushed; bye");
+    Ok(())
+}

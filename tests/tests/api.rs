@@ -210,7 +210,7 @@ async fn bad_bucket_names_and_bodies_are_400() -> Result<()> {
 
 #[tokio::test]
 async fn bucket_properties_persist_and_n_is_frozen_by_data() -> Result<()> {
-    let (mut c, api) = single(&["--sync", "always"])?;
+    let (mut c, api) = single(&[])?;
     assert_error(&api.get("/buckets/fresh").await?, 404, "not_found").await;
     let r = api
         .put(
@@ -227,6 +227,7 @@ async fn bucket_properties_persist_and_n_is_frozen_by_data() -> Result<()> {
     let node = &mut c.nodes[0];
     assert_eq!(node.terminate(std::time::Duration::from_secs(15))?, Some(0));
     node.restart()?;
+    let api = Api::new(&node.url());
     let r = api.get("/buckets/fresh").await?;
     assert_eq!(r.json(), want, "properties survive a restart");
     let r = api.get("/buckets/default").await?;

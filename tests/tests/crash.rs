@@ -56,6 +56,7 @@ async fn acknowledged_writes_survive_sigkill() -> Result<()> {
     let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
 
     c.nodes[0].restart()?;
+    let api = Api::new(&c.nodes[0].url());
     let mut verified = 0usize;
     let mut lost = Vec::new();
     for (key, value) in &acked {

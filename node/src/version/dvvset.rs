@@ -76,7 +76,7 @@ impl Entry {
                 .filter(|(k, _)| *k > self.counter)
                 .cloned(),
         );
-        values.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        values.sort_unstable_by_key(|(k, _)| std::cmp::Reverse(*k));
         Entry {
             id: self.id.clone(),
             counter: self.counter.max(other.counter),

@@ -140,6 +140,15 @@ fn normalize_node(node: &str) -> Result<String, Error> {
     Ok(with_scheme.trim_end_matches('/').to_string())
 }
 
+/// The innermost cause of an error ("Connection refused (os error 111)").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// The JSON shape of a read: `{"context","values"}` (with `Accept: json`)
 /// or `{"context","siblings"}` (a raw 300).
 #[derive(Deserialize)]
@@ -327,13 +336,13 @@ impl Client {
             }
             match req.send().await {
                 Ok(resp) => return Ok(resp),
-                Err(e) if e.is_connect() => failures.push(format!("{node}: {}", Error::from(e))),
+                Err(e) if e.is_connect() => failures.push(format!("{node} ({})", root_cause(&e))),
                 Err(e) => return Err(Error::from(e)),
             }
         }
         Err(Error::Transport(format!(
-            "no node reachable ({})",
-            failures.join("; ")
+            "no node reachable: {}",
+            failures.join(", ")
         )))
     }
 

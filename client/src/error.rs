@@ -95,8 +95,9 @@ impl Error {
     }
 }
 
-/// One line: `code (status): message`, with the quorum figures when the
-/// node gave them but said nothing about them in its message.
+/// One line: `code (status): message`; the quorum figures (`required`,
+/// `alive`, `acks`) stand in for a missing message. The node's messages
+/// already state them, so they are not repeated.
 fn render_api(status: u16, code: &str, message: &str, body: &Value) -> String {
     let num = |k: &str| body.get(k).and_then(Value::as_u64);
     let mut figures = Vec::new();
@@ -117,8 +118,6 @@ fn render_api(status: u16, code: &str, message: &str, body: &Value) -> String {
     if !figures.is_empty() && message.is_empty() {
         line.push_str(": ");
         line.push_str(&figures.join(", "));
-    } else if !figures.is_empty() {
-        line.push_str(&format!(" [{}]", figures.join(", ")));
     }
     line
 }
@@ -155,7 +154,7 @@ mod tests {
         let e = Error::from_response(503, body);
         assert_eq!(
             e.to_string(),
-            "unavailable (503): 1 of 3 replicas alive, 2 required [required 2, alive 1]"
+            "unavailable (503): 1 of 3 replicas alive, 2 required"
         );
         assert_eq!(e.code(), Some("unavailable"));
         assert!(e.is_retryable());

@@ -52,7 +52,10 @@ pub struct BenchArgs {
     /// Unrecorded run before the window.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Bucket of the benchmark's keys.
+    /// Bucket of the benchmark's keys. Against a node that kept the keys of
+    /// an earlier run, the preload's context-less writes become siblings of
+    /// the old values until the workload rewrites them: use a fresh data
+    /// directory (or bucket) for clean figures.
     #[arg(long, default_value = "default")]
     pub bucket: String,
     /// Read consistency sent with every GET.

@@ -27,13 +27,15 @@ pub const EXIT_SIBLINGS: u8 = 3;
 /// machine-readable output). Exit codes: 0 ok, 1 request failed (one line
 /// `Error: ...` on stderr), 2 bad usage, 3 `get` found siblings.
 #[derive(Debug, Parser)]
-#[command(name = "qkv", version, about, long_about = None)]
+#[command(name = "qkv", version)]
 pub struct Cli {
     /// A node's HTTP base URL. Repeat (or comma-separate) to give fallbacks:
     /// requests go to the first node, then the next one only if the first
     /// cannot be reached.
     #[arg(
         long = "node",
+        id = "node",
+        value_name = "URL",
         global = true,
         env = "QKV_NODE",
         value_delimiter = ',',
@@ -145,5 +147,80 @@ mod tests {
     fn nodes_repeat_and_comma_separate() {
         let cli = Cli::parse_from(["qkv", "--node", "a:1,b:2", "--node", "c:3", "status"]);
         assert_eq!(cli.nodes, vec!["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn local_up_nodes_does_not_clash_with_the_global_node() {
+        let cli = Cli::parse_from(["qkv", "--node", "a:1", "local", "up", "--nodes", "3"]);
+        assert_eq!(cli.nodes, vec!["a:1"]);
+        let Command::Local(local::LocalCommand::Up(up)) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(up.nodes, 3);
+    }
+
+    #[test]
+    fn every_subcommand_parses_its_typical_line() {
+        let lines: &[&[&str]] = &[
+            &[
+                "qkv",
+                "get",
+                "-b",
+                "b1",
+                "k",
+                "--r",
+                "quorum",
+                "--timeout-ms",
+                "5",
+            ],
+            &[
+                "qkv",
+                "put",
+                "k",
+                "v",
+                "--w",
+                "2",
+                "--content-type",
+                "text/plain",
+            ],
+            &["qkv", "put", "k", "--file", "/dev/null", "--context", "@f"],
+            &["qkv", "delete", "k", "--context", "c", "--w", "all"],
+            &["qkv", "bucket", "get", "b1"],
+            &[
+                "qkv",
+                "bucket",
+                "set",
+                "b1",
+                "--n",
+                "3",
+                "--conflicts",
+                "lww",
+                "--sloppy-quorum",
+                "true",
+                "--read-repair",
+                "async",
+            ],
+            &["qkv", "--json", "status"],
+            &["qkv", "local", "down", "--dir", "x"],
+            &[
+                "qkv",
+                "bench",
+                "--ceiling",
+                "--cpu",
+                "0",
+                "--duration",
+                "1s",
+                "--r",
+                "one",
+            ],
+            &["qkv", "bench", "--serve-ceiling", "127.0.0.1:9000"],
+        ];
+        for line in lines {
+            if let Err(e) = Cli::try_parse_from(*line) {
+                panic!("{line:?}: {e}");
+            }
+        }
+        assert!(Cli::try_parse_from(["qkv", "get", "k", "--r", "most"]).is_err());
+        assert!(Cli::try_parse_from(["qkv", "put", "k", "v", "--file", "f"]).is_err());
     }
 }

@@ -1,13 +1,22 @@
-//! The consistent-hash ring of quorumkv: where every key lives.
+//! The consistent-hash ring of quorumkv: where every key lives, and what
+//! moves when the cluster changes.
 //!
-//! Keys hash to 64-bit tokens with xxh3; each node owns several virtual-node
-//! tokens; the replicas of a key are the first `n` distinct nodes clockwise
-//! from its token. Everything here is pure and deterministic: no I/O, no
-//! clock, randomness passed in.
+//! WORK IN PROGRESS essay.
 
-use std::collections::BTreeMap;
+pub mod alloc;
+pub mod error;
+pub mod file;
+mod placement;
+pub mod plan;
+pub mod ring;
+pub mod stats;
 
-use serde::{Deserialize, Serialize};
+pub use alloc::{allocate, balanced, evenly_spaced, random, random_for, Strategy};
+pub use error::Error;
+pub use file::{RingFile, TokenEntry};
+pub use plan::{plan, DataSize, Estimate, Joining, NodeChange, PairTotal, Plan, RangeLoad, RangeMove, Transfer};
+pub use ring::{NodeIndex, RangeReplicas, Ring, TokenRange};
+pub use stats::{ownership, NodeOwnership, Ownership, Summary};
 
 /// A position on the ring: the full `u64` space, wrapping at `u64::MAX`.
 pub type Token = u64;
@@ -27,54 +36,6 @@ pub fn token_of(bucket: &[u8], key: &[u8]) -> Token {
     h.digest()
 }
 
-/// A ring of virtual-node tokens, each owned by one node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ring {
-    tokens: BTreeMap<Token, NodeId>,
-}
-
-impl Ring {
-    /// An empty ring.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds `node`'s tokens; a token already taken keeps its first owner.
-    pub fn insert_node(&mut self, node: &str, tokens: &[Token]) {
-        for t in tokens {
-            self.tokens.entry(*t).or_insert_with(|| node.to_string());
-        }
-    }
-
-    /// All `(token, node)` pairs in token order.
-    pub fn tokens(&self) -> impl Iterator<Item = (Token, &NodeId)> {
-        self.tokens.iter().map(|(t, n)| (*t, n))
-    }
-
-    /// Number of distinct nodes.
-    pub fn node_count(&self) -> usize {
-        let mut nodes: Vec<&NodeId> = self.tokens.values().collect();
-        nodes.sort();
-        nodes.dedup();
-        nodes.len()
-    }
-
-    /// The first `n` distinct nodes clockwise from `token` (the vnode whose
-    /// token is the first one `>= token` owns it, wrapping around).
-    pub fn preference_list(&self, token: Token, n: usize) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = Vec::with_capacity(n);
-        for (_, node) in self.tokens.range(token..).chain(self.tokens.range(..token)) {
-            if out.len() >= n {
-                break;
-            }
-            if !out.contains(node) {
-                out.push(node.clone());
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,16 +43,5 @@ mod tests {
     #[test]
     fn separator_keeps_bucket_and_key_apart() {
         assert_ne!(token_of(b"ab", b"c"), token_of(b"a", b"bc"));
-    }
-
-    #[test]
-    fn preference_list_wraps_and_is_distinct() {
-        let mut r = Ring::new();
-        r.insert_node("a", &[10, 40]);
-        r.insert_node("b", &[20]);
-        r.insert_node("c", &[30]);
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(r.preference_list(35, 3), names(&["a", "b", "c"]));
-        assert_eq!(r.preference_list(u64::MAX, 2), names(&["a", "b"]));
     }
 }

@@ -1,4 +1,6 @@
-//! CPU pinning with `sched_setaffinity`, so that on a small machine the
+//! CPU pinning and CPU accounting.
+//!
+//! Pinning uses `sched_setaffinity`, so that on a small machine the
 //! load generator and the server under test do not take turns on the same
 //! core (which would measure the scheduler, not the server).
 //!
@@ -7,6 +9,7 @@
 //! worker thread of that runtime stays on the core.
 
 use std::io;
+use std::time::Duration;
 
 /// The CPUs this thread may run on now.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
@@ -55,6 +58,46 @@ pub fn other_cpu(allowed: &[usize], not: usize) -> Option<usize> {
     allowed.iter().copied().find(|&c| c != not)
 }
 
+fn timespec(ts: &libc::timespec) -> Duration {
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// CPU time (user + system) used so far by the whole process.
+pub fn process_cpu() -> Duration {
+    // SAFETY: plain data, written by the kernel.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a pointer to `ts`.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    timespec(&ts)
+}
+
+/// The CPU-time clock of another thread of this process, to subtract an
+/// in-process server's CPU from the generator's.
+pub fn thread_cpu_clock<T>(handle: &std::thread::JoinHandle<T>) -> Option<libc::clockid_t> {
+    use std::os::unix::thread::JoinHandleExt as _;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the pthread is alive while `handle` is not joined.
+    let rc = unsafe {
+        libc::pthread_getcpuclockid(handle.as_pthread_t() as libc::pthread_t, &mut clock)
+    };
+    (rc == 0).then_some(clock)
+}
+
+/// The time of a CPU-time clock (zero if it cannot be read).
+pub fn clock_cpu(clock: libc::clockid_t) -> Duration {
+    // SAFETY: as in process_cpu.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    timespec(&ts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +118,25 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(got, vec![cpu]);
+    }
+
+    #[test]
+    fn busy_threads_show_up_in_cpu_clocks() {
+        let before = process_cpu();
+        let t = std::thread::spawn(|| {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(50) {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
+            x
+        });
+        let clock = thread_cpu_clock(&t);
+        std::thread::sleep(Duration::from_millis(20));
+        let thread_cpu = clock.map(clock_cpu);
+        t.join().unwrap();
+        assert!(process_cpu() > before);
+        assert!(thread_cpu.is_some_and(|c| c > Duration::ZERO));
     }
 
     #[test]

@@ -197,8 +197,20 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    threads: usize,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The CPU-time clock of the server, when it runs on one thread (a
+    /// current-thread runtime); `None` with more threads.
+    pub fn cpu_clock(&self) -> Option<libc::clockid_t> {
+        match &self.thread {
+            Some(t) if self.threads <= 1 => affinity::thread_cpu_clock(t),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for Running {
@@ -268,6 +280,7 @@ pub fn start(addr: SocketAddr, cpu: Option<usize>, threads: usize) -> anyhow::Re
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(Running {
             addr,
+            threads,
             stop: Some(stop_tx),
             thread: Some(thread),
         }),

@@ -222,10 +222,13 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
 
     let mut target: Option<RunFigures> = None;
     if !a.ceiling_only {
-        let m = rt.block_on(workload::run(&g.nodes, &w))?;
+        let m = rt.block_on(workload::run(&g.nodes, &w, None))?;
         let f = figures("target", &g.nodes, &m);
         if !g.json {
             print!("{}", render(&f));
+            if let Some(warn) = report::saturation_warning(&f, threads) {
+                println!("{warn}");
+            }
         }
         target = Some(f);
     }
@@ -237,11 +240,14 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
             a.ceiling_threads,
         )?;
         let urls = vec![format!("http://{}", server.addr)];
-        let m = rt.block_on(workload::run(&urls, &w))?;
+        let m = rt.block_on(workload::run(&urls, &w, Some(server.cpu_clock())))?;
         drop(server);
         let f = figures("ceiling (built-in in-memory server)", &urls, &m);
         if !g.json {
             print!("{}", render(&f));
+            if let Some(warn) = report::saturation_warning(&f, threads) {
+                println!("{warn}");
+            }
         }
         ceiling_f = Some(f);
     }
@@ -319,12 +325,17 @@ mod tests {
         let urls = vec![format!("http://{}", server.addr)];
         let rt = runtime(1).unwrap();
         let m = rt
-            .block_on(workload::run(&urls, &a.workload(None)))
+            .block_on(workload::run(
+                &urls,
+                &a.workload(None),
+                Some(server.cpu_clock()),
+            ))
             .unwrap();
         assert_eq!(m.preload.map(|p| (p.0, p.2)), Some((200, 0)));
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         assert_eq!(m.not_found, 0);
         assert!(!m.read.is_empty() && !m.write.is_empty());
+        assert!(m.generator_cpu.is_some());
         let f = figures("ceiling", &urls, &m);
         assert!(f.ops_per_sec > 0.0);
     }

@@ -51,6 +51,9 @@ pub struct RunFigures {
     pub siblings: u64,
     /// Preload: keys written, seconds, writes per second, failures.
     pub preload: Option<PreloadFigures>,
+    /// The generator's CPU use in the window, in percent of one core
+    /// (near 100 per generator thread: the figures are generator-bound).
+    pub generator_cpu_pct: Option<f64>,
 }
 
 /// The preload phase.
@@ -110,6 +113,10 @@ pub fn figures(label: &str, urls: &[String], m: &Measured) -> RunFigures {
             },
             failed,
         }),
+        generator_cpu_pct: m
+            .generator_cpu
+            .filter(|_| secs > 0.0)
+            .map(|c| c.as_secs_f64() / secs * 100.0),
     }
 }
 
@@ -152,7 +159,22 @@ pub fn render(f: &RunFigures) -> String {
         "  errors   {errors}   (reads: {} not found, {} with siblings)\n",
         f.not_found, f.siblings
     );
+    if let Some(pct) = f.generator_cpu_pct {
+        s += &format!("  generator cpu {pct:.0}% of one core\n");
+    }
     s
+}
+
+/// A warning when the generator used nearly all of its `threads` cores:
+/// then the figures measure the generator, not the server.
+pub fn saturation_warning(f: &RunFigures, threads: usize) -> Option<String> {
+    let pct = f.generator_cpu_pct?;
+    (pct > 90.0 * threads as f64).then(|| {
+        format!(
+            "warning: the generator used {pct:.0}% CPU with {threads} thread(s): the {} figures are probably generator-bound",
+            f.label
+        )
+    })
 }
 
 #[cfg(test)]
@@ -176,6 +198,7 @@ mod tests {
             siblings: 1,
             window: Duration::from_secs(2),
             preload: Some((10, Duration::from_secs(1), 0)),
+            generator_cpu: Some(Duration::from_millis(1900)),
         };
         let f = figures("target", &["http://x:1".into()], &m);
         assert_eq!(f.ops, 1001);
@@ -186,5 +209,8 @@ mod tests {
         assert!(text.contains("p50 0.500 ms"), "{text}");
         assert!(text.contains("503: 2"), "{text}");
         assert!(text.contains("preload  10 keys"), "{text}");
+        assert!(text.contains("generator cpu 95% of one core"), "{text}");
+        assert!(saturation_warning(&f, 1).is_some());
+        assert!(saturation_warning(&f, 2).is_none());
     }
 }

@@ -30,6 +30,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::net::TcpStream;
 
+use super::affinity;
+
 /// What to run, independent of where.
 #[derive(Clone, Debug)]
 pub struct Workload {
@@ -83,6 +85,10 @@ pub struct Measured {
     pub window: Duration,
     /// Preload: keys written, time taken, failures.
     pub preload: Option<(u64, Duration, u64)>,
+    /// CPU time the generator used during the window (the process's,
+    /// minus the in-process server's when one is given); `None` when it
+    /// could not be separated.
+    pub generator_cpu: Option<Duration>,
 }
 
 fn new_hist() -> Hist {
@@ -329,7 +335,15 @@ async fn measure_worker(mut wk: Worker, id: u64, measure_from: Instant, end: Ins
 
 /// Runs the workload against base URLs `targets` (worker i uses target
 /// `i % len`) and returns what it measured.
-pub async fn run(targets: &[String], w: &Workload) -> anyhow::Result<Measured> {
+///
+/// `server_cpu`: for a server running inside this process, `Some(clock)`
+/// of its CPU time (subtracted from the generator's), `Some(None)` when it
+/// cannot be separated; `None` when the server is another process.
+pub async fn run(
+    targets: &[String],
+    w: &Workload,
+    server_cpu: Option<Option<libc::clockid_t>>,
+) -> anyhow::Result<Measured> {
     if targets.is_empty() {
         bail!("no target to benchmark");
     }
@@ -412,6 +426,18 @@ pub async fn run(targets: &[String], w: &Workload) -> anyhow::Result<Measured> {
         .enumerate()
         .map(|(i, wk)| tokio::spawn(measure_worker(wk, i as u64, measure_from, end)))
         .collect();
+    let cpu_now = || {
+        let own = affinity::process_cpu();
+        match server_cpu {
+            None => Some(own),
+            Some(Some(clock)) => Some(own.saturating_sub(affinity::clock_cpu(clock))),
+            Some(None) => None,
+        }
+    };
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_start = cpu_now();
+    tokio::time::sleep_until(end.into()).await;
+    let generator_cpu = cpu_start.zip(cpu_now()).map(|(a, b)| b.saturating_sub(a));
     let mut total = Tally::new();
     for h in handles {
         let t = h.await?;
@@ -431,6 +457,7 @@ pub async fn run(targets: &[String], w: &Workload) -> anyhow::Result<Measured> {
         siblings: total.siblings,
         window: w.duration,
         preload,
+        generator_cpu,
     })
 }
 

@@ -395,12 +395,24 @@ mod tests {
     #[tokio::test]
     async fn n_is_frozen_once_a_bucket_holds_data() {
         let b = Buckets::load(Store::memory(), 3).expect("load");
-        b.update("t", BucketUpdate { n: Some(1), ..Default::default() })
-            .await
-            .expect("n can change while empty");
+        b.update(
+            "t",
+            BucketUpdate {
+                n: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("n can change while empty");
         b.mark_has_data("t").await.expect("mark");
         let err = b
-            .update("t", BucketUpdate { n: Some(2), ..Default::default() })
+            .update(
+                "t",
+                BucketUpdate {
+                    n: Some(2),
+                    ..Default::default()
+                },
+            )
             .await
             .expect_err("n is frozen");
         assert_eq!(err.code(), "bad_request");

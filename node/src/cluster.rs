@@ -104,7 +104,11 @@ impl Cluster {
 
     /// Every known member.
     pub fn members(&self) -> Vec<Member> {
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let state = if tokens.is_empty() {
             NodeState::Standby
         } else {

@@ -73,7 +73,11 @@ pub enum Engine {
 /// in the TOML file given by `--config` (keys as the flag names with `_`);
 /// a flag beats the variable, which beats the file.
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(name = "qkvd", version, about = "quorumkv node: a leaderless replicated key-value store")]
+#[command(
+    name = "qkvd",
+    version,
+    about = "quorumkv node: a leaderless replicated key-value store"
+)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// TOML configuration file. [env: QKV_CONFIG]
@@ -146,7 +150,7 @@ pub struct Args {
 
     /// Enable the admin routes that inject delays and drops into internode
     /// traffic; never use in production [default: off]
-    #[arg(long, env = "QKV_FAULT_INJECTION")]
+    #[arg(long, env = "QKV_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub fault_injection: Option<bool>,
 
     /// Default deadline of a request, in ms, 1..=600000 [default: 2000]
@@ -368,8 +372,7 @@ impl Config {
             None => Vec::new(),
         };
         let admin_token = match pick!(admin_token_file) {
-            Some(p) => Some(read_secret_file("--admin-token-file", &p)?)
-                .filter(|s| !s.is_empty()),
+            Some(p) => Some(read_secret_file("--admin-token-file", &p)?).filter(|s| !s.is_empty()),
             None => None,
         };
         let rack = pick!(rack);
@@ -411,7 +414,12 @@ impl Config {
                 1,
                 600_000,
             )?),
-            max_inflight: in_range("--max-inflight", pick!(max_inflight).unwrap_or(4096), 1, 1 << 20)?,
+            max_inflight: in_range(
+                "--max-inflight",
+                pick!(max_inflight).unwrap_or(4096),
+                1,
+                1 << 20,
+            )?,
             engine: pick!(engine).unwrap_or(Engine::Fjall),
             client_tokens,
             admin_token,

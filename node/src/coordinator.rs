@@ -138,7 +138,11 @@ pub async fn read(
     })?;
     let replica = local_target(node, &q)?;
     let me = replica.id().to_string();
-    match tokio::time::timeout(timeout, async { replica.read(bucket, key) }).await {
+    let fut = async {
+        node.faults.storage_delay().await;
+        replica.read(bucket, key)
+    };
+    match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(timeout_error(required, 0, &me, timeout)),
         Ok(Err(e)) => Err(ApiError::storage(&me, required, e)),
         Ok(Ok(found)) => Ok(found),
@@ -170,7 +174,12 @@ pub async fn write(
         .mark_has_data(bucket)
         .await
         .map_err(|e| ApiError::storage(&me, required, e))?;
-    let fut = replica.write(bucket, key, ctx, mutation, props.conflicts);
+    let fut = async {
+        node.faults.storage_delay().await;
+        replica
+            .write(bucket, key, ctx, mutation, props.conflicts)
+            .await
+    };
     match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(timeout_error(required, 0, &me, timeout)),
         Ok(Err(e)) => Err(ApiError::storage(&me, required, e)),
@@ -198,7 +207,10 @@ mod tests {
         assert_eq!(q.targets, names(&["a", "c"]));
         let err = Quorum::plan("default", 3, &replicas, 3, |r| r != "b").expect_err("all");
         let body = err.body();
-        assert_eq!((body["required"].as_u64(), body["alive"].as_u64()), (Some(3), Some(2)));
+        assert_eq!(
+            (body["required"].as_u64(), body["alive"].as_u64()),
+            (Some(3), Some(2))
+        );
         assert_eq!(body["failed"][0]["node"], "b");
     }
 

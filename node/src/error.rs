@@ -85,9 +85,7 @@ impl ApiError {
     /// The HTTP status code of the error.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) | ApiError::KeyTooLong(_) | ApiError::BadConsistency(_) => {
-                400
-            }
+            ApiError::BadRequest(_) | ApiError::KeyTooLong(_) | ApiError::BadConsistency(_) => 400,
             ApiError::ValueTooLarge { .. } => 413,
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => 404,
             ApiError::Unavailable { .. } | ApiError::Overloaded(_) => 503,
@@ -165,7 +163,11 @@ mod tests {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::BadRequest("x".into()), 400, "bad_request"),
             (ApiError::KeyTooLong(1025), 400, "key_too_long"),
-            (ApiError::ValueTooLarge { limit: 10 }, 413, "value_too_large"),
+            (
+                ApiError::ValueTooLarge { limit: 10 },
+                413,
+                "value_too_large",
+            ),
             (ApiError::BadConsistency("r".into()), 400, "bad_consistency"),
             (ApiError::NotFound("b".into()), 404, "not_found"),
             (ApiError::KeyNotFound { context: None }, 404, "not_found"),
@@ -209,7 +211,10 @@ mod tests {
             failed: vec![],
         }
         .body();
-        assert_eq!((b["required"].as_u64(), b["alive"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(
+            (b["required"].as_u64(), b["alive"].as_u64()),
+            (Some(2), Some(1))
+        );
         let b = ApiError::Timeout {
             required: 3,
             acks: 2,
@@ -217,6 +222,9 @@ mod tests {
             failed: vec![],
         }
         .body();
-        assert_eq!((b["required"].as_u64(), b["acks"].as_u64()), (Some(3), Some(2)));
+        assert_eq!(
+            (b["required"].as_u64(), b["acks"].as_u64()),
+            (Some(3), Some(2))
+        );
     }
 }

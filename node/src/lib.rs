@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod replica;

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     };
     init_logging(config.log_format);
     let config_is_json = config.log_format == LogFormat::Json;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("qkvd: cannot start the async runtime: {e}");

@@ -75,10 +75,9 @@ impl Metrics {
             "HTTP requests served, by route, method and status",
             requests.clone(),
         );
-        let latency =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency, by route and method",
@@ -172,7 +171,10 @@ mod tests {
             text.contains(r#"qkv_http_requests_total{route="keys",method="GET",status="404"} 1"#),
             "{text}"
         );
-        assert!(text.contains("qkv_http_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("qkv_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.contains("qkv_lww_dropped_versions_total 1"), "{text}");
     }
 }

@@ -108,12 +108,17 @@ impl Replica {
         }
     }
 
-    /// A timestamp from this node's hybrid logical clock.
-    pub fn now(&self) -> Timestamp {
-        self.clock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .now(wall_ms())
+    /// A timestamp from this node's hybrid logical clock, later than
+    /// `seen` (the newest version already stored for the key): a write
+    /// made after another is stamped after it even when this node's wall
+    /// clock lags the one that stamped the older version.
+    pub fn now_after(&self, seen: Option<Timestamp>) -> Timestamp {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        let wall = wall_ms();
+        if let Some(t) = seen {
+            clock.observe(t, wall);
+        }
+        clock.now(wall)
     }
 
     /// Coordinates a client write here: the versions `ctx` covers are
@@ -130,7 +135,7 @@ impl Replica {
         let old = self.read(bucket, key)?;
         let old_size = old.as_ref().map(|o| o.encode().len());
         let mut object = old.unwrap_or_default();
-        let ts = self.now();
+        let ts = self.now_after(object.max_timestamp());
         let value = match mutation {
             Mutation::Put { data, content_type } => Value::live(data, content_type, ts),
             Mutation::Delete => Value::tombstone(ts),
@@ -159,6 +164,10 @@ impl Replica {
         let _guard = self.stripe(bucket, key).lock().await;
         let old = self.read(bucket, key)?;
         let old_size = old.as_ref().map(|o| o.encode().len());
+        if let Some(t) = remote.max_timestamp() {
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            clock.observe(t, wall_ms());
+        }
         let mut object = match &old {
             Some(o) => o.sync(remote),
             None => remote.clone(),
@@ -192,7 +201,8 @@ impl Replica {
                 self.bytes.fetch_add(new_size, Ordering::Relaxed);
             }
             Some(old) => {
-                self.bytes.fetch_add(new_size - old as i64, Ordering::Relaxed);
+                self.bytes
+                    .fetch_add(new_size - old as i64, Ordering::Relaxed);
             }
         }
         Ok(())

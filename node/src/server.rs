@@ -17,6 +17,7 @@ use crate::buckets::Buckets;
 use crate::cluster::{Cluster, LocalNode};
 use crate::config::{Config, Engine, Join, validate_node_id};
 use crate::error::ApiError;
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
@@ -60,6 +61,8 @@ pub struct Node {
     pub cluster: Cluster,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Injected faults (only with `--fault-injection`).
+    pub faults: Faults,
     inflight: Arc<Semaphore>,
 }
 
@@ -108,11 +111,12 @@ impl Node {
         );
         Ok(Node {
             inflight: Arc::new(Semaphore::new(config.max_inflight as usize)),
-            config,
             replica,
             buckets,
             cluster,
             metrics: Metrics::new(),
+            faults: Faults::new(config.fault_injection),
+            config,
         })
     }
 }
@@ -167,13 +171,11 @@ async fn next_generation(store: &Store) -> Result<u64, StorageError> {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Bind {
-            addr,
-            what,
-            reason: e.to_string(),
-        })
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr,
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -202,12 +204,12 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub async fn run(config: Config) -> Result<(), StartError> {
     let dir = config.data_dir.display().to_string();
     let store = match config.engine {
-        Engine::Fjall => Store::open(&config.data_dir, config.sync).map_err(|source| {
-            StartError::Storage {
+        Engine::Fjall => {
+            Store::open(&config.data_dir, config.sync).map_err(|source| StartError::Storage {
                 dir: dir.clone(),
                 source,
-            }
-        })?,
+            })?
+        }
         Engine::Memory => Store::memory(),
     };
     let http = bind(config.http, "--http").await?;
@@ -251,7 +253,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
-    store.close().await.map_err(|source| StartError::Storage { dir, source })?;
+    store
+        .close()
+        .await
+        .map_err(|source| StartError::Storage { dir, source })?;
     info!("storage flushed; bye");
     Ok(())
 }

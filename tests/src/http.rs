@@ -115,7 +115,12 @@ impl Api {
     }
 
     /// PUT with headers.
-    pub async fn put_with(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Resp> {
+    pub async fn put_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Resp> {
         self.send("PUT", path, headers, Some(body.to_vec())).await
     }
 

@@ -30,7 +30,10 @@ pub fn qkvd_bin() -> Result<PathBuf> {
         }
         dir = d.parent().map(Path::to_path_buf);
     }
-    bail!("qkvd binary not found next to {}; run the tests with `cargo test --workspace` or set QKVD_BIN", exe.display())
+    bail!(
+        "qkvd binary not found next to {}; run the tests with `cargo test --workspace` or set QKVD_BIN",
+        exe.display()
+    )
 }
 
 /// A loopback port that was free a moment ago.
@@ -144,7 +147,10 @@ impl NodeProc {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let child = Command::new(qkvd_bin()?)
             .args(self.command_args())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -202,7 +208,10 @@ impl NodeProc {
         // SAFETY: kill(2) with a pid we spawned and still own (not reaped).
         let rc = unsafe { libc::kill(pid as i32, sig) };
         if rc != 0 {
-            bail!("kill({pid}, {sig}) failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "kill({pid}, {sig}) failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -231,7 +240,10 @@ impl NodeProc {
             if Instant::now() > deadline {
                 c.kill()?;
                 c.wait()?;
-                bail!("qkvd {} did not exit within {within:?} of SIGTERM", self.spec.id);
+                bail!(
+                    "qkvd {} did not exit within {within:?} of SIGTERM",
+                    self.spec.id
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -80,7 +80,9 @@ async fn key_length_limits_are_exact() -> Result<()> {
     assert_error(&r, 400, "key_too_long").await;
     // Multi-byte characters count as bytes: 342 × 3 bytes = 1026.
     let wide = "€".repeat(342);
-    let r = api.put(&format!("/kv/{}", enc(wide.as_bytes())), b"v").await?;
+    let r = api
+        .put(&format!("/kv/{}", enc(wide.as_bytes())), b"v")
+        .await?;
     assert_error(&r, 400, "key_too_long").await;
     let r = api.put("/kv/", b"v").await?;
     assert_error(&r, 400, "bad_request").await;
@@ -150,7 +152,9 @@ async fn bad_context_tokens_are_400_and_harmless() -> Result<()> {
             .put_with("/kv/k", &[("x-causal-context", bad)], b"v2")
             .await?;
         assert_error(&r, 400, "bad_request").await;
-        let r = api.delete_with("/kv/k", &[("x-causal-context", bad)]).await?;
+        let r = api
+            .delete_with("/kv/k", &[("x-causal-context", bad)])
+            .await?;
         assert_error(&r, 400, "bad_request").await;
     }
     let r = api.get("/kv/k").await?;
@@ -171,7 +175,11 @@ async fn bad_consistency_values_are_rejected() -> Result<()> {
         assert_error(&r, 400, "bad_consistency").await;
     }
     for q in ["r=one", "r=quorum", "r=all", "r=1"] {
-        assert_eq!(api.get(&format!("/kv/canary?{q}")).await?.status, 200, "{q}");
+        assert_eq!(
+            api.get(&format!("/kv/canary?{q}")).await?.status,
+            200,
+            "{q}"
+        );
     }
     assert_eq!(api.put("/kv/x?w=any", b"v").await?.status, 204);
     let r = api.get("/kv/canary?timeout_ms=abc").await?;
@@ -243,7 +251,10 @@ async fn n_larger_than_the_cluster_is_unavailable_with_advice() -> Result<()> {
     let r = api.put("/buckets/wide/keys/k", b"v").await?;
     assert_error(&r, 503, "unavailable").await;
     let body = r.json();
-    assert_eq!((body["required"].as_u64(), body["alive"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (body["required"].as_u64(), body["alive"].as_u64()),
+        (Some(2), Some(1))
+    );
     assert!(
         body["message"].as_str().unwrap_or("").contains("\"n\":1"),
         "{body}"
@@ -277,7 +288,10 @@ async fn cluster_routes_describe_the_single_node() -> Result<()> {
     assert_eq!(ring["tokens"].as_array().map(Vec::len), Some(8));
     let own = ring["ownership"]["n1"].as_f64().unwrap_or(0.0);
     assert!((own - 1.0).abs() < 1e-9, "{ring}");
-    let loc = api.get("/cluster/locate/some%20key?bucket=default").await?.json();
+    let loc = api
+        .get("/cluster/locate/some%20key?bucket=default")
+        .await?
+        .json();
     assert_eq!(loc["replicas"], json!(["n1"]));
     assert!(loc["token"].is_u64());
     let r = api.get("/cluster/locate/k?bucket=bad.name").await?;
@@ -321,11 +335,17 @@ async fn internal_local_shows_this_replica() -> Result<()> {
     assert_eq!(body["tombstone"], false);
     assert!(body["context"].is_string());
     let ctx = r.json()["context"].as_str().unwrap_or_default().to_string();
-    api.delete_with("/kv/k", &[("x-causal-context", &ctx)]).await?;
-    let body = api.get("/internal/local/buckets/default/keys/k").await?.json();
+    api.delete_with("/kv/k", &[("x-causal-context", &ctx)])
+        .await?;
+    let body = api
+        .get("/internal/local/buckets/default/keys/k")
+        .await?
+        .json();
     assert_eq!(body["tombstone"], true);
     assert_eq!(body["values"], json!([]));
-    let r = api.get("/internal/local/buckets/default/keys/never").await?;
+    let r = api
+        .get("/internal/local/buckets/default/keys/never")
+        .await?;
     assert_error(&r, 404, "not_found").await;
     Ok(())
 }
@@ -366,5 +386,71 @@ async fn bearer_tokens_guard_every_route_but_health() -> Result<()> {
     assert_error(&api.get_with(local, &c).await?, 401, "unauthorized").await;
     let a = [("authorization", "Bearer a-token")];
     assert_eq!(api.get_with(local, &a).await?.status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_replica_gives_504_timeout_with_acks() -> Result<()> {
+    let (_c, api) = single(&["--fault-injection"])?;
+    api.put("/kv/canary", b"still here").await?;
+    let r = api
+        .put("/internal/fault", br#"{"storage_delay_ms":400}"#)
+        .await?;
+    assert_eq!(r.status, 200);
+    let r = api.put("/kv/slow?timeout_ms=50", b"v").await?;
+    assert_error(&r, 504, "timeout").await;
+    let body = r.json();
+    assert_eq!(
+        (body["required"].as_u64(), body["acks"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let r = api.get("/kv/canary?timeout_ms=50").await?;
+    assert_error(&r, 504, "timeout").await;
+    api.put("/internal/fault", br#"{"storage_delay_ms":0}"#)
+        .await?;
+    canary_intact(&api).await
+}
+
+#[tokio::test]
+async fn fault_routes_do_not_exist_without_the_flag() -> Result<()> {
+    let (_c, api) = single(&[])?;
+    let r = api
+        .put("/internal/fault", br#"{"storage_delay_ms":400}"#)
+        .await?;
+    assert_error(&r, 404, "not_found").await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
+    let (_c, api) = single(&["--fault-injection", "--max-inflight", "1"])?;
+    api.put("/internal/fault", br#"{"storage_delay_ms":1500}"#)
+        .await?;
+    let slow = {
+        let api = api.clone();
+        tokio::spawn(async move { api.put("/kv/held", b"v").await })
+    };
+    // Poll until the slow request holds the only slot: then health (which
+    // is admitted like any route) is refused.
+    let mut saw = None;
+    for _ in 0..500 {
+        let r = api.get("/health").await?;
+        if r.status == 503 {
+            saw = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = saw.expect("a request was refused while the slot was held");
+    assert_error(&r, 503, "overloaded").await;
+    let done = slow.await??;
+    assert_eq!(done.status, 204, "the admitted request completes");
+    api.put("/internal/fault", br#"{"storage_delay_ms":0}"#)
+        .await?;
+    let metrics = String::from_utf8(api.get("/metrics").await?.body)?;
+    assert!(
+        !metrics.contains("qkv_overloaded_requests_total 0"),
+        "{metrics}"
+    );
     Ok(())
 }

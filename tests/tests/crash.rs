@@ -34,7 +34,10 @@ async fn acknowledged_writes_survive_sigkill() -> Result<()> {
                 let value = value_for(w, seq);
                 match api.put(&format!("/kv/{key}"), &value).await {
                     Ok(r) if r.status == 204 => {
-                        acked.lock().unwrap_or_else(|p| p.into_inner()).insert(key, value);
+                        acked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key, value);
                     }
                     // The node died under us: connection errors are expected.
                     _ => break,
@@ -73,7 +76,11 @@ async fn acknowledged_writes_survive_sigkill() -> Result<()> {
         verified,
         lost.len()
     );
-    assert!(lost.is_empty(), "lost acknowledged writes: {:?}", &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "lost acknowledged writes: {:?}",
+        &lost[..lost.len().min(10)]
+    );
     assert_eq!(verified, acked.len());
     Ok(())
 }

@@ -31,7 +31,10 @@ async fn concurrent_writes_become_siblings_and_a_context_write_resolves_them() -
     let r = api.get("/kv/doc").await?;
     assert_eq!(r.status, 300, "{}", String::from_utf8_lossy(&r.body));
     let body = r.json();
-    assert_eq!(sibling_values(&body), vec![b"from alice".to_vec(), b"from bob".to_vec()]);
+    assert_eq!(
+        sibling_values(&body),
+        vec![b"from alice".to_vec(), b"from bob".to_vec()]
+    );
     let ctx = body["context"].as_str().unwrap_or_default().to_string();
     assert_eq!(r.context().as_deref(), Some(ctx.as_str()));
 
@@ -50,7 +53,10 @@ async fn concurrent_writes_become_siblings_and_a_context_write_resolves_them() -
     assert_eq!(r.status, 204);
     let r = api.get("/kv/doc").await?;
     assert_eq!(r.status, 300);
-    assert_eq!(sibling_values(&r.json()), vec![b"late".to_vec(), b"merged".to_vec()]);
+    assert_eq!(
+        sibling_values(&r.json()),
+        vec![b"late".to_vec(), b"merged".to_vec()]
+    );
     Ok(())
 }
 
@@ -58,14 +64,25 @@ async fn concurrent_writes_become_siblings_and_a_context_write_resolves_them() -
 async fn lww_bucket_keeps_only_the_newest_and_counts_the_drop() -> Result<()> {
     let c = Cluster::single(&["--default-n", "1"])?;
     let api = Api::new(&c.node().url());
-    assert_eq!(api.put("/buckets/clock", br#"{"conflicts":"lww"}"#).await?.status, 200);
+    assert_eq!(
+        api.put("/buckets/clock", br#"{"conflicts":"lww"}"#)
+            .await?
+            .status,
+        200
+    );
     for v in ["first", "second", "third"] {
-        assert_eq!(api.put("/buckets/clock/keys/k", v.as_bytes()).await?.status, 204);
+        assert_eq!(
+            api.put("/buckets/clock/keys/k", v.as_bytes()).await?.status,
+            204
+        );
     }
     let r = api.get("/buckets/clock/keys/k").await?;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"third"[..]));
     let metrics = String::from_utf8(api.get("/metrics").await?.body)?;
-    assert!(metrics.contains("qkv_lww_dropped_versions_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("qkv_lww_dropped_versions_total 2"),
+        "{metrics}"
+    );
     Ok(())
 }
 
@@ -75,12 +92,17 @@ async fn delete_with_context_then_get_is_404_with_the_tombstone_context() -> Res
     let api = Api::new(&c.node().url());
     api.put("/kv/gone", b"v").await?;
     let ctx = api.get("/kv/gone").await?.context().unwrap_or_default();
-    let r = api.delete_with("/kv/gone", &[("x-causal-context", &ctx)]).await?;
+    let r = api
+        .delete_with("/kv/gone", &[("x-causal-context", &ctx)])
+        .await?;
     assert_eq!(r.status, 204);
     let r = api.get("/kv/gone").await?;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "not_found");
-    assert!(r.context().is_some(), "a known deletion still sends its context");
+    assert!(
+        r.context().is_some(),
+        "a known deletion still sends its context"
+    );
 
     // A delete without context is concurrent with the value: both show.
     api.put("/kv/both", b"v").await?;

@@ -9,6 +9,7 @@ use super::request::{Request, decode_key};
 use super::{Reply, json, respond};
 use crate::buckets::{BucketUpdate, validate_bucket_name};
 use crate::error::ApiError;
+use crate::faults::FaultSettings;
 use crate::server::Node;
 
 fn only(req: &Request, allowed: &[Method]) -> Result<(), ApiError> {
@@ -79,7 +80,11 @@ pub fn ring(node: &Node, req: &Request) -> Reply {
     let all: Vec<_> = ring.tokens().collect();
     for (i, (t, n)) in all.iter().enumerate() {
         // A vnode owns (previous token, its token]; the first wraps around.
-        let prev = if i == 0 { all[all.len() - 1].0 } else { all[i - 1].0 };
+        let prev = if i == 0 {
+            all[all.len() - 1].0
+        } else {
+            all[i - 1].0
+        };
         let span = t.wrapping_sub(prev);
         let frac = if all.len() == 1 {
             1.0
@@ -88,7 +93,10 @@ pub fn ring(node: &Node, req: &Request) -> Reply {
         };
         *ownership.entry((*n).clone()).or_default() += frac;
     }
-    Ok(json(200, &json!({"tokens": tokens, "ownership": ownership})))
+    Ok(json(
+        200,
+        &json!({"tokens": tokens, "ownership": ownership}),
+    ))
 }
 
 /// `GET /cluster/locate/{key}?bucket=`.
@@ -129,4 +137,25 @@ pub fn metrics(node: &Node, req: &Request) -> Reply {
 pub fn internal_local(node: &Node, bucket: &str, raw_key: &str, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
     super::keys::local_view(node, bucket, raw_key)
+}
+
+/// `GET|PUT /internal/fault`: the injected faults (`--fault-injection` only).
+pub async fn fault(node: &Node, req: Request) -> Reply {
+    if !node.faults.enabled() {
+        return Err(ApiError::NotFound(
+            "fault injection is disabled; start qkvd with --fault-injection".into(),
+        ));
+    }
+    match req.method {
+        Method::GET => Ok(json(200, &json!(node.faults.settings()))),
+        Method::PUT | Method::POST => {
+            let Request { headers, body, .. } = req;
+            let raw = body.read(&headers, 64 * 1024).await?;
+            let s: FaultSettings = serde_json::from_slice(&raw)
+                .map_err(|e| ApiError::BadRequest(format!("fault settings are not valid: {e}")))?;
+            node.faults.set(&s);
+            Ok(json(200, &json!(node.faults.settings())))
+        }
+        ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
+    }
 }

@@ -165,7 +165,11 @@ pub fn local_view(node: &Node, bucket: &str, raw_key: &str) -> Reply {
     let Some(object) = object else {
         return Err(ApiError::KeyNotFound { context: None });
     };
-    let values: Vec<_> = object.live_values().iter().map(|v| sibling_json(v)).collect();
+    let values: Vec<_> = object
+        .live_values()
+        .iter()
+        .map(|v| sibling_json(v))
+        .collect();
     Ok(json(
         200,
         &json!({

@@ -59,9 +59,7 @@ pub(crate) fn error_response(err: &ApiError) -> WarpResponse {
 pub fn routes(
     node: Arc<Node>,
 ) -> impl Filter<Extract = (WarpResponse,), Error = warp::Rejection> + Clone {
-    let query = warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify();
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::any()
         .map(move || node.clone())
         .and(warp::method())
@@ -70,7 +68,12 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            |node: Arc<Node>, method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, body| async move {
+            |node: Arc<Node>,
+             method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             body| async move {
                 let body = request::Body::new(body);
                 serve(node, method, path.as_str(), &query, headers, body).await
             },
@@ -101,20 +104,18 @@ async fn serve(
     let route = route_label(&segments);
     let result = match node.admit() {
         Err(e) => Err(e),
-        Ok(_permit) => {
-            match request::check_auth(&node, &headers, route) {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let req = request::Request {
-                        method: method.clone(),
-                        query: Query::parse(query),
-                        headers,
-                        body,
-                    };
-                    dispatch(&node, &segments, req).await
-                }
+        Ok(_permit) => match request::check_auth(&node, &headers, route) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let req = request::Request {
+                    method: method.clone(),
+                    query: Query::parse(query),
+                    headers,
+                    body,
+                };
+                dispatch(&node, &segments, req).await
             }
-        }
+        },
     };
     let resp = match result {
         Ok(r) => r,
@@ -159,6 +160,7 @@ async fn dispatch(node: &Node, segments: &[&str], req: request::Request) -> Repl
         ["cluster", "ring"] => admin::ring(node, &req),
         ["cluster", "locate", key] => admin::locate(node, key, &req),
         ["metrics"] => admin::metrics(node, &req),
+        ["internal", "fault"] => admin::fault(node, req).await,
         ["internal", "local", "buckets", bucket, "keys", key] => {
             admin::internal_local(node, bucket, key, &req)
         }

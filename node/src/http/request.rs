@@ -47,8 +47,9 @@ impl Body {
         }
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
         while let Some(chunk) = self.stream.next().await {
-            let chunk = chunk
-                .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            })?;
             if buf.len() as u64 + chunk.len() as u64 > limit {
                 return Err(ApiError::ValueTooLarge { limit });
             }
@@ -189,7 +190,9 @@ pub fn check_auth(node: &Node, headers: &HeaderMap, route: &str) -> Result<(), A
     if is_admin || cfg.client_tokens.iter().any(|t| same(t, token)) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized("the bearer token is not valid".into()))
+        Err(ApiError::Unauthorized(
+            "the bearer token is not valid".into(),
+        ))
     }
 }
 
@@ -202,7 +205,10 @@ mod tests {
         assert_eq!(decode_key("a%2Fb").expect("ok"), b"a/b");
         assert_eq!(decode_key("%E2%9C%93").expect("ok"), "✓".as_bytes());
         assert_eq!(decode_key(&"k".repeat(1024)).expect("ok").len(), 1024);
-        assert_eq!(decode_key(&"k".repeat(1025)).expect_err("long").code(), "key_too_long");
+        assert_eq!(
+            decode_key(&"k".repeat(1025)).expect_err("long").code(),
+            "key_too_long"
+        );
         assert_eq!(decode_key("").expect_err("empty").code(), "bad_request");
         // 1024 bytes encoded as 3072 characters is still 1024 bytes.
         assert!(decode_key(&"%FF".repeat(1024)).is_ok());
@@ -214,7 +220,12 @@ mod tests {
         assert_eq!(q.get("r"), Some("one"));
         assert_eq!(q.timeout().expect("ok"), Some(Duration::from_millis(250)));
         assert!(q.flag("trace"));
-        for bad in ["timeout_ms=0", "timeout_ms=-1", "timeout_ms=x", "timeout_ms=600001"] {
+        for bad in [
+            "timeout_ms=0",
+            "timeout_ms=-1",
+            "timeout_ms=x",
+            "timeout_ms=600001",
+        ] {
             assert!(Query::parse(bad).timeout().is_err(), "{bad}");
         }
     }

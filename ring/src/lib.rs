@@ -9,14 +9,18 @@ pub mod file;
 mod placement;
 pub mod plan;
 pub mod ring;
+pub mod sim;
 pub mod stats;
+pub mod whatif;
 
 pub use alloc::{allocate, balanced, evenly_spaced, random, random_for, Strategy};
 pub use error::Error;
 pub use file::{RingFile, TokenEntry};
 pub use plan::{plan, DataSize, Estimate, Joining, NodeChange, PairTotal, Plan, RangeLoad, RangeMove, Transfer};
 pub use ring::{NodeIndex, RangeReplicas, Ring, TokenRange};
+pub use sim::{render_svg, simulate, SimRow};
 pub use stats::{ownership, NodeOwnership, Ownership, Summary};
+pub use whatif::{quorum, what_if, LevelLoss, LostRange, WhatIf};
 
 /// A position on the ring: the full `u64` space, wrapping at `u64::MAX`.
 pub type Token = u64;

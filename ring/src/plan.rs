@@ -454,3 +454,216 @@ fn range_moves(old: &Ring, new: &Ring, rf: usize) -> Vec<RangeMove> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: u64 = 1 << 61;
+
+    fn names(v: &[&str]) -> Vec<NodeId> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// a, b, c, d at 1e, 3e, 5e, 7e: a quarter of the ring each.
+    fn four() -> Ring {
+        let mut r = Ring::new();
+        for (k, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            r.insert_node(n, &[(2 * k as u64 + 1) * E]);
+        }
+        r
+    }
+
+    #[test]
+    fn adding_a_node_takes_from_the_replicas_it_displaces() {
+        let old = four();
+        let p = Plan::change_tokens(&old, "x", &[2 * E], 2).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![NodeChange {
+                node: "x".into(),
+                removed: vec![],
+                added: vec![2 * E],
+                rack_before: None,
+                rack_after: None,
+            }]
+        );
+        assert_eq!(p.moves.len(), 2, "{:#?}", p.moves);
+        let m0 = &p.moves[0];
+        assert_eq!(m0.range, TokenRange { start: 7 * E, end: E });
+        assert_eq!((m0.before.clone(), m0.after.clone()), (names(&["a", "b"]), names(&["a", "x"])));
+        assert_eq!((m0.losing.clone(), m0.gaining.clone()), (names(&["b"]), names(&["x"])));
+        assert_eq!(
+            m0.transfers,
+            vec![Transfer {
+                from: Some("b".into()),
+                to: "x".into(),
+                source: Some("b".into()),
+            }]
+        );
+        let m1 = &p.moves[1];
+        assert_eq!(m1.range, TokenRange { start: E, end: 2 * E });
+        assert_eq!((m1.before.clone(), m1.after.clone()), (names(&["b", "c"]), names(&["x", "b"])));
+        assert_eq!(m1.losing, names(&["c"]));
+        assert_eq!(
+            p.pairs,
+            vec![
+                PairTotal {
+                    source: "b".into(),
+                    target: "x".into(),
+                    fraction: 0.25,
+                    ranges: 1,
+                },
+                PairTotal {
+                    source: "c".into(),
+                    target: "x".into(),
+                    fraction: 0.125,
+                    ranges: 1,
+                },
+            ]
+        );
+        assert_eq!(p.moved_fraction, 3.0 / 16.0);
+        assert_eq!(p.after.get("x").unwrap().replicated, 0.375);
+        let mut new = old.clone();
+        new.insert_node("x", &[2 * E]);
+        assert_eq!(p.apply(&old), Ok(new));
+    }
+
+    #[test]
+    fn removing_a_node_streams_its_ranges_to_the_next_replicas() {
+        let old = four();
+        let p = Plan::remove_nodes(&old, &["b"], 2).unwrap();
+        assert_eq!(p.moves.len(), 2);
+        assert_eq!(p.moves[0].range, TokenRange { start: 7 * E, end: E });
+        assert_eq!(p.moves[0].after, names(&["a", "c"]));
+        assert_eq!(p.moves[1].range, TokenRange { start: E, end: 3 * E });
+        assert_eq!(p.moves[1].after, names(&["c", "d"]));
+        for m in &p.moves {
+            assert_eq!(m.losing, names(&["b"]));
+            assert_eq!(m.transfers[0].source.as_deref(), Some("b"));
+        }
+        assert_eq!(p.moved_fraction, 0.25);
+        assert_eq!(p.changes[0].removed, vec![3 * E]);
+        let back = p.apply(&old).unwrap();
+        assert!(!back.contains_node("b"));
+        assert_eq!(back.node_count(), 3);
+    }
+
+    #[test]
+    fn growing_towards_rf_copies_from_a_keeper() {
+        let mut old = Ring::new();
+        old.insert_node("a", &[E]);
+        let p = Plan::change_tokens(&old, "b", &[5 * E], 3).unwrap();
+        assert_eq!(p.moves.len(), 2);
+        for m in &p.moves {
+            assert!(m.losing.is_empty());
+            assert_eq!(m.gaining, names(&["b"]));
+            assert_eq!(
+                m.transfers,
+                vec![Transfer {
+                    from: None,
+                    to: "b".into(),
+                    source: Some("a".into()),
+                }]
+            );
+        }
+        // Two copies of the keyspace afterwards, one of which is new.
+        assert_eq!(p.moved_fraction, 0.5);
+    }
+
+    #[test]
+    fn estimate_prorates_reported_loads() {
+        let old = four();
+        let loads: Vec<RangeLoad> = old
+            .ranges(1)
+            .iter()
+            .map(|r| RangeLoad {
+                start: r.range.start,
+                end: r.range.end,
+                keys: 100,
+                bytes: 1000,
+            })
+            .collect();
+        let p = Plan::change_tokens(&old, "x", &[2 * E], 2).unwrap();
+        let est = p.estimate(|r| prorate(&loads, r));
+        // All of a's quarter from b, half of b's quarter from c.
+        assert_eq!(est.total, DataSize { keys: 150, bytes: 1500 });
+        assert_eq!(
+            est.pairs,
+            vec![
+                ("b".into(), "x".into(), DataSize { keys: 100, bytes: 1000 }),
+                ("c".into(), "x".into(), DataSize { keys: 50, bytes: 500 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_typed_errors() {
+        let old = four();
+        assert_eq!(
+            Plan::remove_nodes(&old, &["zz"], 3).unwrap_err(),
+            Error::UnknownNode("zz".into())
+        );
+        let join = |n: &str| Joining {
+            node: n.into(),
+            vnodes: 4,
+            rack: None,
+        };
+        assert_eq!(
+            Plan::add_nodes(&old, &[join("a")], 3, Strategy::Balanced, 1).unwrap_err(),
+            Error::NodeExists("a".into())
+        );
+        assert!(matches!(
+            Plan::change_tokens(&old, "x", &[E], 3),
+            Err(Error::TokenTaken { token: E, .. })
+        ));
+    }
+
+    #[test]
+    fn applying_to_another_ring_is_refused() {
+        let old = four();
+        let p = Plan::remove_nodes(&old, &["b"], 3).unwrap();
+        let mut other = old.clone();
+        other.set_tokens("b", &[4 * E]).unwrap();
+        assert!(matches!(p.apply(&other), Err(Error::PlanMismatch(_))));
+    }
+
+    #[test]
+    fn add_nodes_with_racks_records_them_and_round_trips() {
+        let mut old = four();
+        for (n, r) in [("a", "r1"), ("b", "r2"), ("c", "r1"), ("d", "r2")] {
+            old.set_rack(n, Some(r));
+        }
+        let joins = [
+            Joining {
+                node: "e".into(),
+                vnodes: 3,
+                rack: Some("r3".into()),
+            },
+            Joining {
+                node: "f".into(),
+                vnodes: 3,
+                rack: Some("r3".into()),
+            },
+        ];
+        let p = Plan::add_nodes(&old, &joins, 3, Strategy::Balanced, 5).unwrap();
+        let new = p.apply(&old).unwrap();
+        assert_eq!(new.rack("e"), Some("r3"));
+        assert_eq!(new.node_tokens("f").len(), 3);
+        assert_eq!(plan(&old, &new, 3), p);
+        for m in &p.moves {
+            assert!(m.gaining.iter().all(|g| g == "e" || g == "f"), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn plan_json_round_trips() {
+        let old = four();
+        let p = Plan::remove_nodes(&old, &["c"], 3).unwrap();
+        let text = serde_json::to_string(&p).unwrap();
+        let back: Plan = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.changes, p.changes);
+        assert_eq!(back.moves, p.moves);
+        assert_eq!(back.apply(&old), p.apply(&old));
+    }
+}

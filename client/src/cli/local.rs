@@ -330,6 +330,9 @@ fn spawn(qkvd: &Path, spec: &NodeSpec) -> anyhow::Result<Child> {
         .stdout(log)
         .stderr(err)
         .process_group(0)
+        // qkv's own variables are not qkvd's settings.
+        .env_remove("QKV_NODE")
+        .env_remove("QKV_TOKEN")
         .spawn()
         .with_context(|| format!("cannot start {}", qkvd.display()))
 }

@@ -27,7 +27,7 @@ pub const EXIT_SIBLINGS: u8 = 3;
 /// machine-readable output). Exit codes: 0 ok, 1 request failed (one line
 /// `Error: ...` on stderr), 2 bad usage, 3 `get` found siblings.
 #[derive(Debug, Parser)]
-#[command(name = "qkv", version)]
+#[command(name = "qkv", version, args_override_self = true)]
 pub struct Cli {
     /// A node's HTTP base URL. Repeat (or comma-separate) to give fallbacks:
     /// requests go to the first node, then the next one only if the first
@@ -221,6 +221,13 @@ mod tests {
             }
         }
         assert!(Cli::try_parse_from(["qkv", "get", "k", "--r", "most"]).is_err());
+        // A later flag overrides an earlier one (scripts append overrides).
+        let cli = Cli::try_parse_from(["qkv", "bench", "--duration", "10s", "--duration", "30s"])
+            .unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(b.duration, Duration::from_secs(30));
         assert!(Cli::try_parse_from(["qkv", "put", "k", "v", "--file", "f"]).is_err());
     }
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The benchmark of issue 2 on this 2-core machine: one qkvd (N=1) pinned to
+# core 1, the load generator pinned to core 0, and the built-in ceiling server
+# on core 1 too, so the node and the ceiling get the same single core.
+#
+#   client/scripts/bench.sh [periodic|always] [more `qkv bench` flags...]
+#
+# Builds release binaries (unless QKVD/QKV point at existing ones), starts the
+# node on a fresh temporary data dir, waits for /health, runs
+# `qkv bench --ceiling --cpu 0` with the issue's workload (100 000 keys,
+# 100-byte values, 50% reads, 32 connections, 10 s after 2 s warmup), then
+# stops the node and deletes the data. Extra flags override the defaults
+# (e.g. `--duration 30s`, `--json`).
+set -euo pipefail
+
+sync=${1:-periodic}
+shift || true
+case "$sync" in periodic|always) ;; *) echo "usage: $0 [periodic|always] [qkv bench flags]" >&2; exit 2 ;; esac
+
+root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+target=${CARGO_TARGET_DIR:-$root/target}
+if [[ -z "${QKVD:-}" || -z "${QKV:-}" ]]; then
+    (cd "$root" && cargo build --release -p quorumkv-node -p quorumkv-client)
+fi
+qkvd=${QKVD:-$target/release/qkvd}
+qkv=${QKV:-$target/release/qkv}
+node_cpu=${NODE_CPU:-1}
+gen_cpu=${GEN_CPU:-0}
+http=127.0.0.1:${HTTP_PORT:-18501}
+listen=127.0.0.1:${LISTEN_PORT:-17501}
+
+dir=$(mktemp -d -t qkv-bench-XXXXXX)
+taskset -c "$node_cpu" "$qkvd" --id bench1 --http "$http" --listen "$listen" --seeds "$listen" \
+    --data-dir "$dir/data" --default-n 1 --sync "$sync" >"$dir/qkvd.log" 2>&1 &
+pid=$!
+cleanup() {
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+for _ in $(seq 300); do
+    if curl -sf "http://$http/health" >/dev/null; then break; fi
+    if ! kill -0 "$pid" 2>/dev/null; then cat "$dir/qkvd.log" >&2; exit 1; fi
+    sleep 0.1
+done
+curl -sf "http://$http/health" >/dev/null || { tail -20 "$dir/qkvd.log" >&2; exit 1; }
+
+echo "qkvd pid $pid on core $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core $node_cpu"
+"$qkv" --node "http://$http" bench --keys 100000 --value-size 100 --read-ratio 0.5 \
+    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "$node_cpu" "$@"

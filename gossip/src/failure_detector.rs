@@ -1,0 +1,326 @@
+//! Phi-accrual failure detection over gossiped heartbeats.
+//!
+//! # What it is
+//!
+//! Instead of a yes/no timeout, a phi-accrual detector (Hayashibara et al.,
+//! "The φ Accrual Failure Detector", SRDS 2004) outputs a suspicion level
+//!
+//! ```text
+//! phi(t) = -log10( P(no heartbeat for t | the node is alive) )
+//! ```
+//!
+//! where `t` is the time since the last heartbeat *arrival* and the
+//! probability comes from a model fitted to the recent inter-arrival times.
+//! `phi = 8` means "if the node were alive, a silence this long would happen
+//! with probability 10⁻⁸". The caller picks the threshold (default 8): each
+//! +1 divides the false-positive rate by ten and adds a constant to the time
+//! it takes to convict.
+//!
+//! # The model: exponential, as Cassandra does
+//!
+//! We assume inter-arrival times are exponential with the observed mean:
+//! `P(silence > t) = e^(-t/mean)`, so
+//!
+//! ```text
+//! phi(t) = t / mean · log10(e)        convict when t > threshold · ln(10) · mean
+//! ```
+//!
+//! With a 1 s gossip interval the mean is ≈ 1 s, and threshold 8 convicts
+//! after **8 · ln 10 ≈ 18.4 s** of silence (threshold 5: 11.5 s; 12: 27.6 s).
+//!
+//! Why exponential rather than Akka's normal distribution: heartbeats here
+//! do not travel point to point. They arrive *through gossip*, relayed by
+//! whichever peer happened to talk to us, so arrivals are bursty (two
+//! relays in 100 ms, then nothing for 2 s) and the spread is of the order
+//! of the mean itself. A normal model fitted to that learns a small standard
+//! deviation in calm periods and then convicts on a single unlucky gap: its
+//! tail falls like `e^(-t²)`, so phi explodes a few sigmas out. That is why
+//! Akka needs an `acceptable-heartbeat-pause` fudge. The exponential tail is
+//! the memoryless, heavy-enough one; its only parameter is the mean, which
+//! is robust to bursts; and conviction time is a simple, predictable
+//! multiple of it — the figure operators need (`simulate` prints measured
+//! conviction times next to this bound).
+//!
+//! # Where it lives
+//!
+//! [`FailureDetector`] keeps one [`ArrivalWindow`] per peer. The protocol
+//! ([`crate::Node`]) reports an arrival whenever a peer's heartbeat (or
+//! generation) moves forward, checks phi once per round, and turns threshold
+//! crossings into [`crate::Event::Down`] / [`crate::Event::Up`].
+//!
+//! # Implementation caveats
+//!
+//! * Inter-arrival times longer than [`Config::max_interval`] are not
+//!   recorded (as in Cassandra): a partition or a pause is not the normal
+//!   rhythm, and learning it would make the detector slow to convict for
+//!   the next thousand samples.
+//! * Before the first interval is known, the mean is
+//!   [`Config::initial_interval`].
+//! * A restart (new generation) clears the window: intervals across a
+//!   restart say nothing about the new process.
+
+use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
+
+use crate::{Error, state::NodeId};
+
+/// Failure detector settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Conviction threshold on phi. Range (0, 64]; default 8 (≈ 18.4 s of
+    /// silence at a 1 s gossip interval).
+    pub threshold: f64,
+    /// How many inter-arrival samples to keep per peer. Range 1..=100 000;
+    /// default 1000 (≈ 17 minutes of history at 1 s).
+    pub window: usize,
+    /// The mean inter-arrival time assumed before any sample is known.
+    /// Must be > 0; default 1 s (the gossip interval).
+    pub initial_interval: Duration,
+    /// Inter-arrival times above this are ignored (pauses, partitions).
+    /// Must be ≥ `initial_interval`; default 2 s (twice the gossip interval).
+    pub max_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            threshold: 8.0,
+            window: 1000,
+            initial_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every field against its documented range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::InvalidConfig(format!("failure_detector.{m}")));
+        if !(self.threshold > 0.0 && self.threshold <= 64.0) {
+            return bad("threshold must be in (0, 64]");
+        }
+        if !(1..=100_000).contains(&self.window) {
+            return bad("window must be in 1..=100000");
+        }
+        if self.initial_interval.is_zero() {
+            return bad("initial_interval must be > 0");
+        }
+        if self.max_interval < self.initial_interval || self.max_interval > Duration::from_secs(3600) {
+            return bad("max_interval must be in [initial_interval, 1 h]");
+        }
+        Ok(())
+    }
+
+    /// How long a silence convicts a peer whose mean inter-arrival time is
+    /// `mean`: `threshold · ln(10) · mean`.
+    pub fn conviction_after(&self, mean: Duration) -> Duration {
+        mean.mul_f64(self.threshold * std::f64::consts::LN_10)
+    }
+}
+
+/// Recent heartbeat inter-arrival times of one peer.
+#[derive(Clone, Debug, Default)]
+pub struct ArrivalWindow {
+    last: Option<Duration>,
+    /// Intervals in microseconds (bounded by `max_interval`, so u32 fits).
+    samples: VecDeque<u32>,
+    sum_micros: u64,
+}
+
+impl ArrivalWindow {
+    /// Records a heartbeat arrival at `now`.
+    pub fn record(&mut self, now: Duration, config: &Config) {
+        if let Some(last) = self.last {
+            let interval = now.saturating_sub(last);
+            if interval <= config.max_interval {
+                let micros = u32::try_from(interval.as_micros()).unwrap_or(u32::MAX);
+                if self.samples.len() >= config.window
+                    && let Some(old) = self.samples.pop_front()
+                {
+                    self.sum_micros -= u64::from(old);
+                }
+                self.samples.push_back(micros);
+                self.sum_micros += u64::from(micros);
+            }
+        }
+        self.last = Some(self.last.map_or(now, |l| l.max(now)));
+    }
+
+    /// The mean inter-arrival time (the initial estimate until a sample
+    /// exists).
+    pub fn mean(&self, config: &Config) -> Duration {
+        if self.samples.is_empty() {
+            config.initial_interval
+        } else {
+            // Never 0: arrivals in the same microsecond would make phi infinite.
+            Duration::from_micros((self.sum_micros / self.samples.len() as u64).max(1))
+        }
+    }
+
+    /// Phi at `now` (0 before the first arrival).
+    pub fn phi(&self, now: Duration, config: &Config) -> f64 {
+        match self.last {
+            None => 0.0,
+            Some(last) => {
+                let silence = now.saturating_sub(last).as_secs_f64();
+                silence / self.mean(config).as_secs_f64() * std::f64::consts::LOG10_E
+            }
+        }
+    }
+
+    /// Number of samples held.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no interval has been recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+/// One arrival window per peer, and the threshold that turns phi into a
+/// verdict.
+#[derive(Clone, Debug)]
+pub struct FailureDetector {
+    config: Config,
+    windows: BTreeMap<NodeId, ArrivalWindow>,
+}
+
+impl FailureDetector {
+    /// A detector with no peers. The config must be valid (see
+    /// [`Config::validate`]).
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Records a heartbeat arrival from `node` at `now`.
+    pub fn report(&mut self, node: &NodeId, now: Duration) {
+        let config = &self.config;
+        match self.windows.get_mut(node) {
+            Some(w) => w.record(now, config),
+            None => {
+                let mut w = ArrivalWindow::default();
+                w.record(now, config);
+                self.windows.insert(node.clone(), w);
+            }
+        }
+    }
+
+    /// Forgets the history of `node` and starts afresh with an arrival at
+    /// `now` (after a restart).
+    pub fn reset(&mut self, node: &NodeId, now: Duration) {
+        self.windows.remove(node);
+        self.report(node, now);
+    }
+
+    /// Forgets `node` entirely.
+    pub fn remove(&mut self, node: &NodeId) {
+        self.windows.remove(node);
+    }
+
+    /// Phi of `node` at `now`; 0 if never heard of.
+    pub fn phi(&self, node: &NodeId, now: Duration) -> f64 {
+        self.windows.get(node).map_or(0.0, |w| w.phi(now, &self.config))
+    }
+
+    /// Whether `phi` is above the threshold.
+    pub fn convicts(&self, phi: f64) -> bool {
+        phi > self.config.threshold
+    }
+
+    /// The arrival window of `node`, if any.
+    pub fn window(&self, node: &NodeId) -> Option<&ArrivalWindow> {
+        self.windows.get(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn phi_grows_linearly_with_silence_over_the_mean() {
+        let c = Config::default();
+        let mut w = ArrivalWindow::default();
+        for i in 0..10 {
+            w.record(secs(i as f64), &c);
+        }
+        assert_eq!(w.mean(&c), secs(1.0));
+        // Table: silence (s) → phi = silence · log10(e).
+        for (silence, phi) in [(0.0, 0.0), (1.0, 0.4343), (10.0, 4.343), (18.42, 8.0)] {
+            let got = w.phi(secs(9.0 + silence), &c);
+            assert!((got - phi).abs() < 0.01, "silence {silence}: phi {got}, want {phi}");
+        }
+    }
+
+    #[test]
+    fn threshold_eight_convicts_after_about_eighteen_seconds_at_one_second() {
+        let c = Config::default();
+        let t = c.conviction_after(secs(1.0)).as_secs_f64();
+        assert!((t - 18.42).abs() < 0.01, "{t}");
+    }
+
+    #[test]
+    fn long_gaps_are_not_learned() {
+        let c = Config::default();
+        let mut w = ArrivalWindow::default();
+        w.record(secs(0.0), &c);
+        w.record(secs(1.0), &c);
+        w.record(secs(31.0), &c); // a 30 s partition
+        w.record(secs(32.0), &c);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.mean(&c), secs(1.0));
+    }
+
+    #[test]
+    fn the_window_keeps_only_the_latest_samples() {
+        let c = Config { window: 3, ..Config::default() };
+        let mut w = ArrivalWindow::default();
+        let mut t = 0.0;
+        for dt in [0.2, 0.2, 0.2, 1.0, 1.0, 1.0] {
+            t += dt;
+            w.record(secs(t), &c);
+        }
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.mean(&c), secs(1.0));
+    }
+
+    #[test]
+    fn the_initial_interval_stands_in_before_any_sample() {
+        let c = Config { initial_interval: secs(2.0), max_interval: secs(4.0), ..Config::default() };
+        let mut fd = FailureDetector::new(c);
+        let n = NodeId::from("a");
+        assert_eq!(fd.phi(&n, secs(100.0)), 0.0);
+        fd.report(&n, secs(10.0));
+        let phi = fd.phi(&n, secs(12.0));
+        assert!((phi - 0.4343).abs() < 0.01, "{phi}");
+        assert!(!fd.convicts(phi));
+        assert!(fd.convicts(fd.phi(&n, secs(10.0 + 37.0))));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for c in [
+            Config { threshold: 0.0, ..Config::default() },
+            Config { threshold: f64::NAN, ..Config::default() },
+            Config { window: 0, ..Config::default() },
+            Config { initial_interval: Duration::ZERO, ..Config::default() },
+            Config { max_interval: secs(0.5), ..Config::default() },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+        assert!(Config::default().validate().is_ok());
+    }
+}

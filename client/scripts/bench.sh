@@ -49,4 +49,4 @@ curl -sf "http://$http/health" >/dev/null || { tail -20 "$dir/qkvd.log" >&2; exi
 
 echo "qkvd pid $pid on core $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core $node_cpu"
 "$qkv" --node "http://$http" bench --keys 100000 --value-size 100 --read-ratio 0.5 \
-    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "$node_cpu" "$@"
+    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "$node_cpu" --server-pid "$pid" "$@"

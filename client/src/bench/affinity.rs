@@ -98,6 +98,48 @@ pub fn clock_cpu(clock: libc::clockid_t) -> Duration {
     timespec(&ts)
 }
 
+/// CPU time (user + system) used so far by another process, from
+/// `/proc/PID/stat`; `None` if it cannot be read (gone, no `/proc`).
+pub fn pid_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)": state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    let ticks = utime + stime;
+    Some(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
+}
+
+/// Where the CPU time of the generator and of the server under test come
+/// from, sampled at the start and end of the measured window.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuProbe {
+    /// The server runs inside this process: `Some(clock)` of its thread,
+    /// `Some(None)` when its CPU cannot be separated from the generator's.
+    pub in_process_server: Option<Option<libc::clockid_t>>,
+    /// The server is this process (e.g. a qkvd given by `--server-pid`).
+    pub server_pid: Option<u32>,
+}
+
+impl CpuProbe {
+    /// (generator CPU so far, server CPU so far), each when known.
+    pub fn sample(&self) -> (Option<Duration>, Option<Duration>) {
+        let own = process_cpu();
+        match self.in_process_server {
+            Some(Some(clock)) => {
+                let server = clock_cpu(clock);
+                (Some(own.saturating_sub(server)), Some(server))
+            }
+            Some(None) => (None, None),
+            None => (Some(own), self.server_pid.and_then(pid_cpu)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +179,12 @@ mod tests {
         t.join().unwrap();
         assert!(process_cpu() > before);
         assert!(thread_cpu.is_some_and(|c| c > Duration::ZERO));
+    }
+
+    #[test]
+    fn this_process_cpu_is_readable_from_proc() {
+        assert!(pid_cpu(std::process::id()).is_some());
+        assert_eq!(pid_cpu(u32::MAX), None);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct BenchArgs {
     /// Runtime threads of the built-in ceiling server.
     #[arg(long, default_value_t = 1)]
     pub ceiling_threads: usize,
+    /// Pid of the node under test, to report its CPU use (from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// Parses `10s`, `500ms`, `1.5s`, `2m`, or bare seconds.
@@ -222,7 +225,11 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
 
     let mut target: Option<RunFigures> = None;
     if !a.ceiling_only {
-        let m = rt.block_on(workload::run(&g.nodes, &w, None))?;
+        let probe = affinity::CpuProbe {
+            in_process_server: None,
+            server_pid: a.server_pid,
+        };
+        let m = rt.block_on(workload::run(&g.nodes, &w, probe))?;
         let f = figures("target", &g.nodes, &m);
         if !g.json {
             print!("{}", render(&f));
@@ -240,7 +247,11 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
             a.ceiling_threads,
         )?;
         let urls = vec![format!("http://{}", server.addr)];
-        let m = rt.block_on(workload::run(&urls, &w, Some(server.cpu_clock())))?;
+        let probe = affinity::CpuProbe {
+            in_process_server: Some(server.cpu_clock()),
+            server_pid: None,
+        };
+        let m = rt.block_on(workload::run(&urls, &w, probe))?;
         drop(server);
         let f = figures("ceiling (built-in in-memory server)", &urls, &m);
         if !g.json {
@@ -320,6 +331,7 @@ mod tests {
             ceiling_cpu: None,
             threads: Some(1),
             ceiling_threads: 1,
+            server_pid: None,
         };
         let server = ceiling::start(SocketAddr::from(([127, 0, 0, 1], 0)), None, 1).unwrap();
         let urls = vec![format!("http://{}", server.addr)];
@@ -328,14 +340,17 @@ mod tests {
             .block_on(workload::run(
                 &urls,
                 &a.workload(None),
-                Some(server.cpu_clock()),
+                affinity::CpuProbe {
+                    in_process_server: Some(server.cpu_clock()),
+                    server_pid: None,
+                },
             ))
             .unwrap();
         assert_eq!(m.preload.map(|p| (p.0, p.2)), Some((200, 0)));
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         assert_eq!(m.not_found, 0);
         assert!(!m.read.is_empty() && !m.write.is_empty());
-        assert!(m.generator_cpu.is_some());
+        assert!(m.generator_cpu.is_some() && m.server_cpu.is_some());
         let f = figures("ceiling", &urls, &m);
         assert!(f.ops_per_sec > 0.0);
     }

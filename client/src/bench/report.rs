@@ -54,6 +54,9 @@ pub struct RunFigures {
     /// The generator's CPU use in the window, in percent of one core
     /// (near 100 per generator thread: the figures are generator-bound).
     pub generator_cpu_pct: Option<f64>,
+    /// The server's CPU use in the window, in percent of one core (the
+    /// in-process ceiling, or a node given by `--server-pid`).
+    pub server_cpu_pct: Option<f64>,
 }
 
 /// The preload phase.
@@ -117,6 +120,10 @@ pub fn figures(label: &str, urls: &[String], m: &Measured) -> RunFigures {
             .generator_cpu
             .filter(|_| secs > 0.0)
             .map(|c| c.as_secs_f64() / secs * 100.0),
+        server_cpu_pct: m
+            .server_cpu
+            .filter(|_| secs > 0.0)
+            .map(|c| c.as_secs_f64() / secs * 100.0),
     }
 }
 
@@ -159,9 +166,12 @@ pub fn render(f: &RunFigures) -> String {
         "  errors   {errors}   (reads: {} not found, {} with siblings)\n",
         f.not_found, f.siblings
     );
-    if let Some(pct) = f.generator_cpu_pct {
-        s += &format!("  generator cpu {pct:.0}% of one core\n");
-    }
+    let pct = |p: Option<f64>| p.map_or("?".to_string(), |p| format!("{p:.0}%"));
+    s += &format!(
+        "  cpu      generator {}, server {} (of one core)\n",
+        pct(f.generator_cpu_pct),
+        pct(f.server_cpu_pct)
+    );
     s
 }
 
@@ -199,6 +209,7 @@ mod tests {
             window: Duration::from_secs(2),
             preload: Some((10, Duration::from_secs(1), 0)),
             generator_cpu: Some(Duration::from_millis(1900)),
+            server_cpu: None,
         };
         let f = figures("target", &["http://x:1".into()], &m);
         assert_eq!(f.ops, 1001);
@@ -209,7 +220,10 @@ mod tests {
         assert!(text.contains("p50 0.500 ms"), "{text}");
         assert!(text.contains("503: 2"), "{text}");
         assert!(text.contains("preload  10 keys"), "{text}");
-        assert!(text.contains("generator cpu 95% of one core"), "{text}");
+        assert!(
+            text.contains("cpu      generator 95%, server ? (of one core)"),
+            "{text}"
+        );
         assert!(saturation_warning(&f, 1).is_some());
         assert!(saturation_warning(&f, 2).is_none());
     }

@@ -30,7 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::net::TcpStream;
 
-use super::affinity;
+use super::affinity::CpuProbe;
 
 /// What to run, independent of where.
 #[derive(Clone, Debug)]
@@ -89,6 +89,8 @@ pub struct Measured {
     /// minus the in-process server's when one is given); `None` when it
     /// could not be separated.
     pub generator_cpu: Option<Duration>,
+    /// CPU time the server used during the window, when known.
+    pub server_cpu: Option<Duration>,
 }
 
 fn new_hist() -> Hist {
@@ -336,14 +338,8 @@ async fn measure_worker(mut wk: Worker, id: u64, measure_from: Instant, end: Ins
 /// Runs the workload against base URLs `targets` (worker i uses target
 /// `i % len`) and returns what it measured.
 ///
-/// `server_cpu`: for a server running inside this process, `Some(clock)`
-/// of its CPU time (subtracted from the generator's), `Some(None)` when it
-/// cannot be separated; `None` when the server is another process.
-pub async fn run(
-    targets: &[String],
-    w: &Workload,
-    server_cpu: Option<Option<libc::clockid_t>>,
-) -> anyhow::Result<Measured> {
+/// `probe` says where the generator's and the server's CPU time come from.
+pub async fn run(targets: &[String], w: &Workload, probe: CpuProbe) -> anyhow::Result<Measured> {
     if targets.is_empty() {
         bail!("no target to benchmark");
     }
@@ -426,18 +422,13 @@ pub async fn run(
         .enumerate()
         .map(|(i, wk)| tokio::spawn(measure_worker(wk, i as u64, measure_from, end)))
         .collect();
-    let cpu_now = || {
-        let own = affinity::process_cpu();
-        match server_cpu {
-            None => Some(own),
-            Some(Some(clock)) => Some(own.saturating_sub(affinity::clock_cpu(clock))),
-            Some(None) => None,
-        }
-    };
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_start = cpu_now();
+    let (gen0, srv0) = probe.sample();
     tokio::time::sleep_until(end.into()).await;
-    let generator_cpu = cpu_start.zip(cpu_now()).map(|(a, b)| b.saturating_sub(a));
+    let (gen1, srv1) = probe.sample();
+    let delta =
+        |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+    let (generator_cpu, server_cpu) = (delta(gen0, gen1), delta(srv0, srv1));
     let mut total = Tally::new();
     for h in handles {
         let t = h.await?;
@@ -458,6 +449,7 @@ pub async fn run(
         window: w.duration,
         preload,
         generator_cpu,
+        server_cpu,
     })
 }
 

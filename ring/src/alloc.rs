@@ -67,7 +67,7 @@
 //! [`balanced`] sets up a private `Work` state (tokens, owners, per-range
 //! replica walks with positions, per-node and per-vnode ownership);
 //! `Work::best_split` evaluates candidates; `Work::insert` applies one.
-//! The replica rule is [`crate::placement::walk`], so racks are honoured.
+//! The replica rule is `placement::walk`, so racks are honoured.
 //!
 //! # Implementation caveats
 //!
@@ -89,10 +89,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::Token;
 use crate::error::Error;
 use crate::placement::{self, Racks};
 use crate::ring::{Ring, SPACE};
-use crate::Token;
 
 /// How a joining node chooses its tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,10 +188,18 @@ pub fn evenly_spaced(v: usize, offset: Token) -> Vec<Token> {
 /// `node` joining `ring`, minimising the imbalance of replicated ownership
 /// for `rf`. The node must not be on the ring yet; its rack, if set on
 /// `ring` beforehand ([`Ring::set_rack`]), is respected.
-pub fn balanced(ring: &Ring, node: &str, v: usize, rf: usize, seed: u64) -> Result<Vec<Token>, Error> {
+pub fn balanced(
+    ring: &Ring,
+    node: &str,
+    v: usize,
+    rf: usize,
+    seed: u64,
+) -> Result<Vec<Token>, Error> {
     check_v(v)?;
     if rf == 0 {
-        return Err(Error::InvalidArgument("replication factor must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "replication factor must be at least 1".into(),
+        ));
     }
     if ring.contains_node(node) {
         return Err(Error::NodeExists(node.into()));
@@ -211,7 +219,9 @@ pub fn balanced(ring: &Ring, node: &str, v: usize, rf: usize, seed: u64) -> Resu
 
 fn check_v(v: usize) -> Result<(), Error> {
     if v == 0 {
-        return Err(Error::InvalidArgument("a node needs at least one vnode".into()));
+        return Err(Error::InvalidArgument(
+            "a node needs at least one vnode".into(),
+        ));
     }
     Ok(())
 }
@@ -318,7 +328,10 @@ impl Work {
             rack_of,
             rack_count: 0,
             rf,
-            target: counts.iter().map(|&c| rf as f64 * c as f64 / total).collect(),
+            target: counts
+                .iter()
+                .map(|&c| rf as f64 * c as f64 / total)
+                .collect(),
             tok_target: rf as f64 / total,
             placed: Vec::with_capacity(v),
             width: Vec::new(),
@@ -343,7 +356,11 @@ impl Work {
     /// Rebuilds every derived field from `toks` and `owner`.
     fn recompute(&mut self) {
         let t = self.toks.len();
-        let mut present: Vec<u32> = self.owner.iter().map(|&o| self.rack_of[o as usize]).collect();
+        let mut present: Vec<u32> = self
+            .owner
+            .iter()
+            .map(|&o| self.rack_of[o as usize])
+            .collect();
         present.sort_unstable();
         present.dedup();
         self.rack_count = present.len();
@@ -501,7 +518,11 @@ impl Work {
             }
             let l = self.tune.lambda;
             for e in &vnodes {
-                let span = if e.key == NEW { 0.0 } else { self.span[e.key as usize] };
+                let span = if e.key == NEW {
+                    0.0
+                } else {
+                    self.span[e.key as usize]
+                };
                 let dev = span - self.tok_target;
                 a += l * e.d * e.d;
                 b += l * 2.0 * e.d * (e.c + dev);
@@ -568,7 +589,11 @@ impl Work {
             .zip(&self.target)
             .map(|(o, t)| (o - t).powi(2))
             .sum();
-        let vnodes: f64 = self.span.iter().map(|s| (s - self.tok_target).powi(2)).sum();
+        let vnodes: f64 = self
+            .span
+            .iter()
+            .map(|s| (s - self.tok_target).powi(2))
+            .sum();
         nodes + self.tune.lambda * vnodes
     }
 
@@ -642,9 +667,18 @@ mod tests {
     fn balanced_rejects_bad_input() {
         let mut r = Ring::new();
         r.insert_node("a", &[1]);
-        assert_eq!(balanced(&r, "a", 4, 3, 1), Err(Error::NodeExists("a".into())));
-        assert!(matches!(balanced(&r, "b", 0, 3, 1), Err(Error::InvalidArgument(_))));
-        assert!(matches!(balanced(&r, "b", 4, 0, 1), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            balanced(&r, "a", 4, 3, 1),
+            Err(Error::NodeExists("a".into()))
+        );
+        assert!(matches!(
+            balanced(&r, "b", 0, 3, 1),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            balanced(&r, "b", 4, 0, 1),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -753,13 +787,21 @@ mod tests {
         let alphas: Vec<f64> = std::env::var("ALPHAS")
             .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
             .unwrap_or(vec![0.25]);
-        let refine: usize = std::env::var("REFINE").map(|s| s.parse().unwrap()).unwrap_or(0);
-        let seeds: u64 = std::env::var("SEEDS").map(|s| s.parse().unwrap()).unwrap_or(3);
+        let refine: usize = std::env::var("REFINE")
+            .map(|s| s.parse().unwrap())
+            .unwrap_or(0);
+        let seeds: u64 = std::env::var("SEEDS")
+            .map(|s| s.parse().unwrap())
+            .unwrap_or(3);
         let v: usize = std::env::var("V").map(|s| s.parse().unwrap()).unwrap_or(16);
         let rf: usize = std::env::var("RF").map(|s| s.parse().unwrap()).unwrap_or(3);
         for &lambda in &lambdas {
             for &alpha in &alphas {
-                let tune = Tuning { lambda, alpha, refine };
+                let tune = Tuning {
+                    lambda,
+                    alpha,
+                    refine,
+                };
                 let mut line = String::new();
                 for seed in 0..seeds {
                     let mut worst = (0, 0.0f64);

@@ -1,7 +1,68 @@
 //! The consistent-hash ring of quorumkv: where every key lives, and what
-//! moves when the cluster changes.
+//! moves when the cluster changes. Pure and deterministic: no I/O, no
+//! clock, randomness passed in as seeds.
 //!
-//! WORK IN PROGRESS essay.
+//! # Tokens and vnodes
+//!
+//! A key hashes to a 64-bit token, `xxh3_64(bucket || 0x00 || key)`
+//! ([`token_of`]). Each node owns several *virtual node* tokens on the
+//! ring; the vnode with token `t` owns the keys in `(previous token, t]`.
+//! The replicas of a key are the first `n` distinct nodes met walking
+//! clockwise from its token — with racks, distinct racks first, as
+//! Cassandra's `NetworkTopologyStrategy` does within a datacenter
+//! ([`Ring::preference_list`], rule in the private `placement` module).
+//!
+//! Vnodes exist for two reasons. Load: one token per node leaves shares
+//! that differ by factors of several; many small pieces average out.
+//! Movement: a joining node takes a little from many nodes instead of half
+//! of one node's range, so streaming is spread and short.
+//!
+//! # Allocation: random vs balanced
+//!
+//! Random tokens ([`alloc::random`]) need hundreds of vnodes before the
+//! averaging is good (CV of ownership ≈ `1/sqrt(V)`). The balanced
+//! allocator ([`alloc::balanced`]) instead places each token of a joining
+//! node where it best evens out *replicated* ownership — the data nodes
+//! really store with `rf` copies — which keeps the busiest node within a
+//! few percent of the mean with only 16 vnodes while the cluster grows,
+//! and moves close to the ideal `1/(n+1)` of the data per addition. The
+//! algorithm and why it works are in the [`alloc`] module's essay.
+//!
+//! # Where each idea lives
+//!
+//! | module | what |
+//! |---|---|
+//! | [`ring`] | [`Ring`]: sorted tokens, owners, racks; `O(log T)` lookups; [`Ring::ranges`] |
+//! | `placement` | the replica walk (distinct nodes; distinct racks first) |
+//! | [`alloc`] | token allocation: [`Strategy`], [`allocate`], [`balanced`], [`random`] |
+//! | [`stats`] | primary and replicated ownership, max/mean, CV, imbalance ([`ownership`]) |
+//! | [`mod@plan`] | [`Plan`]: ranges that change replicas, transfers, per-pair totals, [`Plan::apply`] |
+//! | [`whatif`] | [`what_if`]: ranges that lose `one`/`quorum`/`all` with nodes down |
+//! | [`sim`] | [`simulate`] growth and [`render_svg`], for `qkv ring simulate` |
+//! | [`mod@file`] | [`RingFile`]: the JSON of `/cluster/ring` (tokens are exact u64 numbers) |
+//! | [`error`] | the crate's one [`Error`] enum |
+//!
+//! # Invariants the tests hold us to
+//!
+//! Unit tests sit next to the code; `tests/properties.rs` checks with
+//! proptest that preference lists hold `n` distinct nodes (and distinct
+//! racks where possible), replicated ownership sums to `rf`, applying a
+//! plan to the old ring gives the new ring, adding a node moves data only
+//! to it, removing one only away from it, and the same seed gives the same
+//! tokens. `alloc` tests the balance targets on a 3..64 node
+//! growth; `sim` checks the simulator against the closed-form CV of random
+//! tokens; `benches/lookup.rs` times lookups.
+//!
+//! # Implementation caveats
+//!
+//! * Node indices ([`NodeIndex`]) are positions in the sorted node list
+//!   and change when nodes join or leave; keep names across ring versions.
+//! * All shares are fractions of the token space, i.e. of the keys when
+//!   keys hash uniformly; bytes per key can still differ between ranges,
+//!   which is why plans accept reported per-range loads.
+//! * One datacenter only: racks, not datacenters, shape placement.
+
+#![warn(missing_docs)]
 
 pub mod alloc;
 pub mod error;
@@ -13,14 +74,16 @@ pub mod sim;
 pub mod stats;
 pub mod whatif;
 
-pub use alloc::{allocate, balanced, evenly_spaced, random, random_for, Strategy};
+pub use alloc::{Strategy, allocate, balanced, evenly_spaced, random, random_for};
 pub use error::Error;
 pub use file::{RingFile, TokenEntry};
-pub use plan::{plan, DataSize, Estimate, Joining, NodeChange, PairTotal, Plan, RangeLoad, RangeMove, Transfer};
+pub use plan::{
+    DataSize, Estimate, Joining, NodeChange, PairTotal, Plan, RangeLoad, RangeMove, Transfer, plan,
+};
 pub use ring::{NodeIndex, RangeReplicas, Ring, TokenRange};
-pub use sim::{render_svg, simulate, SimRow};
-pub use stats::{ownership, NodeOwnership, Ownership, Summary};
-pub use whatif::{quorum, what_if, LevelLoss, LostRange, WhatIf};
+pub use sim::{SimRow, render_svg, simulate};
+pub use stats::{NodeOwnership, Ownership, Summary, ownership};
+pub use whatif::{LevelLoss, LostRange, WhatIf, quorum, what_if};
 
 /// A position on the ring: the full `u64` space, wrapping at `u64::MAX`.
 pub type Token = u64;

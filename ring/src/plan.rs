@@ -51,11 +51,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::{allocate, Strategy};
+use crate::alloc::{Strategy, allocate};
 use crate::error::Error;
 use crate::file::lenient_u64;
-use crate::ring::{Ring, TokenRange, SPACE};
-use crate::stats::{ownership, Ownership};
+use crate::ring::{Ring, SPACE, TokenRange};
+use crate::stats::{Ownership, ownership};
 use crate::{NodeId, Token};
 
 /// A change of one node's tokens or rack between the two rings.
@@ -208,7 +208,11 @@ pub fn plan(old: &Ring, new: &Ring, rf: usize) -> Plan {
                 ranges,
             })
             .collect(),
-        moved_fraction: if denom > 0.0 { gained as f64 / SPACE / denom } else { 0.0 },
+        moved_fraction: if denom > 0.0 {
+            gained as f64 / SPACE / denom
+        } else {
+            0.0
+        },
         moves,
         before,
         after,
@@ -250,7 +254,14 @@ impl Plan {
             }
             let prior_rack = new.rack(&j.node).map(str::to_string);
             new.set_rack(&j.node, j.rack.as_deref().or(prior_rack.as_deref()));
-            let tokens = allocate(&new, &j.node, j.vnodes, rf, strategy, seed.wrapping_add(k as u64))?;
+            let tokens = allocate(
+                &new,
+                &j.node,
+                j.vnodes,
+                rf,
+                strategy,
+                seed.wrapping_add(k as u64),
+            )?;
             new.insert_node(&j.node, &tokens);
         }
         Ok(plan(old, &new, rf))
@@ -268,7 +279,12 @@ impl Plan {
 
     /// Gives `node` exactly `tokens` (it joins if new, leaves if empty) and
     /// plans the result. A token of another node is an error.
-    pub fn change_tokens(old: &Ring, node: &str, tokens: &[Token], rf: usize) -> Result<Plan, Error> {
+    pub fn change_tokens(
+        old: &Ring,
+        node: &str,
+        tokens: &[Token],
+        rf: usize,
+    ) -> Result<Plan, Error> {
         let mut new = old.clone();
         new.set_tokens(node, tokens)?;
         Ok(plan(old, &new, rf))
@@ -385,8 +401,16 @@ fn node_changes(old: &Ring, new: &Ring) -> Vec<NodeChange> {
     let mut out = Vec::new();
     for name in names {
         let (a, b) = (old.node_tokens(name), new.node_tokens(name));
-        let removed: Vec<Token> = a.iter().filter(|t| b.binary_search(t).is_err()).copied().collect();
-        let added: Vec<Token> = b.iter().filter(|t| a.binary_search(t).is_err()).copied().collect();
+        let removed: Vec<Token> = a
+            .iter()
+            .filter(|t| b.binary_search(t).is_err())
+            .copied()
+            .collect();
+        let added: Vec<Token> = b
+            .iter()
+            .filter(|t| a.binary_search(t).is_err())
+            .copied()
+            .collect();
         let (ra, rb) = (old.rack(name), new.rack(name));
         if removed.is_empty() && added.is_empty() && ra == rb {
             continue;
@@ -405,7 +429,11 @@ fn node_changes(old: &Ring, new: &Ring) -> Vec<NodeChange> {
 /// The changed segments between two rings, merged where adjacent segments
 /// change the same way.
 fn range_moves(old: &Ring, new: &Ring, rf: usize) -> Vec<RangeMove> {
-    let mut bounds: Vec<Token> = old.tokens().map(|(t, _)| t).chain(new.tokens().map(|(t, _)| t)).collect();
+    let mut bounds: Vec<Token> = old
+        .tokens()
+        .map(|(t, _)| t)
+        .chain(new.tokens().map(|(t, _)| t))
+        .collect();
     bounds.sort_unstable();
     bounds.dedup();
     let mut out: Vec<RangeMove> = Vec::new();
@@ -417,8 +445,16 @@ fn range_moves(old: &Ring, new: &Ring, rf: usize) -> Vec<RangeMove> {
         };
         let before = old.preference_list(range.end, rf);
         let after = new.preference_list(range.end, rf);
-        let losing: Vec<NodeId> = before.iter().filter(|n| !after.contains(n)).cloned().collect();
-        let gaining: Vec<NodeId> = after.iter().filter(|n| !before.contains(n)).cloned().collect();
+        let losing: Vec<NodeId> = before
+            .iter()
+            .filter(|n| !after.contains(n))
+            .cloned()
+            .collect();
+        let gaining: Vec<NodeId> = after
+            .iter()
+            .filter(|n| !before.contains(n))
+            .cloned()
+            .collect();
         if losing.is_empty() && gaining.is_empty() {
             continue;
         }
@@ -490,9 +526,21 @@ mod tests {
         );
         assert_eq!(p.moves.len(), 2, "{:#?}", p.moves);
         let m0 = &p.moves[0];
-        assert_eq!(m0.range, TokenRange { start: 7 * E, end: E });
-        assert_eq!((m0.before.clone(), m0.after.clone()), (names(&["a", "b"]), names(&["a", "x"])));
-        assert_eq!((m0.losing.clone(), m0.gaining.clone()), (names(&["b"]), names(&["x"])));
+        assert_eq!(
+            m0.range,
+            TokenRange {
+                start: 7 * E,
+                end: E
+            }
+        );
+        assert_eq!(
+            (m0.before.clone(), m0.after.clone()),
+            (names(&["a", "b"]), names(&["a", "x"]))
+        );
+        assert_eq!(
+            (m0.losing.clone(), m0.gaining.clone()),
+            (names(&["b"]), names(&["x"]))
+        );
         assert_eq!(
             m0.transfers,
             vec![Transfer {
@@ -502,8 +550,17 @@ mod tests {
             }]
         );
         let m1 = &p.moves[1];
-        assert_eq!(m1.range, TokenRange { start: E, end: 2 * E });
-        assert_eq!((m1.before.clone(), m1.after.clone()), (names(&["b", "c"]), names(&["x", "b"])));
+        assert_eq!(
+            m1.range,
+            TokenRange {
+                start: E,
+                end: 2 * E
+            }
+        );
+        assert_eq!(
+            (m1.before.clone(), m1.after.clone()),
+            (names(&["b", "c"]), names(&["x", "b"]))
+        );
         assert_eq!(m1.losing, names(&["c"]));
         assert_eq!(
             p.pairs,
@@ -534,9 +591,21 @@ mod tests {
         let old = four();
         let p = Plan::remove_nodes(&old, &["b"], 2).unwrap();
         assert_eq!(p.moves.len(), 2);
-        assert_eq!(p.moves[0].range, TokenRange { start: 7 * E, end: E });
+        assert_eq!(
+            p.moves[0].range,
+            TokenRange {
+                start: 7 * E,
+                end: E
+            }
+        );
         assert_eq!(p.moves[0].after, names(&["a", "c"]));
-        assert_eq!(p.moves[1].range, TokenRange { start: E, end: 3 * E });
+        assert_eq!(
+            p.moves[1].range,
+            TokenRange {
+                start: E,
+                end: 3 * E
+            }
+        );
         assert_eq!(p.moves[1].after, names(&["c", "d"]));
         for m in &p.moves {
             assert_eq!(m.losing, names(&["b"]));
@@ -587,12 +656,32 @@ mod tests {
         let p = Plan::change_tokens(&old, "x", &[2 * E], 2).unwrap();
         let est = p.estimate(|r| prorate(&loads, r));
         // All of a's quarter from b, half of b's quarter from c.
-        assert_eq!(est.total, DataSize { keys: 150, bytes: 1500 });
+        assert_eq!(
+            est.total,
+            DataSize {
+                keys: 150,
+                bytes: 1500
+            }
+        );
         assert_eq!(
             est.pairs,
             vec![
-                ("b".into(), "x".into(), DataSize { keys: 100, bytes: 1000 }),
-                ("c".into(), "x".into(), DataSize { keys: 50, bytes: 500 }),
+                (
+                    "b".into(),
+                    "x".into(),
+                    DataSize {
+                        keys: 100,
+                        bytes: 1000
+                    }
+                ),
+                (
+                    "c".into(),
+                    "x".into(),
+                    DataSize {
+                        keys: 50,
+                        bytes: 500
+                    }
+                ),
             ]
         );
     }

@@ -5,7 +5,7 @@
 //! A [`Ring`] maps sorted `u64` tokens to nodes. The vnode with token `t`
 //! owns the range `(previous token, t]`; the first vnode's range wraps
 //! around from the last token. A key's replicas are the nodes met walking
-//! clockwise from its token (see [`crate::placement`] for the rule).
+//! clockwise from its token (see the private `placement` module for the rule).
 //!
 //! # Why this layout
 //!
@@ -249,7 +249,9 @@ impl Ring {
     /// Removes `node` and its rack label, returning its tokens; an unknown
     /// node is an error so that a typo in `--remove` is not a silent no-op.
     pub fn remove_node(&mut self, node: &str) -> Result<Vec<Token>, Error> {
-        let idx = self.index_of(node).ok_or_else(|| Error::UnknownNode(node.into()))?;
+        let idx = self
+            .index_of(node)
+            .ok_or_else(|| Error::UnknownNode(node.into()))?;
         let mut removed = Vec::new();
         let mut kept: Vec<(Token, NodeIndex)> = Vec::with_capacity(self.tokens.len());
         for (&t, &o) in self.tokens.iter().zip(&self.owners) {

@@ -13,7 +13,7 @@
 //! * A row for `n` nodes describes the ring *after* the `n`th node joined,
 //!   and the data that join moved.
 //! * `moved` is the new node's replicated ownership divided by the replica
-//!   data of the grown ring (the [`crate::plan`] convention: a joining node
+//!   data of the grown ring (the [`mod@crate::plan`] convention: a joining node
 //!   only takes replicas, so this is exactly the plan's moved fraction).
 //!   The ideal is `1/n` for the row of `n` nodes — the issue's "1/(n+1)
 //!   when going from n to n+1". `moved_over_ideal` is their ratio.
@@ -38,7 +38,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::{allocate, Strategy};
+use crate::alloc::{Strategy, allocate};
 use crate::error::Error;
 use crate::ring::Ring;
 use crate::stats::ownership;
@@ -95,7 +95,9 @@ pub fn simulate(
         let trial_seed: u64 = seeds.random();
         let rows = match strategy {
             Strategy::Random => grow_random(nodes_from, nodes_to, vnodes, rf, trial_seed),
-            Strategy::Balanced => grow_allocated(nodes_from, nodes_to, vnodes, rf, strategy, trial_seed)?,
+            Strategy::Balanced => {
+                grow_allocated(nodes_from, nodes_to, vnodes, rf, strategy, trial_seed)?
+            }
         };
         for (sum, row) in sums.iter_mut().zip(rows) {
             sum.nodes = row.nodes;
@@ -215,7 +217,10 @@ pub fn render_svg(rows: &[SimRow]) -> String {
         .iter()
         .flat_map(|r| [r.replicated_max_over_mean, r.moved_over_ideal])
         .fold(1.2f64, f64::max);
-    let (y0, y1) = (0.9f64.min(rows.iter().map(|r| r.moved_over_ideal).fold(0.9, f64::min)), top * 1.02);
+    let (y0, y1) = (
+        0.9f64.min(rows.iter().map(|r| r.moved_over_ideal).fold(0.9, f64::min)),
+        top * 1.02,
+    );
     let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
     let py = |y: f64| T + (y1 - y) / (y1 - y0) * (H - T - B);
     // Axes and grid.
@@ -260,7 +265,10 @@ pub fn render_svg(rows: &[SimRow]) -> String {
         H - 10.0
     );
     // Limits.
-    for (limit, color, label) in [(1.10, "#1f77b4", "max/mean limit 1.10"), (1.15, "#ff7f0e", "moved limit 1.15")] {
+    for (limit, color, label) in [
+        (1.10, "#1f77b4", "max/mean limit 1.10"),
+        (1.15, "#ff7f0e", "moved limit 1.15"),
+    ] {
         if limit <= y1 {
             svg += &format!(
                 "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"{color}\" \
@@ -275,7 +283,9 @@ pub fn render_svg(rows: &[SimRow]) -> String {
     // Curves.
     type Pick = fn(&SimRow) -> f64;
     let curves: [(&str, &str, Pick); 2] = [
-        ("replicated max/mean", "#1f77b4", |r| r.replicated_max_over_mean),
+        ("replicated max/mean", "#1f77b4", |r| {
+            r.replicated_max_over_mean
+        }),
         ("moved / ideal", "#ff7f0e", |r| r.moved_over_ideal),
     ];
     for (k, (label, color, pick)) in curves.iter().enumerate() {
@@ -312,11 +322,17 @@ mod tests {
         let a = simulate(3, 8, 16, 3, Strategy::Balanced, 2, 9).unwrap();
         let b = simulate(3, 8, 16, 3, Strategy::Balanced, 2, 9).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.iter().map(|r| r.nodes).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            a.iter().map(|r| r.nodes).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6, 7, 8]
+        );
         // 3 nodes, rf 3: everyone holds everything; the third node took a third.
         assert!((a[0].replicated_max_over_mean - 1.0).abs() < 1e-12);
         assert!((a[0].moved - 1.0 / 3.0).abs() < 1e-12);
-        assert!(a.iter().all(|r| r.replicated_max_over_mean <= 1.10), "{a:?}");
+        assert!(
+            a.iter().all(|r| r.replicated_max_over_mean <= 1.10),
+            "{a:?}"
+        );
     }
 
     /// Primary ownership CV with random tokens matches sqrt((n−1)/(nV+1))
@@ -330,7 +346,10 @@ mod tests {
             let cv = rows[0].primary_cv;
             let formula = ((n - 1.0) / (n * v as f64 + 1.0)).sqrt();
             let err = (cv - formula).abs() / formula;
-            println!("random V={v} n=100 trials={trials}: CV {cv:.4}, formula {formula:.4}, error {:.2}%", err * 100.0);
+            println!(
+                "random V={v} n=100 trials={trials}: CV {cv:.4}, formula {formula:.4}, error {:.2}%",
+                err * 100.0
+            );
             assert!(err < 0.05, "V={v}: CV {cv} vs {formula}");
         }
     }

@@ -35,8 +35,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ring::{Ring, SPACE};
 use crate::NodeId;
+use crate::ring::{Ring, SPACE};
 
 /// Dynamo's threshold: a node further than this (relative) from the mean
 /// counts as out of balance in [`Summary::imbalance`].
@@ -188,7 +188,13 @@ mod tests {
         let cases: &[(&[f64], f64, f64, f64, f64)] = &[
             (&[1.0, 1.0, 1.0], 1.0, 1.0, 0.0, 0.0),
             (&[0.5, 1.5], 1.5, 0.5, 0.5, 1.0),
-            (&[1.0, 1.0, 1.0, 1.3], 1.3 / 1.075, 1.0 / 1.075, 0.1208, 0.25),
+            (
+                &[1.0, 1.0, 1.0, 1.3],
+                1.3 / 1.075,
+                1.0 / 1.075,
+                0.1208,
+                0.25,
+            ),
             (&[1.0, 1.0, 1.0, 1.2], 1.2 / 1.05, 1.0 / 1.05, 0.0825, 0.0),
         ];
         for (values, max, min, cv, imb) in cases {

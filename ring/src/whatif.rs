@@ -31,9 +31,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
-use crate::ring::{Ring, TokenRange, SPACE};
 use crate::NodeId;
+use crate::error::Error;
+use crate::ring::{Ring, SPACE, TokenRange};
 
 /// A range that lost a consistency level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,14 +81,22 @@ pub fn quorum(rf: usize) -> usize {
 /// unknown node is an error (a typo would otherwise look reassuring).
 pub fn what_if(ring: &Ring, down: &[&str], rf: usize) -> Result<WhatIf, Error> {
     if rf == 0 {
-        return Err(Error::InvalidArgument("replication factor must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "replication factor must be at least 1".into(),
+        ));
     }
     let mut is_down = vec![false; ring.node_count()];
     for d in down {
-        let idx = ring.index_of(d).ok_or_else(|| Error::UnknownNode((*d).into()))?;
+        let idx = ring
+            .index_of(d)
+            .ok_or_else(|| Error::UnknownNode((*d).into()))?;
         is_down[idx as usize] = true;
     }
-    let mut levels = [(1usize, Vec::new(), 0u128), (quorum(rf), Vec::new(), 0), (rf, Vec::new(), 0)];
+    let mut levels = [
+        (1usize, Vec::new(), 0u128),
+        (quorum(rf), Vec::new(), 0),
+        (rf, Vec::new(), 0),
+    ];
     ring.for_each_range(rf, |range, reps| {
         let live = reps.iter().filter(|(n, _)| !is_down[*n as usize]).count();
         for (required, ranges, width) in &mut levels {
@@ -100,9 +108,10 @@ pub fn what_if(ring: &Ring, down: &[&str], rf: usize) -> Result<WhatIf, Error> {
                 .iter()
                 .map(|(n, _)| ring.nodes()[*n as usize].clone())
                 .collect();
-            if let Some(last) = ranges.last_mut().filter(|l: &&mut LostRange| {
-                l.range.end == range.start && l.replicas == names
-            }) {
+            if let Some(last) = ranges
+                .last_mut()
+                .filter(|l: &&mut LostRange| l.range.end == range.start && l.replicas == names)
+            {
                 last.range.end = range.end;
             } else {
                 ranges.push(LostRange {
@@ -188,13 +197,22 @@ mod tests {
     #[test]
     fn nothing_down_loses_nothing() {
         let w = what_if(&five(), &[], 3).unwrap();
-        assert_eq!((w.one.fraction, w.quorum.fraction, w.all.fraction), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (w.one.fraction, w.quorum.fraction, w.all.fraction),
+            (0.0, 0.0, 0.0)
+        );
     }
 
     #[test]
     fn unknown_node_and_zero_rf_are_errors() {
-        assert_eq!(what_if(&five(), &["z"], 3), Err(Error::UnknownNode("z".into())));
-        assert!(matches!(what_if(&five(), &[], 0), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            what_if(&five(), &["z"], 3),
+            Err(Error::UnknownNode("z".into()))
+        );
+        assert!(matches!(
+            what_if(&five(), &[], 0),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

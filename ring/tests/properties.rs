@@ -13,7 +13,10 @@ use quorumkv_ring::{
 fn arb_ring() -> impl Strategy<Value = Ring> {
     (
         prop::collection::vec(
-            (prop::collection::vec(any::<u64>(), 1..6), prop::option::of(0u8..3)),
+            (
+                prop::collection::vec(any::<u64>(), 1..6),
+                prop::option::of(0u8..3),
+            ),
             1..10,
         ),
         any::<bool>(),

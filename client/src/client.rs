@@ -555,6 +555,18 @@ mod tests {
     }
 
     #[test]
+    fn client_and_its_futures_can_cross_threads() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let c = Client::new(vec!["127.0.0.1:1".into()]).unwrap();
+        send_sync(&c);
+        send(c.get("b", b"k", &ReadOptions::default()));
+        send(c.put("b", b"k", vec![], None, None, &WriteOptions::default()));
+        send(c.delete("b", b"k", None, &WriteOptions::default()));
+        send(c.members());
+    }
+
+    #[test]
     fn query_strings() {
         assert_eq!(query("r", None, None), "");
         assert_eq!(query("r", Some("all".into()), None), "?r=all");

@@ -46,9 +46,25 @@
 //! and vnode's ownership change is affine in the split offset `s`, `F` is a
 //! quadratic in `s`, and the best offset is found in closed form (clamped
 //! inside the range). Evaluating all `T` candidate ranges costs
-//! `O(T · walk²)` per token — about a millisecond for 1000 vnodes — so no
-//! heuristic priority queue is needed. The winner is inserted, the
-//! ownership state recomputed exactly, and the next token placed.
+//! `O(T · walk²)` per token, affordable at the sizes vnodes=16 clusters
+//! have, so no heuristic priority queue is needed. The winner is
+//! inserted, the ownership state recomputed exactly, and the next token
+//! placed.
+//!
+//! Greedy placement is myopic: the first tokens are placed while the
+//! newcomer is far below its share, the last ones must land wherever the
+//! remaining gap fits. So once all `v` tokens are placed, one refinement
+//! round takes each of them out in turn and places it again against the
+//! final state (a coordinate-descent step on `F`). Measured on a 3..64
+//! growth with 16 vnodes and rf 3 (the tuning experiment in this module's
+//! tests), the worst replicated max/mean over all sizes is about 1.08
+//! without refinement and about 1.03 with one round; more rounds gain
+//! little.
+//!
+//! Two knobs, fixed by that experiment: `λ = 0.5` (vnode term against node
+//! term; 0 lets spans degenerate and max/mean passes 2 by 64 nodes)
+//! and a split window `[0.25, 0.75]` of the range (unclamped splits leave
+//! slivers that no later token can use).
 //!
 //! Moved data stays near ideal for free: a joining node only *takes*
 //! replicas (every range whose set changes gains the new node), so the data
@@ -66,7 +82,8 @@
 //!
 //! [`balanced`] sets up a private `Work` state (tokens, owners, per-range
 //! replica walks with positions, per-node and per-vnode ownership);
-//! `Work::best_split` evaluates candidates; `Work::insert` applies one.
+//! `Work::best_split` evaluates candidates; `Work::insert` applies one;
+//! `Work::run` does the greedy pass and the refinement round.
 //! The replica rule is `placement::walk`, so racks are honoured.
 //!
 //! # Implementation caveats
@@ -77,8 +94,10 @@
 //! * When the joining node brings a rack the ring has not seen, its first
 //!   token changes every walk (the rack count changes), so that one token
 //!   is chosen by exact full recomputation among the 32 widest ranges.
-//! * Cost grows as `v · T · walk²`: fine for clusters of hundreds of nodes
-//!   with 16 vnodes; for 256 vnodes on 1000 nodes use random tokens.
+//! * Cost grows as `v · T · walk²` per joining node: a 3..64 growth with
+//!   16 vnodes takes seconds; with 64 vnodes about ten seconds (release).
+//!   With 256 vnodes on large rings it gets slow (minutes per node at 1000
+//!   nodes): there random tokens average out well enough anyway.
 //! * Ownership targets assume nodes of equal capacity per vnode; give a
 //!   bigger machine more vnodes.
 
@@ -717,31 +736,8 @@ mod tests {
         out
     }
 
-    /// Issue 3 "must show": growing 3..64 nodes with 16 vnodes and rf 3,
-    /// replicated max/mean ≤ 1.10 at every size and each addition moves at
-    /// most 1.15 × 1/(n+1) of the data.
-    #[test]
-    fn balanced_growth_to_64_nodes_stays_within_ten_percent() {
-        let rows = grow(16, 3, 64, 42, Tuning::default());
-        let mut worst_bal = (0, 0.0);
-        let mut worst_moved = (0, 0.0);
-        for &(size, bal, moved) in rows.iter().filter(|r| r.0 >= 3) {
-            if bal > worst_bal.1 {
-                worst_bal = (size, bal);
-            }
-            if moved > worst_moved.1 {
-                worst_moved = (size, moved);
-            }
-        }
-        println!(
-            "balanced v16 rf3 3..64: worst max/mean {:.4} at {} nodes; worst moved/ideal {:.4} at {} nodes",
-            worst_bal.1, worst_bal.0, worst_moved.1, worst_moved.0
-        );
-        for &(size, bal, moved) in rows.iter().filter(|r| r.0 >= 3) {
-            assert!(bal <= 1.10, "{size} nodes: replicated max/mean {bal:.4}");
-            assert!(moved <= 1.15, "{size} nodes: moved/ideal {moved:.4}");
-        }
-    }
+    // The issue's balance targets over a 3..64 growth are checked through
+    // the simulator, in `sim::tests`, so the figures are the CLI's.
 
     #[test]
     fn balanced_growth_with_three_racks_stays_balanced() {

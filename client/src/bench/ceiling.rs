@@ -129,13 +129,15 @@ pub async fn handle(store: &Store, req: Request<Incoming>) -> Response<Full<Byte
             }
         }
         Method::PUT => {
+            // Copies, not slices: a slice would pin the connection's whole
+            // read buffer for as long as the entry lives.
             let content_type = req
                 .headers()
                 .get(CONTENT_TYPE)
-                .cloned()
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             let value = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
+                Ok(b) => Bytes::copy_from_slice(&b.to_bytes()),
                 Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
             };
             let context = store.next_context();

@@ -215,7 +215,12 @@ impl Worker {
             sender.ready().await?;
             let resp = sender.send_request(req).await?;
             let status = resp.status().as_u16();
-            let ctx = resp.headers().get("x-causal-context").cloned();
+            // Copied: a header slice would pin the whole read buffer of the
+            // connection for as long as the context is remembered.
+            let ctx = resp
+                .headers()
+                .get("x-causal-context")
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
             resp.into_body().collect().await?;
             Ok::<_, hyper::Error>((status, ctx))
         };

@@ -236,11 +236,16 @@ pub fn balanced(
     Ok(out)
 }
 
+/// The most vnodes one node may take: far above any sensible setting
+/// (Cassandra's old default was 256), low enough that a typo cannot make
+/// allocation run for hours.
+pub const MAX_VNODES: usize = 65_536;
+
 fn check_v(v: usize) -> Result<(), Error> {
-    if v == 0 {
-        return Err(Error::InvalidArgument(
-            "a node needs at least one vnode".into(),
-        ));
+    if v == 0 || v > MAX_VNODES {
+        return Err(Error::InvalidArgument(format!(
+            "vnodes {v}: must be between 1 and {MAX_VNODES}"
+        )));
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ pub(crate) fn walk(
         };
     };
     let mut seen_racks: Vec<u32> = Vec::with_capacity(racks.count.min(n));
-    let mut skipped: Vec<(u32, u32)> = Vec::with_capacity(n);
+    let mut skipped: Vec<(u32, u32)> = Vec::with_capacity(n.min(8));
     let mut consumed = 0;
     for (pos, node) in seq.enumerate() {
         consumed = pos + 1;

@@ -442,7 +442,7 @@ impl Ring {
                 }
             }
         }
-        let mut buf = Vec::with_capacity(n);
+        let mut buf = Vec::with_capacity(n.min(self.nodes.len()));
         self.walk_from(start, n, &mut buf);
         out.extend(buf.iter().map(|&(node, _)| node));
     }
@@ -467,7 +467,7 @@ impl Ring {
     /// Calls `f` with every vnode range and its replicas as
     /// `(node index, walk position)` pairs.
     pub(crate) fn for_each_range(&self, rf: usize, mut f: impl FnMut(TokenRange, &[(u32, u32)])) {
-        let mut buf = Vec::with_capacity(rf);
+        let mut buf = Vec::with_capacity(rf.min(self.nodes.len()));
         for i in 0..self.tokens.len() {
             self.walk_from(i, rf, &mut buf);
             f(self.range_of(i), &buf);

@@ -38,11 +38,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::{Strategy, allocate};
+use crate::alloc::{MAX_VNODES, Strategy, allocate};
 use crate::error::Error;
 use crate::ring::Ring;
 use crate::stats::ownership;
 use crate::{NodeId, Token};
+
+/// The largest cluster [`simulate`] grows: beyond any real deployment of
+/// this store, and a guard against a typo allocating gigabytes.
+pub const MAX_SIM_NODES: usize = 10_000;
 
 /// One cluster size in a simulated growth.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -88,6 +92,11 @@ pub fn simulate(
         return Err(Error::InvalidArgument(
             "vnodes, rf and trials must be at least 1".into(),
         ));
+    }
+    if vnodes > MAX_VNODES || nodes_to > MAX_SIM_NODES {
+        return Err(Error::InvalidArgument(format!(
+            "at most {MAX_VNODES} vnodes and {MAX_SIM_NODES} nodes"
+        )));
     }
     let mut sums = vec![SimRow::default(); nodes_to - nodes_from + 1];
     let mut seeds = ChaCha8Rng::seed_from_u64(seed);
@@ -314,6 +323,8 @@ mod tests {
         assert!(simulate(0, 5, 16, 3, Strategy::Random, 1, 1).is_err());
         assert!(simulate(6, 5, 16, 3, Strategy::Random, 1, 1).is_err());
         assert!(simulate(1, 5, 0, 3, Strategy::Random, 1, 1).is_err());
+        assert!(simulate(1, 5, 1 << 20, 3, Strategy::Random, 1, 1).is_err());
+        assert!(simulate(1, 1 << 20, 16, 3, Strategy::Random, 1, 1).is_err());
         assert!(simulate(1, 5, 16, 3, Strategy::Random, 0, 1).is_err());
     }
 

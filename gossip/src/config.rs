@@ -116,16 +116,40 @@ mod tests {
     fn out_of_range_fields_are_refused() {
         let base = Config::new("prod");
         let cases = [
-            Config { cluster_name: String::new(), ..base.clone() },
-            Config { interval: Duration::ZERO, ..base.clone() },
-            Config { fanout: 0, ..base.clone() },
-            Config { seed_probability: Some(1.5), ..base.clone() },
-            Config { left_quarantine: Duration::from_millis(1), ..base.clone() },
-            Config { max_message_bytes: 100, ..base.clone() },
-            Config { max_states_per_message: 0, ..base },
+            Config {
+                cluster_name: String::new(),
+                ..base.clone()
+            },
+            Config {
+                interval: Duration::ZERO,
+                ..base.clone()
+            },
+            Config {
+                fanout: 0,
+                ..base.clone()
+            },
+            Config {
+                seed_probability: Some(1.5),
+                ..base.clone()
+            },
+            Config {
+                left_quarantine: Duration::from_millis(1),
+                ..base.clone()
+            },
+            Config {
+                max_message_bytes: 100,
+                ..base.clone()
+            },
+            Config {
+                max_states_per_message: 0,
+                ..base
+            },
         ];
         for c in cases {
-            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig(_))),
+                "{c:?}"
+            );
         }
     }
 }

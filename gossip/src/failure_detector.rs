@@ -43,10 +43,11 @@
 //!
 //! # Where it lives
 //!
-//! [`FailureDetector`] keeps one [`ArrivalWindow`] per peer. The protocol
-//! ([`crate::Node`]) reports an arrival whenever a peer's heartbeat (or
-//! generation) moves forward, checks phi once per round, and turns threshold
-//! crossings into [`crate::Event::Down`] / [`crate::Event::Up`].
+//! [`crate::Node`] keeps one [`ArrivalWindow`] per member, next to the
+//! member's state. It records an arrival whenever a peer's heartbeat (or
+//! generation) moves forward, checks phi once per round against
+//! [`Config::threshold`], and turns crossings into [`crate::Event::Down`] /
+//! [`crate::Event::Up`].
 //!
 //! # Implementation caveats
 //!
@@ -55,13 +56,18 @@
 //!   rhythm, and learning it would make the detector slow to convict for
 //!   the next thousand samples.
 //! * Before the first interval is known, the mean is
-//!   [`Config::initial_interval`].
+//!   [`Config::initial_interval`]; afterwards it is floored at
+//!   [`Config::min_interval`] (the gossip interval), because relayed
+//!   heartbeats arrive in bursts that would otherwise shrink it (the
+//!   exponential analogue of Akka's minimum standard deviation). The mean
+//!   adapts only upwards from there, to slow or lossy paths; conviction
+//!   therefore takes at least `threshold · ln 10 · min_interval`.
 //! * A restart (new generation) clears the window: intervals across a
 //!   restart say nothing about the new process.
 
-use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
-use crate::{Error, state::NodeId};
+use crate::Error;
 
 /// Failure detector settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +81,14 @@ pub struct Config {
     /// The mean inter-arrival time assumed before any sample is known.
     /// Must be > 0; default 1 s (the gossip interval).
     pub initial_interval: Duration,
+    /// The mean is never taken below this. A node beats once per gossip
+    /// round, so its heartbeats cannot *on average* arrive more often than
+    /// that; but relayed heartbeats come in bursts (versions v and v+1 from
+    /// two relays a few ms apart), and a handful of such samples would
+    /// otherwise shrink the mean and convict a healthy node within
+    /// seconds. Range [0, `max_interval`]; default 1 s: set it to the gossip
+    /// interval. The mean still adapts *upwards* to slow or lossy paths.
+    pub min_interval: Duration,
     /// Inter-arrival times above this are ignored (pauses, partitions).
     /// Must be ≥ `initial_interval`; default 2 s (twice the gossip interval).
     pub max_interval: Duration,
@@ -86,6 +100,7 @@ impl Default for Config {
             threshold: 8.0,
             window: 1000,
             initial_interval: Duration::from_secs(1),
+            min_interval: Duration::from_secs(1),
             max_interval: Duration::from_secs(2),
         }
     }
@@ -104,10 +119,20 @@ impl Config {
         if self.initial_interval.is_zero() {
             return bad("initial_interval must be > 0");
         }
-        if self.max_interval < self.initial_interval || self.max_interval > Duration::from_secs(3600) {
+        if self.min_interval > self.max_interval {
+            return bad("min_interval must be ≤ max_interval");
+        }
+        if self.max_interval < self.initial_interval
+            || self.max_interval > Duration::from_secs(3600)
+        {
             return bad("max_interval must be in [initial_interval, 1 h]");
         }
         Ok(())
+    }
+
+    /// Whether `phi` is above the threshold.
+    pub fn convicts(&self, phi: f64) -> bool {
+        phi > self.threshold
     }
 
     /// How long a silence convicts a peer whose mean inter-arrival time is
@@ -145,14 +170,16 @@ impl ArrivalWindow {
         self.last = Some(self.last.map_or(now, |l| l.max(now)));
     }
 
-    /// The mean inter-arrival time (the initial estimate until a sample
+    /// The mean inter-arrival time used for phi: the window's average,
+    /// floored at `min_interval` (the initial estimate until a sample
     /// exists).
     pub fn mean(&self, config: &Config) -> Duration {
         if self.samples.is_empty() {
             config.initial_interval
         } else {
             // Never 0: arrivals in the same microsecond would make phi infinite.
-            Duration::from_micros((self.sum_micros / self.samples.len() as u64).max(1))
+            let avg = Duration::from_micros((self.sum_micros / self.samples.len() as u64).max(1));
+            avg.max(config.min_interval)
         }
     }
 
@@ -178,70 +205,6 @@ impl ArrivalWindow {
     }
 }
 
-/// One arrival window per peer, and the threshold that turns phi into a
-/// verdict.
-#[derive(Clone, Debug)]
-pub struct FailureDetector {
-    config: Config,
-    windows: BTreeMap<NodeId, ArrivalWindow>,
-}
-
-impl FailureDetector {
-    /// A detector with no peers. The config must be valid (see
-    /// [`Config::validate`]).
-    pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            windows: BTreeMap::new(),
-        }
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Records a heartbeat arrival from `node` at `now`.
-    pub fn report(&mut self, node: &NodeId, now: Duration) {
-        let config = &self.config;
-        match self.windows.get_mut(node) {
-            Some(w) => w.record(now, config),
-            None => {
-                let mut w = ArrivalWindow::default();
-                w.record(now, config);
-                self.windows.insert(node.clone(), w);
-            }
-        }
-    }
-
-    /// Forgets the history of `node` and starts afresh with an arrival at
-    /// `now` (after a restart).
-    pub fn reset(&mut self, node: &NodeId, now: Duration) {
-        self.windows.remove(node);
-        self.report(node, now);
-    }
-
-    /// Forgets `node` entirely.
-    pub fn remove(&mut self, node: &NodeId) {
-        self.windows.remove(node);
-    }
-
-    /// Phi of `node` at `now`; 0 if never heard of.
-    pub fn phi(&self, node: &NodeId, now: Duration) -> f64 {
-        self.windows.get(node).map_or(0.0, |w| w.phi(now, &self.config))
-    }
-
-    /// Whether `phi` is above the threshold.
-    pub fn convicts(&self, phi: f64) -> bool {
-        phi > self.config.threshold
-    }
-
-    /// The arrival window of `node`, if any.
-    pub fn window(&self, node: &NodeId) -> Option<&ArrivalWindow> {
-        self.windows.get(node)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,9 +222,12 @@ mod tests {
         }
         assert_eq!(w.mean(&c), secs(1.0));
         // Table: silence (s) → phi = silence · log10(e).
-        for (silence, phi) in [(0.0, 0.0), (1.0, 0.4343), (10.0, 4.343), (18.42, 8.0)] {
+        for (silence, phi) in [(0.0, 0.0), (1.0, 0.434), (10.0, 4.34), (18.42, 8.0)] {
             let got = w.phi(secs(9.0 + silence), &c);
-            assert!((got - phi).abs() < 0.01, "silence {silence}: phi {got}, want {phi}");
+            assert!(
+                (got - phi).abs() < 0.01,
+                "silence {silence}: phi {got}, want {phi}"
+            );
         }
     }
 
@@ -270,6 +236,36 @@ mod tests {
         let c = Config::default();
         let t = c.conviction_after(secs(1.0)).as_secs_f64();
         assert!((t - 18.42).abs() < 0.01, "{t}");
+    }
+
+    #[test]
+    fn bursts_of_relayed_heartbeats_do_not_shrink_the_mean_below_the_floor() {
+        let c = Config::default();
+        let mut w = ArrivalWindow::default();
+        for t in [0.0, 0.005, 0.010, 0.015] {
+            w.record(secs(t), &c);
+        }
+        assert_eq!(w.mean(&c), secs(1.0));
+        assert!(!c.convicts(w.phi(secs(5.0), &c)));
+        let raw = Config {
+            min_interval: Duration::ZERO,
+            ..c
+        };
+        assert!(
+            raw.convicts(w.phi(secs(5.0), &raw)),
+            "without the floor a burst convicts in seconds"
+        );
+    }
+
+    #[test]
+    fn slow_paths_raise_the_mean_and_the_time_to_convict() {
+        let c = Config::default();
+        let mut w = ArrivalWindow::default();
+        for i in 0..20 {
+            w.record(secs(1.8 * i as f64), &c);
+        }
+        assert!((w.mean(&c).as_secs_f64() - 1.8).abs() < 0.01);
+        assert!(!c.convicts(w.phi(secs(1.8 * 19.0 + 30.0), &c)));
     }
 
     #[test]
@@ -286,7 +282,11 @@ mod tests {
 
     #[test]
     fn the_window_keeps_only_the_latest_samples() {
-        let c = Config { window: 3, ..Config::default() };
+        let c = Config {
+            window: 3,
+            min_interval: Duration::ZERO,
+            ..Config::default()
+        };
         let mut w = ArrivalWindow::default();
         let mut t = 0.0;
         for dt in [0.2, 0.2, 0.2, 1.0, 1.0, 1.0] {
@@ -299,25 +299,47 @@ mod tests {
 
     #[test]
     fn the_initial_interval_stands_in_before_any_sample() {
-        let c = Config { initial_interval: secs(2.0), max_interval: secs(4.0), ..Config::default() };
-        let mut fd = FailureDetector::new(c);
-        let n = NodeId::from("a");
-        assert_eq!(fd.phi(&n, secs(100.0)), 0.0);
-        fd.report(&n, secs(10.0));
-        let phi = fd.phi(&n, secs(12.0));
-        assert!((phi - 0.4343).abs() < 0.01, "{phi}");
-        assert!(!fd.convicts(phi));
-        assert!(fd.convicts(fd.phi(&n, secs(10.0 + 37.0))));
+        let c = Config {
+            initial_interval: secs(2.0),
+            max_interval: secs(4.0),
+            ..Config::default()
+        };
+        let mut w = ArrivalWindow::default();
+        assert_eq!(w.phi(secs(100.0), &c), 0.0);
+        w.record(secs(10.0), &c);
+        let phi = w.phi(secs(12.0), &c);
+        assert!((phi - 0.434).abs() < 0.01, "{phi}");
+        assert!(!c.convicts(phi));
+        assert!(c.convicts(w.phi(secs(10.0 + 37.0), &c)));
     }
 
     #[test]
     fn bad_configs_are_refused() {
         for c in [
-            Config { threshold: 0.0, ..Config::default() },
-            Config { threshold: f64::NAN, ..Config::default() },
-            Config { window: 0, ..Config::default() },
-            Config { initial_interval: Duration::ZERO, ..Config::default() },
-            Config { max_interval: secs(0.5), ..Config::default() },
+            Config {
+                threshold: 0.0,
+                ..Config::default()
+            },
+            Config {
+                threshold: f64::NAN,
+                ..Config::default()
+            },
+            Config {
+                window: 0,
+                ..Config::default()
+            },
+            Config {
+                initial_interval: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                max_interval: secs(0.5),
+                ..Config::default()
+            },
+            Config {
+                min_interval: secs(3.0),
+                ..Config::default()
+            },
         ] {
             assert!(c.validate().is_err(), "{c:?}");
         }

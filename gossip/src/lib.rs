@@ -63,4 +63,6 @@ pub use config::Config;
 pub use error::Error;
 pub use node::{MemberView, Node};
 pub use protocol::{Delta, Digest, Event, Message, Outgoing};
-pub use state::{Addr, AppState, EndpointState, Generation, Key, NodeId, Status, Token, Version, Versioned};
+pub use state::{
+    Addr, AppState, EndpointState, Generation, Key, NodeId, Status, Token, Version, Versioned,
+};

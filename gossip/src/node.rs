@@ -74,19 +74,16 @@
 //!   never split (one digest per known node).
 //! * Events accumulate until [`Node::drain_events`]; drain after each call.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use rand::{Rng, seq::IndexedRandom, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 use crate::{
     Config, Error,
-    failure_detector::FailureDetector,
+    failure_detector::ArrivalWindow,
     protocol::{Delta, Digest, Event, Message, Outgoing, str_len},
-    state::{Addr, AppState, EndpointState, Entry, Generation, NodeId, Status, Version},
+    state::{Addr, AppState, EndpointState, Entry, Generation, NodeId, Status, Version, Versioned},
 };
 
 /// Liveness as this node sees a member.
@@ -100,10 +97,37 @@ enum Liveness {
 
 #[derive(Clone, Debug)]
 struct Member {
+    id: NodeId,
     state: EndpointState,
     liveness: Liveness,
+    /// Heartbeat arrivals, for phi.
+    window: ArrivalWindow,
     /// When this node learned that the member announced `left`.
     left_since: Option<Duration>,
+    /// Copy of the announced gossip address (read every round).
+    addr: Option<Addr>,
+}
+
+impl Member {
+    fn new(id: NodeId, state: EndpointState, liveness: Liveness) -> Self {
+        Self {
+            id,
+            state,
+            liveness,
+            window: ArrivalWindow::default(),
+            left_since: None,
+            addr: None,
+        }
+    }
+
+    /// Refreshes the copies of announced states after they changed.
+    fn refresh(&mut self, now: Duration) {
+        self.addr = self.state.gossip_addr().cloned();
+        self.left_since = match self.state.status() {
+            Some(Status::Left) => Some(self.left_since.unwrap_or(now)),
+            _ => None,
+        };
+    }
 }
 
 /// A read-only view of one member, as the driver shows it
@@ -140,11 +164,19 @@ impl MemberView<'_> {
     pub fn tokens(&self) -> &[u64] {
         self.state.tokens()
     }
+    /// Announced gossip address, if known.
+    pub fn gossip_addr(&self) -> Option<&Addr> {
+        self.state.gossip_addr()
+    }
+    /// Announced HTTP address, if known.
+    pub fn http_addr(&self) -> Option<&str> {
+        self.state.http_addr()
+    }
 }
 
-/// What one side wants sent for one node, before packing.
+/// What one side wants sent for one member (by index), before packing.
 struct Want {
-    node: NodeId,
+    member: usize,
     since: Version,
     staleness: u64,
 }
@@ -153,53 +185,59 @@ struct Want {
 /// simulations seed it; the driver passes a `ChaCha8Rng` seeded from the OS.
 pub struct Node<R = ChaCha8Rng> {
     config: Config,
-    id: NodeId,
     addr: Addr,
     /// The local per-generation version counter.
     version: Version,
-    members: BTreeMap<NodeId, Member>,
-    fd: FailureDetector,
+    /// Members in discovery order; index 0 is the local node, always.
+    members: Vec<Member>,
+    /// Member index by id (only looked up, never iterated: determinism
+    /// does not depend on the hasher).
+    index: HashMap<NodeId, usize>,
     /// Removed `left` nodes: ignore gossip of generations ≤ this until then.
-    quarantine: BTreeMap<NodeId, (Generation, Duration)>,
+    quarantine: HashMap<NodeId, (Generation, Duration)>,
     events: Vec<Event>,
     rng: R,
     next_round: Option<Duration>,
     now: Duration,
 }
 
+const LOCAL: usize = 0;
+
 impl<R: Rng> Node<R> {
     /// A node that knows only itself. `generation` must grow across
     /// restarts of `id` (persist a counter, or use seconds since the epoch);
     /// `addr` is its gossip address, announced as [`AppState::GossipAddr`].
-    pub fn new(id: NodeId, addr: Addr, generation: Generation, config: Config, rng: R) -> Result<Self, Error> {
+    pub fn new(
+        id: NodeId,
+        addr: Addr,
+        generation: Generation,
+        config: Config,
+        rng: R,
+    ) -> Result<Self, Error> {
         config.validate()?;
-        let fd = FailureDetector::new(config.failure_detector.clone());
         let mut node = Self {
             config,
-            id: id.clone(),
             addr: addr.clone(),
             version: 0,
-            members: BTreeMap::new(),
-            fd,
-            quarantine: BTreeMap::new(),
+            members: vec![Member::new(
+                id.clone(),
+                EndpointState::new(generation),
+                Liveness::Up,
+            )],
+            index: HashMap::from([(id, LOCAL)]),
+            quarantine: HashMap::new(),
             events: Vec::new(),
             rng,
             next_round: None,
             now: Duration::ZERO,
         };
-        let member = Member {
-            state: EndpointState::new(generation),
-            liveness: Liveness::Up,
-            left_since: None,
-        };
-        node.members.insert(id, member);
         node.set_local(AppState::GossipAddr(addr))?;
         Ok(node)
     }
 
     /// This node's id.
     pub fn id(&self) -> &NodeId {
-        &self.id
+        &self.members[LOCAL].id
     }
 
     /// This node's gossip address.
@@ -214,11 +252,7 @@ impl<R: Rng> Node<R> {
 
     /// This node's own state.
     pub fn local(&self) -> &EndpointState {
-        &self.local_member().state
-    }
-
-    fn local_member(&self) -> &Member {
-        self.members.get(&self.id).expect("the local node is always a member")
+        &self.members[LOCAL].state
     }
 
     /// Changes one of this node's application states (bumps the version;
@@ -238,10 +272,7 @@ impl<R: Rng> Node<R> {
         }
         self.version += 1;
         let version = self.version;
-        let id = self.id.clone();
-        if let Some(m) = self.members.get_mut(&id) {
-            m.state.put(crate::state::Versioned { version, value });
-        }
+        self.members[LOCAL].state.put(Versioned { version, value });
         Ok(())
     }
 
@@ -259,17 +290,15 @@ impl<R: Rng> Node<R> {
             return Vec::new();
         }
         let interval = self.config.interval;
-        let mut next = self.next_round.map_or(now, |t| t) + interval;
+        let mut next = self.next_round.unwrap_or(now) + interval;
         if next <= now {
             next = now + interval; // late: skip, do not burst
         }
         self.next_round = Some(next);
 
         self.version += 1;
-        let (id, version) = (self.id.clone(), self.version);
-        if let Some(m) = self.members.get_mut(&id) {
-            m.state.beat(version);
-        }
+        let version = self.version;
+        self.members[LOCAL].state.beat(version);
         self.check_liveness(now);
         self.expire_left(now);
         self.start_round()
@@ -288,7 +317,9 @@ impl<R: Rng> Node<R> {
         }
         match msg {
             Message::Syn { digests, .. } => self.on_syn(from, &digests),
-            Message::Ack { states, requests, .. } => {
+            Message::Ack {
+                states, requests, ..
+            } => {
                 self.apply_all(states, now);
                 self.on_requests(from, &requests)
             }
@@ -306,52 +337,64 @@ impl<R: Rng> Node<R> {
 
     /// Every known member, the local node included, in id order.
     pub fn members(&self) -> impl Iterator<Item = MemberView<'_>> {
-        self.members.iter().map(|(id, m)| self.view(id, m))
+        let mut all: Vec<&Member> = self.members.iter().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.into_iter().map(|m| self.view(m))
     }
 
     /// One member, if known.
     pub fn member(&self, id: &NodeId) -> Option<MemberView<'_>> {
-        self.members.get_key_value(id).map(|(id, m)| self.view(id, m))
+        self.index.get(id).map(|&i| self.view(&self.members[i]))
     }
 
     /// Whether `id` is known and up.
     pub fn is_live(&self, id: &NodeId) -> bool {
-        self.member(id).is_some_and(|m| m.live)
+        self.index
+            .get(id)
+            .is_some_and(|&i| self.members[i].liveness == Liveness::Up)
     }
 
     /// The `(generation, max version)` known of `id`: its digest.
     pub fn digest_of(&self, id: &NodeId) -> Option<(Generation, Version)> {
-        self.members
-            .get(id)
-            .map(|m| (m.state.generation(), m.state.max_version()))
+        let m = &self.members[*self.index.get(id)?];
+        Some((m.state.generation(), m.state.max_version()))
     }
 
-    /// The failure detector (for phi and arrival statistics).
-    pub fn failure_detector(&self) -> &FailureDetector {
-        &self.fd
+    /// The heartbeat arrival window of `id` (for its mean and phi).
+    pub fn arrivals(&self, id: &NodeId) -> Option<&ArrivalWindow> {
+        self.index.get(id).map(|&i| &self.members[i].window)
     }
 
-    fn view<'a>(&'a self, id: &'a NodeId, m: &'a Member) -> MemberView<'a> {
-        let is_local = *id == self.id;
+    fn view<'a>(&'a self, m: &'a Member) -> MemberView<'a> {
+        let is_local = m.id == *self.id();
+        let fd = &self.config.failure_detector;
         MemberView {
-            id,
+            id: &m.id,
             state: &m.state,
             live: m.liveness == Liveness::Up,
-            phi: if is_local { 0.0 } else { self.fd.phi(id, self.now) },
+            phi: if is_local {
+                0.0
+            } else {
+                m.window.phi(self.now, fd)
+            },
             is_local,
         }
     }
 
     fn check_liveness(&mut self, now: Duration) {
-        for (id, m) in self.members.iter_mut() {
-            if m.liveness != Liveness::Up || *id == self.id {
+        let fd = &self.config.failure_detector;
+        for m in self.members.iter_mut().skip(1) {
+            if m.liveness != Liveness::Up {
                 continue;
             }
-            let phi = self.fd.phi(id, now);
-            if self.fd.convicts(phi) {
+            let phi = m.window.phi(now, fd);
+            if fd.convicts(phi) {
                 m.liveness = Liveness::Down;
-                tracing::info!(node = %id, phi, "convicted: down");
-                self.events.push(Event::Down { node: id.clone(), phi });
+                tracing::info!(node = %m.id, phi, "convicted: down");
+                self.events.push(Event::Down {
+                    node: m.id.clone(),
+                    phi,
+                });
             }
         }
     }
@@ -359,34 +402,40 @@ impl<R: Rng> Node<R> {
     fn expire_left(&mut self, now: Duration) {
         let hold = self.config.left_quarantine;
         self.quarantine.retain(|_, (_, until)| *until > now);
-        let expired: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(id, m)| **id != self.id && m.left_since.is_some_and(|t| t + hold <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            if let Some(m) = self.members.remove(&id) {
-                self.fd.remove(&id);
-                self.quarantine.insert(id.clone(), (m.state.generation(), now + hold));
-                tracing::info!(node = %id, "left node forgotten");
-                self.events.push(Event::Removed { node: id });
+        let mut i = 1;
+        while i < self.members.len() {
+            if self.members[i].left_since.is_none_or(|t| t + hold > now) {
+                i += 1;
+                continue;
             }
+            let m = self.members.swap_remove(i);
+            self.index.remove(&m.id);
+            if let Some(moved) = self.members.get(i) {
+                self.index.insert(moved.id.clone(), i);
+            }
+            self.quarantine
+                .insert(m.id.clone(), (m.state.generation(), now + hold));
+            tracing::info!(node = %m.id, "left node forgotten");
+            self.events.push(Event::Removed { node: m.id });
         }
     }
 
     fn is_quarantined(&self, id: &NodeId, generation: Generation) -> bool {
-        self.quarantine.get(id).is_some_and(|(g, _)| generation <= *g)
+        !self.quarantine.is_empty()
+            && self
+                .quarantine
+                .get(id)
+                .is_some_and(|(g, _)| generation <= *g)
     }
 
     /// Picks this round's targets (Cassandra's rules) and builds the SYNs.
     fn start_round(&mut self) -> Vec<Outgoing> {
         let (mut live, mut down) = (Vec::new(), Vec::new());
-        for (id, m) in &self.members {
-            if *id == self.id || m.state.status() == Some(Status::Left) {
+        for m in self.members.iter().skip(1) {
+            if m.left_since.is_some() {
                 continue;
             }
-            let Some(addr) = m.state.gossip_addr() else { continue };
+            let Some(addr) = &m.addr else { continue };
             if *addr == self.addr {
                 continue;
             }
@@ -395,7 +444,12 @@ impl<R: Rng> Node<R> {
                 Liveness::Down | Liveness::Unknown => down.push(addr),
             }
         }
-        let seeds: Vec<&Addr> = self.config.seeds.iter().filter(|s| **s != self.addr).collect();
+        let seeds: Vec<&Addr> = self
+            .config
+            .seeds
+            .iter()
+            .filter(|s| **s != self.addr)
+            .collect();
         let rng = &mut self.rng;
         let mut targets: Vec<Addr> = live
             .choose_multiple(rng, self.config.fanout)
@@ -434,13 +488,17 @@ impl<R: Rng> Node<R> {
         let digests: Vec<Digest> = self
             .members
             .iter()
-            .map(|(id, m)| Digest {
-                node: id.clone(),
+            .map(|m| Digest {
+                node: m.id.clone(),
                 generation: m.state.generation(),
                 version: m.state.max_version(),
             })
             .collect();
-        tracing::trace!(targets = targets.len(), digests = digests.len(), "gossip round");
+        tracing::trace!(
+            targets = targets.len(),
+            digests = digests.len(),
+            "gossip round"
+        );
         let cluster = self.config.cluster_name.clone();
         targets
             .into_iter()
@@ -456,42 +514,56 @@ impl<R: Rng> Node<R> {
 
     /// SYN → ACK: push what the initiator lacks, request what we lack.
     fn on_syn(&mut self, from: &Addr, digests: &[Digest]) -> Vec<Outgoing> {
-        let mut seen: HashSet<&str> = HashSet::with_capacity(digests.len());
+        let mut seen = vec![false; self.members.len()];
         let mut wanted = Vec::new();
         let mut requests: Vec<(u64, Digest)> = Vec::new();
         for d in digests {
-            if !seen.insert(d.node.as_str()) || self.is_quarantined(&d.node, d.generation) {
-                continue;
-            }
-            let Some(m) = self.members.get(&d.node) else {
-                let unknown = Digest { node: d.node.clone(), generation: 0, version: 0 };
-                requests.push((d.version.saturating_add(1), unknown));
+            let Some(&i) = self.index.get(&d.node) else {
+                if !self.is_quarantined(&d.node, d.generation) {
+                    let unknown = Digest {
+                        node: d.node.clone(),
+                        generation: 0,
+                        version: 0,
+                    };
+                    requests.push((d.version.saturating_add(1), unknown));
+                }
                 continue;
             };
+            if std::mem::replace(&mut seen[i], true) {
+                continue; // duplicate digest
+            }
+            let m = &self.members[i];
             let (g, v) = (m.state.generation(), m.state.max_version());
-            let mine = || Digest { node: d.node.clone(), generation: g, version: v };
-            if d.node == self.id {
+            let mine = || Digest {
+                node: d.node.clone(),
+                generation: g,
+                version: v,
+            };
+            if (d.generation, d.version) < (g, v) {
+                wanted.push(want(i, d.generation, d.version, g, v));
+            } else if i == LOCAL {
                 if d.generation > g {
-                    tracing::warn!(generation = g, seen = d.generation, "a former incarnation of this node has a higher generation; peers will ignore us");
-                } else if (d.generation, d.version) < (g, v) {
-                    wanted.push(want(&d.node, d.generation, d.version, g, v));
+                    tracing::warn!(
+                        generation = g,
+                        seen = d.generation,
+                        "a former incarnation of this node has a higher generation; peers will ignore us"
+                    );
                 }
             } else if d.generation > g {
                 requests.push((d.version, mine()));
-            } else if d.generation < g || d.version < v {
-                wanted.push(want(&d.node, d.generation, d.version, g, v));
             } else if d.version > v {
                 requests.push((d.version - v, mine()));
             }
         }
-        for (id, m) in &self.members {
-            if !seen.contains(id.as_str()) {
-                wanted.push(want(id, 0, 0, m.state.generation(), m.state.max_version()));
+        for (i, m) in self.members.iter().enumerate() {
+            if !seen[i] {
+                wanted.push(want(i, 0, 0, m.state.generation(), m.state.max_version()));
             }
         }
+        requests.sort_by_key(|r| std::cmp::Reverse(r.0));
+        requests.dedup_by(|a, b| a.1.node == b.1.node);
         // Requests take at most half the room; deltas fill the rest.
         let budget = self.budget();
-        requests.sort_by(|a, b| b.0.cmp(&a.0));
         let mut used = 0;
         let mut reqs = Vec::new();
         for (_, d) in requests {
@@ -518,17 +590,19 @@ impl<R: Rng> Node<R> {
 
     /// ACK's requests → ACK2.
     fn on_requests(&mut self, from: &Addr, requests: &[Digest]) -> Vec<Outgoing> {
-        let mut seen: HashSet<&str> = HashSet::with_capacity(requests.len());
+        let mut seen = vec![false; self.members.len()];
         let mut wanted = Vec::new();
         for r in requests {
-            if !seen.insert(r.node.as_str()) {
+            let Some(&i) = self.index.get(&r.node) else {
+                continue;
+            };
+            if std::mem::replace(&mut seen[i], true) {
                 continue;
             }
-            if let Some(m) = self.members.get(&r.node) {
-                let (g, v) = (m.state.generation(), m.state.max_version());
-                if (r.generation, r.version) < (g, v) {
-                    wanted.push(want(&r.node, r.generation, r.version, g, v));
-                }
+            let m = &self.members[i];
+            let (g, v) = (m.state.generation(), m.state.max_version());
+            if (r.generation, r.version) < (g, v) {
+                wanted.push(want(i, r.generation, r.version, g, v));
             }
         }
         let states = self.pack(wanted, self.budget());
@@ -555,18 +629,18 @@ impl<R: Rng> Node<R> {
     /// node is always last.
     fn pack(&mut self, mut wanted: Vec<Want>, budget: usize) -> Vec<Delta> {
         wanted.shuffle(&mut self.rng);
-        wanted.sort_by(|a, b| b.staleness.cmp(&a.staleness));
+        wanted.sort_by_key(|w| std::cmp::Reverse(w.staleness));
         let mut out = Vec::new();
         let mut used = 0;
         for w in wanted {
             if out.len() >= self.config.max_states_per_message || budget - used < 32 {
                 break;
             }
-            let Some(m) = self.members.get(&w.node) else { continue };
+            let m = &self.members[w.member];
             let generation = m.state.generation();
-            let mut size = Delta::header_size(&w.node, generation) + 9;
+            let mut size = Delta::header_size(&m.id, generation) + 9;
             let mut delta = Delta {
-                node: w.node,
+                node: m.id.clone(),
                 generation,
                 heartbeat: None,
                 states: Vec::new(),
@@ -600,58 +674,76 @@ impl<R: Rng> Node<R> {
     }
 
     fn apply(&mut self, d: Delta, now: Duration) {
-        if d.node == self.id {
+        let fd = &self.config.failure_detector;
+        let Some(&i) = self.index.get(&d.node) else {
+            if self.is_quarantined(&d.node, d.generation) {
+                return;
+            }
+            self.quarantine.remove(&d.node);
+            let mut state = EndpointState::new(d.generation);
+            state.apply(&d);
+            tracing::info!(node = %d.node, generation = d.generation, "discovered");
+            self.events.push(Event::Joined {
+                node: d.node.clone(),
+                generation: d.generation,
+            });
+            // Not an arrival: the state may be stale news of a dead node.
+            // The first advance seen from here on starts the window.
+            let mut m = Member::new(d.node.clone(), state, Liveness::Unknown);
+            m.refresh(now);
+            self.index.insert(d.node, self.members.len());
+            self.members.push(m);
+            return;
+        };
+        if i == LOCAL {
             if d.generation > self.local().generation() {
-                tracing::warn!(seen = d.generation, "peers hold a higher generation of this node");
+                tracing::warn!(
+                    seen = d.generation,
+                    "peers hold a higher generation of this node"
+                );
             }
             return;
         }
-        if self.is_quarantined(&d.node, d.generation) {
-            return;
-        }
-        self.quarantine.remove(&d.node);
-        let Some(m) = self.members.get_mut(&d.node) else {
-            let mut state = EndpointState::new(d.generation);
-            state.apply(&d);
-            let left = state.status() == Some(Status::Left);
-            tracing::info!(node = %d.node, generation = d.generation, "discovered");
-            self.fd.report(&d.node, now);
-            self.events.push(Event::Joined { node: d.node.clone(), generation: d.generation });
-            let member = Member {
-                state,
-                liveness: Liveness::Unknown,
-                left_since: left.then_some(now),
-            };
-            self.members.insert(d.node, member);
-            return;
-        };
+        let m = &mut self.members[i];
         let merged = m.state.apply(&d);
         if merged.restarted {
-            self.fd.reset(&d.node, now);
+            m.window = ArrivalWindow::default();
+            m.window.record(now, fd);
             tracing::info!(node = %d.node, generation = d.generation, "restarted");
-            self.events.push(Event::Restarted { node: d.node.clone(), generation: d.generation });
+            self.events.push(Event::Restarted {
+                node: d.node.clone(),
+                generation: d.generation,
+            });
         } else if merged.heartbeat_advanced {
-            self.fd.report(&d.node, now);
+            m.window.record(now, fd);
         }
         if merged.heartbeat_advanced && m.liveness != Liveness::Up {
             m.liveness = Liveness::Up;
             tracing::info!(node = %d.node, "up");
-            self.events.push(Event::Up { node: d.node.clone() });
+            self.events.push(Event::Up {
+                node: d.node.clone(),
+            });
         }
-        m.left_since = match m.state.status() {
-            Some(Status::Left) => Some(m.left_since.unwrap_or(now)),
-            _ => None,
-        };
         if !merged.changed.is_empty() {
-            self.events.push(Event::Updated { node: d.node, keys: merged.changed });
+            m.refresh(now);
+            self.events.push(Event::Updated {
+                node: d.node,
+                keys: merged.changed,
+            });
         }
     }
 }
 
-fn want(node: &NodeId, their_gen: Generation, their_ver: Version, g: Generation, v: Version) -> Want {
+fn want(
+    member: usize,
+    their_gen: Generation,
+    their_ver: Version,
+    g: Generation,
+    v: Version,
+) -> Want {
     let since = if their_gen == g { their_ver } else { 0 };
     Want {
-        node: node.clone(),
+        member,
         since,
         staleness: v - since,
     }

@@ -135,7 +135,10 @@ impl Message {
     pub fn wire_size(&self) -> usize {
         let body = match self {
             Message::Syn { cluster, digests } => {
-                arr(2) + str_len(cluster.len()) + arr(digests.len()) + sum(digests, Digest::wire_size)
+                arr(2)
+                    + str_len(cluster.len())
+                    + arr(digests.len())
+                    + sum(digests, Digest::wire_size)
             }
             Message::Ack {
                 cluster,
@@ -294,12 +297,16 @@ impl AppState {
     pub fn wire_size(&self) -> usize {
         match self {
             AppState::Status(s) => variant("Status") + str_len(s.as_str().len()),
-            AppState::Tokens(t) => variant("Tokens") + arr(t.len()) + t.iter().map(|&x| uint(x)).sum::<usize>(),
+            AppState::Tokens(t) => {
+                variant("Tokens") + arr(t.len()) + t.iter().map(|&x| uint(x)).sum::<usize>()
+            }
             AppState::HttpAddr(a) => variant("HttpAddr") + str_len(a.len()),
             AppState::GossipAddr(a) => variant("GossipAddr") + str_len(a.as_str().len()),
             AppState::Rack(r) => variant("Rack") + str_len(r.len()),
             AppState::Load(l) => variant("Load") + uint(*l),
-            AppState::Custom(k, v) => variant("Custom") + arr(2) + str_len(k.len()) + str_len(v.len()),
+            AppState::Custom(k, v) => {
+                variant("Custom") + arr(2) + str_len(k.len()) + str_len(v.len())
+            }
         }
     }
 }
@@ -311,27 +318,70 @@ mod tests {
     use std::sync::Arc;
 
     fn sample() -> Vec<Message> {
-        let tokens: Arc<[u64]> = (0..256u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let tokens: Arc<[u64]> = (0..256u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         let delta = Delta {
             node: "n42".into(),
             generation: 1_795_830_000,
             heartbeat: Some(70_000),
             states: vec![
-                Versioned { version: 1, value: AppState::Status(Status::Normal) },
-                Versioned { version: 2, value: AppState::Tokens(tokens) },
-                Versioned { version: 3, value: AppState::HttpAddr("127.0.0.1:8001".into()) },
-                Versioned { version: 4, value: AppState::GossipAddr("127.0.0.1:7001".into()) },
-                Versioned { version: 5, value: AppState::Rack("r1".into()) },
-                Versioned { version: 6, value: AppState::Load(1 << 40) },
-                Versioned { version: 7, value: AppState::Custom("schema".into(), "x".repeat(40).into()) },
+                Versioned {
+                    version: 1,
+                    value: AppState::Status(Status::Normal),
+                },
+                Versioned {
+                    version: 2,
+                    value: AppState::Tokens(tokens),
+                },
+                Versioned {
+                    version: 3,
+                    value: AppState::HttpAddr("127.0.0.1:8001".into()),
+                },
+                Versioned {
+                    version: 4,
+                    value: AppState::GossipAddr("127.0.0.1:7001".into()),
+                },
+                Versioned {
+                    version: 5,
+                    value: AppState::Rack("r1".into()),
+                },
+                Versioned {
+                    version: 6,
+                    value: AppState::Load(1 << 40),
+                },
+                Versioned {
+                    version: 7,
+                    value: AppState::Custom("schema".into(), "x".repeat(40).into()),
+                },
             ],
         };
-        let digest = Digest { node: "n999".into(), generation: 1_795_830_000, version: 123_456 };
+        let digest = Digest {
+            node: "n999".into(),
+            generation: 1_795_830_000,
+            version: 123_456,
+        };
         vec![
-            Message::Syn { cluster: "c".into(), digests: vec![digest.clone(); 1000] },
-            Message::Ack { cluster: "prod".into(), states: vec![delta.clone(); 3], requests: vec![digest; 20] },
-            Message::Ack2 { cluster: "prod".into(), states: vec![Delta { heartbeat: None, ..delta }] },
-            Message::Ack2 { cluster: "prod".into(), states: vec![] },
+            Message::Syn {
+                cluster: "c".into(),
+                digests: vec![digest.clone(); 1000],
+            },
+            Message::Ack {
+                cluster: "prod".into(),
+                states: vec![delta.clone(); 3],
+                requests: vec![digest; 20],
+            },
+            Message::Ack2 {
+                cluster: "prod".into(),
+                states: vec![Delta {
+                    heartbeat: None,
+                    ..delta
+                }],
+            },
+            Message::Ack2 {
+                cluster: "prod".into(),
+                states: vec![],
+            },
         ]
     }
 
@@ -349,20 +399,34 @@ mod tests {
             let real = m.encode().expect("encode").len();
             let est = m.wire_size();
             assert!(est >= real, "{}: estimate {est} < real {real}", m.kind());
-            assert!(est <= real + real / 10 + 16, "{}: estimate {est} ≫ real {real}", m.kind());
+            assert!(
+                est <= real + real / 10 + 16,
+                "{}: estimate {est} ≫ real {real}",
+                m.kind()
+            );
         }
     }
 
     #[test]
     fn a_digest_is_compact() {
-        let d = Digest { node: "n999".into(), generation: 1_795_830_000, version: 123_456 };
+        let d = Digest {
+            node: "n999".into(),
+            generation: 1_795_830_000,
+            version: 123_456,
+        };
         assert!(d.wire_size() <= 16, "{}", d.wire_size());
     }
 
     #[test]
     fn garbage_is_refused_without_panicking() {
-        assert!(matches!(Message::decode(&[0xc1, 0xff, 0x00], 1024), Err(Error::Decode(_))));
-        assert!(matches!(Message::decode(&[0u8; 10], 4), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            Message::decode(&[0xc1, 0xff, 0x00], 1024),
+            Err(Error::Decode(_))
+        ));
+        assert!(matches!(
+            Message::decode(&[0u8; 10], 4),
+            Err(Error::TooLarge { .. })
+        ));
         let mut bytes = sample()[1].encode().expect("encode");
         bytes.truncate(bytes.len() / 2);
         assert!(Message::decode(&bytes, usize::MAX).is_err());

@@ -141,7 +141,8 @@ pub struct Conviction {
     pub subject: usize,
     /// Whether the subject was running at the time.
     pub subject_alive: bool,
-    /// Whether a partition was in force.
+    /// Whether a partition was in force, or lifted less than five
+    /// intervals ago (convictions it caused may land just after the heal).
     pub during_partition: bool,
 }
 
@@ -177,6 +178,7 @@ pub struct Sim {
     by_addr: HashMap<Addr, usize>,
     by_id: HashMap<NodeId, usize>,
     groups: Option<Vec<usize>>,
+    healed_at: Option<Duration>,
     watches: Vec<Watch>,
     /// Every `Down` event, in time order.
     pub convictions: Vec<Conviction>,
@@ -186,6 +188,8 @@ pub struct Sim {
     pub sent: u64,
     /// See `sent`.
     pub dropped: u64,
+    /// The largest message sent so far, in bytes.
+    pub largest_message: usize,
 }
 
 impl Sim {
@@ -202,11 +206,13 @@ impl Sim {
             by_addr: HashMap::new(),
             by_id: HashMap::new(),
             groups: None,
+            healed_at: None,
             watches: Vec::new(),
             convictions: Vec::new(),
             log: Vec::new(),
             sent: 0,
             dropped: 0,
+            largest_message: 0,
         }
     }
 
@@ -233,7 +239,10 @@ impl Sim {
         let now = sim.now;
         for h in &mut sim.hosts {
             if let Some(node) = h.node.as_mut() {
-                let msg = Message::Ack2 { cluster: cluster.clone(), states: states.clone() };
+                let msg = Message::Ack2 {
+                    cluster: cluster.clone(),
+                    states: states.clone(),
+                };
                 node.handle(&h.addr, msg, now);
                 node.drain_events();
             }
@@ -289,7 +298,9 @@ impl Sim {
 
     /// Indices of running hosts.
     pub fn alive(&self) -> Vec<usize> {
-        (0..self.hosts.len()).filter(|&h| self.is_alive(h)).collect()
+        (0..self.hosts.len())
+            .filter(|&h| self.is_alive(h))
+            .collect()
     }
 
     /// Adds a host whose first round starts at a random phase.
@@ -312,7 +323,9 @@ impl Sim {
             addr,
             node: None,
             incarnation: 0,
-            generation: 0,
+            // Seconds since the epoch, as drivers typically choose: keeps
+            // the byte counts realistic.
+            generation: 1_795_830_000,
             bytes_sent: 0,
             messages_sent: 0,
         });
@@ -343,9 +356,17 @@ impl Sim {
         let host = &mut self.hosts[h];
         host.generation += 1;
         let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
-        let mut node = Node::new(host.id.clone(), host.addr.clone(), host.generation, gossip, rng)
-            .expect("simulation config is valid");
-        let tokens: Vec<u64> = (0..self.config.tokens_per_node).map(|_| self.rng.random()).collect();
+        let mut node = Node::new(
+            host.id.clone(),
+            host.addr.clone(),
+            host.generation,
+            gossip,
+            rng,
+        )
+        .expect("simulation config is valid");
+        let tokens: Vec<u64> = (0..self.config.tokens_per_node)
+            .map(|_| self.rng.random())
+            .collect();
         let setup = [
             AppState::Status(Status::Normal),
             AppState::Tokens(tokens.into()),
@@ -357,7 +378,13 @@ impl Sim {
         }
         host.node = Some(node);
         let incarnation = host.incarnation;
-        self.schedule(self.now + delay, Action::Tick { host: h, incarnation });
+        self.schedule(
+            self.now + delay,
+            Action::Tick {
+                host: h,
+                incarnation,
+            },
+        );
     }
 
     /// Cuts the network into groups: hosts in different groups cannot
@@ -374,7 +401,9 @@ impl Sim {
 
     /// Removes any partition.
     pub fn heal(&mut self) {
-        self.groups = None;
+        if self.groups.take().is_some() {
+            self.healed_at = Some(self.now);
+        }
     }
 
     /// Starts measuring how long until every running host holds host
@@ -439,14 +468,18 @@ impl Sim {
             Some(s) if s.at <= deadline => {}
             _ => return false,
         }
-        let Some(s) = self.queue.pop() else { return false };
+        let Some(s) = self.queue.pop() else {
+            return false;
+        };
         self.now = s.at;
         match s.action {
             Action::Tick { host, incarnation } => {
                 if self.hosts[host].incarnation != incarnation {
                     return true;
                 }
-                let Some(node) = self.hosts[host].node.as_mut() else { return true };
+                let Some(node) = self.hosts[host].node.as_mut() else {
+                    return true;
+                };
                 let outs = node.tick(self.now);
                 let next = node.next_round_at();
                 self.schedule(next, Action::Tick { host, incarnation });
@@ -454,7 +487,9 @@ impl Sim {
             }
             Action::Deliver { to, from, msg } => {
                 let now = self.now;
-                let Some(node) = self.hosts[to].node.as_mut() else { return true };
+                let Some(node) = self.hosts[to].node.as_mut() else {
+                    return true;
+                };
                 let outs = node.handle(&from, msg, now);
                 self.after(to, outs);
                 self.check_watches(to);
@@ -465,12 +500,20 @@ impl Sim {
 
     fn schedule(&mut self, at: Duration, action: Action) {
         self.seq += 1;
-        self.queue.push(Scheduled { at, seq: self.seq, action });
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            action,
+        });
     }
 
     /// Collects host `h`'s events and puts its messages on the wire.
     fn after(&mut self, h: usize, outs: Vec<crate::Outgoing>) {
-        let events = self.hosts[h].node.as_mut().map(|n| n.drain_events()).unwrap_or_default();
+        let events = self.hosts[h]
+            .node
+            .as_mut()
+            .map(|n| n.drain_events())
+            .unwrap_or_default();
         for e in events {
             if let Event::Down { node, .. } = &e
                 && let Some(&subject) = self.by_id.get(node)
@@ -480,7 +523,10 @@ impl Sim {
                     observer: h,
                     subject,
                     subject_alive: self.is_alive(subject),
-                    during_partition: self.groups.is_some(),
+                    during_partition: self.groups.is_some()
+                        || self
+                            .healed_at
+                            .is_some_and(|t| self.now < t + self.interval() * 5),
                 });
             }
             if self.config.record_events {
@@ -496,6 +542,7 @@ impl Sim {
             } else {
                 (out.msg.wire_size(), out.msg)
             };
+            self.largest_message = self.largest_message.max(size);
             self.hosts[h].bytes_sent += size as u64;
             self.hosts[h].messages_sent += 1;
             self.sent += 1;
@@ -510,12 +557,21 @@ impl Sim {
             }
             let (lo, hi) = (self.config.net.min_delay, self.config.net.max_delay);
             let delay = lo + (hi.saturating_sub(lo)).mul_f64(self.rng.random::<f64>());
-            self.schedule(self.now + delay, Action::Deliver { to, from: from.clone(), msg });
+            self.schedule(
+                self.now + delay,
+                Action::Deliver {
+                    to,
+                    from: from.clone(),
+                    msg,
+                },
+            );
         }
     }
 
     fn check_watches(&mut self, h: usize) {
-        let Some(node) = self.hosts[h].node.as_ref() else { return };
+        let Some(node) = self.hosts[h].node.as_ref() else {
+            return;
+        };
         for w in &mut self.watches {
             if w.done.is_some() || w.known.get(h).is_none_or(|k| *k) {
                 continue;
@@ -582,7 +638,11 @@ impl Sim {
 
     /// A random running host other than those in `except`.
     pub fn random_alive(&mut self, except: &[usize]) -> Option<usize> {
-        let mut c: Vec<usize> = self.alive().into_iter().filter(|h| !except.contains(h)).collect();
+        let mut c: Vec<usize> = self
+            .alive()
+            .into_iter()
+            .filter(|h| !except.contains(h))
+            .collect();
         c.shuffle(&mut self.rng);
         c.first().copied()
     }

@@ -166,6 +166,27 @@ pub enum AppState {
 }
 
 impl AppState {
+    /// Orders this value's key against `key` without building a [`Key`]
+    /// (same order as `Key`'s derived `Ord`).
+    fn cmp_key(&self, key: &Key) -> std::cmp::Ordering {
+        match (self, key) {
+            (AppState::Custom(a, _), Key::Custom(b)) => a.cmp(b),
+            _ => self.rank().cmp(&key_rank(key)),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            AppState::Status(_) => 0,
+            AppState::Tokens(_) => 1,
+            AppState::HttpAddr(_) => 2,
+            AppState::GossipAddr(_) => 3,
+            AppState::Rack(_) => 4,
+            AppState::Load(_) => 5,
+            AppState::Custom(..) => 6,
+        }
+    }
+
     /// The key this value is stored under.
     pub fn key(&self) -> Key {
         match self {
@@ -177,6 +198,18 @@ impl AppState {
             AppState::Load(_) => Key::Load,
             AppState::Custom(name, _) => Key::Custom(name.clone()),
         }
+    }
+}
+
+fn key_rank(key: &Key) -> u8 {
+    match key {
+        Key::Status => 0,
+        Key::Tokens => 1,
+        Key::HttpAddr => 2,
+        Key::GossipAddr => 3,
+        Key::Rack => 4,
+        Key::Load => 5,
+        Key::Custom(_) => 6,
     }
 }
 
@@ -216,6 +249,8 @@ pub struct Merged {
 pub struct EndpointState {
     generation: Generation,
     heartbeat: Version,
+    /// Cached maximum of `heartbeat` and the states' versions.
+    max_version: Version,
     /// Sorted by key, one entry per key (a handful of entries: a vector
     /// beats a map in memory, which matters at 1000 nodes × 1000 copies).
     states: Vec<Versioned>,
@@ -227,6 +262,7 @@ impl EndpointState {
         Self {
             generation,
             heartbeat: 0,
+            max_version: 0,
             states: Vec::new(),
         }
     }
@@ -244,10 +280,7 @@ impl EndpointState {
     /// The highest version in this state: heartbeat or any application
     /// state. With the generation, this is the node's Scuttlebutt digest.
     pub fn max_version(&self) -> Version {
-        self.states
-            .iter()
-            .map(|s| s.version)
-            .fold(self.heartbeat, Version::max)
+        self.max_version
     }
 
     /// All application states, in key order.
@@ -258,7 +291,7 @@ impl EndpointState {
     /// The application state under `key`, if known.
     pub fn get(&self, key: &Key) -> Option<&Versioned> {
         self.states
-            .binary_search_by(|s| s.value.key().cmp(key))
+            .binary_search_by(|s| s.value.cmp_key(key))
             .ok()
             .map(|i| &self.states[i])
     }
@@ -314,19 +347,22 @@ impl EndpointState {
     /// Records the owner's heartbeat at `version` (owner only).
     pub(crate) fn beat(&mut self, version: Version) {
         self.heartbeat = self.heartbeat.max(version);
+        self.max_version = self.max_version.max(version);
     }
 
     /// Stores `v` if it beats what is there; returns whether it did.
     pub(crate) fn put(&mut self, v: Versioned) -> bool {
         let key = v.value.key();
-        match self.states.binary_search_by(|s| s.value.key().cmp(&key)) {
+        match self.states.binary_search_by(|s| s.value.cmp_key(&key)) {
             Ok(i) if v.beats(&self.states[i]) => {
                 let changed = self.states[i].value != v.value;
+                self.max_version = self.max_version.max(v.version);
                 self.states[i] = v;
                 changed
             }
             Ok(_) => false,
             Err(i) => {
+                self.max_version = self.max_version.max(v.version);
                 self.states.insert(i, v);
                 true
             }
@@ -356,7 +392,7 @@ impl EndpointState {
         }
         if generation > self.generation {
             let old = std::mem::replace(self, EndpointState::new(generation));
-            self.heartbeat = heartbeat.unwrap_or(0);
+            self.beat(heartbeat.unwrap_or(0));
             for s in states {
                 self.put(s.clone());
             }
@@ -373,7 +409,7 @@ impl EndpointState {
         if let Some(hb) = heartbeat
             && hb > self.heartbeat
         {
-            self.heartbeat = hb;
+            self.beat(hb);
             out.heartbeat_advanced = true;
         }
         for s in states {
@@ -428,8 +464,12 @@ mod tests {
 
     fn app_state() -> impl Strategy<Value = AppState> {
         prop_oneof![
-            prop_oneof![Just(Status::Joining), Just(Status::Normal), Just(Status::Left)]
-                .prop_map(AppState::Status),
+            prop_oneof![
+                Just(Status::Joining),
+                Just(Status::Normal),
+                Just(Status::Left)
+            ]
+            .prop_map(AppState::Status),
             proptest::collection::vec(any::<u64>(), 0..4).prop_map(|t| AppState::Tokens(t.into())),
             "[a-c]{1,2}".prop_map(|s| AppState::Rack(s.into())),
             (0u64..3).prop_map(AppState::Load),
@@ -447,7 +487,7 @@ mod tests {
         )
             .prop_map(|(generation, heartbeat, states)| {
                 let mut e = EndpointState::new(generation);
-                e.heartbeat = heartbeat;
+                e.beat(heartbeat);
                 for (version, value) in states {
                     e.put(Versioned { version, value });
                 }
@@ -510,18 +550,21 @@ mod tests {
             // new max version: nothing skipped below the watermark.
             // Versions are unique within a generation (one counter, one
             // writer); renumber the generated state to respect that.
-            let mut a = a;
-            for (i, s) in a.states.iter_mut().enumerate() {
-                s.version = i as u64 + 1;
+            let mut renumbered = EndpointState::new(a.generation);
+            for (i, s) in a.states.iter().enumerate() {
+                renumbered.put(Versioned { version: i as u64 + 1, value: s.value.clone() });
             }
-            a.heartbeat = a.states.len() as u64 + 1;
+            renumbered.beat(a.states.len() as u64 + 1);
+            let a = renumbered;
             let entries = a.entries_since(since);
             let take = take.min(entries.len());
             let mut receiver = EndpointState::new(a.generation);
             for s in a.states().iter().filter(|s| s.version <= since) {
                 receiver.put(s.clone());
             }
-            receiver.heartbeat = if a.heartbeat <= since { a.heartbeat } else { 0 };
+            if a.heartbeat <= since {
+                receiver.beat(a.heartbeat);
+            }
             for e in &entries[..take] {
                 match e {
                     Entry::Heartbeat(v) => receiver.beat(*v),
@@ -538,10 +581,22 @@ mod tests {
     #[test]
     fn put_keeps_states_sorted_and_unique() {
         let mut e = EndpointState::new(1);
-        e.put(Versioned { version: 2, value: AppState::Load(5) });
-        e.put(Versioned { version: 1, value: AppState::Status(Status::Normal) });
-        e.put(Versioned { version: 3, value: AppState::Load(7) });
-        e.put(Versioned { version: 2, value: AppState::Load(9) });
+        e.put(Versioned {
+            version: 2,
+            value: AppState::Load(5),
+        });
+        e.put(Versioned {
+            version: 1,
+            value: AppState::Status(Status::Normal),
+        });
+        e.put(Versioned {
+            version: 3,
+            value: AppState::Load(7),
+        });
+        e.put(Versioned {
+            version: 2,
+            value: AppState::Load(9),
+        });
         assert_eq!(e.states().len(), 2);
         assert_eq!(e.load(), Some(7));
         assert_eq!(e.status(), Some(Status::Normal));

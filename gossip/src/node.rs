@@ -748,3 +748,274 @@ fn want(
         staleness: v - since,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn node(id: &str, seeds: &[&str]) -> Node {
+        let mut c = Config::new("t");
+        c.seeds = seeds.iter().map(|s| Addr::from(*s)).collect();
+        let rng = ChaCha8Rng::seed_from_u64(id.len() as u64);
+        let mut n = Node::new(id.into(), format!("{id}:1").into(), 100, c, rng).expect("valid");
+        n.set_local(AppState::Status(Status::Normal)).expect("fits");
+        n
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// Runs one full exchange initiated by `a`'s first SYN.
+    fn exchange(a: &mut Node, b: &mut Node, now: Duration) -> (usize, usize, usize) {
+        let syn = a.tick(now).pop().expect("a gossips");
+        let (a_addr, b_addr) = (a.addr().clone(), b.addr().clone());
+        let ack = b.handle(&a_addr, syn.msg, now).pop().expect("b answers");
+        let (states, requests) = match &ack.msg {
+            Message::Ack {
+                states, requests, ..
+            } => (states.len(), requests.len()),
+            m => panic!("expected ACK, got {m:?}"),
+        };
+        let ack2 = a.handle(&b_addr, ack.msg, now).pop();
+        let ack2_states = ack2.map_or(0, |m| {
+            let Message::Ack2 { states, .. } = &m.msg else {
+                panic!("expected ACK2")
+            };
+            let n = states.len();
+            assert!(
+                b.handle(&a_addr, m.msg, now).is_empty(),
+                "ACK2 ends the exchange"
+            );
+            n
+        });
+        (states, requests, ack2_states)
+    }
+
+    #[test]
+    fn one_exchange_reconciles_both_sides() {
+        let mut a = node("a", &["b:1"]);
+        let mut b = node("b", &[]);
+        let (states, requests, ack2) = exchange(&mut a, &mut b, secs(0.0));
+        // b pushes its own state and requests a's (unknown to it); a answers.
+        assert_eq!((states, requests, ack2), (1, 1, 1));
+        assert_eq!(a.digest_of(b.id()), b.digest_of(b.id()));
+        assert_eq!(b.digest_of(a.id()), a.digest_of(a.id()));
+        assert_eq!(
+            b.member(a.id()).map(|m| m.status()),
+            Some(Some(Status::Normal))
+        );
+        let ev = a.drain_events();
+        assert!(
+            matches!(&ev[..], [Event::Joined { node, generation: 100 }, ..] if node.as_str() == "b"),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn a_discovered_node_is_up_only_once_its_heartbeat_advances() {
+        let mut a = node("a", &["b:1"]);
+        let mut b = node("b", &[]);
+        exchange(&mut a, &mut b, secs(0.0));
+        assert!(!a.is_live(b.id()), "known, not yet seen beating");
+        b.tick(secs(0.5));
+        exchange(&mut a, &mut b, secs(1.0));
+        assert!(a.is_live(b.id()));
+        assert!(
+            a.drain_events()
+                .iter()
+                .any(|e| matches!(e, Event::Up { .. }))
+        );
+    }
+
+    #[test]
+    fn in_sync_peers_exchange_only_heartbeats() {
+        let mut a = node("a", &["b:1"]);
+        let mut b = node("b", &[]);
+        exchange(&mut a, &mut b, secs(0.0));
+        b.tick(secs(0.5));
+        let syn = a.tick(secs(1.0)).pop().expect("syn");
+        let ack = b.handle(a.addr(), syn.msg, secs(1.0)).pop().expect("ack");
+        let Message::Ack {
+            states, requests, ..
+        } = &ack.msg
+        else {
+            panic!()
+        };
+        // b's heartbeat is newer; a's heartbeat is newer: one small delta each way.
+        assert_eq!(states.len(), 1);
+        assert!(states[0].states.is_empty() && states[0].heartbeat.is_some());
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn a_lonely_node_gossips_to_a_seed_every_round_and_a_seed_alone_stays_quiet() {
+        let mut a = node("a", &["s:1", "t:1"]);
+        for r in 0..5 {
+            let out = a.tick(secs(r as f64));
+            assert_eq!(out.len(), 1);
+            assert!(["s:1", "t:1"].contains(&out[0].to.as_str()));
+        }
+        let mut s = node("s", &["s:1"]);
+        assert!(s.tick(secs(0.0)).is_empty());
+    }
+
+    #[test]
+    fn tick_starts_one_round_per_interval() {
+        let mut a = node("a", &["s:1"]);
+        assert_eq!(a.tick(secs(0.0)).len(), 1);
+        assert!(a.tick(secs(0.5)).is_empty());
+        assert_eq!(a.next_round_at(), secs(1.0));
+        assert_eq!(a.tick(secs(1.0)).len(), 1);
+        // Late by 3 intervals: one round, no burst.
+        assert_eq!(a.tick(secs(4.2)).len(), 1);
+        assert!(a.tick(secs(4.3)).is_empty());
+        assert_eq!(a.local().heartbeat(), a.local().max_version());
+    }
+
+    #[test]
+    fn deltas_beyond_the_cap_wait_for_later_rounds_most_out_of_date_first() {
+        let mut c = Config::new("t");
+        c.max_states_per_message = 3;
+        let rng = ChaCha8Rng::seed_from_u64(1);
+        let mut big = Node::new("big".into(), "big:1".into(), 1, c.clone(), rng).expect("valid");
+        // big learns 10 nodes; one of them has many more versions.
+        let states: Vec<Delta> = (0..10u64)
+            .map(|i| Delta {
+                node: format!("m{i}").into(),
+                generation: 1,
+                heartbeat: Some(if i == 7 { 500 } else { 2 + i }),
+                states: vec![Versioned {
+                    version: 1,
+                    value: AppState::GossipAddr(format!("m{i}:1").into()),
+                }],
+            })
+            .collect();
+        big.handle(
+            &"x:1".into(),
+            Message::Ack2 {
+                cluster: "t".into(),
+                states,
+            },
+            secs(0.0),
+        );
+        let rng = ChaCha8Rng::seed_from_u64(2);
+        let mut small = Node::new("small".into(), "small:1".into(), 1, c, rng).expect("valid");
+        let mut rounds = 0;
+        while small.members().count() < 12 {
+            let syn = Message::Syn {
+                cluster: "t".into(),
+                digests: small
+                    .members()
+                    .map(|m| Digest {
+                        node: m.id.clone(),
+                        generation: m.generation(),
+                        version: m.state.max_version(),
+                    })
+                    .collect(),
+            };
+            let ack = big.handle(small.addr(), syn, secs(0.0)).pop().expect("ack");
+            let Message::Ack { states, .. } = &ack.msg else {
+                panic!()
+            };
+            assert!(states.len() <= 3);
+            if rounds == 0 {
+                assert_eq!(
+                    states[0].node.as_str(),
+                    "m7",
+                    "the most out-of-date goes first"
+                );
+            }
+            small.handle(big.addr(), ack.msg, secs(0.0));
+            rounds += 1;
+            assert!(rounds < 10);
+        }
+        assert_eq!(rounds, 4, "11 states, 3 per message");
+    }
+
+    #[test]
+    fn a_truncated_delta_is_a_version_prefix() {
+        let mut c = Config::new("t");
+        c.max_message_bytes = 4096;
+        let rng = ChaCha8Rng::seed_from_u64(1);
+        let mut a = Node::new("a".into(), "a:1".into(), 1, c, rng).expect("valid");
+        for k in 0..6 {
+            let v: String = "v".repeat(1500);
+            a.set_local(AppState::Custom(format!("k{k}").into(), v.into()))
+                .expect("fits");
+        }
+        let syn = Message::Syn {
+            cluster: "t".into(),
+            digests: vec![],
+        };
+        let ack = a.handle(&"b:1".into(), syn, secs(0.0)).pop().expect("ack");
+        assert!(ack.msg.wire_size() <= 4096);
+        let Message::Ack { states, .. } = ack.msg else {
+            panic!()
+        };
+        let versions: Vec<u64> = states[0].states.iter().map(|s| s.version).collect();
+        assert_eq!(
+            versions,
+            vec![1, 2, 3],
+            "gossip addr, then the two custom values that fit"
+        );
+    }
+
+    #[test]
+    fn oversized_local_states_are_refused() {
+        let mut a = node("a", &[]);
+        let huge: String = "x".repeat(1 << 20);
+        let err = a.set_local(AppState::Custom("k".into(), huge.into()));
+        assert!(matches!(err, Err(Error::StateTooLarge { .. })));
+    }
+
+    #[test]
+    fn gossip_about_ourselves_is_never_applied() {
+        let mut a = node("a", &[]);
+        let before = a.local().clone();
+        let fake = Delta {
+            node: "a".into(),
+            generation: 999,
+            heartbeat: Some(1),
+            states: vec![Versioned {
+                version: 1,
+                value: AppState::Status(Status::Left),
+            }],
+        };
+        a.handle(
+            &"x:1".into(),
+            Message::Ack2 {
+                cluster: "t".into(),
+                states: vec![fake],
+            },
+            secs(0.0),
+        );
+        assert_eq!(a.local(), &before);
+    }
+
+    #[test]
+    fn duplicate_and_unknown_requests_are_harmless() {
+        let mut a = node("a", &[]);
+        let d = Digest {
+            node: "a".into(),
+            generation: 0,
+            version: 0,
+        };
+        let ghost = Digest {
+            node: "ghost".into(),
+            generation: 1,
+            version: 1,
+        };
+        let ack = Message::Ack {
+            cluster: "t".into(),
+            states: vec![],
+            requests: vec![d.clone(), d, ghost],
+        };
+        let out = a.handle(&"x:1".into(), ack, secs(0.0));
+        let Some(Message::Ack2 { states, .. }) = out.first().map(|o| &o.msg) else {
+            panic!()
+        };
+        assert_eq!(states.len(), 1);
+    }
+}

@@ -13,6 +13,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// The same allocator as qkvd, so that the benchmark's built-in ceiling
+// server and the node are compared on equal terms.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {

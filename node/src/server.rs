@@ -90,7 +90,8 @@ impl Node {
         let tokens = match tokens::load(&store).map_err(storage)? {
             Some(t) => t,
             None if config.join == Join::Auto => {
-                let t = tokens::allocate(&id, &config);
+                let t = tokens::allocate(&quorumkv_ring::Ring::new(), &id, &config)
+                    .map_err(|e| StartError::Identity(format!("cannot choose ring tokens: {e}")))?;
                 tokens::save(&store, &t).await.map_err(storage)?;
                 info!(count = t.len(), strategy = ?config.token_allocation, "chose ring tokens");
                 t

@@ -2,10 +2,9 @@
 //! and persisted in the metadata partition so that a restart keeps the
 //! node's place on the ring.
 
-use quorumkv_ring::Token;
-use rand::Rng;
+use quorumkv_ring::{Ring, Strategy, Token};
 
-use crate::config::Config;
+use crate::config::{Config, TokenAllocation};
 use crate::storage::{StorageError, Store};
 
 const META_KEY: &str = "tokens";
@@ -39,21 +38,29 @@ pub async fn save(store: &Store, tokens: &[Token]) -> Result<(), StorageError> {
     store.meta_put(META_KEY, bytes).await
 }
 
-/// Chooses `--vnodes` tokens for a node joining an empty ring: evenly
-/// spaced from a random offset, which is what the balanced allocator gives
-/// the first node (and random tokens for `--token-allocation random`).
-pub fn allocate(_id: &str, config: &Config) -> Vec<Token> {
-    let mut rng = rand::rng();
-    let v = config.vnodes as u64;
-    let mut tokens: Vec<Token> = match config.token_allocation {
-        crate::config::TokenAllocation::Balanced => {
-            let step = u64::MAX / v;
-            let offset: u64 = rng.random_range(0..step);
-            (0..v).map(|i| offset.wrapping_add(i * step)).collect()
-        }
-        crate::config::TokenAllocation::Random => (0..v).map(|_| rng.random()).collect(),
+/// Chooses `--vnodes` tokens with the ring crate's allocator (`--token-
+/// allocation`), against `ring` — the ring this node knows when it joins —
+/// balancing replicated ownership for the node's default replica count.
+pub fn allocate(
+    ring: &Ring,
+    id: &str,
+    config: &Config,
+) -> Result<Vec<Token>, quorumkv_ring::Error> {
+    let strategy = match config.token_allocation {
+        TokenAllocation::Balanced => Strategy::Balanced,
+        TokenAllocation::Random => Strategy::Random,
     };
-    tokens.sort_unstable();
-    tokens.dedup();
-    tokens
+    let mut ring = ring.clone();
+    if let Some(rack) = &config.rack {
+        ring.set_rack(id, Some(rack));
+    }
+    let seed: u64 = rand::random();
+    quorumkv_ring::allocate(
+        &ring,
+        id,
+        config.vnodes as usize,
+        config.default_n as usize,
+        strategy,
+        seed,
+    )
 }

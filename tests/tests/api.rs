@@ -454,3 +454,38 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_restarted_node_keeps_id_tokens_and_data_and_raises_its_generation() -> Result<()> {
+    let (mut c, api) = single(&["--vnodes", "16"])?;
+    api.put("/kv/k", b"v").await?;
+    let before = api.get("/cluster/members").await?.json()[0].clone();
+    let node = &mut c.nodes[0];
+    assert_eq!(node.terminate(std::time::Duration::from_secs(15))?, Some(0));
+    node.restart()?;
+    let api = Api::new(&node.url());
+    let after = api.get("/cluster/members").await?.json()[0].clone();
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(after["tokens"], before["tokens"], "tokens are persisted");
+    assert_eq!(after["tokens"].as_array().map(Vec::len), Some(16));
+    assert!(
+        after["generation"].as_u64() > before["generation"].as_u64(),
+        "generation grows: {before} -> {after}"
+    );
+    assert_eq!(api.get("/kv/k").await?.body, b"v");
+    let ring = api.get("/cluster/ring").await?.json();
+    assert_eq!(ring["rf"], 1);
+    assert!((ring["replicated_ownership"]["n1"].as_f64().unwrap_or(0.0) - 1.0).abs() < 1e-9);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_data_dir_refuses_another_node_id() -> Result<()> {
+    let (mut c, _api) = single(&[])?;
+    let node = &mut c.nodes[0];
+    node.terminate(std::time::Duration::from_secs(15))?;
+    node.spec.id = "other".into();
+    let err = node.restart().expect_err("another id must be refused");
+    assert!(err.to_string().contains("belongs to node \"n1\""), "{err}");
+    Ok(())
+}

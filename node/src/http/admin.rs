@@ -67,36 +67,24 @@ pub fn members(node: &Node, req: &Request) -> Reply {
     Ok(json(200, &json!(node.cluster.members())))
 }
 
-/// `GET /cluster/ring`: tokens in ring order and each node's share of the
-/// token space (primary ownership).
+/// `GET /cluster/ring`: tokens in ring order, each node's primary share
+/// of the token space (`ownership`, sums to 1), and — additions to the
+/// contract — the racks, the default replica count `rf` and each node's
+/// replicated ownership for it (what `qkv ring show` and `plan` read).
 pub fn ring(node: &Node, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
     let ring = node.cluster.ring();
-    let tokens: Vec<_> = ring
-        .tokens()
-        .map(|(t, n)| json!({"token": t, "node": n}))
+    let rf = node.config.default_n as usize;
+    let mut file = quorumkv_ring::RingFile::from_ring(&ring);
+    file.rf = Some(rf);
+    let mut body = json!(file);
+    let replicated: BTreeMap<String, f64> = quorumkv_ring::ownership(&ring, rf)
+        .nodes
+        .into_iter()
+        .map(|n| (n.node, n.replicated))
         .collect();
-    let mut ownership: BTreeMap<String, f64> = BTreeMap::new();
-    let all: Vec<_> = ring.tokens().collect();
-    for (i, (t, n)) in all.iter().enumerate() {
-        // A vnode owns (previous token, its token]; the first wraps around.
-        let prev = if i == 0 {
-            all[all.len() - 1].0
-        } else {
-            all[i - 1].0
-        };
-        let span = t.wrapping_sub(prev);
-        let frac = if all.len() == 1 {
-            1.0
-        } else {
-            span as f64 / 18_446_744_073_709_551_616.0
-        };
-        *ownership.entry((*n).clone()).or_default() += frac;
-    }
-    Ok(json(
-        200,
-        &json!({"tokens": tokens, "ownership": ownership}),
-    ))
+    body["replicated_ownership"] = json!(replicated);
+    Ok(json(200, &body))
 }
 
 /// `GET /cluster/locate/{key}?bucket=`.

@@ -306,7 +306,12 @@ impl<R: Rng> Node<R> {
         self.start_round()
     }
 
-    /// Handles a message from the peer at `from` (where replies go).
+    /// Handles a message from the peer at `from`. Replies (an ACK to a
+    /// SYN, an ACK2 to an ACK) are addressed to `from` exactly, so a
+    /// connection-oriented driver may pass any label for the connection
+    /// and send the replies back on it. Messages naming another cluster are
+    /// refused: nothing is applied or answered, and [`Event::Refused`] is
+    /// emitted.
     pub fn handle(&mut self, from: &Addr, msg: Message, now: Duration) -> Vec<Outgoing> {
         self.now = self.now.max(now);
         if msg.cluster() != self.config.cluster_name {

@@ -172,8 +172,9 @@ pub struct Outgoing {
 /// A membership change, for the driver (ring rebuild, hint replay, logs).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// A node seen for the first time (it is not yet `Up`: that takes a
-    /// heartbeat observed after discovery).
+    /// A node seen for the first time. Its state as known so far is in
+    /// [`crate::Node::member`]; later changes come as `Updated`. It is not
+    /// yet `Up`: that takes a heartbeat observed to advance after discovery.
     Joined {
         /// Who.
         node: NodeId,

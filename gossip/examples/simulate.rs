@@ -40,9 +40,7 @@ type MakeConfig<'a> = &'a dyn Fn(u64) -> SimConfig;
 /// it starts knowing only the seeds, and (b) a state change of a random
 /// existing node, from the moment of the change.
 fn convergence(runs: usize) {
-    println!(
-        "## rounds until every node knows a change (time / interval; {runs} seeded runs per n)"
-    );
+    println!("## rounds until every node knows a change (elapsed simulated time / interval)");
     println!(
         "{:>5} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>8}",
         "n", "join mean", "join p99", "join max", "chg mean", "chg p99", "chg max", "wall"

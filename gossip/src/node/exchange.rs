@@ -1,7 +1,7 @@
 //! One exchange, the responder's and the initiator's halves: comparing
 //! digests, packing deltas under the size caps, and applying what arrives.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use rand::{Rng, seq::SliceRandom};
 
@@ -17,11 +17,14 @@ impl<R: Rng> Node<R> {
     /// SYN → ACK: push what the initiator lacks, request what we lack.
     pub(super) fn on_syn(&mut self, from: &Addr, digests: &[Digest]) -> Vec<Outgoing> {
         let mut seen = vec![false; self.members.len()];
+        let mut unknown_seen: HashSet<&str> = HashSet::new();
         let mut wanted = Vec::new();
         let mut requests: Vec<(u64, Digest)> = Vec::new();
         for d in digests {
             let Some(&i) = self.index.get(&d.node) else {
-                if !self.is_quarantined(&d.node, d.generation) {
+                if !self.is_quarantined(&d.node, d.generation)
+                    && unknown_seen.insert(d.node.as_str())
+                {
                     let unknown = Digest {
                         node: d.node.clone(),
                         generation: 0,
@@ -63,7 +66,6 @@ impl<R: Rng> Node<R> {
             }
         }
         requests.sort_by_key(|r| std::cmp::Reverse(r.0));
-        requests.dedup_by(|a, b| a.1.node == b.1.node);
         // Requests take at most half the room; deltas fill the rest.
         let budget = self.budget();
         let mut used = 0;

@@ -166,6 +166,8 @@ struct WireSibling {
     value_base64: String,
     #[serde(default)]
     content_type: Option<String>,
+    #[serde(default)]
+    deleted: bool,
 }
 
 /// Decodes standard or URL-safe base64, padded or not.
@@ -203,6 +205,7 @@ fn parse_envelope(body: &[u8], headers: &HeaderMap) -> Option<Result<Fetched, Er
                 content_type: w
                     .content_type
                     .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+                deleted: w.deleted,
             })
         })
         .collect::<Result<Vec<_>, Error>>();
@@ -241,6 +244,7 @@ pub(crate) fn interpret_read(
                 values: vec![Sibling {
                     value: body.to_vec(),
                     content_type,
+                    deleted: false,
                 }],
             }))
         }

@@ -158,6 +158,9 @@ pub struct Sibling {
     pub value: Vec<u8>,
     /// The `Content-Type` given at write time.
     pub content_type: String,
+    /// A deletion concurrent with the other versions (its `value` is
+    /// empty): the reader decides whether the key stays deleted.
+    pub deleted: bool,
 }
 
 /// A found key: every live version plus the context that covers them all.
@@ -504,6 +507,7 @@ mod tests {
         let s = |v: &str| Sibling {
             value: v.as_bytes().to_vec(),
             content_type: "text/plain".into(),
+            deleted: false,
         };
         let one = Versioned {
             context: Context("c".into()),

@@ -159,7 +159,11 @@ pub async fn get(g: &Globals, a: GetArgs) -> anyhow::Result<ExitCode> {
                     (i + 1).to_string(),
                     s.content_type.clone(),
                     s.value.len().to_string(),
-                    preview(&s.value, 60),
+                    if s.deleted {
+                        "(deleted)".to_string()
+                    } else {
+                        preview(&s.value, 60)
+                    },
                 ]
             })
             .collect();

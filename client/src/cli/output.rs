@@ -57,16 +57,21 @@ pub fn print_raw(bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The wire JSON of a sibling list: `[{"value_base64","content_type"}]`.
+/// The wire JSON of a sibling list: `[{"value_base64","content_type"}]`
+/// (`"deleted": true` on a concurrent deletion).
 pub fn siblings_json(values: &[Sibling]) -> Value {
     Value::Array(
         values
             .iter()
             .map(|s| {
-                json!({
+                let mut v = json!({
                     "value_base64": base64::engine::general_purpose::STANDARD.encode(&s.value),
                     "content_type": s.content_type,
-                })
+                });
+                if s.deleted {
+                    v["deleted"] = json!(true);
+                }
+                v
             })
             .collect(),
     )

@@ -5,6 +5,7 @@ mod bucket;
 mod kv;
 mod local;
 pub mod output;
+mod ring;
 mod status;
 
 use std::process::ExitCode;
@@ -74,6 +75,9 @@ pub enum Command {
     Bucket(bucket::BucketCommand),
     /// The cluster's members as gossip sees them.
     Status,
+    /// Ring ownership, growth simulation, rebalance plans and failure what-ifs.
+    #[command(subcommand)]
+    Ring(ring::RingCommand),
     /// Start, stop and inspect a cluster of real qkvd processes on loopback.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -127,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Delete(a) => kv::delete(&g, a).await,
             Command::Bucket(c) => bucket::run(&g, c).await,
             Command::Status => status::run(&g).await,
+            Command::Ring(c) => ring::run(&g, c).await,
             Command::Local(c) => local::run(&g, c).await,
             Command::Bench(_) => unreachable!("handled above"),
         }

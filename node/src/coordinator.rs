@@ -94,6 +94,13 @@ fn timeout_error(required: usize, acks: usize, node: &str, timeout: Duration) ->
     }
 }
 
+/// Whether this coordinator can use replica `r`: alive, and — until
+/// internode RPC lands — this node itself, so that a write is never
+/// acknowledged for more replicas than actually stored it.
+fn reachable(node: &Node, r: &str) -> bool {
+    r == node.replica.id() && node.cluster.is_alive(r)
+}
+
 fn replicas_for(node: &Node, bucket: &str, key: &[u8], n: u32) -> Vec<String> {
     let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
     node.cluster.ring().preference_list(token, n as usize)
@@ -133,9 +140,7 @@ pub async fn read(
 ) -> Result<Option<Dvvs>, ApiError> {
     let required = r.required(props.n, "r")?;
     let replicas = replicas_for(node, bucket, key, props.n);
-    let q = Quorum::plan(bucket, props.n, &replicas, required, |r| {
-        node.cluster.is_alive(r)
-    })?;
+    let q = Quorum::plan(bucket, props.n, &replicas, required, |r| reachable(node, r))?;
     let replica = local_target(node, &q)?;
     let me = replica.id().to_string();
     let fut = async {
@@ -164,9 +169,7 @@ pub async fn write(
 ) -> Result<Dvvs, ApiError> {
     let required = w.required(props.n, "w")?;
     let replicas = replicas_for(node, bucket, key, props.n);
-    let q = Quorum::plan(bucket, props.n, &replicas, required, |r| {
-        node.cluster.is_alive(r)
-    })?;
+    let q = Quorum::plan(bucket, props.n, &replicas, required, |r| reachable(node, r))?;
     let replica = local_target(node, &q)?;
     let me = replica.id().to_string();
     // The bucket exists from its first write on, and its n is frozen then.

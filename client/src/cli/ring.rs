@@ -24,6 +24,7 @@ mod show;
 mod simulate;
 mod whatif;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -166,6 +167,26 @@ pub fn parse_positive(s: &str) -> Result<usize, String> {
 /// A clap parser for `--strategy balanced|random`.
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse::<Strategy>().map_err(|e| e.to_string())
+}
+
+/// Writes `text` to stdout. A closed pipe (`qkv ring plan | head`) ends
+/// the output quietly instead of failing: the reader has what it wanted.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `v` as pretty JSON (and a newline) to stdout, like [`emit`].
+pub fn emit_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(v)?;
+    text.push('\n');
+    emit(&text)
 }
 
 /// A share of the token space as a percentage with three decimals.

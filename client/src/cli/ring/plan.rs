@@ -22,6 +22,7 @@
 //!    prorated by token overlap.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args};
@@ -30,10 +31,10 @@ use quorumkv_ring::{Estimate, Joining, Plan, RangeMove, Ring, Strategy};
 use serde_json::{Value, json};
 
 use super::super::Globals;
-use super::super::output::{print_json, table};
+use super::super::output::table;
 use super::{
-    Loaded, RANGES_SHOWN, SourceArgs, bytes, capped_title, load, parse_positive, parse_strategy,
-    pct, ratio,
+    Loaded, RANGES_SHOWN, SourceArgs, bytes, capped_title, emit, emit_json, load, parse_positive,
+    parse_strategy, pct, ratio,
 };
 
 /// Vnodes for a joining node when neither `--vnodes` nor the ring suggests
@@ -51,10 +52,10 @@ pub struct PlanArgs {
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub remove: Vec<String>,
     /// Vnodes of each added node [default: the ring's most common count].
-    #[arg(long, value_parser = parse_positive, requires = "add")]
+    #[arg(long, value_parser = parse_positive, conflicts_with = "remove")]
     pub vnodes: Option<usize>,
     /// Rack of the added nodes.
-    #[arg(long, requires = "add")]
+    #[arg(long, conflicts_with = "remove")]
     pub rack: Option<String>,
     /// Token allocation for added nodes: balanced or random.
     #[arg(long, default_value = "balanced", value_parser = parse_strategy)]
@@ -88,13 +89,15 @@ pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
             o.insert("ideal_moved_fraction".into(), json!(ideal));
             o.insert("estimate".into(), json!(estimate));
         }
-        print_json(&v)?;
+        emit_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Plan: {what}; rf {} ({})", plan.rf, loaded.origin);
-    println!();
-    print!("{}", ownership_table(&plan));
-    println!(
+    let mut out = String::new();
+    writeln!(out, "Plan: {what}; rf {} ({})", plan.rf, loaded.origin)?;
+    writeln!(out)?;
+    write!(out, "{}", ownership_table(&plan))?;
+    writeln!(
+        out,
         "balance of replicated ownership: max/mean {} -> {}, min/mean {} -> {}, CV {} -> {}",
         ratio(plan.before.replicated.max_over_mean),
         ratio(plan.after.replicated.max_over_mean),
@@ -102,24 +105,29 @@ pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
         ratio(plan.after.replicated.min_over_mean),
         ratio(plan.before.replicated.cv),
         ratio(plan.after.replicated.cv),
-    );
-    println!();
+    )?;
+    writeln!(out)?;
     let shown = if a.all_ranges {
         plan.moves.len()
     } else {
         plan.moves.len().min(RANGES_SHOWN)
     };
-    println!("{}", capped_title("Moving ranges", plan.moves.len(), shown));
+    writeln!(
+        out,
+        "{}",
+        capped_title("Moving ranges", plan.moves.len(), shown)
+    )?;
     if !plan.moves.is_empty() {
-        print!("{}", moves_table(&plan.moves[..shown]));
+        write!(out, "{}", moves_table(&plan.moves[..shown]))?;
     }
-    println!();
-    println!("Per pair: {}", plan.pairs.len());
+    writeln!(out)?;
+    writeln!(out, "Per pair: {}", plan.pairs.len())?;
     if !plan.pairs.is_empty() {
-        print!("{}", pairs_table(&plan, estimate.as_ref()));
+        write!(out, "{}", pairs_table(&plan, estimate.as_ref()))?;
     }
-    println!();
-    println!(
+    writeln!(out)?;
+    writeln!(
+        out,
         "Data moving: {} of all replica data (ideal {}, ratio {})",
         pct(plan.moved_fraction),
         pct(ideal),
@@ -128,15 +136,20 @@ pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
         } else {
             "-".into()
         }
-    );
+    )?;
     match &estimate {
-        Some(e) => println!(
+        Some(e) => writeln!(
+            out,
             "Estimated to stream: {} keys, {} (prorated from the reported per-range load)",
             e.total.keys,
             bytes(e.total.bytes)
         ),
-        None => println!("Estimated to stream: unknown (no per-range keys/bytes reported)"),
-    }
+        None => writeln!(
+            out,
+            "Estimated to stream: unknown (no per-range keys/bytes reported)"
+        ),
+    }?;
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@
 //! coefficient of variation and Dynamo's imbalance ratio (the share of
 //! nodes more than 15% off the mean).
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -15,8 +16,8 @@ use quorumkv_ring::{Ownership, Summary, ownership};
 use serde_json::{Value, json};
 
 use super::super::Globals;
-use super::super::output::{print_json, table};
-use super::{SourceArgs, load, pct, ratio};
+use super::super::output::table;
+use super::{SourceArgs, emit, emit_json, load, pct, ratio};
 
 /// Arguments of `qkv ring show`.
 #[derive(Debug, Args)]
@@ -36,20 +37,22 @@ pub async fn run(g: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
             o.insert("source".into(), json!(loaded.origin));
             o.insert("vnodes".into(), json!(loaded.ring.vnode_count()));
         }
-        print_json(&v)?;
-    } else {
-        println!(
-            "Ring of {} nodes, {} vnodes, rf {} ({})",
-            own.nodes.len(),
-            loaded.ring.vnode_count(),
-            own.rf,
-            loaded.origin
-        );
-        println!();
-        print!("{}", ownership_table(&own));
-        println!();
-        print!("{}", balance_table(&own));
+        return emit_json(&v).map(|()| ExitCode::SUCCESS);
     }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Ring of {} nodes, {} vnodes, rf {} ({})",
+        own.nodes.len(),
+        loaded.ring.vnode_count(),
+        own.rf,
+        loaded.origin
+    )?;
+    writeln!(out)?;
+    write!(out, "{}", ownership_table(&own))?;
+    writeln!(out)?;
+    write!(out, "{}", balance_table(&own))?;
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,7 @@
 //! `V` of the `nV` uniform spacings: Beta(V, (n−1)V)); the measured value
 //! matching it is the check that the simulator is right.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -30,8 +31,8 @@ use quorumkv_ring::{SimRow, Strategy, render_svg, simulate};
 use serde_json::{Value, json};
 
 use super::super::Globals;
-use super::super::output::{print_json, table};
-use super::{parse_positive, parse_strategy, ratio};
+use super::super::output::table;
+use super::{emit, emit_json, parse_positive, parse_strategy, ratio};
 
 /// The limits, printed next to the worst figures.
 const MAX_OVER_MEAN_LIMIT: f64 = 1.10;
@@ -174,7 +175,7 @@ pub fn run(g: &Globals, a: SimulateArgs) -> anyhow::Result<ExitCode> {
                 v
             })
             .collect();
-        let mut out = json!({
+        let mut doc = json!({
             "strategy": a.strategy,
             "vnodes": a.vnodes,
             "rf": a.rf,
@@ -187,45 +188,51 @@ pub fn run(g: &Globals, a: SimulateArgs) -> anyhow::Result<ExitCode> {
             "worst_moved_over_ideal": moved,
         });
         if random {
-            out["primary_cv_check"] = json!({
+            doc["primary_cv_check"] = json!({
                 "nodes": last.nodes,
                 "measured": last.primary_cv,
                 "theory": theory,
                 "relative_error": error,
             });
         }
-        print_json(&out)?;
+        emit_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", rows_table(&rows, random.then_some(a.vnodes)));
-    println!();
+    let mut out = String::new();
+    write!(out, "{}", rows_table(&rows, random.then_some(a.vnodes)))?;
+    writeln!(out)?;
     let trials = if a.trials == 1 { "trial" } else { "trials" };
-    println!(
+    writeln!(
+        out,
         "{} allocation, {} vnodes, rf {}, {} {trials}, seed {}, sizes {}..{}",
         a.strategy, a.vnodes, a.rf, a.trials, a.seed, a.nodes.from, a.nodes.to
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "worst replicated max/mean: {} at {} nodes (target <= {MAX_OVER_MEAN_LIMIT:.2})",
         ratio(bal.value),
         bal.nodes
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "worst moved/ideal:         {} at {} nodes (target <= {MOVED_OVER_IDEAL_LIMIT:.2})",
         ratio(moved.value),
         moved.nodes
-    );
+    )?;
     if random {
-        println!(
+        writeln!(
+            out,
             "primary CV at {} nodes: measured {} vs sqrt((n-1)/(nV+1)) = {} ({:+.2}%)",
             last.nodes,
             ratio(last.primary_cv),
             ratio(theory),
             error * 100.0
-        );
+        )?;
     }
     if let Some(path) = &a.svg {
-        println!("chart written to {}", path.display());
+        writeln!(out, "chart written to {}", path.display())?;
     }
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,7 @@
 //! would get 503 `unavailable`; sloppy-quorum buckets still accept writes
 //! there, on stand-ins.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -19,8 +20,8 @@ use quorumkv_ring::{LevelLoss, WhatIf, what_if};
 use serde_json::{Value, json};
 
 use super::super::Globals;
-use super::super::output::{print_json, table};
-use super::{RANGES_SHOWN, SourceArgs, capped_title, load, pct};
+use super::super::output::table;
+use super::{RANGES_SHOWN, SourceArgs, capped_title, emit, emit_json, load, pct};
 
 /// Arguments of `qkv ring what-if`.
 #[derive(Debug, Args)]
@@ -46,18 +47,20 @@ pub async fn run(g: &Globals, a: WhatIfArgs) -> anyhow::Result<ExitCode> {
         if let Value::Object(o) = &mut v {
             o.insert("source".into(), json!(loaded.origin));
         }
-        print_json(&v)?;
+        emit_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "Down: {} of {} nodes; rf {} ({})",
         w.down.join(", "),
         loaded.ring.node_count(),
         w.rf,
         loaded.origin
-    );
-    println!();
-    print!("{}", levels_table(&w));
+    )?;
+    writeln!(out)?;
+    write!(out, "{}", levels_table(&w))?;
     for (name, level) in levels(&w) {
         if level.ranges.is_empty() {
             continue;
@@ -67,17 +70,19 @@ pub async fn run(g: &Globals, a: WhatIfArgs) -> anyhow::Result<ExitCode> {
         } else {
             level.ranges.len().min(RANGES_SHOWN)
         };
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(
+            out,
             "{}",
             capped_title(
                 &format!("Ranges that lose {name}"),
                 level.ranges.len(),
                 shown
             )
-        );
-        print!("{}", ranges_table(level, shown));
+        )?;
+        write!(out, "{}", ranges_table(level, shown))?;
     }
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

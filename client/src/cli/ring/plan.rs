@@ -169,14 +169,17 @@ pub fn make_plan(loaded: &Loaded, a: &PlanArgs) -> anyhow::Result<(Plan, String)
             })
             .collect();
         let plan = Plan::add_nodes(&loaded.ring, &joining, loaded.rf, a.strategy, a.seed)?;
-        let rack = a
-            .rack
-            .as_ref()
-            .map(|r| format!(" in rack {r}"))
-            .unwrap_or_default();
+        let rack = match &a.rack {
+            Some(r) => format!(" in rack {r}"),
+            // On a ring with racks, a node without one lands in the
+            // default rack: say so, it changes placement.
+            None if !loaded.ring.racks().is_empty() => " in the default rack (no --rack)".into(),
+            None => String::new(),
+        };
         let what = format!(
-            "add {}{rack} ({vnodes} vnodes each, {} allocation, seed {})",
+            "add {}{rack}: {vnodes} vnode{} each, {} allocation, seed {}",
             a.add.join(", "),
+            if vnodes == 1 { "" } else { "s" },
             a.strategy,
             a.seed
         );

@@ -162,19 +162,17 @@ pub fn run(g: &Globals, a: SimulateArgs) -> anyhow::Result<ExitCode> {
         0.0
     };
     if g.json {
-        let rows_json: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                if let (true, Value::Object(o)) = (random, &mut v) {
-                    o.insert(
-                        "primary_cv_theory".into(),
-                        json!(random_primary_cv(r.nodes, a.vnodes)),
-                    );
-                }
-                v
-            })
-            .collect();
+        let mut rows_json: Vec<Value> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut v = serde_json::to_value(r)?;
+            if let (true, Value::Object(o)) = (random, &mut v) {
+                o.insert(
+                    "primary_cv_theory".into(),
+                    json!(random_primary_cv(r.nodes, a.vnodes)),
+                );
+            }
+            rows_json.push(v);
+        }
         let mut doc = json!({
             "strategy": a.strategy,
             "vnodes": a.vnodes,

@@ -11,6 +11,7 @@
 //! | [`protocol`] | SYN / ACK / ACK2, digests and deltas, events, the MessagePack codec |
 //! | [`node`] | [`Node`]: the state machine, rounds, peer choice, packing under size caps |
 //! | [`failure_detector`] | phi accrual (exponential model), its own [`failure_detector::Config`] |
+//! | [`driver`] | the tokio loop around a [`Node`], behind a [`driver::Transport`] trait with an in-memory twin |
 //! | [`sim`] | a deterministic simulated network of many nodes, for tests and `examples/simulate.rs` |
 //!
 //! See `ALGORITHM.md` next to this crate for the invariants.
@@ -52,6 +53,7 @@
 //! ```
 
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod failure_detector;
 pub mod node;

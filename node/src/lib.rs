@@ -4,7 +4,9 @@
 //! (the on-disk and in-memory engines), `version` (dotted version vector
 //! sets, causal-context tokens, the hybrid logical clock), `replica` (this
 //! node's copy of the data), `buckets` (properties and consistency levels),
-//! `cluster` (membership and ring), `coordinator` (quorum reads and
+//! `cluster` (the members and the ring, as the API shows them), `net`
+//! (the internode transport on `--listen`), `membership` (gossip over
+//! `net`, joining, feeding `cluster`), `coordinator` (quorum reads and
 //! writes), `http` (the API), `metrics`, `error` (the one mapping of
 //! failures to HTTP), `server` (start and stop).
 
@@ -16,6 +18,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod replica;
 pub mod server;
 pub mod storage;

@@ -1,0 +1,453 @@
+//! Internode transport: the `--listen` port, carrying gossip now and
+//! internode RPC later, between authenticated peers.
+//!
+//! # What it is
+//!
+//! * **One persistent outbound connection per peer** ([`peer`]), opened
+//!   lazily on the first message for that address, re-opened with
+//!   exponential backoff (100 ms doubling to 5 s) when it fails. Each peer
+//!   has a bounded send queue ([`Config::queue`]); [`Net::send`] never
+//!   waits: a full queue drops the message and counts it, which is right
+//!   for gossip (the next round repeats whatever is still missing) and will
+//!   be an error for RPC requests (issue 5).
+//! * **A listener** that accepts connections from peers; every accepted
+//!   connection can also *write* (a per-connection reply queue), which is
+//!   where RPC responses will go, multiplexed by request id.
+//! * **Frames**: tokio-util's `LengthDelimitedCodec` (4-byte big-endian
+//!   length, at most [`Config::max_frame`] bytes) around MessagePack
+//!   ([`Envelope`] via rmp-serde).
+//! * **A handshake before anything else** ([`handshake`]): protocol
+//!   version, cluster name, node id, and a mutual HMAC-SHA256
+//!   challenge-response over the cluster secret when one is configured. A
+//!   connection that fails it is closed; nothing it sent is processed.
+//!   Refusals are logged at `warn` (once a minute per peer address) on both
+//!   sides, with the reason.
+//!
+//! # Why this shape
+//!
+//! DESIGN.md chose one TCP connection per peer with length-delimited
+//! MessagePack frames over HTTP between nodes, for throughput. Gossip and
+//! RPC share the connection and the handshake: the [`Envelope`] enum is the
+//! only thing that grows when RPC lands (`Request { id, deadline, body }`,
+//! `Response { id, result }`), and a node that receives a variant it does
+//! not know drops that frame (and logs it at debug) instead of the
+//! connection.
+//!
+//! Each direction between two nodes uses its own connection (as Cassandra
+//! does): a node sends on connections it dialed and receives on those it
+//! accepted, so two nodes dialing each other at once never have to decide
+//! which connection wins. Gossip replies go to the sender's announced
+//! listen address through the replier's own outbound connection.
+//!
+//! # Implementation caveats
+//!
+//! * No TLS: the secret authenticates peers but traffic is in clear.
+//! * Without a secret, a peer's claimed id and address are not verified.
+//! * The advertised address is `--listen` itself: a node listening on
+//!   `0.0.0.0` would advertise an undialable address (no `--advertise` yet).
+//! * Messages queued while a peer is unreachable are dropped when the
+//!   connection attempt fails (they would be stale by the next attempt).
+
+pub mod handshake;
+mod peer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quorumkv_gossip::{Addr, Message};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tracing::{debug, warn};
+
+pub use handshake::{Identity, PeerInfo};
+
+/// The internode protocol version, exchanged in the handshake. Peers of
+/// another version are refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest handshake frame accepted (before the peer is authenticated).
+const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
+
+/// One frame after the handshake.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Envelope {
+    /// A gossip message (SYN, ACK or ACK2).
+    Gossip(Message),
+}
+
+/// Why the other side of a handshake was refused. The `Display` text is
+/// what both logs show.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The bytes are not a quorumkv handshake at all.
+    #[error("not a quorumkv node (bad handshake header)")]
+    NotQuorumkv,
+    /// Another protocol version.
+    #[error(
+        "unsupported internode protocol version {theirs} (this node speaks {PROTOCOL_VERSION})"
+    )]
+    Version {
+        /// The version the peer spoke.
+        theirs: u16,
+    },
+    /// Another cluster.
+    #[error("cluster name mismatch: refusing side is in {ours:?}, refused side in {theirs:?}")]
+    Cluster {
+        /// The refusing side's cluster name.
+        ours: String,
+        /// The refused side's.
+        theirs: String,
+    },
+    /// The peer claims the refusing node's own id.
+    #[error("the peer claims the refusing node's own id {0:?}")]
+    SameId(String),
+    /// The peer authenticates but this node has no secret.
+    #[error(
+        "cluster secret mismatch: the refused side has a cluster secret, the refusing side none"
+    )]
+    SecretMissingHere,
+    /// This node requires a secret but the peer has none.
+    #[error(
+        "cluster secret mismatch: the refusing side requires a cluster secret, the refused side has none"
+    )]
+    SecretMissingThere,
+    /// The peer's proof is wrong: another secret.
+    #[error("cluster secret mismatch: authentication failed")]
+    BadSecret,
+    /// The other side refused us, with its reason.
+    #[error("refused by the peer: {0}")]
+    ByPeer(String),
+}
+
+/// What can go wrong on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A socket error (refused, reset, ...).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("connection closed by the peer")]
+    Closed,
+    /// A frame that cannot be decoded.
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    /// A message that cannot be encoded (a bug).
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    /// A step took too long.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The handshake failed.
+    #[error("handshake refused: {0}")]
+    Refused(Refusal),
+    /// The peer's send queue is full; the message was dropped.
+    #[error("send queue to {0} is full")]
+    QueueFull(String),
+    /// The transport has shut down.
+    #[error("the internode transport has stopped")]
+    Stopped,
+}
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Who this node is, for the handshake.
+    pub identity: Identity,
+    /// Largest frame after the handshake, in bytes; default 4 MiB. Must
+    /// exceed the gossip message cap (1 MiB).
+    pub max_frame: usize,
+    /// Messages queued per peer before new ones are dropped; default 1024.
+    pub queue: usize,
+    /// TCP connect deadline; default 2 s.
+    pub connect_timeout: Duration,
+    /// Handshake deadline; default 5 s.
+    pub handshake_timeout: Duration,
+    /// First reconnect delay; doubles per failure; default 100 ms.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay; default 5 s.
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// Defaults for `identity`.
+    pub fn new(identity: Identity) -> Config {
+        Config {
+            identity,
+            max_frame: 4 << 20,
+            queue: 1024,
+            connect_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of the transport, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames written.
+    pub sent: AtomicU64,
+    /// Frames received and dispatched.
+    pub received: AtomicU64,
+    /// Messages dropped because a send queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Messages dropped because the peer could not be reached.
+    pub dropped_unreachable: AtomicU64,
+    /// Received messages dropped because the consumer lagged.
+    pub dropped_inbound: AtomicU64,
+    /// Handshakes refused, by either side.
+    pub refused: AtomicU64,
+    /// Outbound connections established.
+    pub connects: AtomicU64,
+}
+
+/// Where received gossip goes: `(sender's listen address, message)`.
+pub type GossipInbox = mpsc::Receiver<(Addr, Message)>;
+
+/// Gossip messages buffered between the transport and the driver.
+const GOSSIP_INBOX: usize = 1024;
+
+/// The running transport.
+pub struct Net {
+    config: Config,
+    peers: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
+    gossip: mpsc::Sender<(Addr, Message)>,
+    counters: Counters,
+    /// When a refusal for a peer address was last logged at `warn`.
+    refusals: Mutex<HashMap<String, Instant>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A refusal is logged at `warn` at most this often per peer address.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A length-delimited framing of `stream` with frames up to `max` bytes.
+pub fn framed(stream: TcpStream, max: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max)
+        .new_framed(stream)
+}
+
+impl Net {
+    /// Starts accepting on `listener`; returns the transport and the
+    /// stream of gossip messages it receives.
+    pub fn start(config: Config, listener: TcpListener) -> (Arc<Net>, GossipInbox) {
+        let (gossip, inbox) = mpsc::channel(GOSSIP_INBOX);
+        let net = Arc::new(Net {
+            config,
+            peers: Mutex::new(HashMap::new()),
+            gossip,
+            counters: Counters::default(),
+            refusals: Mutex::new(HashMap::new()),
+            stop: watch::channel(false).0,
+        });
+        tokio::spawn(accept_loop(net.clone(), listener));
+        (net, inbox)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Queues `env` for the peer listening at `to`, connecting if needed.
+    /// Never waits: a full queue drops the message ([`NetError::QueueFull`]).
+    pub fn send(self: &Arc<Self>, to: &str, env: Envelope) -> Result<(), NetError> {
+        if *self.stop.borrow() {
+            return Err(NetError::Stopped);
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match peers.get(to) {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::channel(self.config.queue);
+                peers.insert(to.to_string(), tx.clone());
+                tokio::spawn(peer::run(self.clone(), to.to_string(), rx));
+                tx
+            }
+        };
+        drop(peers);
+        tx.try_send(env).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.counters.dropped_queue_full.fetch_add(1, Relaxed);
+                NetError::QueueFull(to.to_string())
+            }
+            mpsc::error::TrySendError::Closed(_) => NetError::Stopped,
+        })
+    }
+
+    /// Stops accepting, and closes every connection.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Hands one received frame to its consumer. `reply` is the queue of
+    /// the connection it came on (for RPC responses).
+    fn dispatch(&self, from: &PeerInfo, frame: &[u8], _reply: &mpsc::Sender<Envelope>) {
+        let env: Envelope = match rmp_serde::from_slice(frame) {
+            Ok(e) => e,
+            Err(e) => {
+                // E.g. a variant from a newer node: skip the frame, keep the link.
+                debug!(peer = %from.node, error = %e, "dropping an undecodable frame");
+                return;
+            }
+        };
+        self.counters.received.fetch_add(1, Relaxed);
+        match env {
+            Envelope::Gossip(msg) => {
+                if self
+                    .gossip
+                    .try_send((Addr::from(from.addr.as_str()), msg))
+                    .is_err()
+                {
+                    self.counters.dropped_inbound.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Logs a failed connection: refusals at `warn` (rate-limited per
+    /// `key`), the rest (a peer that is down) at `debug`.
+    fn report(&self, key: &str, direction: &str, err: &NetError) {
+        let NetError::Refused(why) = err else {
+            debug!(peer = key, direction, error = %err, "internode connection failed");
+            return;
+        };
+        self.counters.refused.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        let mut log = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let due = log
+            .get(key)
+            .is_none_or(|t| now.duration_since(*t) >= REFUSAL_LOG_EVERY);
+        if due {
+            log.insert(key.to_string(), now);
+            warn!(peer = key, direction, reason = %why, "internode connection refused: {why}");
+        } else {
+            debug!(peer = key, direction, reason = %why, "internode connection refused");
+        }
+    }
+}
+
+async fn accept_loop(net: Arc<Net>, listener: TcpListener) {
+    let mut stop = net.stopped();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    tokio::spawn(serve_inbound(net.clone(), stream, remote.ip().to_string()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept on --listen failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Handshake, then read frames until the peer or this node closes.
+async fn serve_inbound(net: Arc<Net>, stream: TcpStream, remote: String) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
+    let hs = tokio::time::timeout(
+        net.config.handshake_timeout,
+        handshake::accept(&mut conn, &net.config.identity),
+    )
+    .await;
+    let peer = match hs {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(e)) => return net.report(&remote, "inbound", &e),
+        Err(_) => return net.report(&remote, "inbound", &NetError::Timeout("handshake")),
+    };
+    conn.codec_mut().set_max_frame_length(net.config.max_frame);
+    debug!(peer = %peer.node, addr = %peer.addr, "accepted internode connection");
+    let (reply_tx, mut reply_rx) = mpsc::channel(net.config.queue);
+    if let Err(e) = peer::pump(&net, conn, &peer, None, &mut reply_rx, &reply_tx).await {
+        debug!(peer = %peer.node, error = %e, "inbound connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(node: &str, cluster: &str, secret: Option<&str>) -> (Arc<Net>, GossipInbox) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let identity = Identity {
+            node: node.into(),
+            addr,
+            cluster: cluster.into(),
+            secret: secret.map(Into::into),
+        };
+        Net::start(Config::new(identity), listener)
+    }
+
+    fn syn(cluster: &str) -> Envelope {
+        Envelope::Gossip(Message::Syn {
+            cluster: cluster.into(),
+            digests: vec![],
+        })
+    }
+
+    #[tokio::test]
+    async fn gossip_reaches_an_authenticated_peer_with_the_senders_address() {
+        let (a, _a_in) = start("a", "c", Some("s")).await;
+        let (b, mut b_in) = start("b", "c", Some("s")).await;
+        a.send(&b.config().identity.addr, syn("c")).expect("queued");
+        let (from, msg) = tokio::time::timeout(Duration::from_secs(5), b_in.recv())
+            .await
+            .expect("delivered in time")
+            .expect("inbox open");
+        assert_eq!(from.as_str(), a.config().identity.addr);
+        assert_eq!(msg.kind(), "syn");
+        // The connection persists: a second message needs no new connect.
+        a.send(&b.config().identity.addr, syn("c")).expect("queued");
+        let _ = tokio::time::timeout(Duration::from_secs(5), b_in.recv()).await;
+        assert_eq!(a.counters().connects.load(Relaxed), 1);
+        assert_eq!(a.counters().sent.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_from_a_peer_with_the_wrong_secret_is_processed() {
+        let (a, _a_in) = start("a", "c", Some("wrong")).await;
+        let (b, mut b_in) = start("b", "c", Some("right")).await;
+        for _ in 0..3 {
+            let _ = a.send(&b.config().identity.addr, syn("c"));
+        }
+        let got = tokio::time::timeout(Duration::from_millis(500), b_in.recv()).await;
+        assert!(got.is_err(), "nothing may arrive: {got:?}");
+        assert!(a.counters().refused.load(Relaxed) >= 1);
+        assert!(b.counters().refused.load(Relaxed) >= 1);
+        assert_eq!(b.counters().received.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_peer_drops_messages_and_counts_them() {
+        let (a, _a_in) = start("a", "c", None).await;
+        // A port nobody listens on.
+        let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = dead.local_addr().expect("addr").to_string();
+        drop(dead);
+        a.send(&addr, syn("c")).expect("queued");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(a.counters().dropped_unreachable.load(Relaxed) >= 1);
+        a.shutdown();
+        assert!(matches!(a.send(&addr, syn("c")), Err(NetError::Stopped)));
+    }
+}

@@ -175,6 +175,17 @@ pub struct Args {
     #[arg(long, env = "QKV_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Time between gossip rounds, in ms, 10..=60000; failure detection
+    /// scales with it (conviction after ~18.4 intervals of silence at the
+    /// default threshold). For tests and experiments [default: 1000]
+    #[arg(long, env = "QKV_GOSSIP_INTERVAL_MS", value_name = "MS", hide = true)]
+    pub gossip_interval_ms: Option<u64>,
+
+    /// Phi threshold at which the failure detector convicts a node,
+    /// (0, 64] [default: 8]
+    #[arg(long, env = "QKV_PHI_THRESHOLD", value_name = "PHI", hide = true)]
+    pub phi_threshold: Option<f64>,
+
     /// Log format; the level comes from RUST_LOG [default: text]
     #[arg(long, env = "QKV_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -254,6 +265,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+    /// Failure detector conviction threshold.
+    pub phi_threshold: f64,
 }
 
 fn read_secret_file(name: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -424,6 +439,22 @@ impl Config {
             client_tokens,
             admin_token,
             log_format: pick!(log_format).unwrap_or(LogFormat::Text),
+            gossip_interval: Duration::from_millis(in_range(
+                "--gossip-interval-ms",
+                pick!(gossip_interval_ms).unwrap_or(1000),
+                10,
+                60_000,
+            )?),
+            phi_threshold: {
+                let phi = pick!(phi_threshold).unwrap_or(8.0);
+                if !(phi > 0.0 && phi <= 64.0) {
+                    return Err(ConfigError::Value {
+                        name: "--phi-threshold",
+                        reason: format!("{phi} is outside (0, 64]"),
+                    });
+                }
+                phi
+            },
         })
     }
 

@@ -17,6 +17,7 @@ pub mod coordinator;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod membership;
 pub mod metrics;
 pub mod net;
 pub mod replica;

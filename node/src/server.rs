@@ -15,10 +15,12 @@ use tracing::{info, warn};
 
 use crate::buckets::Buckets;
 use crate::cluster::{Cluster, LocalNode};
-use crate::config::{Config, Engine, Join, validate_node_id};
+use crate::config::{Config, Engine, validate_node_id};
 use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::membership;
 use crate::metrics::Metrics;
+use crate::net::{self, Identity, Net};
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
 use crate::tokens;
@@ -47,6 +49,9 @@ pub enum StartError {
     /// The data dir holds another node.
     #[error("{0}")]
     Identity(String),
+    /// Gossip could not start, or joining the ring failed.
+    #[error("{0}")]
+    Membership(String),
 }
 
 /// Everything a running node shares between its tasks.
@@ -87,17 +92,9 @@ impl Node {
         };
         let id = resolve_id(&config, &store).await?;
         let generation = next_generation(&store).await.map_err(storage)?;
-        let tokens = match tokens::load(&store).map_err(storage)? {
-            Some(t) => t,
-            None if config.join == Join::Auto => {
-                let t = tokens::allocate(&quorumkv_ring::Ring::new(), &id, &config)
-                    .map_err(|e| StartError::Identity(format!("cannot choose ring tokens: {e}")))?;
-                tokens::save(&store, &t).await.map_err(storage)?;
-                info!(count = t.len(), strategy = ?config.token_allocation, "chose ring tokens");
-                t
-            }
-            None => Vec::new(),
-        };
+        // A node without tokens chooses them once it has learned the ring
+        // from gossip (`membership::start`); until then it is standby.
+        let tokens = tokens::load(&store).map_err(storage)?.unwrap_or_default();
         let buckets = Buckets::load(store.clone(), config.default_n).map_err(storage)?;
         let replica = Replica::open(id.clone(), store).map_err(storage)?;
         let cluster = Cluster::single(
@@ -214,11 +211,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Engine::Memory => Store::memory(),
     };
     let http = bind(config.http, "--http").await?;
-    // Bound now so that a port clash is reported at start; gossip and
-    // internode RPC will serve it.
-    let _listen = bind(config.listen, "--listen").await?;
+    let listen = bind(config.listen, "--listen").await?;
     let node = Arc::new(Node::open(config, store.clone()).await?);
     let cfg = &node.config;
+    let identity = Identity {
+        node: node.cluster.local().id.clone(),
+        addr: cfg.listen.to_string(),
+        cluster: cfg.cluster_name.clone(),
+        secret: cfg.cluster_secret.clone(),
+    };
+    if cfg.cluster_secret.is_none() {
+        info!("no --cluster-secret-file: internode peers are not authenticated");
+    }
+    let (net, inbox) = Net::start(net::Config::new(identity), listen);
+    // Joins the ring (choosing tokens) before the API serves.
+    let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
     if cfg.auth_enabled() {
         info!("bearer tokens configured: every route but /health needs one");
     } else if cfg.http.ip().is_loopback() {
@@ -233,8 +240,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         listen = %cfg.listen,
         data_dir = %dir,
         sync = ?cfg.sync,
-        tokens = ring.tokens().count(),
+        tokens = ring.node_tokens(&node.cluster.local().id).len(),
         generation = node.cluster.local().generation,
+        cluster = %cfg.cluster_name,
+        seeds = ?cfg.seeds,
         "qkvd serving"
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -254,6 +263,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
+    membership.stop();
     store
         .close()
         .await

@@ -1,0 +1,299 @@
+//! Membership: the gossip state machine driven over the internode
+//! transport, the node's announcements, joining the ring, and keeping
+//! [`crate::cluster::Cluster`] up to date.
+//!
+//! # What happens at start
+//!
+//! 1. A [`quorumkv_gossip::Node`] is built with this node's id, `--listen`
+//!    address, persisted generation (it grows across restarts, so peers
+//!    replace the old incarnation's state), `--cluster-name`, `--seeds`,
+//!    and the round interval and phi threshold (hidden flags
+//!    `--gossip-interval-ms`, `--phi-threshold`; the detector's interval
+//!    floor follows the round interval).
+//! 2. It announces its HTTP address, rack, and — when the data dir holds
+//!    tokens — those tokens with status `normal`; otherwise `standby`.
+//! 3. The gossip driver ([`quorumkv_gossip::driver`]) runs over
+//!    [`NetTransport`], i.e. over authenticated [`crate::net`] connections,
+//!    and every snapshot it publishes is applied to the cluster view (the
+//!    ring is rebuilt when owners change). Membership events are logged.
+//! 4. **Joining** (`--join auto`, no stored tokens): the node waits until a
+//!    seed answered one exchange (it then knows what that seed knew) or
+//!    [`JOIN_ROUNDS`] rounds passed, whichever is first — no wait at all
+//!    when it is its own only seed — then chooses tokens with the ring
+//!    crate's allocator against the ring it learned, persists them, and
+//!    announces them with status `normal`. With `--join manual` it stays
+//!    `standby` until a plan is applied.
+//!
+//! # Implementation caveats
+//!
+//! * A joining node does not stream data yet: it becomes `normal` at once
+//!   and owns its ranges empty-handed (data movement comes with cluster
+//!   changes, issue 6). Join nodes into a cluster that holds no data, or
+//!   repair afterwards.
+//! * Nodes that join at the same moment may not see each other's tokens
+//!   before choosing theirs: the ring stays correct (a token claimed twice
+//!   keeps its first owner) but is less balanced. Start nodes one by one
+//!   (as `qkv local up` and the test harness do) for the best balance.
+//! * No graceful "shutdown" announcement: a stopped node is noticed by the
+//!   failure detector (about 18 rounds at threshold 8).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumkv_gossip::driver::{self, Handle, Snapshot, Transport};
+use quorumkv_gossip::{Addr, AppState, Event, Message, Node as GossipNode, Status};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{broadcast, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::cluster::ring_of;
+use crate::config::{Config, Join};
+use crate::net::{Envelope, GossipInbox, Net, NetError};
+use crate::server::{Node, StartError};
+use crate::storage::Store;
+use crate::tokens;
+
+/// A joining node waits at most this many gossip rounds for a seed's answer.
+pub const JOIN_ROUNDS: u64 = 3;
+
+/// The gossip driver's view of [`Net`]: gossip messages as envelopes.
+pub struct NetTransport {
+    net: Arc<Net>,
+    inbox: GossipInbox,
+}
+
+impl NetTransport {
+    /// Gossip over `net`, receiving from `inbox` (both from [`Net::start`]).
+    pub fn new(net: Arc<Net>, inbox: GossipInbox) -> Self {
+        Self { net, inbox }
+    }
+}
+
+impl Transport for NetTransport {
+    fn send(&mut self, to: &Addr, msg: Message) {
+        match self.net.send(to.as_str(), Envelope::Gossip(msg)) {
+            Ok(()) | Err(NetError::Stopped) => {}
+            // Gossip tolerates loss; the transport counts the drop.
+            Err(e) => debug!(peer = %to, error = %e, "gossip message dropped"),
+        }
+    }
+
+    fn recv(&mut self) -> impl Future<Output = Option<(Addr, Message)>> + Send {
+        self.inbox.recv()
+    }
+}
+
+/// The gossip settings this node runs with.
+pub fn gossip_config(config: &Config) -> quorumkv_gossip::Config {
+    let mut g = quorumkv_gossip::Config::new(config.cluster_name.clone());
+    g.seeds = config
+        .seeds
+        .iter()
+        .map(|s| Addr::from(s.to_string()))
+        .collect();
+    g.interval = config.gossip_interval;
+    let fd = &mut g.failure_detector;
+    fd.threshold = config.phi_threshold;
+    fd.initial_interval = config.gossip_interval;
+    fd.min_interval = config.gossip_interval;
+    fd.max_interval = config.gossip_interval * 2;
+    g
+}
+
+/// Whether this node has a seed other than itself.
+fn has_other_seeds(config: &Config) -> bool {
+    config.seeds.iter().any(|s| *s != config.listen)
+}
+
+/// Running membership; dropping it does not stop gossip, [`stop`] does.
+///
+/// [`stop`]: Membership::stop
+pub struct Membership {
+    handle: Handle,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Membership {
+    /// The driver's handle (snapshots, events, announcements).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops gossiping (peers will convict this node).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn start_error(what: &str, e: impl std::fmt::Display) -> StartError {
+    StartError::Membership(format!("{what}: {e}"))
+}
+
+/// Starts gossip for `node` over `net`, and joins the ring if it must
+/// (see the module docs). Returns once this node announces its final
+/// startup state.
+pub async fn start(
+    node: Arc<Node>,
+    net: Arc<Net>,
+    inbox: GossipInbox,
+    store: &Store,
+) -> Result<Membership, StartError> {
+    let config = &node.config;
+    let local = node.cluster.local().clone();
+    let stored = node.cluster.ring().node_tokens(&local.id);
+    let mut gossip = GossipNode::new(
+        local.id.as_str().into(),
+        local.listen.to_string().into(),
+        local.generation,
+        gossip_config(config),
+        ChaCha8Rng::from_os_rng(),
+    )
+    .map_err(|e| start_error("invalid gossip settings", e))?;
+    let mut announce = vec![AppState::HttpAddr(local.http.to_string().into())];
+    if let Some(rack) = &local.rack {
+        announce.push(AppState::Rack(rack.as_str().into()));
+    }
+    if stored.is_empty() {
+        announce.push(AppState::Status(Status::Standby));
+    } else {
+        announce.push(AppState::Tokens(stored.as_slice().into()));
+        announce.push(AppState::Status(Status::Normal));
+    }
+    for value in announce {
+        gossip
+            .set_local(value)
+            .map_err(|e| start_error("cannot announce", e))?;
+    }
+
+    let (driver, handle) = driver::driver(gossip, NetTransport::new(net.clone(), inbox));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        driver
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        net.shutdown();
+    });
+    tokio::spawn(follow(node.clone(), handle.clone()));
+    let membership = Membership {
+        handle,
+        stop: Some(stop_tx),
+    };
+
+    if stored.is_empty() && config.join == Join::Auto {
+        join(&node, &membership.handle, store).await?;
+    } else if stored.is_empty() {
+        info!("--join manual: in gossip as standby, without tokens, until a plan is applied");
+    }
+    Ok(membership)
+}
+
+/// Waits to learn the ring, chooses tokens against it, persists and
+/// announces them.
+async fn join(node: &Node, handle: &Handle, store: &Store) -> Result<(), StartError> {
+    let config = &node.config;
+    let snapshot = if has_other_seeds(config) {
+        learn(handle, config.gossip_interval).await
+    } else {
+        handle.snapshot()
+    };
+    let ring = ring_of(&snapshot);
+    let id = &node.cluster.local().id;
+    let chosen = tokens::allocate(&ring, id, config)
+        .map_err(|e| start_error("cannot choose ring tokens", e))?;
+    tokens::save(store, &chosen)
+        .await
+        .map_err(|source| StartError::Storage {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+    for value in [
+        AppState::Tokens(chosen.as_slice().into()),
+        AppState::Status(Status::Normal),
+    ] {
+        handle
+            .set_local(value)
+            .await
+            .map_err(|e| start_error("cannot announce tokens", e))?;
+    }
+    info!(
+        count = chosen.len(),
+        strategy = ?config.token_allocation,
+        learned_nodes = ring.node_count(),
+        members = snapshot.members.len(),
+        "chose ring tokens against the learned ring; joined as normal (no data streamed)"
+    );
+    node.cluster.apply(&handle.snapshot());
+    Ok(())
+}
+
+/// The first snapshot after a seed answered, or after [`JOIN_ROUNDS`].
+async fn learn(handle: &Handle, interval: Duration) -> Arc<Snapshot> {
+    let mut watch = handle.watch();
+    let wait = async {
+        loop {
+            let snap = watch.borrow_and_update().clone();
+            if snap.acks > 0 || snap.rounds > JOIN_ROUNDS {
+                return snap;
+            }
+            if watch.changed().await.is_err() {
+                return snap;
+            }
+        }
+    };
+    // A backstop in case the driver stopped publishing.
+    match tokio::time::timeout(interval * (JOIN_ROUNDS as u32 + 2), wait).await {
+        Ok(snap) => {
+            if snap.acks == 0 {
+                warn!(
+                    rounds = snap.rounds,
+                    "no seed answered; choosing tokens against the ring known so far"
+                );
+            }
+            snap
+        }
+        Err(_) => handle.snapshot(),
+    }
+}
+
+/// Applies every snapshot to the cluster view and logs membership events,
+/// until the driver stops.
+async fn follow(node: Arc<Node>, handle: Handle) {
+    let mut snapshots = handle.watch();
+    let mut events = handle.events();
+    loop {
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snap = snapshots.borrow_and_update().clone();
+                if node.cluster.apply(&snap) {
+                    let ring = node.cluster.ring();
+                    info!(nodes = ring.node_count(), tokens = ring.vnode_count(), "ring changed");
+                }
+            }
+            event = events.recv() => match event {
+                Ok(e) => log_event(&e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(missed = n, "membership event log lagged");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// The gossip crate already logs discoveries, restarts, ups and refusals
+/// at `info`/`warn`; a conviction is worth a `warn` here too.
+fn log_event(e: &Event) {
+    match e {
+        Event::Down { node, phi } => warn!(%node, phi, "node is down"),
+        other => debug!(event = ?other, "membership event"),
+    }
+}

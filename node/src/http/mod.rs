@@ -30,7 +30,8 @@ pub(crate) type Reply = Result<WarpResponse, ApiError>;
 
 /// Builds a response with a status, content type and body.
 pub(crate) fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> WarpResponse {
-    let mut resp = Response::new(warp::hyper::body::Bytes::from(body.into()).into());
+    let body: Bytes = body.into();
+    let mut resp = Response::new(body.into());
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);

@@ -56,8 +56,8 @@
 //! remaining gap fits. So once all `v` tokens are placed, one refinement
 //! round takes each of them out in turn and places it again against the
 //! final state (a coordinate-descent step on `F`). Measured on a 3..64
-//! growth with 16 vnodes and rf 3 (the tuning experiment in this module's
-//! tests), the worst replicated max/mean over all sizes is about 1.08
+//! growth with 16 vnodes and rf 3 (a tuning sweep run during development;
+//! `qkv ring simulate` reproduces the chosen settings' figures), the worst replicated max/mean over all sizes is about 1.08
 //! without refinement and about 1.03 with one round; more rounds gain
 //! little.
 //!
@@ -715,32 +715,6 @@ mod tests {
         assert!(o.primary.max_over_mean < 1.03, "{o:?}");
     }
 
-    /// Grows a cluster with the balanced allocator and returns, per size,
-    /// (replicated max/mean, moved / ideal).
-    fn grow(v: usize, rf: usize, upto: usize, seed: u64, tune: Tuning) -> Vec<(usize, f64, f64)> {
-        let mut ring = Ring::new();
-        let mut out = Vec::new();
-        for k in 0..upto {
-            let name = format!("n{k:03}");
-            let tokens = if ring.is_empty() {
-                balanced(&ring, &name, v, rf, seed).unwrap()
-            } else {
-                let mut w = Work::new(&ring, &name, v, rf, tune);
-                w.run(v).unwrap();
-                w.placed
-            };
-            let before = ownership(&ring, rf);
-            let old_total: f64 = before.nodes.iter().map(|n| n.replicated).sum();
-            ring.insert_node(&name, &tokens);
-            let after = ownership(&ring, rf);
-            let new_total: f64 = after.nodes.iter().map(|n| n.replicated).sum();
-            let moved = after.get(&name).unwrap().replicated / old_total.max(new_total);
-            let size = k + 1;
-            out.push((size, after.replicated.max_over_mean, moved * size as f64));
-        }
-        out
-    }
-
     // The balance targets over a 3..64 growth are checked through
     // the simulator, in `sim::tests`, so the figures are the CLI's.
 
@@ -777,51 +751,5 @@ mod tests {
         let random = |s| allocate(&r, "b", 8, 3, Strategy::Random, s);
         assert_eq!(random(3), random(3));
         assert_ne!(random(3), random(4));
-    }
-
-    #[test]
-    #[ignore = "tuning experiment; run with --ignored --nocapture"]
-    fn tuning_experiment() {
-        let lambdas: Vec<f64> = std::env::var("LAMBDAS")
-            .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
-            .unwrap_or(vec![0.3]);
-        let alphas: Vec<f64> = std::env::var("ALPHAS")
-            .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
-            .unwrap_or(vec![0.25]);
-        let refine: usize = std::env::var("REFINE")
-            .map(|s| s.parse().unwrap())
-            .unwrap_or(0);
-        let seeds: u64 = std::env::var("SEEDS")
-            .map(|s| s.parse().unwrap())
-            .unwrap_or(3);
-        let v: usize = std::env::var("V").map(|s| s.parse().unwrap()).unwrap_or(16);
-        let rf: usize = std::env::var("RF").map(|s| s.parse().unwrap()).unwrap_or(3);
-        for &lambda in &lambdas {
-            for &alpha in &alphas {
-                let tune = Tuning {
-                    lambda,
-                    alpha,
-                    refine,
-                };
-                let mut line = String::new();
-                for seed in 0..seeds {
-                    let mut worst = (0, 0.0f64);
-                    let mut worst_m = (0, 0.0f64);
-                    for (size, bal, moved) in grow(v, rf, 64, seed, tune) {
-                        if size >= rf && bal > worst.1 {
-                            worst = (size, bal);
-                        }
-                        if size >= rf && moved > worst_m.1 {
-                            worst_m = (size, moved);
-                        }
-                    }
-                    line += &format!(
-                        " | {:.3}@{} {:.3}@{}",
-                        worst.1, worst.0, worst_m.1, worst_m.0
-                    );
-                }
-                println!("lambda {lambda:5} alpha {alpha:4} refine {refine}{line}");
-            }
-        }
     }
 }

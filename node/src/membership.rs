@@ -16,13 +16,19 @@
 //!    [`NetTransport`], i.e. over authenticated [`crate::net`] connections,
 //!    and every snapshot it publishes is applied to the cluster view (the
 //!    ring is rebuilt when owners change). Membership events are logged.
-//! 4. **Joining** (`--join auto`, no stored tokens): the node waits until a
-//!    seed answered one exchange (it then knows what that seed knew) or
-//!    [`JOIN_ROUNDS`] rounds passed, whichever is first — no wait at all
-//!    when it is its own only seed — then chooses tokens with the ring
-//!    crate's allocator against the ring it learned, persists them, and
-//!    announces them with status `normal`. With `--join manual` it stays
-//!    `standby` until a plan is applied.
+//! 4. **Joining** (`--join auto`, no stored tokens): the node announces
+//!    `joining` without tokens and learns the ring: it waits until seeds
+//!    answered two exchanges (so it holds what they knew, including other
+//!    nodes starting at the same moment) or [`JOIN_ROUNDS`] rounds passed —
+//!    no wait at all when it is its own only seed. Then it waits for its
+//!    turn: nodes joining at the same time go one by one in id order (a
+//!    node waits while a member with a smaller id is `joining`), because
+//!    the balanced allocator is deterministic and two nodes allocating
+//!    against the same ring would choose the same tokens. Finally it
+//!    chooses tokens with the ring crate's allocator against the ring it
+//!    learned, persists them, and announces them with status `normal`. The
+//!    whole wait is bounded by [`JOIN_MAX_ROUNDS`]. With `--join manual` it
+//!    announces `standby` and waits for a plan to be applied.
 //!
 //! # Implementation caveats
 //!
@@ -30,33 +36,45 @@
 //!   and owns its ranges empty-handed (data movement comes with cluster
 //!   changes, issue 6). Join nodes into a cluster that holds no data, or
 //!   repair afterwards.
-//! * Nodes that join at the same moment may not see each other's tokens
-//!   before choosing theirs: the ring stays correct (a token claimed twice
-//!   keeps its first owner) but is less balanced. Start nodes one by one
-//!   (as `qkv local up` and the test harness do) for the best balance.
+//! * Joining nodes that do not hear of each other before choosing (no
+//!   common seed answered in time) may allocate against different partial
+//!   rings: the ring stays correct (tokens already known are never chosen
+//!   again, and a token claimed twice keeps its first owner) but is less
+//!   balanced. Start nodes one by one for the best balance.
+//! * A node that crashed while `joining` holds up the nodes with larger ids
+//!   until [`JOIN_MAX_ROUNDS`] pass.
 //! * No graceful "shutdown" announcement: a stopped node is noticed by the
 //!   failure detector (about 18 rounds at threshold 8).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quorumkv_gossip::driver::{self, Handle, Snapshot, Transport};
 use quorumkv_gossip::{Addr, AppState, Event, Message, Node as GossipNode, Status};
+use quorumkv_ring::Token;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::cluster::ring_of;
-use crate::config::{Config, Join};
+use crate::config::{Config, Join, TokenAllocation};
 use crate::net::{Envelope, GossipInbox, Net, NetError};
 use crate::server::{Node, StartError};
 use crate::storage::Store;
 use crate::tokens;
 
-/// A joining node waits at most this many gossip rounds for a seed's answer.
+/// A joining node waits at most this many gossip rounds for seeds' answers.
 pub const JOIN_ROUNDS: u64 = 3;
+
+/// A joining node chooses its tokens after at most this many rounds, even
+/// if a joining node with a smaller id still has not finished.
+pub const JOIN_MAX_ROUNDS: u64 = 30;
+
+/// Exchanges answered by seeds before a joining node trusts what it knows.
+const JOIN_ACKS: u64 = 2;
 
 /// The gossip driver's view of [`Net`]: gossip messages as envelopes.
 pub struct NetTransport {
@@ -157,7 +175,9 @@ pub async fn start(
     if let Some(rack) = &local.rack {
         announce.push(AppState::Rack(rack.as_str().into()));
     }
-    if stored.is_empty() {
+    if stored.is_empty() && config.join == Join::Auto {
+        announce.push(AppState::Status(Status::Joining));
+    } else if stored.is_empty() {
         announce.push(AppState::Status(Status::Standby));
     } else {
         announce.push(AppState::Tokens(stored.as_slice().into()));
@@ -193,19 +213,36 @@ pub async fn start(
     Ok(membership)
 }
 
-/// Waits to learn the ring, chooses tokens against it, persists and
-/// announces them.
+/// Waits to learn the ring and for its turn, chooses tokens against the
+/// ring, persists and announces them.
 async fn join(node: &Node, handle: &Handle, store: &Store) -> Result<(), StartError> {
     let config = &node.config;
+    let id = &node.cluster.local().id;
     let snapshot = if has_other_seeds(config) {
-        learn(handle, config.gossip_interval).await
+        learn(handle, id, config.gossip_interval).await
     } else {
         handle.snapshot()
     };
     let ring = ring_of(&snapshot);
-    let id = &node.cluster.local().id;
-    let chosen = tokens::allocate(&ring, id, config)
+    // Never choose a token someone already announced, joining or not.
+    let taken: HashSet<Token> = snapshot
+        .members
+        .iter()
+        .flat_map(|m| m.state.tokens().iter().copied())
+        .collect();
+    let collides = |c: &[Token]| c.iter().any(|t| taken.contains(t));
+    let mut chosen = tokens::allocate(&ring, id, config)
         .map_err(|e| start_error("cannot choose ring tokens", e))?;
+    if collides(&chosen) {
+        // Someone allocated against the same ring: random tokens instead.
+        warn!("balanced tokens collide with a joining node's; choosing random ones");
+        let mut random = config.clone();
+        random.token_allocation = TokenAllocation::Random;
+        while collides(&chosen) {
+            chosen = tokens::allocate(&ring, id, &random)
+                .map_err(|e| start_error("cannot choose ring tokens", e))?;
+        }
+    }
     tokens::save(store, &chosen)
         .await
         .map_err(|source| StartError::Storage {
@@ -226,20 +263,47 @@ async fn join(node: &Node, handle: &Handle, store: &Store) -> Result<(), StartEr
         strategy = ?config.token_allocation,
         learned_nodes = ring.node_count(),
         members = snapshot.members.len(),
+        rounds = snapshot.rounds,
         "chose ring tokens against the learned ring; joined as normal (no data streamed)"
     );
     node.cluster.apply(&handle.snapshot());
     Ok(())
 }
 
-/// The first snapshot after a seed answered, or after [`JOIN_ROUNDS`].
-async fn learn(handle: &Handle, interval: Duration) -> Arc<Snapshot> {
+/// Why a joining node waits, given the latest snapshot; `None`: go.
+fn waiting_for(snap: &Snapshot, me: &str) -> Option<String> {
+    if snap.rounds > JOIN_MAX_ROUNDS {
+        return None;
+    }
+    if snap.acks < JOIN_ACKS && snap.rounds <= JOIN_ROUNDS {
+        return Some("seeds".into());
+    }
+    snap.members
+        .iter()
+        .find(|m| {
+            !m.is_local
+                && m.id.as_str() < me
+                && m.state.status() == Some(Status::Joining)
+                && m.state.tokens().is_empty()
+        })
+        .map(|m| format!("{} to finish joining", m.id))
+}
+
+/// The snapshot to allocate against: once seeds answered and no joining
+/// node with a smaller id is ahead (see the module docs).
+async fn learn(handle: &Handle, me: &str, interval: Duration) -> Arc<Snapshot> {
     let mut watch = handle.watch();
+    let mut waiting = String::new();
     let wait = async {
         loop {
             let snap = watch.borrow_and_update().clone();
-            if snap.acks > 0 || snap.rounds > JOIN_ROUNDS {
-                return snap;
+            match waiting_for(&snap, me) {
+                None => return snap,
+                Some(why) if why != waiting => {
+                    debug!(waiting_for = %why, "joining: waiting");
+                    waiting = why;
+                }
+                Some(_) => {}
             }
             if watch.changed().await.is_err() {
                 return snap;
@@ -247,18 +311,23 @@ async fn learn(handle: &Handle, interval: Duration) -> Arc<Snapshot> {
         }
     };
     // A backstop in case the driver stopped publishing.
-    match tokio::time::timeout(interval * (JOIN_ROUNDS as u32 + 2), wait).await {
-        Ok(snap) => {
-            if snap.acks == 0 {
-                warn!(
-                    rounds = snap.rounds,
-                    "no seed answered; choosing tokens against the ring known so far"
-                );
-            }
-            snap
-        }
+    let limit = interval * (JOIN_MAX_ROUNDS as u32 + 2);
+    let snap = match tokio::time::timeout(limit, wait).await {
+        Ok(snap) => snap,
         Err(_) => handle.snapshot(),
+    };
+    if snap.acks == 0 {
+        warn!(
+            rounds = snap.rounds,
+            "no seed answered; choosing tokens against the ring known so far"
+        );
+    } else if snap.rounds > JOIN_MAX_ROUNDS {
+        warn!(
+            rounds = snap.rounds,
+            "gave up waiting for other joining nodes; choosing tokens now"
+        );
     }
+    snap
 }
 
 /// Applies every snapshot to the cluster view and logs membership events,

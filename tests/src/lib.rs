@@ -314,6 +314,23 @@ impl Cluster {
     pub fn node(&self) -> &NodeProc {
         &self.nodes[0]
     }
+
+    /// Starts one more node in the cluster's directory with the given
+    /// seeds (e.g. a node of another cluster pointed at this one's seed),
+    /// and returns it.
+    pub fn add(&mut self, spec: NodeSpec, seeds: Vec<SocketAddr>) -> Result<&mut NodeProc> {
+        let node = NodeProc::start(self.dir.path(), spec, seeds)?;
+        self.nodes.push(node);
+        let last = self.nodes.len() - 1;
+        Ok(&mut self.nodes[last])
+    }
+}
+
+impl NodeProc {
+    /// The whole log so far (empty if unreadable).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes.

@@ -20,7 +20,7 @@
 //!   version, cluster name, node id, and a mutual HMAC-SHA256
 //!   challenge-response over the cluster secret when one is configured. A
 //!   connection that fails it is closed; nothing it sent is processed.
-//!   Refusals are logged at `warn` (once a minute per peer address) on both
+//!   Refusals are logged at `warn` (once a minute per peer address and reason) on both
 //!   sides, with the reason.
 //!
 //! # Why this shape
@@ -330,11 +330,14 @@ impl Net {
         self.counters.refused.fetch_add(1, Relaxed);
         let now = Instant::now();
         let mut log = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        // Per address *and* reason: loopback peers share an address, and a
+        // new reason from the same place is news.
+        let slot = format!("{key} {why}");
         let due = log
-            .get(key)
+            .get(&slot)
             .is_none_or(|t| now.duration_since(*t) >= REFUSAL_LOG_EVERY);
         if due {
-            log.insert(key.to_string(), now);
+            log.insert(slot, now);
             warn!(peer = key, direction, reason = %why, "internode connection refused: {why}");
         } else {
             debug!(peer = key, direction, reason = %why, "internode connection refused");

@@ -3,7 +3,7 @@
 //!
 //! # What it is
 //!
-//! * **One persistent outbound connection per peer** ([`peer`]), opened
+//! * **One persistent outbound connection per peer** (`peer.rs`), opened
 //!   lazily on the first message for that address, re-opened with
 //!   exponential backoff (100 ms doubling to 5 s) when it fails. Each peer
 //!   has a bounded send queue ([`Config::queue`]); [`Net::send`] never

@@ -366,3 +366,92 @@ fn log_event(e: &Event) {
         other => debug!(event = ?other, "membership event"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quorumkv_gossip::driver::MemberSnapshot;
+    use quorumkv_gossip::{Delta, EndpointState, Versioned};
+
+    use super::*;
+
+    fn member(id: &str, status: Status, tokens: &[u64]) -> MemberSnapshot {
+        let mut state = EndpointState::new(1);
+        state.apply(&Delta {
+            node: id.into(),
+            generation: 1,
+            heartbeat: Some(3),
+            states: vec![
+                Versioned {
+                    version: 1,
+                    value: AppState::Status(status),
+                },
+                Versioned {
+                    version: 2,
+                    value: AppState::Tokens(tokens.into()),
+                },
+            ],
+        });
+        MemberSnapshot {
+            id: id.into(),
+            state,
+            live: true,
+            phi: 0.0,
+            is_local: id == "n3",
+        }
+    }
+
+    fn snap(acks: u64, rounds: u64, members: Vec<MemberSnapshot>) -> Snapshot {
+        Snapshot {
+            members,
+            rounds,
+            acks,
+        }
+    }
+
+    #[test]
+    fn a_joining_node_waits_for_seeds_then_for_smaller_joiners_then_goes() {
+        let me = || member("n3", Status::Joining, &[]);
+        let cases = [
+            // (acks, rounds, others, waits)
+            (0, 1, vec![], true),
+            (1, 2, vec![], true),
+            (2, 2, vec![], false),
+            (0, JOIN_ROUNDS + 1, vec![], false),
+            (2, 2, vec![member("n1", Status::Joining, &[])], true),
+            (2, 2, vec![member("n1", Status::Normal, &[7])], false),
+            (2, 2, vec![member("n1", Status::Standby, &[])], false),
+            (2, 2, vec![member("n4", Status::Joining, &[])], false),
+            (
+                2,
+                JOIN_MAX_ROUNDS + 1,
+                vec![member("n1", Status::Joining, &[])],
+                false,
+            ),
+        ];
+        for (acks, rounds, mut others, waits) in cases {
+            others.push(me());
+            let s = snap(acks, rounds, others);
+            assert_eq!(
+                waiting_for(&s, "n3").is_some(),
+                waits,
+                "acks {acks} rounds {rounds}: {:?}",
+                waiting_for(&s, "n3")
+            );
+        }
+    }
+
+    #[test]
+    fn the_detector_follows_the_gossip_interval() {
+        let mut c = crate::config::Config::resolve(Default::default(), Default::default())
+            .expect("defaults are valid");
+        c.gossip_interval = Duration::from_millis(200);
+        c.phi_threshold = 5.0;
+        c.seeds = vec![c.listen];
+        let g = gossip_config(&c);
+        assert!(g.validate().is_ok());
+        assert_eq!(g.failure_detector.min_interval, Duration::from_millis(200));
+        assert_eq!(g.failure_detector.max_interval, Duration::from_millis(400));
+        assert_eq!(g.failure_detector.threshold, 5.0);
+        assert!(!has_other_seeds(&c), "its own only seed");
+    }
+}

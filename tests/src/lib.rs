@@ -15,23 +15,34 @@ use anyhow::{Context as _, Result, bail};
 
 pub mod http;
 
-/// Finds the `qkvd` binary built alongside the tests.
+/// Finds the `qkvd` binary built alongside the tests (or `$QKVD_BIN`).
 pub fn qkvd_bin() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("QKVD_BIN") {
+    workspace_bin("qkvd", "QKVD_BIN")
+}
+
+/// Finds the `qkv` CLI built alongside the tests (or `$QKV_BIN`).
+pub fn qkv_bin() -> Result<PathBuf> {
+    workspace_bin("qkv", "QKV_BIN")
+}
+
+/// A binary of this workspace: `$env` when set, else the one cargo built
+/// for this test run, in the target directory above the test executable
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("locating the test executable")?;
-    // target/<profile>/deps/<test> -> target/<profile>/qkvd
     let mut dir = exe.parent().map(Path::to_path_buf);
     while let Some(d) = dir {
-        let candidate = d.join("qkvd");
+        let candidate = d.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
         dir = d.parent().map(Path::to_path_buf);
     }
     bail!(
-        "qkvd binary not found next to {}; run the tests with `cargo test --workspace` or set QKVD_BIN",
+        "{name} binary not found next to {}; run the tests with `cargo test --workspace` or set {env}",
         exe.display()
     )
 }

@@ -9,6 +9,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -47,10 +48,30 @@ fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
     )
 }
 
-/// A loopback port that was free a moment ago.
+/// First port of the range tests give to nodes: below Linux's ephemeral
+/// range (32768-60999), so that no outgoing connection of any client can
+/// be holding a port between the moment we pick it and the moment the
+/// node binds it (a node that lost that race would fail to start while
+/// `/health` on its port answered for another test's node).
+const PORT_BASE: u32 = 20_000;
+const PORT_SPAN: u32 = 12_000;
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback port for a node: never handed out twice by this process,
+/// spread by pid across processes, and bindable a moment ago.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
-    Ok(l.local_addr()?.port())
+    let offset = (std::process::id() % 600) * 20;
+    for _ in 0..PORT_SPAN {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = (PORT_BASE + (offset + n) % PORT_SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!(
+        "no free loopback port in {PORT_BASE}..{}",
+        PORT_BASE + PORT_SPAN
+    )
 }
 
 /// How to start one node.

@@ -226,7 +226,9 @@ impl Drop for Running {
     }
 }
 
-fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+/// A tokio runtime: current-thread for one thread, else multi-thread.
+/// Shared by the ceiling server and the load generator.
+pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -160,17 +160,7 @@ impl BenchArgs {
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    rt.context("cannot start the async runtime")
+    ceiling::runtime(threads).context("cannot start the async runtime")
 }
 
 /// Runs `qkv bench`.

@@ -100,11 +100,19 @@ impl Replica {
 
     /// The versions this node stores for a key.
     pub fn read(&self, bucket: &str, key: &[u8]) -> Result<Option<Dvvs>, StorageError> {
+        Ok(self.read_sized(bucket, key)?.map(|(object, _)| object))
+    }
+
+    /// The stored versions and their encoded size (what the byte counters
+    /// need, without encoding the object again).
+    fn read_sized(&self, bucket: &str, key: &[u8]) -> Result<Option<(Dvvs, usize)>, StorageError> {
         match self.store.get(bucket, key)? {
             None => Ok(None),
-            Some(bytes) => Dvvs::decode(&bytes).map(Some).map_err(|e| {
-                StorageError::Corrupt(format!("stored versions of a key in {bucket}: {e}"))
-            }),
+            Some(bytes) => Dvvs::decode(&bytes)
+                .map(|object| Some((object, bytes.len())))
+                .map_err(|e| {
+                    StorageError::Corrupt(format!("stored versions of a key in {bucket}: {e}"))
+                }),
         }
     }
 
@@ -132,8 +140,7 @@ impl Replica {
         conflicts: Conflicts,
     ) -> Result<WriteOutcome, StorageError> {
         let _guard = self.stripe(bucket, key).lock().await;
-        let old = self.read(bucket, key)?;
-        let old_size = old.as_ref().map(|o| o.encode().len());
+        let (old, old_size) = self.read_sized(bucket, key)?.unzip();
         let mut object = old.unwrap_or_default();
         let ts = self.now_after(object.max_timestamp());
         let value = match mutation {
@@ -162,8 +169,7 @@ impl Replica {
         conflicts: Conflicts,
     ) -> Result<WriteOutcome, StorageError> {
         let _guard = self.stripe(bucket, key).lock().await;
-        let old = self.read(bucket, key)?;
-        let old_size = old.as_ref().map(|o| o.encode().len());
+        let (old, old_size) = self.read_sized(bucket, key)?.unzip();
         if let Some(t) = remote.max_timestamp() {
             let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
             clock.observe(t, wall_ms());

@@ -78,12 +78,12 @@ async fn get(node: &Node, bucket: &str, key: &[u8], req: Request) -> Reply {
 /// Renders a read's versions per the contract.
 fn render_read(node: &Node, object: &Dvvs, req: &Request) -> Reply {
     let ctx = object.context().encode();
-    if object.is_deleted() || object.values().is_empty() {
+    let values = object.values();
+    if values.is_empty() || object.is_deleted() {
         return Err(ApiError::KeyNotFound {
             context: object.has_tombstone().then_some(ctx),
         });
     }
-    let values = object.values();
     if values.len() > 1 {
         node.metrics.conflicted_reads.inc();
         node.metrics.siblings_returned.inc_by(values.len() as u64);

@@ -216,13 +216,15 @@ fn meta_key(name: &str) -> String {
 /// The node's buckets: an in-memory cache over the metadata partition.
 pub struct Buckets {
     store: Store,
+    /// This node's id, named in storage errors.
+    node: String,
     default_n: u32,
     known: RwLock<HashMap<String, Stored>>,
 }
 
 impl Buckets {
-    /// Loads every stored bucket.
-    pub fn load(store: Store, default_n: u32) -> Result<Buckets, StorageError> {
+    /// Loads every stored bucket of node `node`.
+    pub fn load(store: Store, node: &str, default_n: u32) -> Result<Buckets, StorageError> {
         let mut known = HashMap::new();
         // "bucket0" is the first key after every "bucket/..." key.
         let entries = store.raw_scan(Partition::Meta, b"bucket/", Some(b"bucket0"), usize::MAX)?;
@@ -244,6 +246,7 @@ impl Buckets {
         }
         Ok(Buckets {
             store,
+            node: node.to_string(),
             default_n,
             known: RwLock::new(known),
         })
@@ -334,7 +337,6 @@ impl Buckets {
         if let Some(rr) = update.read_repair {
             props.read_repair = rr;
         }
-        let node = "local";
         self.persist(
             name,
             Stored {
@@ -343,7 +345,7 @@ impl Buckets {
             },
         )
         .await
-        .map_err(|e| ApiError::storage(node, 1, e))?;
+        .map_err(|e| ApiError::storage(&self.node, 1, e))?;
         Ok(props)
     }
 }
@@ -394,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn n_is_frozen_once_a_bucket_holds_data() {
-        let b = Buckets::load(Store::memory(), 3).expect("load");
+        let b = Buckets::load(Store::memory(), "n1", 3).expect("load");
         b.update(
             "t",
             BucketUpdate {
@@ -422,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn properties_survive_a_reload_from_the_store() {
         let store = Store::memory();
-        let b = Buckets::load(store.clone(), 3).expect("load");
+        let b = Buckets::load(store.clone(), "n1", 3).expect("load");
         b.update(
             "lw",
             BucketUpdate {
@@ -432,7 +434,7 @@ mod tests {
         )
         .await
         .expect("update");
-        let again = Buckets::load(store, 3).expect("reload");
+        let again = Buckets::load(store, "n1", 3).expect("reload");
         assert_eq!(again.get("lw").map(|p| p.conflicts), Some(Conflicts::Lww));
         assert!(again.get("nope").is_none());
         assert!(again.get("default").is_some());

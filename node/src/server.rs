@@ -95,7 +95,7 @@ impl Node {
         // A node without tokens chooses them once it has learned the ring
         // from gossip (`membership::start`); until then it is standby.
         let tokens = tokens::load(&store).map_err(storage)?.unwrap_or_default();
-        let buckets = Buckets::load(store.clone(), config.default_n).map_err(storage)?;
+        let buckets = Buckets::load(store.clone(), &id, config.default_n).map_err(storage)?;
         let replica = Replica::open(id.clone(), store).map_err(storage)?;
         let cluster = Cluster::single(
             LocalNode {

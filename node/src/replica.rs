@@ -22,11 +22,12 @@ use crate::version::{Clock, Context, Dvvs, Timestamp, Value};
 const STRIPES: usize = 4096;
 
 /// What a client asked to store: a value, or a deletion.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Mutation {
     /// Store `data` with its content type.
     Put {
         /// The value.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Its content type, returned on reads.
         content_type: String,

@@ -1,0 +1,262 @@
+//! The messages nodes send each other over internode RPC (`net::rpc`).
+//!
+//! Each [`Request`] gets exactly one [`Response`] or a [`RemoteError`]. The
+//! types are plain data (MessagePack via serde) so that the transport knows
+//! nothing about replicas or coordinators, and a replica's failure reaches
+//! the coordinator as what it was (storage, overload, deadline, or the
+//! replica coordinator's own API error), never as a bare string.
+
+use serde::{Deserialize, Serialize};
+
+use crate::buckets::BucketProps;
+use crate::error::{ApiError, ReplicaFailure};
+use crate::replica::Mutation;
+use crate::version::Dvvs;
+
+/// A request from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and round-trip probe.
+    Ping,
+    /// Coordinate a client's write as a replica: a coordinator that is not
+    /// a replica of the key forwards the write here, so that the version's
+    /// dot is minted by a replica.
+    Write(WriteRequest),
+    /// Merge these versions into what the replica stores (replication,
+    /// read repair, hinted handoff).
+    Replicate {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The versions to merge.
+        object: Dvvs,
+    },
+    /// What the replica stores for a key: the versions, or only their
+    /// digest when `digest` is set.
+    Read {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// Answer with a digest instead of the versions.
+        digest: bool,
+    },
+    /// A bucket's properties, announced by the node where they were set.
+    Bucket {
+        /// The bucket's name.
+        name: String,
+        /// Its properties.
+        props: BucketProps,
+        /// Whether it holds data (its `n` is then frozen).
+        has_data: bool,
+    },
+}
+
+impl Request {
+    /// A short name for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Write(_) => "write",
+            Request::Replicate { .. } => "replicate",
+            Request::Read { .. } => "read",
+            Request::Bucket { .. } => "bucket",
+        }
+    }
+}
+
+/// A forwarded client write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The client's causal context token (empty: none).
+    pub context: String,
+    /// The value or the deletion.
+    pub mutation: Mutation,
+    /// The bucket's properties as the first coordinator saw them.
+    pub props: BucketProps,
+    /// The write consistency, as the client spelled it.
+    pub w: String,
+    /// Record a trace of the replica coordinator's work.
+    pub trace: bool,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// Answer to [`Request::Write`].
+    Written(WriteReply),
+    /// Answer to [`Request::Replicate`] and [`Request::Bucket`]: stored.
+    Ack,
+    /// Answer to [`Request::Read`] with `digest: false`.
+    Object(Option<Dvvs>),
+    /// Answer to [`Request::Read`] with `digest: true` (`None`: no versions).
+    Digest(Option<u64>),
+}
+
+/// What a replica coordinator answers to a forwarded write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteReply {
+    /// The key's versions after the write, on the replica coordinator.
+    pub object: Dvvs,
+    /// Replicas that acknowledged in time.
+    pub acks: u32,
+    /// The replica coordinator's timeline, when asked for.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// One step of a coordinator's timeline (`?trace=true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// Microseconds since the traced request started on the node that
+    /// recorded the event.
+    pub at_us: u64,
+    /// The node that recorded it.
+    pub node: String,
+    /// What happened.
+    pub event: String,
+}
+
+/// Why a request failed on the remote node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The replica's storage failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The replica is shedding load.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The request's deadline passed on the replica.
+    #[error("deadline passed on the replica")]
+    Deadline,
+    /// The replica could not make sense of the request.
+    #[error("bad request: {0}")]
+    Bad(String),
+    /// The replica coordinator of a forwarded write answered an API error.
+    #[error("{}", .0.message)]
+    Api(WireApiError),
+}
+
+/// An [`ApiError`] in transit between a replica coordinator and the node
+/// the client asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireApiError {
+    /// The contract's error code.
+    pub code: String,
+    /// The message for a person.
+    pub message: String,
+    /// Replicas required.
+    pub required: usize,
+    /// Replicas alive (for `unavailable`).
+    pub alive: usize,
+    /// Acknowledgements (for `timeout`).
+    pub acks: usize,
+    /// Replicas that failed, with why.
+    pub failed: Vec<ReplicaFailure>,
+}
+
+impl From<&ApiError> for WireApiError {
+    fn from(e: &ApiError) -> Self {
+        let (required, alive, acks, failed) = match e {
+            ApiError::Unavailable {
+                required,
+                alive,
+                failed,
+                ..
+            } => (*required, *alive, 0, failed.clone()),
+            ApiError::Timeout {
+                required,
+                acks,
+                failed,
+                ..
+            } => (*required, 0, *acks, failed.clone()),
+            _ => (0, 0, 0, Vec::new()),
+        };
+        WireApiError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            required,
+            alive,
+            acks,
+            failed,
+        }
+    }
+}
+
+impl From<WireApiError> for ApiError {
+    fn from(w: WireApiError) -> Self {
+        match w.code.as_str() {
+            "unavailable" => ApiError::Unavailable {
+                required: w.required,
+                alive: w.alive,
+                message: w.message,
+                failed: w.failed,
+            },
+            "timeout" => ApiError::Timeout {
+                required: w.required,
+                acks: w.acks,
+                message: w.message,
+                failed: w.failed,
+            },
+            "overloaded" => ApiError::Overloaded(w.message),
+            "bad_consistency" => ApiError::BadConsistency(w.message),
+            "key_too_long" | "value_too_large" | "bad_request" => ApiError::BadRequest(w.message),
+            // Anything else from a peer is a replica that could not do the
+            // write: the request is unavailable, and says why.
+            _ => ApiError::Unavailable {
+                required: w.required.max(1),
+                alive: 0,
+                message: w.message,
+                failed: w.failed,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_survive_the_wire() {
+        let e = ApiError::Timeout {
+            required: 2,
+            acks: 1,
+            message: "1 of 2".into(),
+            failed: vec![ReplicaFailure {
+                node: "n3".into(),
+                reason: "late".into(),
+            }],
+        };
+        let wire = WireApiError::from(&e);
+        let bytes = rmp_serde::to_vec(&RemoteError::Api(wire)).expect("encode");
+        let back: RemoteError = rmp_serde::from_slice(&bytes).expect("decode");
+        let RemoteError::Api(w) = back else {
+            panic!("not an api error: {back:?}")
+        };
+        let e2 = ApiError::from(w);
+        assert_eq!(e2.status(), 504);
+        assert_eq!(e2.body(), e.body());
+    }
+
+    #[test]
+    fn requests_round_trip_through_messagepack() {
+        let req = Request::Read {
+            bucket: "b".into(),
+            key: vec![0, 255, 7],
+            digest: true,
+        };
+        let bytes = rmp_serde::to_vec(&req).expect("encode");
+        let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
+        assert!(matches!(back, Request::Read { ref key, digest: true, .. } if key == &[0, 255, 7]));
+    }
+}

@@ -91,6 +91,53 @@ pub async fn call(
     ))
 }
 
+/// How long an announcement of bucket properties may take per peer.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn bucket_request(r: crate::buckets::BucketRecord) -> Request {
+    Request::Bucket {
+        name: r.name,
+        props: r.props,
+        has_data: r.has_data,
+        updated_ms: r.updated_ms,
+    }
+}
+
+/// Tells every other member about bucket `name` (after it was set here),
+/// in the background. A member that misses it learns it when this node
+/// next sees it come up ([`push_buckets`]).
+pub fn announce_bucket(node: &Arc<Node>, name: &str) {
+    let Some(record) = node.buckets.record(name) else {
+        return;
+    };
+    for peer in node.cluster.others() {
+        let (node, req) = (node.clone(), bucket_request(record.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = call(&node, &peer, req, ANNOUNCE_TIMEOUT).await {
+                tracing::debug!(%peer, error = %e, "bucket announcement not delivered");
+            }
+        });
+    }
+}
+
+/// Sends every bucket this node knows to `peer` (which just came up), in
+/// the background: bucket properties converge without a coordinator.
+pub fn push_buckets(node: &Arc<Node>, peer: &str) {
+    let records = node.buckets.records();
+    if records.is_empty() {
+        return;
+    }
+    let (node, peer) = (node.clone(), peer.to_string());
+    tokio::spawn(async move {
+        for r in records {
+            if let Err(e) = call(&node, &peer, bucket_request(r), ANNOUNCE_TIMEOUT).await {
+                tracing::debug!(%peer, error = %e, "bucket push not delivered");
+                return;
+            }
+        }
+    });
+}
+
 /// What this node, as a replica, does with a request from a coordinator.
 pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteError> {
     match req {

@@ -179,10 +179,14 @@ async fn coordinate(
     fallback: bool,
 ) -> Result<(Dvvs, usize), ApiError> {
     let me = node.replica.id().to_string();
-    node.buckets
+    if node
+        .buckets
         .mark_has_data(&a.bucket)
         .await
-        .map_err(|e| ApiError::storage(&me, required, e))?;
+        .map_err(|e| ApiError::storage(&me, required, e))?
+    {
+        crate::peers::announce_bucket(node, &a.bucket);
+    }
     let local = async {
         node.faults.storage_delay().await;
         node.replica

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use serde_json::json;
 use warp::http::Method;
 
@@ -30,7 +32,7 @@ pub fn health(node: &Node, req: &Request) -> Reply {
 }
 
 /// `GET|PUT /buckets/{bucket}`.
-pub async fn bucket(node: &Node, name: &str, req: Request) -> Reply {
+pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
     validate_bucket_name(name)?;
     match req.method {
         Method::GET | Method::HEAD => match node.buckets.get(name) {
@@ -55,6 +57,7 @@ pub async fn bucket(node: &Node, name: &str, req: Request) -> Reply {
                 })?
             };
             let props = node.buckets.update(name, update).await?;
+            crate::peers::announce_bucket(node, name);
             Ok(json(200, &json!(props)))
         }
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
@@ -95,7 +98,20 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
     let key = decode_key(raw_key)?;
     let props = node.buckets.props_for_keys(bucket);
     let token = quorumkv_ring::token_of(bucket.as_bytes(), &key);
-    let replicas = node.cluster.ring().preference_list(token, props.n as usize);
+    let ring = node.cluster.ring();
+    let replicas = ring.preference_list(token, props.n as usize);
+    // The rest of the ring in order: where a sloppy quorum finds stand-ins.
+    let fallbacks: Vec<String> = ring
+        .preference_list(token, ring.node_count())
+        .into_iter()
+        .filter(|n| !replicas.contains(n))
+        .collect();
+    let placement = crate::coordinator::placement(node, bucket, &key, &props);
+    let targets: Vec<_> = placement
+        .targets
+        .iter()
+        .map(|t| json!({"node": t.node, "for": t.hint_for}))
+        .collect();
     Ok(json(
         200,
         &json!({
@@ -104,6 +120,9 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
             "token": token,
             "n": props.n,
             "replicas": replicas,
+            "fallbacks": fallbacks,
+            "targets": targets,
+            "down": placement.down,
         }),
     ))
 }

@@ -60,6 +60,8 @@
 pub mod handshake;
 mod peer;
 pub mod rpc;
+#[cfg(test)]
+mod rpc_tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

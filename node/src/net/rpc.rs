@@ -139,7 +139,7 @@ struct Pending {
 }
 
 impl Calls {
-    fn register(&self) -> Result<(u64, oneshot::Receiver<Outcome>), CallError> {
+    pub(super) fn register(&self) -> Result<(u64, oneshot::Receiver<Outcome>), CallError> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let (done, rx) = oneshot::channel();
         let mut t = lock(&self.table);

@@ -24,6 +24,10 @@
 //!   an instant, because the nodes' clocks are not synchronised; the
 //!   callee's deadline therefore ends a little after the caller's.
 //!
+//! Caveats: a handler that panics sends no answer (its caller times out);
+//! [`CallError::Stopped`] does not say whether a request already sent was
+//! applied, since nobody on a stopping node is left to act on it.
+//!
 //! [`Config::max_inbound`]: super::Config::max_inbound
 
 use std::collections::HashMap;

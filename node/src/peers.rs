@@ -8,10 +8,12 @@
 //! queue, an overloaded peer). [`serve`] is the other side: what a replica
 //! does with a request from a coordinator.
 
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::net::Net;
+use crate::net::{CallError, Handler, Net, PeerInfo};
 use crate::proto::{RemoteError, Request, Response};
 use crate::server::Node;
 
@@ -85,10 +87,33 @@ pub async fn call(
     let Some(addr) = node.cluster.addr_of(to) else {
         return Err(PeerError::NotSent(format!("no known address for {to}")));
     };
-    let _ = (net, addr, req, timeout);
-    Err(PeerError::NotSent(
-        "internode RPC is not available yet".into(),
-    ))
+    net.call(&addr, req, timeout).await.map_err(|e| match e {
+        CallError::Unreachable(why) => PeerError::NotSent(format!("unreachable: {why}")),
+        CallError::QueueFull => PeerError::NotSent(format!("send queue to {to} is full")),
+        CallError::Stopped => PeerError::NotSent("this node is shutting down".into()),
+        CallError::Timeout => PeerError::Timeout(timeout.as_millis() as u64),
+        CallError::ConnectionLost => PeerError::Lost("connection lost before the answer".into()),
+        CallError::Remote(r) => PeerError::Remote(r),
+    })
+}
+
+/// The transport's handler of requests from other nodes.
+pub struct RpcHandler(pub Weak<Node>);
+
+impl Handler for RpcHandler {
+    fn handle(
+        &self,
+        _from: &PeerInfo,
+        req: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, RemoteError>> + Send + 'static>> {
+        let node = self.0.upgrade();
+        Box::pin(async move {
+            match node {
+                Some(node) => serve(node, req).await,
+                None => Err(RemoteError::Overloaded("node is shutting down".into())),
+            }
+        })
+    }
 }
 
 /// How long an announcement of bucket properties may take per peer.

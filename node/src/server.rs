@@ -229,6 +229,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let (net, inbox) = Net::start(net::Config::new(identity), listen);
     node.peers.attach(net.clone());
+    net.set_handler(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
     // Joins the ring (choosing tokens) before the API serves.
     let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
     if cfg.auth_enabled() {

@@ -100,6 +100,11 @@ pub enum Envelope {
         timeout_ms: u32,
         /// What is asked.
         body: proto::Request,
+        /// The caller's wall-clock deadline (ms since the epoch; 0: none).
+        /// A request read after it (plus [`rpc::CLOCK_SKEW_ALLOWANCE_MS`]),
+        /// e.g. by a node that was paused, is answered `Deadline` without
+        /// being run: its caller gave up long ago and has hinted the write.
+        expires_unix_ms: u64,
     },
     /// The answer to a request, on the connection the request came on.
     Response {
@@ -243,6 +248,9 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Outbound connections established.
     pub connects: AtomicU64,
+    /// Requests read after their caller's deadline, answered without
+    /// being run.
+    pub inbound_expired: AtomicU64,
     /// RPC calls made.
     pub calls: AtomicU64,
     /// Calls that got no answer within their timeout.
@@ -418,8 +426,16 @@ impl Net {
                 id,
                 timeout_ms,
                 body,
+                expires_unix_ms,
             } => match side {
-                peer::Side::Inbound { reply } => self.serve(from, id, timeout_ms, body, reply),
+                peer::Side::Inbound { reply } => {
+                    if rpc::expired(expires_unix_ms) {
+                        self.counters.inbound_expired.fetch_add(1, Relaxed);
+                        debug!(peer = %from.node, id, "dropping a request past its deadline");
+                        return self.answer(reply, id, Err(proto::RemoteError::Deadline));
+                    }
+                    self.serve(from, id, timeout_ms, body, reply)
+                }
                 // Requests come on connections their sender dialed; there
                 // is no reply queue on ours.
                 peer::Side::Outbound { .. } => {

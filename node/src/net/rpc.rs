@@ -43,6 +43,24 @@ use tracing::{debug, warn};
 use super::{Envelope, Net, NetError, PeerInfo, lock};
 use crate::proto::{RemoteError, Request, Response};
 
+/// How far a request may be read past its caller's wall-clock deadline
+/// before it is dropped unrun. Covers clock skew between nodes (kept small
+/// by NTP); a node paused for longer than timeout + this does not apply
+/// stale requests when it resumes — their callers hinted them instead.
+pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 1000;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether a request with this wall-clock deadline (0: none) is stale.
+pub(super) fn expired(expires_unix_ms: u64) -> bool {
+    expires_unix_ms != 0 && unix_ms() > expires_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS)
+}
+
 /// What serves the requests other nodes send this one.
 pub trait Handler: Send + Sync + 'static {
     /// Answers `req` from `from`. It is called on the connection's own
@@ -293,6 +311,7 @@ impl Net {
             id,
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             body: req,
+            expires_unix_ms: unix_ms().saturating_add(timeout.as_millis() as u64),
         };
         self.push(to, env, true).map_err(|e| match e {
             NetError::QueueFull(_) => CallError::QueueFull,
@@ -352,7 +371,7 @@ impl Net {
         });
     }
 
-    fn answer(
+    pub(super) fn answer(
         &self,
         reply: &mpsc::Sender<Envelope>,
         id: u64,

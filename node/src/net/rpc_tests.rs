@@ -191,6 +191,7 @@ async fn the_callee_answers_deadline_when_the_request_outlives_its_timeout() {
         id,
         timeout_ms: 50,
         body,
+        expires_unix_ms: 0,
     };
     a.send(&addr(&b), env).expect("queued");
     let r = tokio::time::timeout(Duration::from_secs(5), rx)
@@ -201,6 +202,36 @@ async fn the_callee_answers_deadline_when_the_request_outlives_its_timeout() {
         matches!(r, Err(CallError::Remote(RemoteError::Deadline))),
         "{r:?}"
     );
+}
+
+#[tokio::test]
+async fn a_request_read_after_its_callers_deadline_is_not_run() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (runs, _parked) = serve(&b);
+    // As a paused node would find it on resuming: the caller's deadline
+    // (and the skew allowance) passed long ago.
+    let (id, rx) = a.rpc.register().expect("not stopped");
+    let env = Envelope::Request {
+        id,
+        timeout_ms: 2000,
+        body: read("echo", 7),
+        expires_unix_ms: 1,
+    };
+    a.send(&addr(&b), env).expect("queued");
+    let r = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered")
+        .expect("still pending");
+    assert!(
+        matches!(r, Err(CallError::Remote(RemoteError::Deadline))),
+        "{r:?}"
+    );
+    assert_eq!(runs.load(Relaxed), 0, "the handler must not run");
+    assert_eq!(b.counters().inbound_expired.load(Relaxed), 1);
+    // A fresh call on the same connection is served.
+    let ok = a.call(&addr(&b), read("echo", 7), LONG).await;
+    assert!(matches!(ok, Ok(Response::Digest(Some(7)))), "{ok:?}");
 }
 
 #[tokio::test]

@@ -283,8 +283,9 @@ async fn coordinate(
     let mut waiting: Vec<String> = others.iter().map(|t| t.node.clone()).collect();
     let mut failed = Vec::new();
     while acks < required {
-        if acks + waiting.len() < required {
-            // Decided: W can no longer be reached.
+        if waiting.is_empty() {
+            // Decided: W can no longer be reached, and every target has
+            // answered (so `acks` is exact).
             return Err(ApiError::Timeout {
                 required,
                 acks,

@@ -79,6 +79,8 @@
 mod layout;
 mod throttle;
 
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -124,6 +124,61 @@ impl TokenBucket {
 }
 
 #[cfg(test)]
+pub(super) mod manual {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::{BoxFuture, Clock};
+
+    /// A clock that moves only when told to, or when someone sleeps on it:
+    /// a sleep advances it by the sleep's length, so `elapsed` after a
+    /// throttled replay is exactly the time the replay waited.
+    #[derive(Clone)]
+    pub(crate) struct ManualClock {
+        wall_origin_ms: u64,
+        nanos: Arc<AtomicU64>,
+    }
+
+    impl ManualClock {
+        pub(crate) fn at(wall_ms: u64) -> Self {
+            ManualClock {
+                wall_origin_ms: wall_ms,
+                nanos: Arc::new(AtomicU64::new(0)),
+            }
+        }
+
+        pub(crate) fn advance(&self, d: Duration) {
+            let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            self.nanos.fetch_add(n, Ordering::SeqCst);
+        }
+
+        /// Time passed since the clock was made.
+        pub(crate) fn elapsed(&self) -> Duration {
+            Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn wall_ms(&self) -> u64 {
+            self.wall_origin_ms + self.elapsed().as_millis() as u64
+        }
+
+        fn monotonic(&self) -> Duration {
+            self.elapsed()
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<()> {
+            let clock = self.clone();
+            Box::pin(async move {
+                clock.advance(d);
+                tokio::task::yield_now().await;
+            })
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
 use super::layout::{self, decode_record, encode_record, hint_key, parse_key};
 use super::throttle::manual::ManualClock;
 use super::*;

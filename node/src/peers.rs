@@ -163,6 +163,40 @@ pub fn push_buckets(node: &Arc<Node>, peer: &str) {
     });
 }
 
+/// How long one hint delivery may take.
+const HINT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The replayer's view of whether a hint's target can take it: up by the
+/// failure detector.
+pub fn hint_target_is_up(node: &Arc<Node>) -> crate::hints::IsUpFn {
+    let node = Arc::downgrade(node);
+    Arc::new(move |target: &str| node.upgrade().is_some_and(|n| n.cluster.is_alive(target)))
+}
+
+/// Delivers one hint: the target merges the versions (idempotent, so a
+/// hint delivered twice after a crash does no harm).
+pub fn hint_delivery(node: &Arc<Node>) -> crate::hints::DeliverFn {
+    let node = Arc::downgrade(node);
+    Arc::new(move |h: crate::hints::Hint| {
+        let node = node.upgrade();
+        Box::pin(async move {
+            let Some(node) = node else {
+                return Err("node is shutting down".to_string());
+            };
+            let req = Request::Replicate {
+                bucket: h.bucket,
+                key: h.key,
+                object: h.object,
+                hint_for: None,
+            };
+            match call(&node, &h.target, req, HINT_DELIVERY_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
+}
+
 /// What this node, as a replica, does with a request from a coordinator.
 pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteError> {
     match req {

@@ -67,7 +67,14 @@ pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
 /// `GET /cluster/members`.
 pub fn members(node: &Node, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
-    Ok(json(200, &json!(node.cluster.members())))
+    let mut list = json!(node.cluster.members());
+    if let Some(items) = list.as_array_mut() {
+        for m in items {
+            let id = m["id"].as_str().unwrap_or_default().to_string();
+            m["hints_pending"] = json!(node.hints.pending_for(&id));
+        }
+    }
+    Ok(json(200, &list))
 }
 
 /// `GET /cluster/ring`: tokens in ring order, each node's primary share
@@ -133,6 +140,11 @@ pub fn metrics(node: &Node, req: &Request) -> Reply {
     let (keys, bytes) = node.replica.stored();
     node.metrics.keys_stored.set(keys);
     node.metrics.bytes_stored.set(bytes);
+    node.metrics.sync_hints(
+        &node.hints.pending(),
+        &node.cluster.others(),
+        &node.hints.stats(),
+    );
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

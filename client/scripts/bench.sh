@@ -6,6 +6,8 @@
 #   client/scripts/bench.sh [periodic|always] [more `qkv bench` flags...]
 #   NODES=3 client/scripts/bench.sh periodic     # issue 5: 3 nodes, N=3,
 #                                                 # all on NODE_CPU (default 1)
+#   NODES=3 NODE_CPU=0,1 CEILING_CPU=1 client/scripts/bench.sh periodic
+#                                                 # nodes free on both cores
 #
 # Builds release binaries (unless QKVD/QKV point at existing ones), starts the
 # node on a fresh temporary data dir, waits for /health, runs
@@ -67,6 +69,6 @@ done
 
 node_flags=()
 for u in "${urls[@]}"; do node_flags+=(--node "$u"); done
-echo "$nodes qkvd (pids ${pids[*]}, N=$n) on core(s) $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core(s) $node_cpu"
+echo "$nodes qkvd (pids ${pids[*]}, N=$n) on core(s) $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core ${CEILING_CPU:-$node_cpu}"
 "$qkv" "${node_flags[@]}" bench --keys 100000 --value-size 100 --read-ratio 0.5 \
-    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "$node_cpu" --server-pid "$pid" "$@"
+    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "${CEILING_CPU:-$node_cpu}" --server-pid "$pid" "$@"

@@ -200,6 +200,12 @@ pub struct Args {
     #[arg(long, env = "QKV_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// Reads take full versions from one replica and digests from the
+    /// others (fetching versions only on a mismatch), instead of full
+    /// versions from all R. For measuring the two [default: off]
+    #[arg(long, env = "QKV_READ_DIGESTS", value_enum, hide = true)]
+    pub read_digests: Option<Switch>,
+
     /// Hinted handoff: keep writes for replicas that are down or late and
     /// deliver them when the replica is back [default: on]
     #[arg(long, env = "QKV_HINTED_HANDOFF", value_enum)]
@@ -298,6 +304,8 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// Failure detector conviction threshold.
     pub phi_threshold: f64,
+    /// Whether reads ask all but one replica for digests.
+    pub read_digests: bool,
     /// Whether hints are written.
     pub hinted_handoff: bool,
     /// Hints older than this are dropped.
@@ -492,6 +500,7 @@ impl Config {
                 }
                 phi
             },
+            read_digests: pick!(read_digests).unwrap_or(Switch::Off) == Switch::On,
             hinted_handoff: pick!(hinted_handoff).unwrap_or(Switch::On) == Switch::On,
             max_hint_window: Duration::from_secs(in_range(
                 "--max-hint-window-secs",

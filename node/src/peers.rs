@@ -229,7 +229,7 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
                 .read(&bucket, &key)
                 .map_err(|e| RemoteError::Storage(e.to_string()))?;
             Ok(if digest {
-                Response::Digest(found.map(|o| xxhash_rust::xxh3::xxh3_64(&o.encode())))
+                Response::Digest(found.map(|o| o.digest()))
             } else {
                 Response::Object(found)
             })

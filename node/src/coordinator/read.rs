@@ -4,10 +4,11 @@
 //! versions — before answering (`blocking`, the default: quorum reads
 //! become monotonic), after answering (`async`), or not at all (`off`).
 //!
-//! Every replica answers with its full versions, not a digest: with
-//! values of typical size the versions cost little more to send than a
-//! digest, and a digest mismatch would cost a second round trip to fetch
-//! them (docs/CONSISTENCY.md).
+//! By default every replica answers with its full versions. With the
+//! hidden `--read-digests on`, one replica (this node when it is one)
+//! answers with versions and the others with a digest; a digest that
+//! differs from the merge costs a second round trip for that replica's
+//! versions. docs/PERFORMANCE.md compares the two.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,120 @@ pub struct ReadArgs {
     pub trace: Option<Trace>,
 }
 
-type Answer = (String, Result<Option<Dvvs>, PeerError>);
+/// What a replica answered.
+enum Got {
+    /// Its versions.
+    Full(Option<Dvvs>),
+    /// A digest of them.
+    Digest(Option<u64>),
+}
+
+type Answer = (String, Result<Got, PeerError>);
+
+/// The answers of one read as they arrive.
+struct Gather<'a> {
+    node: &'a Arc<Node>,
+    a: &'a ReadArgs,
+    deadline: Instant,
+    tx: mpsc::Sender<Answer>,
+    waiting: Vec<String>,
+    full: Vec<(String, Option<Dvvs>)>,
+    digests: Vec<(String, Option<u64>)>,
+    failed: Vec<ReplicaFailure>,
+}
+
+impl Gather<'_> {
+    fn answered(&self) -> usize {
+        self.full.len() + self.digests.len()
+    }
+
+    /// Asks one replica: this node inline, another over RPC in a task that
+    /// reports on `tx`.
+    async fn ask(&mut self, target: &str, digest: bool) {
+        let (node, a) = (self.node, self.a);
+        if target == node.replica.id() {
+            let local = async {
+                node.faults.storage_delay().await;
+                node.replica.read(&a.bucket, &a.key)
+            };
+            let result = match tokio::time::timeout_at(self.deadline.into(), local).await {
+                Err(_) => Err(PeerError::Timeout(0)),
+                Ok(Err(e)) => Err(PeerError::Remote(RemoteError::Storage(e.to_string()))),
+                Ok(Ok(o)) => Ok(Got::Full(o)),
+            };
+            self.take(target.to_string(), result);
+            return;
+        }
+        note(&a.trace, || {
+            format!(
+                "asking {target}{}",
+                if digest { " for a digest" } else { "" }
+            )
+        });
+        self.waiting.push(target.to_string());
+        let req = Request::Read {
+            bucket: a.bucket.clone(),
+            key: a.key.clone(),
+            digest,
+        };
+        let (node, target, tx) = (node.clone(), target.to_string(), self.tx.clone());
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        tokio::spawn(async move {
+            let result = match peers::call(&node, &target, req, left).await {
+                Ok(Response::Object(o)) => Ok(Got::Full(o)),
+                Ok(Response::Digest(d)) => Ok(Got::Digest(d)),
+                Ok(other) => Err(PeerError::Remote(RemoteError::Bad(format!(
+                    "unexpected answer {other:?}"
+                )))),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send((target, result)).await;
+        });
+    }
+
+    fn take(&mut self, from: String, result: Result<Got, PeerError>) {
+        self.waiting.retain(|n| *n != from);
+        let trace = &self.a.trace;
+        match result {
+            Ok(Got::Full(o)) => {
+                note(trace, || {
+                    format!(
+                        "{from} answered: {}",
+                        o.as_ref().map_or("nothing".to_string(), |o| format!(
+                            "{} versions",
+                            o.sibling_count()
+                        ))
+                    )
+                });
+                self.full.push((from, o));
+            }
+            Ok(Got::Digest(d)) => {
+                note(trace, || format!("{from} answered a digest"));
+                self.digests.push((from, d));
+            }
+            Err(e) => {
+                note(trace, || format!("{from} failed: {e}"));
+                self.failed.push(ReplicaFailure {
+                    node: from,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The DVVSet merge of every full answer (`None`: no versions).
+    fn merged(&self) -> Option<Dvvs> {
+        let mut m = self
+            .full
+            .iter()
+            .filter_map(|(_, o)| o.as_ref())
+            .fold(Dvvs::default(), |acc, o| acc.sync(o));
+        if self.a.props.conflicts == Conflicts::Lww {
+            m.resolve_lww();
+        }
+        (!m.is_empty()).then_some(m)
+    }
+}
 
 /// Reads a key at consistency `r`; `None` when no replica has a version.
 pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiError> {
@@ -64,53 +178,41 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
     });
 
     let (tx, mut rx) = mpsc::channel::<Answer>(order.len().max(1));
+    let mut g = Gather {
+        node,
+        a: &a,
+        deadline,
+        tx,
+        waiting: Vec::new(),
+        full: Vec::new(),
+        digests: Vec::new(),
+        failed: Vec::new(),
+    };
     let mut spares = order.into_iter();
-    let mut waiting: Vec<String> = Vec::new();
-    let mut answers: Vec<(String, Option<Dvvs>)> = Vec::new();
-    let mut failed: Vec<ReplicaFailure> = Vec::new();
-    for _ in 0..required {
+    for i in 0..required {
         if let Some(n) = spares.next() {
-            ask(
-                node,
-                &a,
-                &n,
-                deadline,
-                &tx,
-                &mut waiting,
-                &mut answers,
-                &mut failed,
-            )
-            .await;
+            g.ask(&n, i > 0 && node.config.read_digests).await;
         }
     }
     let mut speculate_at = Instant::now() + SPECULATE_AFTER;
-    while answers.len() < required {
-        if answers.len() + waiting.len() < required {
-            // Ask a spare for every replica that failed.
+    while g.answered() < required || g.full.is_empty() {
+        if g.answered() + g.waiting.len() < required || (g.waiting.is_empty() && g.full.is_empty())
+        {
+            // Ask a spare (for its versions) for every replica that failed.
             match spares.next() {
                 Some(n) => {
-                    ask(
-                        node,
-                        &a,
-                        &n,
-                        deadline,
-                        &tx,
-                        &mut waiting,
-                        &mut answers,
-                        &mut failed,
-                    )
-                    .await;
+                    g.ask(&n, false).await;
                     continue;
                 }
-                None if waiting.is_empty() => {
+                None if g.waiting.is_empty() => {
+                    let acks = g.answered();
                     return Err(ApiError::Timeout {
                         required,
-                        acks: answers.len(),
+                        acks,
                         message: format!(
-                            "{} of {required} replicas answered; the others failed",
-                            answers.len()
+                            "{acks} of {required} replicas answered; the others failed"
                         ),
-                        failed,
+                        failed: g.failed,
                     });
                 }
                 None => {}
@@ -119,47 +221,62 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
         let wake = speculate_at.min(deadline);
         match tokio::time::timeout_at(wake.into(), rx.recv()).await {
             Err(_) if Instant::now() >= deadline => {
-                failed.extend(waiting.drain(..).map(|n| ReplicaFailure {
+                let acks = g.answered();
+                g.failed.extend(g.waiting.drain(..).map(|n| ReplicaFailure {
                     node: n,
                     reason: "no answer before the deadline".into(),
                 }));
-                return Err(timeout_error(required, answers.len(), failed, deadline));
+                return Err(timeout_error(required, acks, g.failed, deadline));
             }
             Err(_) => {
                 speculate_at = deadline;
                 if let Some(n) = spares.next() {
                     note(&a.trace, || format!("slow replicas; also asking {n}"));
-                    ask(
-                        node,
-                        &a,
-                        &n,
-                        deadline,
-                        &tx,
-                        &mut waiting,
-                        &mut answers,
-                        &mut failed,
-                    )
-                    .await;
+                    g.ask(&n, false).await;
                 }
             }
-            // `tx` lives in this function: the channel cannot close here.
+            // `g.tx` lives until the end of this function: the channel
+            // cannot close here.
             Ok(None) => {}
-            Ok(Some((from, result))) => {
-                waiting.retain(|n| *n != from);
-                take(&a.trace, from, result, &mut answers, &mut failed);
-            }
+            Ok(Some((from, result))) => g.take(from, result),
         }
     }
 
-    let mut merged = answers
+    // Digests that differ from the merge: fetch those replicas' versions.
+    let mut merged = g.merged();
+    let digest = merged.as_ref().map(Dvvs::digest);
+    let differing: Vec<String> = g
+        .digests
         .iter()
-        .filter_map(|(_, o)| o.as_ref())
-        .fold(Dvvs::default(), |acc, o| acc.sync(o));
-    if a.props.conflicts == Conflicts::Lww {
-        merged.resolve_lww();
+        .filter(|(_, d)| *d != digest)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !differing.is_empty() {
+        note(&a.trace, || {
+            format!("digests differ: [{}]", differing.join(", "))
+        });
+        let fetches = differing.iter().map(|n| {
+            let req = Request::Read {
+                bucket: a.bucket.clone(),
+                key: a.key.clone(),
+                digest: false,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            async move { (n.clone(), peers::call(node, n, req, left).await) }
+        });
+        for (n, r) in futures::future::join_all(fetches).await {
+            match r {
+                Ok(Response::Object(o)) => g.full.push((n, o)),
+                Ok(_) | Err(_) => {
+                    // Its digest said it differs: repair it with the merge.
+                    g.full.push((n, None));
+                }
+            }
+        }
+        merged = g.merged();
     }
-    let merged = (!merged.is_empty()).then_some(merged);
-    let stale: Vec<String> = answers
+    let stale: Vec<String> = g
+        .full
         .iter()
         .filter(|(_, o)| *o != merged)
         .map(|(n, _)| n.clone())
@@ -212,7 +329,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
             ReadRepair::Off => {}
         }
     }
-    if !waiting.is_empty() && a.props.read_repair != ReadRepair::Off {
+    if !g.waiting.is_empty() && a.props.read_repair != ReadRepair::Off {
         // Spares asked but not needed: repair them too when they answer.
         let (node, bucket, key, merged) = (
             node.clone(),
@@ -220,8 +337,9 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
             a.key.clone(),
             merged.clone(),
         );
+        drop(g);
         tokio::spawn(async move {
-            while let Ok(Some((from, Ok(theirs)))) =
+            while let Ok(Some((from, Ok(Got::Full(theirs))))) =
                 tokio::time::timeout_at(deadline.into(), rx.recv()).await
             {
                 if let Some(m) = &merged
@@ -244,83 +362,6 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
     }
     note(&a.trace, || "answering".to_string());
     Ok(merged)
-}
-
-fn take(
-    trace: &Option<Trace>,
-    from: String,
-    result: Result<Option<Dvvs>, PeerError>,
-    answers: &mut Vec<(String, Option<Dvvs>)>,
-    failed: &mut Vec<ReplicaFailure>,
-) {
-    match result {
-        Ok(o) => {
-            note(trace, || {
-                format!(
-                    "{from} answered: {}",
-                    o.as_ref().map_or("nothing".to_string(), |o| format!(
-                        "{} versions",
-                        o.sibling_count()
-                    ))
-                )
-            });
-            answers.push((from, o));
-        }
-        Err(e) => {
-            note(trace, || format!("{from} failed: {e}"));
-            failed.push(ReplicaFailure {
-                node: from,
-                reason: e.to_string(),
-            });
-        }
-    }
-}
-
-/// Asks one replica: this node inline, another over RPC in a task that
-/// reports on `tx`.
-#[allow(clippy::too_many_arguments)]
-async fn ask(
-    node: &Arc<Node>,
-    a: &ReadArgs,
-    target: &str,
-    deadline: Instant,
-    tx: &mpsc::Sender<Answer>,
-    waiting: &mut Vec<String>,
-    answers: &mut Vec<(String, Option<Dvvs>)>,
-    failed: &mut Vec<ReplicaFailure>,
-) {
-    if target == node.replica.id() {
-        let local = async {
-            node.faults.storage_delay().await;
-            node.replica.read(&a.bucket, &a.key)
-        };
-        let result = match tokio::time::timeout_at(deadline.into(), local).await {
-            Err(_) => Err(PeerError::Timeout(0)),
-            Ok(Err(e)) => Err(PeerError::Remote(RemoteError::Storage(e.to_string()))),
-            Ok(Ok(o)) => Ok(o),
-        };
-        take(&a.trace, target.to_string(), result, answers, failed);
-        return;
-    }
-    note(&a.trace, || format!("asking {target}"));
-    waiting.push(target.to_string());
-    let req = Request::Read {
-        bucket: a.bucket.clone(),
-        key: a.key.clone(),
-        digest: false,
-    };
-    let (node, target, tx) = (node.clone(), target.to_string(), tx.clone());
-    let left = deadline.saturating_duration_since(Instant::now());
-    tokio::spawn(async move {
-        let result = match peers::call(&node, &target, req, left).await {
-            Ok(Response::Object(o)) => Ok(o),
-            Ok(other) => Err(PeerError::Remote(RemoteError::Bad(format!(
-                "unexpected answer {other:?}"
-            )))),
-            Err(e) => Err(e),
-        };
-        let _ = tx.send((target, result)).await;
-    });
 }
 
 /// Brings one replica up to `merged`.

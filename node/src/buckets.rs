@@ -207,6 +207,31 @@ struct Stored {
     props: BucketProps,
     /// Set once a key was written: `n` is frozen from then on.
     has_data: bool,
+    /// When the properties were last set (wall-clock ms, kept increasing):
+    /// the newest setting wins when nodes exchange properties.
+    #[serde(default)]
+    updated_ms: u64,
+}
+
+/// A bucket as nodes exchange it: name, properties, whether it holds
+/// data, and when its properties were set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketRecord {
+    /// The bucket's name.
+    pub name: String,
+    /// Its properties.
+    pub props: BucketProps,
+    /// Whether any node wrote a key to it.
+    pub has_data: bool,
+    /// When its properties were set (ms).
+    pub updated_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn meta_key(name: &str) -> String {
@@ -278,9 +303,14 @@ impl Buckets {
         if self.read().get(name).is_some_and(|s| s.has_data) {
             return Ok(());
         }
+        let (props, updated_ms) = match self.read().get(name) {
+            Some(s) => (s.props.clone(), s.updated_ms),
+            None => (self.props_for_keys(name), 0),
+        };
         let stored = Stored {
-            props: self.props_for_keys(name),
+            props,
             has_data: true,
+            updated_ms,
         };
         self.persist(name, stored).await
     }
@@ -299,9 +329,9 @@ impl Buckets {
     /// Applies `update` to a bucket, creating it if needed; validates
     /// everything before changing anything.
     pub async fn update(&self, name: &str, update: BucketUpdate) -> Result<BucketProps, ApiError> {
-        let (mut props, has_data) = match self.read().get(name) {
-            Some(s) => (s.props.clone(), s.has_data),
-            None => (BucketProps::defaults(self.default_n), false),
+        let (mut props, has_data, prev_ms) = match self.read().get(name) {
+            Some(s) => (s.props.clone(), s.has_data, s.updated_ms),
+            None => (BucketProps::defaults(self.default_n), false, 0),
         };
         if let Some(n) = update.n {
             if n == 0 || n > MAX_N {
@@ -342,11 +372,77 @@ impl Buckets {
             Stored {
                 props: props.clone(),
                 has_data,
+                updated_ms: now_ms().max(prev_ms + 1),
             },
         )
         .await
         .map_err(|e| ApiError::storage(&self.node, 1, e))?;
         Ok(props)
+    }
+
+    /// Every bucket this node stores, to announce to other nodes.
+    pub fn records(&self) -> Vec<BucketRecord> {
+        self.read()
+            .iter()
+            .map(|(name, s)| BucketRecord {
+                name: name.clone(),
+                props: s.props.clone(),
+                has_data: s.has_data,
+                updated_ms: s.updated_ms,
+            })
+            .collect()
+    }
+
+    /// The record of one bucket, if this node stores it.
+    pub fn record(&self, name: &str) -> Option<BucketRecord> {
+        self.read().get(name).map(|s| BucketRecord {
+            name: name.to_string(),
+            props: s.props.clone(),
+            has_data: s.has_data,
+            updated_ms: s.updated_ms,
+        })
+    }
+
+    /// Merges a bucket announced by another node: the properties set last
+    /// win (ties: the larger encoding, so every node picks the same), and a
+    /// bucket that holds data anywhere holds data everywhere. Returns
+    /// whether anything changed here.
+    pub async fn apply_remote(&self, remote: BucketRecord) -> Result<bool, StorageError> {
+        let local = self.read().get(&remote.name).cloned();
+        let merged = match local {
+            None => Stored {
+                props: remote.props,
+                has_data: remote.has_data,
+                updated_ms: remote.updated_ms,
+            },
+            Some(l) => {
+                let key =
+                    |p: &BucketProps, ms: u64| (ms, serde_json::to_string(p).unwrap_or_default());
+                let remote_wins =
+                    key(&remote.props, remote.updated_ms) > key(&l.props, l.updated_ms);
+                let merged = if remote_wins {
+                    Stored {
+                        props: remote.props,
+                        has_data: l.has_data || remote.has_data,
+                        updated_ms: remote.updated_ms,
+                    }
+                } else {
+                    Stored {
+                        has_data: l.has_data || remote.has_data,
+                        ..l.clone()
+                    }
+                };
+                if merged.props == l.props
+                    && merged.has_data == l.has_data
+                    && merged.updated_ms == l.updated_ms
+                {
+                    return Ok(false);
+                }
+                merged
+            }
+        };
+        self.persist(&remote.name, merged).await?;
+        Ok(true)
     }
 }
 

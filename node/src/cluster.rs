@@ -246,6 +246,26 @@ impl Cluster {
         node == self.local.id || self.current().live.contains(node)
     }
 
+    /// The internode (`--listen`) address of a member, if known.
+    pub fn addr_of(&self, node: &str) -> Option<String> {
+        let view = self.current();
+        view.members
+            .iter()
+            .find(|m| m.id == node)
+            .map(|m| m.gossip_addr.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The ids of every member but this node, in id order.
+    pub fn others(&self) -> Vec<String> {
+        self.current()
+            .members
+            .iter()
+            .filter(|m| m.id != self.local.id)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
     /// Every known member, in id order.
     pub fn members(&self) -> Vec<Member> {
         self.current().members.as_ref().clone()

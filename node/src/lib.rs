@@ -20,6 +20,7 @@ pub mod http;
 pub mod membership;
 pub mod metrics;
 pub mod net;
+pub mod peers;
 pub mod proto;
 pub mod replica;
 pub mod server;

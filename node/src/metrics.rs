@@ -33,6 +33,49 @@ pub struct RouteLabels {
     pub method: &'static str,
 }
 
+/// What triggered a read repair.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RepairKind {
+    /// Before the read answered (`read_repair: blocking`).
+    Blocking,
+    /// After the read answered (`read_repair: async`).
+    Async,
+    /// A replica asked as a spare, repaired after the read answered.
+    Background,
+}
+
+impl RepairKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RepairKind::Blocking => "blocking",
+            RepairKind::Async => "async",
+            RepairKind::Background => "background",
+        }
+    }
+}
+
+/// Labels of a read repair.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `blocking`, `async` or `background`.
+    pub kind: &'static str,
+}
+
+/// Labels of a per-target hint figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// The node the hints are for.
+    pub target: String,
+}
+
+/// Labels of dropped hints.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `full`, `expired` or `disabled`.
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~6.5 s, doubling: fine enough for p99s of loopback traffic.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -57,6 +100,18 @@ pub struct Metrics {
     pub lww_dropped: Counter,
     /// Requests refused with 503 overloaded.
     pub overloaded: Counter<u64, AtomicU64>,
+    /// Writes this node forwarded to a replica.
+    pub forwarded_writes: Counter,
+    /// Read repairs written, by kind.
+    pub read_repairs: Family<KindLabels, Counter>,
+    /// Hints this node holds, per target (refreshed when rendered).
+    pub hints_pending: Family<TargetLabels, Gauge>,
+    /// Hints stored.
+    pub hints_written: Counter,
+    /// Hints delivered to their target.
+    pub hints_delivered: Counter,
+    /// Hints not stored or thrown away, by reason.
+    pub hints_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,7 +174,45 @@ impl Metrics {
             "Requests refused with 503 overloaded",
             overloaded.clone(),
         );
+        let forwarded_writes = Counter::default();
+        registry.register(
+            "forwarded_writes",
+            "Writes forwarded to a replica because this node is not one",
+            forwarded_writes.clone(),
+        );
+        let read_repairs = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "read_repairs",
+            "Stale replicas repaired by reads, by kind (blocking, async, background)",
+            read_repairs.clone(),
+        );
+        let hints_pending = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "hints_pending",
+            "Hints this node holds, per target node",
+            hints_pending.clone(),
+        );
+        let hints_written = Counter::default();
+        registry.register("hints_written", "Hints stored", hints_written.clone());
+        let hints_delivered = Counter::default();
+        registry.register(
+            "hints_delivered",
+            "Hints delivered to their target",
+            hints_delivered.clone(),
+        );
+        let hints_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "hints_dropped",
+            "Hints not stored (full, disabled) or expired unsent, by reason",
+            hints_dropped.clone(),
+        );
         Metrics {
+            forwarded_writes,
+            read_repairs,
+            hints_pending,
+            hints_written,
+            hints_delivered,
+            hints_dropped,
             registry,
             requests,
             latency,
@@ -144,6 +237,13 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { route, method })
             .observe(secs);
+    }
+
+    /// Counts one read repair.
+    pub fn repaired(&self, kind: RepairKind) {
+        self.read_repairs
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -32,6 +32,9 @@ pub enum Request {
         key: Vec<u8>,
         /// The versions to merge.
         object: Dvvs,
+        /// Set when the receiver is a sloppy-quorum fallback standing in
+        /// for this replica: it keeps a hint for it as well as the data.
+        hint_for: Option<String>,
     },
     /// What the replica stores for a key: the versions, or only their
     /// digest when `digest` is set.
@@ -52,6 +55,8 @@ pub enum Request {
         props: BucketProps,
         /// Whether it holds data (its `n` is then frozen).
         has_data: bool,
+        /// When the properties were set (ms); the newest wins.
+        updated_ms: u64,
     },
 }
 
@@ -84,6 +89,10 @@ pub struct WriteRequest {
     pub props: BucketProps,
     /// The write consistency, as the client spelled it.
     pub w: String,
+    /// How long the replica coordinator has to answer, in ms (a little
+    /// less than the forwarder's own deadline, so that its detailed 504
+    /// arrives before the forwarder gives up).
+    pub timeout_ms: u32,
     /// Record a trace of the replica coordinator's work.
     pub trace: bool,
 }

@@ -21,6 +21,7 @@ use crate::faults::Faults;
 use crate::membership;
 use crate::metrics::Metrics;
 use crate::net::{self, Identity, Net};
+use crate::peers::Peers;
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
 use crate::tokens;
@@ -68,6 +69,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Injected faults (only with `--fault-injection`).
     pub faults: Faults,
+    /// The other nodes, over internode RPC.
+    pub peers: Peers,
     inflight: Arc<Semaphore>,
 }
 
@@ -114,6 +117,7 @@ impl Node {
             cluster,
             metrics: Metrics::new(),
             faults: Faults::new(config.fault_injection),
+            peers: Peers::default(),
             config,
         })
     }
@@ -224,6 +228,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         info!("no --cluster-secret-file: internode peers are not authenticated");
     }
     let (net, inbox) = Net::start(net::Config::new(identity), listen);
+    node.peers.attach(net.clone());
     // Joins the ring (choosing tokens) before the API serves.
     let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
     if cfg.auth_enabled() {

@@ -6,6 +6,8 @@
 //! conflict too: it is listed as a sibling with `"deleted": true` rather
 //! than silently hidden, so the client decides which one wins.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
@@ -14,16 +16,17 @@ use warp::http::{Method, header};
 use super::request::{Request, decode_key};
 use super::{Reply, json, respond};
 use crate::buckets::{parse_consistency, validate_bucket_name};
-use crate::coordinator;
+use crate::coordinator::{self, ReadArgs, WriteArgs, trace::Trace};
 use crate::error::ApiError;
 use crate::replica::Mutation;
 use crate::server::Node;
 use crate::version::{Context, Dvvs, Value};
+use warp::reply::Response as WarpResponse;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Serves one key request.
-pub async fn handle(node: &Node, bucket: &str, raw_key: &str, req: Request) -> Reply {
+pub async fn handle(node: &Arc<Node>, bucket: &str, raw_key: &str, req: Request) -> Reply {
     validate_bucket_name(bucket)?;
     let key = decode_key(raw_key)?;
     match req.method {
@@ -61,22 +64,65 @@ fn sibling_json(v: &Value) -> serde_json::Value {
     }
 }
 
-async fn get(node: &Node, bucket: &str, key: &[u8], req: Request) -> Reply {
+/// The timeline of `?trace=true`, started when asked for.
+fn trace_of(node: &Node, req: &Request) -> Option<Trace> {
+    req.query
+        .flag("trace")
+        .then(|| Trace::new(node.replica.id()))
+}
+
+/// Puts the timeline on a response: the `X-Trace` header (compact JSON).
+fn with_trace(mut resp: WarpResponse, trace: &Option<Trace>) -> WarpResponse {
+    if let Some(t) = trace
+        && let Ok(text) = serde_json::to_string(&t.events())
+        && let Ok(v) = header::HeaderValue::from_str(&text)
+    {
+        resp.headers_mut().insert("x-trace", v);
+    }
+    resp
+}
+
+/// An error response carrying the timeline: it says most when things fail.
+fn traced_error(e: ApiError, trace: &Option<Trace>) -> Reply {
+    match trace {
+        None => Err(e),
+        Some(_) => Ok(with_trace(super::error_response(&e), trace)),
+    }
+}
+
+async fn get(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply {
     let props = node.buckets.props_for_keys(bucket);
     let r = match req.query.get("r") {
         Some(s) => parse_consistency(s, "r", false)?,
         None => props.default_r(),
     };
     let timeout = req.query.timeout()?.unwrap_or(node.config.timeout);
-    let found = coordinator::read(node, bucket, key, &props, r, timeout).await?;
-    let Some(object) = found else {
-        return Err(ApiError::KeyNotFound { context: None });
+    let trace = trace_of(node, &req);
+    let args = ReadArgs {
+        bucket: bucket.to_string(),
+        key: key.to_vec(),
+        props,
+        r,
+        timeout,
+        trace: trace.clone(),
     };
-    render_read(node, &object, &req)
+    let found = match coordinator::read(node, args).await {
+        Ok(f) => f,
+        Err(e) => return traced_error(e, &trace),
+    };
+    let rendered = match found {
+        None => Err(ApiError::KeyNotFound { context: None }),
+        Some(object) => render_read(node, &object, &req, &trace),
+    };
+    match rendered {
+        Ok(resp) => Ok(with_trace(resp, &trace)),
+        Err(e) => traced_error(e, &trace),
+    }
 }
 
-/// Renders a read's versions per the contract.
-fn render_read(node: &Node, object: &Dvvs, req: &Request) -> Reply {
+/// Renders a read's versions per the contract (with the timeline in the
+/// JSON body too when one was asked for).
+fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>) -> Reply {
     let ctx = object.context().encode();
     let values = object.values();
     if values.is_empty() || object.is_deleted() {
@@ -90,7 +136,11 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request) -> Reply {
     }
     let mut resp = if req.wants_json() {
         let list: Vec<_> = values.iter().map(|v| sibling_json(v)).collect();
-        json(200, &json!({"context": ctx, "values": list}))
+        let mut body = json!({"context": ctx, "values": list});
+        if let Some(t) = trace {
+            body["trace"] = json!(t.events());
+        }
+        json(200, &body)
     } else if values.len() == 1 {
         let v = values[0];
         let ct = if v.content_type.is_empty() {
@@ -112,7 +162,7 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request) -> Reply {
     Ok(resp)
 }
 
-async fn write(node: &Node, bucket: &str, key: &[u8], req: Request, delete: bool) -> Reply {
+async fn write(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request, delete: bool) -> Reply {
     let props = node.buckets.props_for_keys(bucket);
     let w = match req.query.get("w") {
         Some(s) => parse_consistency(s, "w", true)?,
@@ -122,6 +172,7 @@ async fn write(node: &Node, bucket: &str, key: &[u8], req: Request, delete: bool
     w.required(props.n, "w")?;
     let timeout = req.query.timeout()?.unwrap_or(node.config.timeout);
     let ctx = context_header(&req)?;
+    let trace = trace_of(node, &req);
     let mutation = if delete {
         Mutation::Delete
     } else {
@@ -136,20 +187,33 @@ async fn write(node: &Node, bucket: &str, key: &[u8], req: Request, delete: bool
             content_type,
         }
     };
-    let object = coordinator::write(node, bucket, key, &props, &ctx, mutation, w, timeout).await?;
+    let args = WriteArgs {
+        bucket: bucket.to_string(),
+        key: key.to_vec(),
+        props,
+        ctx,
+        mutation,
+        w,
+        timeout,
+        trace: trace.clone(),
+    };
+    let object = match coordinator::write(node, args).await {
+        Ok(o) => o,
+        Err(e) => return traced_error(e, &trace),
+    };
     let mut resp = respond(204, "text/plain", bytes::Bytes::new());
     resp.headers_mut().remove(header::CONTENT_TYPE);
     if let Ok(v) = header::HeaderValue::from_str(&object.context().encode()) {
         resp.headers_mut().insert("x-causal-context", v);
     }
-    Ok(resp)
+    Ok(with_trace(resp, &trace))
 }
 
-async fn put(node: &Node, bucket: &str, key: &[u8], req: Request) -> Reply {
+async fn put(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply {
     write(node, bucket, key, req, false).await
 }
 
-async fn delete(node: &Node, bucket: &str, key: &[u8], req: Request) -> Reply {
+async fn delete(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply {
     write(node, bucket, key, req, true).await
 }
 

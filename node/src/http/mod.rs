@@ -151,7 +151,7 @@ fn route_label(segments: &[&str]) -> &'static str {
     }
 }
 
-async fn dispatch(node: &Node, segments: &[&str], req: request::Request) -> Reply {
+async fn dispatch(node: &Arc<Node>, segments: &[&str], req: request::Request) -> Reply {
     match segments {
         ["health"] => admin::health(node, &req),
         ["kv", key] => keys::handle(node, "default", key, req).await,

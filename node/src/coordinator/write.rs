@@ -1,0 +1,398 @@
+//! The write path: place the key, refuse at once when too few replicas
+//! are alive, forward to a replica when this node is not one, mint the
+//! version there, replicate in parallel and answer after W
+//! acknowledgements. Replicas that are down or do not acknowledge in time
+//! get a durable hint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::trace::{Trace, note};
+use super::{Placement, Quorum, Target, hint, placement, timeout_error};
+use crate::buckets::{BucketProps, Consistency};
+use crate::error::{ApiError, ReplicaFailure};
+use crate::peers::{self, PeerError};
+use crate::proto::{RemoteError, Request, Response, WireApiError, WriteReply, WriteRequest};
+use crate::replica::Mutation;
+use crate::server::Node;
+use crate::version::{Context, Dvvs};
+
+/// One client write (or delete).
+#[derive(Clone)]
+pub struct WriteArgs {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The bucket's properties.
+    pub props: BucketProps,
+    /// The client's causal context (empty: none).
+    pub ctx: Context,
+    /// The value or the deletion.
+    pub mutation: Mutation,
+    /// The write consistency.
+    pub w: Consistency,
+    /// The request's deadline.
+    pub timeout: Duration,
+    /// The timeline, when asked for.
+    pub trace: Option<Trace>,
+}
+
+/// Writes a key at consistency `w`; the key's versions after the write
+/// on the replica that minted it.
+pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
+    let required = a.w.required(a.props.n, "w")?;
+    let deadline = Instant::now() + a.timeout;
+    let p = placement(node, &a.bucket, &a.key, &a.props);
+    let me = node.replica.id();
+    note(&a.trace, || describe(&p));
+    if p.targets.is_empty() && a.w == Consistency::Any && !p.replicas.is_empty() {
+        // Cassandra's ANY: no replica is up, so this node keeps the
+        // write and hints every replica; it becomes visible when one
+        // returns and takes its hint.
+        return coordinate(node, &a, &p, 1, deadline, true)
+            .await
+            .map(|(o, _)| o);
+    }
+    Quorum::check(&a.bucket, a.props.n, &p, required)?;
+    if p.targets.iter().any(|t| t.node == me) {
+        return coordinate(node, &a, &p, required, deadline, false)
+            .await
+            .map(|(o, _)| o);
+    }
+    forward(node, &a, &p, required, deadline).await
+}
+
+fn describe(p: &Placement) -> String {
+    let targets: Vec<String> = p
+        .targets
+        .iter()
+        .map(|t| match &t.hint_for {
+            Some(o) => format!("{} (for {o})", t.node),
+            None => t.node.clone(),
+        })
+        .collect();
+    format!(
+        "replicas [{}], using [{}], down [{}]",
+        p.replicas.join(", "),
+        targets.join(", "),
+        p.down.join(", ")
+    )
+}
+
+/// Hands the write to the first live replica that takes it.
+async fn forward(
+    node: &Arc<Node>,
+    a: &WriteArgs,
+    p: &Placement,
+    required: usize,
+    deadline: Instant,
+) -> Result<Dvvs, ApiError> {
+    let mut failed = Vec::new();
+    for t in &p.targets {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // The replica coordinator gets 90% of what is left, so that its
+        // 504 (which knows which replicas were late) reaches us first.
+        let inner = left.mul_f64(0.9).max(Duration::from_millis(1));
+        let req = Request::Write(WriteRequest {
+            bucket: a.bucket.clone(),
+            key: a.key.clone(),
+            context: if a.ctx.is_empty() {
+                String::new()
+            } else {
+                a.ctx.encode()
+            },
+            mutation: a.mutation.clone(),
+            props: a.props.clone(),
+            w: a.w.to_string(),
+            timeout_ms: inner.as_millis().min(u32::MAX as u128) as u32,
+            trace: a.trace.is_some(),
+        });
+        let sent_at = a.trace.as_ref().map_or(0, Trace::now_us);
+        note(&a.trace, || format!("forwarding to replica {}", t.node));
+        node.metrics.forwarded_writes.inc();
+        match peers::call(node, &t.node, req, left).await {
+            Ok(Response::Written(reply)) => {
+                if let Some(tr) = &a.trace {
+                    tr.absorb(reply.trace, sent_at);
+                    tr.event(format!("{} answered: {} acks", t.node, reply.acks));
+                }
+                return Ok(reply.object);
+            }
+            Ok(other) => failed.push(ReplicaFailure {
+                node: t.node.clone(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+            Err(PeerError::Remote(RemoteError::Api(e))) => {
+                note(&a.trace, || format!("{} answered {}", t.node, e.code));
+                return Err(ApiError::from(e));
+            }
+            Err(e) if e.not_applied() => {
+                note(&a.trace, || {
+                    format!("{} did not take the write: {e}", t.node)
+                });
+                failed.push(ReplicaFailure {
+                    node: t.node.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                failed.push(ReplicaFailure {
+                    node: t.node.clone(),
+                    reason: e.to_string(),
+                });
+                return Err(ApiError::Timeout {
+                    required,
+                    acks: 0,
+                    message: format!(
+                        "replica {} took the write but did not answer in time ({e}); the write may still be applied",
+                        t.node
+                    ),
+                    failed,
+                });
+            }
+        }
+    }
+    Err(ApiError::Unavailable {
+        required,
+        alive: 0,
+        message: "no live replica of the key could take the write".into(),
+        failed,
+    })
+}
+
+/// Mints the new version here, stores it, replicates it to the other
+/// targets in parallel, and waits for `required` acknowledgements.
+/// `fallback`: this node is no replica and keeps the write for them
+/// (`w=any` with every replica down).
+async fn coordinate(
+    node: &Arc<Node>,
+    a: &WriteArgs,
+    p: &Placement,
+    required: usize,
+    deadline: Instant,
+    fallback: bool,
+) -> Result<(Dvvs, usize), ApiError> {
+    let me = node.replica.id().to_string();
+    node.buckets
+        .mark_has_data(&a.bucket)
+        .await
+        .map_err(|e| ApiError::storage(&me, required, e))?;
+    let local = async {
+        node.faults.storage_delay().await;
+        node.replica
+            .write(
+                &a.bucket,
+                &a.key,
+                &a.ctx,
+                a.mutation.clone(),
+                a.props.conflicts,
+            )
+            .await
+    };
+    let outcome = match tokio::time::timeout_at(deadline.into(), local).await {
+        Err(_) => {
+            return Err(timeout_error(
+                required,
+                0,
+                vec![ReplicaFailure {
+                    node: me,
+                    reason: "local storage did not finish before the deadline".into(),
+                }],
+                deadline,
+            ));
+        }
+        Ok(Err(e)) => return Err(ApiError::storage(&me, required, e)),
+        Ok(Ok(o)) => o,
+    };
+    if outcome.lww_dropped > 0 {
+        node.metrics.lww_dropped.inc_by(outcome.lww_dropped as u64);
+    }
+    let object = outcome.object;
+    note(&a.trace, || {
+        format!("stored locally ({} versions)", object.sibling_count())
+    });
+
+    // Whom this node holds hints for: replicas that are down (strict), the
+    // owner it stands in for (sloppy fallback), or all (w=any fallback).
+    let mut hint_targets: Vec<String> = if fallback {
+        p.replicas.clone()
+    } else {
+        p.down.clone()
+    };
+    if let Some(owner) = p
+        .targets
+        .iter()
+        .find(|t| t.node == me)
+        .and_then(|t| t.hint_for.clone())
+    {
+        hint_targets.push(owner);
+    }
+    let mut hinted = 0;
+    for target in &hint_targets {
+        if hint(node, target, &a.bucket, &a.key, &object).await {
+            hinted += 1;
+            note(&a.trace, || format!("hint stored for {target}"));
+        }
+    }
+    if fallback {
+        return if hinted > 0 {
+            Ok((object, hinted))
+        } else {
+            Err(ApiError::Unavailable {
+                required: 1,
+                alive: 0,
+                message: "w=any: no replica is up and no hint could be stored here".into(),
+                failed: p
+                    .replicas
+                    .iter()
+                    .map(|r| ReplicaFailure {
+                        node: r.clone(),
+                        reason: "down".into(),
+                    })
+                    .collect(),
+            })
+        };
+    }
+
+    let others: Vec<Target> = p.targets.iter().filter(|t| t.node != me).cloned().collect();
+    let (tx, mut rx) = mpsc::channel(others.len().max(1));
+    for t in &others {
+        tokio::spawn(replicate(
+            node.clone(),
+            t.clone(),
+            a.bucket.clone(),
+            a.key.clone(),
+            object.clone(),
+            deadline,
+            tx.clone(),
+            a.trace.clone(),
+        ));
+    }
+    drop(tx);
+    let mut acks = 1;
+    let mut waiting: Vec<String> = others.iter().map(|t| t.node.clone()).collect();
+    let mut failed = Vec::new();
+    while acks < required {
+        if acks + waiting.len() < required {
+            // Decided: W can no longer be reached.
+            return Err(ApiError::Timeout {
+                required,
+                acks,
+                message: format!(
+                    "{acks} of {required} replicas acknowledged; the others failed. The write is stored on {acks} and may become visible"
+                ),
+                failed,
+            });
+        }
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Err(_) | Ok(None) => {
+                failed.extend(waiting.into_iter().map(|n| ReplicaFailure {
+                    node: n,
+                    reason: "no answer before the deadline".into(),
+                }));
+                return Err(timeout_error(required, acks, failed, deadline));
+            }
+            Ok(Some((from, result))) => {
+                waiting.retain(|n| *n != from);
+                match result {
+                    Ok(()) => acks += 1,
+                    Err(e) => failed.push(ReplicaFailure {
+                        node: from,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+    note(&a.trace, || {
+        format!("{acks} of {required} acknowledgements: answering")
+    });
+    Ok((object, acks))
+}
+
+/// Sends the object to one target; a failure leaves a hint (for the owner
+/// when the target was a stand-in). Reports to the waiting coordinator,
+/// which may have answered already.
+#[allow(clippy::too_many_arguments)]
+async fn replicate(
+    node: Arc<Node>,
+    t: Target,
+    bucket: String,
+    key: Vec<u8>,
+    object: Dvvs,
+    deadline: Instant,
+    done: mpsc::Sender<(String, Result<(), PeerError>)>,
+    trace: Option<Trace>,
+) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let req = Request::Replicate {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        object: object.clone(),
+        hint_for: t.hint_for.clone(),
+    };
+    note(&trace, || format!("replicating to {}", t.node));
+    let result = match peers::call(&node, &t.node, req, left).await {
+        Ok(Response::Ack) => Ok(()),
+        Ok(other) => Err(PeerError::Remote(RemoteError::Bad(format!(
+            "unexpected answer {other:?}"
+        )))),
+        Err(e) => Err(e),
+    };
+    match &result {
+        Ok(()) => note(&trace, || format!("{} acknowledged", t.node)),
+        Err(e) => {
+            note(&trace, || format!("{} failed: {e}", t.node));
+            let owner = t.hint_for.as_deref().unwrap_or(&t.node);
+            if hint(&node, owner, &bucket, &key, &object).await {
+                note(&trace, || format!("hint stored for {owner}"));
+            }
+        }
+    }
+    let _ = done.send((t.node, result)).await;
+}
+
+/// Serves a write forwarded by a coordinator that is not a replica.
+pub async fn serve_forwarded(node: &Arc<Node>, w: WriteRequest) -> Result<Response, RemoteError> {
+    let consistency = Consistency::parse(&w.w)
+        .ok_or_else(|| RemoteError::Bad(format!("unknown consistency {:?}", w.w)))?;
+    let ctx = if w.context.is_empty() {
+        Context::default()
+    } else {
+        Context::decode(&w.context).map_err(|e| RemoteError::Bad(e.to_string()))?
+    };
+    let trace = w.trace.then(|| Trace::new(node.replica.id()));
+    let args = WriteArgs {
+        bucket: w.bucket,
+        key: w.key,
+        props: w.props,
+        ctx,
+        mutation: w.mutation,
+        w: consistency,
+        timeout: Duration::from_millis(w.timeout_ms as u64),
+        trace: trace.clone(),
+    };
+    let required = consistency
+        .required(args.props.n, "w")
+        .map_err(|e| RemoteError::Api(WireApiError::from(&e)))?;
+    let deadline = Instant::now() + args.timeout;
+    let p = placement(node, &args.bucket, &args.key, &args.props);
+    let result = match Quorum::check(&args.bucket, args.props.n, &p, required) {
+        Err(e) => Err(e),
+        Ok(()) => coordinate(node, &args, &p, required, deadline, false).await,
+    };
+    match result {
+        Ok((object, acks)) => Ok(Response::Written(WriteReply {
+            object,
+            acks: acks as u32,
+            trace: trace.map(|t| t.events()).unwrap_or_default(),
+        })),
+        Err(e) => Err(RemoteError::Api(WireApiError::from(&e))),
+    }
+}

@@ -369,6 +369,10 @@ pub struct Member {
     /// The node's ring tokens.
     #[serde(default, deserialize_with = "lenient_tokens")]
     pub tokens: Vec<u64>,
+    /// Hints the answering node holds for this member (absent from nodes
+    /// that do not report it).
+    #[serde(default)]
+    pub hints_pending: Option<u64>,
     /// Fields this client does not know (e.g. `rack`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -298,10 +298,11 @@ impl Buckets {
     }
 
     /// Records that `name` holds data (freezing its `n`); a no-op after the
-    /// first time, so the write path pays one map lookup.
-    pub async fn mark_has_data(&self, name: &str) -> Result<(), StorageError> {
+    /// first time, so the write path pays one map lookup. Returns whether
+    /// this call recorded it (then other nodes should hear of it).
+    pub async fn mark_has_data(&self, name: &str) -> Result<bool, StorageError> {
         if self.read().get(name).is_some_and(|s| s.has_data) {
-            return Ok(());
+            return Ok(false);
         }
         let (props, updated_ms) = match self.read().get(name) {
             Some(s) => (s.props.clone(), s.updated_ms),
@@ -312,7 +313,7 @@ impl Buckets {
             has_data: true,
             updated_ms,
         };
-        self.persist(name, stored).await
+        self.persist(name, stored).await.map(|()| true)
     }
 
     async fn persist(&self, name: &str, stored: Stored) -> Result<(), StorageError> {

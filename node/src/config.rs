@@ -57,6 +57,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// A feature switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 /// Storage engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -189,6 +199,25 @@ pub struct Args {
     /// Log format; the level comes from RUST_LOG [default: text]
     #[arg(long, env = "QKV_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Hinted handoff: keep writes for replicas that are down or late and
+    /// deliver them when the replica is back [default: on]
+    #[arg(long, env = "QKV_HINTED_HANDOFF", value_enum)]
+    pub hinted_handoff: Option<Switch>,
+
+    /// Hints older than this many seconds are dropped unsent (anti-entropy
+    /// heals those replicas), 1..=604800 [default: 10800, 3 h]
+    #[arg(long, env = "QKV_MAX_HINT_WINDOW_SECS", value_name = "SECS")]
+    pub max_hint_window_secs: Option<u64>,
+
+    /// Hints kept per target node; beyond it writes are not hinted (and
+    /// counted) [default: 100000]
+    #[arg(long, env = "QKV_MAX_HINTS_PER_TARGET", value_name = "N")]
+    pub max_hints_per_target: Option<u64>,
+
+    /// Replay throttle per target, bytes per second [default: 4194304]
+    #[arg(long, env = "QKV_HINT_REPLAY_BYTES_PER_SEC", value_name = "BYTES")]
+    pub hint_replay_bytes_per_sec: Option<u64>,
 }
 
 /// A configuration error: one line for a person.
@@ -269,6 +298,14 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// Failure detector conviction threshold.
     pub phi_threshold: f64,
+    /// Whether hints are written.
+    pub hinted_handoff: bool,
+    /// Hints older than this are dropped.
+    pub max_hint_window: Duration,
+    /// Hints kept per target.
+    pub max_hints_per_target: u64,
+    /// Replay throttle, bytes/s.
+    pub hint_replay_bytes_per_sec: u64,
 }
 
 fn read_secret_file(name: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -455,6 +492,25 @@ impl Config {
                 }
                 phi
             },
+            hinted_handoff: pick!(hinted_handoff).unwrap_or(Switch::On) == Switch::On,
+            max_hint_window: Duration::from_secs(in_range(
+                "--max-hint-window-secs",
+                pick!(max_hint_window_secs).unwrap_or(3 * 3600),
+                1,
+                7 * 24 * 3600,
+            )?),
+            max_hints_per_target: in_range(
+                "--max-hints-per-target",
+                pick!(max_hints_per_target).unwrap_or(100_000),
+                1,
+                1 << 40,
+            )?,
+            hint_replay_bytes_per_sec: in_range(
+                "--hint-replay-bytes-per-sec",
+                pick!(hint_replay_bytes_per_sec).unwrap_or(4 << 20),
+                1024,
+                1 << 40,
+            )?,
         })
     }
 

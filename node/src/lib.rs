@@ -4,7 +4,9 @@
 //! (the on-disk and in-memory engines), `version` (dotted version vector
 //! sets, causal-context tokens, the hybrid logical clock), `replica` (this
 //! node's copy of the data), `buckets` (properties and consistency levels),
-//! `cluster` (the members and the ring, as the API shows them), `net`
+//! `cluster` (the members and the ring, as the API shows them), `hints`
+//! (hinted handoff: writes a replica missed, stored and replayed when it is
+//! back), `net`
 //! (the internode transport on `--listen`), `membership` (gossip over
 //! `net`, joining, feeding `cluster`), `coordinator` (quorum reads and
 //! writes), `http` (the API), `metrics`, `error` (the one mapping of
@@ -16,6 +18,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod faults;
+pub mod hints;
 pub mod http;
 pub mod membership;
 pub mod metrics;

@@ -348,7 +348,12 @@ async fn follow(node: Arc<Node>, handle: Handle) {
                 }
             }
             event = events.recv() => match event {
-                Ok(e) => log_event(&e),
+                Ok(e) => {
+                    log_event(&e);
+                    if let Event::Up { node: peer } = &e {
+                        crate::peers::push_buckets(&node, peer.as_str());
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     debug!(missed = n, "membership event log lagged");
                 }

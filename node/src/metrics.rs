@@ -112,6 +112,8 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     /// Hints not stored or thrown away, by reason.
     pub hints_dropped: Family<ReasonLabels, Counter>,
+    /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
+    hint_sync: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -213,6 +215,7 @@ impl Metrics {
             hints_written,
             hints_delivered,
             hints_dropped,
+            hint_sync: std::sync::Mutex::new(()),
             registry,
             requests,
             latency,
@@ -237,6 +240,42 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { route, method })
             .observe(secs);
+    }
+
+    /// Refreshes the hint figures from the hint store: pending per target
+    /// (0 for `members` without hints, so a drained target shows 0 rather
+    /// than vanishing) and the store's running totals.
+    pub fn sync_hints(
+        &self,
+        pending: &std::collections::BTreeMap<String, u64>,
+        members: &[String],
+        stats: &crate::hints::HintStats,
+    ) {
+        let _one_at_a_time = self.hint_sync.lock().unwrap_or_else(|p| p.into_inner());
+        for m in members {
+            let n = pending.get(m).copied().unwrap_or(0);
+            self.hints_pending
+                .get_or_create(&TargetLabels { target: m.clone() })
+                .set(n as i64);
+        }
+        for (t, n) in pending {
+            self.hints_pending
+                .get_or_create(&TargetLabels { target: t.clone() })
+                .set(*n as i64);
+        }
+        let catch_up = |c: &Counter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+        catch_up(&self.hints_written, stats.written);
+        catch_up(&self.hints_delivered, stats.delivered);
+        for (reason, total) in [
+            ("full", stats.dropped_full),
+            ("disabled", stats.dropped_disabled),
+            ("expired", stats.expired),
+        ] {
+            catch_up(
+                &self.hints_dropped.get_or_create(&ReasonLabels { reason }),
+                total,
+            );
+        }
     }
 
     /// Counts one read repair.

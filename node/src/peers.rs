@@ -8,10 +8,12 @@
 //! queue, an overloaded peer). [`serve`] is the other side: what a replica
 //! does with a request from a coordinator.
 
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::net::Net;
+use crate::net::{CallError, Handler, Net, PeerInfo};
 use crate::proto::{RemoteError, Request, Response};
 use crate::server::Node;
 
@@ -85,10 +87,114 @@ pub async fn call(
     let Some(addr) = node.cluster.addr_of(to) else {
         return Err(PeerError::NotSent(format!("no known address for {to}")));
     };
-    let _ = (net, addr, req, timeout);
-    Err(PeerError::NotSent(
-        "internode RPC is not available yet".into(),
-    ))
+    net.call(&addr, req, timeout).await.map_err(|e| match e {
+        CallError::Unreachable(why) => PeerError::NotSent(format!("unreachable: {why}")),
+        CallError::QueueFull => PeerError::NotSent(format!("send queue to {to} is full")),
+        CallError::Stopped => PeerError::NotSent("this node is shutting down".into()),
+        CallError::Timeout => PeerError::Timeout(timeout.as_millis() as u64),
+        CallError::ConnectionLost => PeerError::Lost("connection lost before the answer".into()),
+        CallError::Remote(r) => PeerError::Remote(r),
+    })
+}
+
+/// The transport's handler of requests from other nodes.
+pub struct RpcHandler(pub Weak<Node>);
+
+impl Handler for RpcHandler {
+    fn handle(
+        &self,
+        _from: &PeerInfo,
+        req: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, RemoteError>> + Send + 'static>> {
+        let node = self.0.upgrade();
+        Box::pin(async move {
+            match node {
+                Some(node) => serve(node, req).await,
+                None => Err(RemoteError::Overloaded("node is shutting down".into())),
+            }
+        })
+    }
+}
+
+/// How long an announcement of bucket properties may take per peer.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn bucket_request(r: crate::buckets::BucketRecord) -> Request {
+    Request::Bucket {
+        name: r.name,
+        props: r.props,
+        has_data: r.has_data,
+        updated_ms: r.updated_ms,
+    }
+}
+
+/// Tells every other member about bucket `name` (after it was set here),
+/// in the background. A member that misses it learns it when this node
+/// next sees it come up ([`push_buckets`]).
+pub fn announce_bucket(node: &Arc<Node>, name: &str) {
+    let Some(record) = node.buckets.record(name) else {
+        return;
+    };
+    for peer in node.cluster.others() {
+        let (node, req) = (node.clone(), bucket_request(record.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = call(&node, &peer, req, ANNOUNCE_TIMEOUT).await {
+                tracing::debug!(%peer, error = %e, "bucket announcement not delivered");
+            }
+        });
+    }
+}
+
+/// Sends every bucket this node knows to `peer` (which just came up), in
+/// the background: bucket properties converge without a coordinator.
+pub fn push_buckets(node: &Arc<Node>, peer: &str) {
+    let records = node.buckets.records();
+    if records.is_empty() {
+        return;
+    }
+    let (node, peer) = (node.clone(), peer.to_string());
+    tokio::spawn(async move {
+        for r in records {
+            if let Err(e) = call(&node, &peer, bucket_request(r), ANNOUNCE_TIMEOUT).await {
+                tracing::debug!(%peer, error = %e, "bucket push not delivered");
+                return;
+            }
+        }
+    });
+}
+
+/// How long one hint delivery may take.
+const HINT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The replayer's view of whether a hint's target can take it: up by the
+/// failure detector.
+pub fn hint_target_is_up(node: &Arc<Node>) -> crate::hints::IsUpFn {
+    let node = Arc::downgrade(node);
+    Arc::new(move |target: &str| node.upgrade().is_some_and(|n| n.cluster.is_alive(target)))
+}
+
+/// Delivers one hint: the target merges the versions (idempotent, so a
+/// hint delivered twice after a crash does no harm).
+pub fn hint_delivery(node: &Arc<Node>) -> crate::hints::DeliverFn {
+    let node = Arc::downgrade(node);
+    Arc::new(move |h: crate::hints::Hint| {
+        let node = node.upgrade();
+        Box::pin(async move {
+            let Some(node) = node else {
+                return Err("node is shutting down".to_string());
+            };
+            let req = Request::Replicate {
+                bucket: h.bucket,
+                key: h.key,
+                object: h.object,
+                hint_for: None,
+            };
+            match call(&node, &h.target, req, HINT_DELIVERY_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
 }
 
 /// What this node, as a replica, does with a request from a coordinator.

@@ -18,6 +18,7 @@ use crate::cluster::{Cluster, LocalNode};
 use crate::config::{Config, Engine, validate_node_id};
 use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::hints::{HintConfig, Hints};
 use crate::membership;
 use crate::metrics::Metrics;
 use crate::net::{self, Identity, Net};
@@ -71,6 +72,8 @@ pub struct Node {
     pub faults: Faults,
     /// The other nodes, over internode RPC.
     pub peers: Peers,
+    /// Hints this node holds for replicas that missed writes.
+    pub hints: Arc<Hints>,
     inflight: Arc<Semaphore>,
 }
 
@@ -99,6 +102,17 @@ impl Node {
         // from gossip (`membership::start`); until then it is standby.
         let tokens = tokens::load(&store).map_err(storage)?.unwrap_or_default();
         let buckets = Buckets::load(store.clone(), &id, config.default_n).map_err(storage)?;
+        let hints = Hints::open(
+            store.clone(),
+            HintConfig {
+                enabled: config.hinted_handoff,
+                window: config.max_hint_window,
+                max_per_target: config.max_hints_per_target,
+                replay_bytes_per_sec: config.hint_replay_bytes_per_sec,
+                check_every: Duration::from_secs(1),
+            },
+        )
+        .map_err(storage)?;
         let replica = Replica::open(id.clone(), store).map_err(storage)?;
         let cluster = Cluster::single(
             LocalNode {
@@ -118,6 +132,7 @@ impl Node {
             metrics: Metrics::new(),
             faults: Faults::new(config.fault_injection),
             peers: Peers::default(),
+            hints: Arc::new(hints),
             config,
         })
     }
@@ -229,6 +244,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let (net, inbox) = Net::start(net::Config::new(identity), listen);
     node.peers.attach(net.clone());
+    net.set_handler(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
+    let (stop_hints, hints_stopped) = tokio::sync::watch::channel(false);
+    let replayer = tokio::spawn(node.hints.clone().run_replayer(
+        crate::peers::hint_target_is_up(&node),
+        crate::peers::hint_delivery(&node),
+        hints_stopped,
+    ));
     // Joins the ring (choosing tokens) before the API serves.
     let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
     if cfg.auth_enabled() {
@@ -267,6 +289,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 warn!("in-flight requests did not finish within {DRAIN:?}; closing anyway");
             }
         }
+    }
+    stop_hints.send_replace(true);
+    if tokio::time::timeout(Duration::from_secs(5), replayer)
+        .await
+        .is_err()
+    {
+        warn!("hint replay did not stop within 5 s");
     }
     membership.stop();
     store

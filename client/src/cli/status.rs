@@ -43,6 +43,7 @@ pub fn members_table(members: &[Member]) -> String {
                 m.generation.to_string(),
                 m.heartbeat.to_string(),
                 m.tokens.len().to_string(),
+                m.hints_pending.map_or("-".into(), |h| h.to_string()),
             ]
         })
         .collect();
@@ -57,6 +58,7 @@ pub fn members_table(members: &[Member]) -> String {
             "GENERATION",
             "HEARTBEAT",
             "TOKENS",
+            "HINTS",
         ],
         &rows,
     )

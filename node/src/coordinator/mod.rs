@@ -31,6 +31,7 @@ pub use write::{WriteArgs, serve_forwarded, write};
 
 use crate::buckets::BucketProps;
 use crate::error::{ApiError, ReplicaFailure};
+use crate::hints::HintOutcome;
 use crate::server::Node;
 use crate::version::Dvvs;
 
@@ -181,8 +182,18 @@ fn timeout_error(
 /// handoff is off or the target's hints are at their bound. Returns
 /// whether a hint was stored.
 pub async fn hint(node: &Node, target: &str, bucket: &str, key: &[u8], object: &Dvvs) -> bool {
-    let _ = (node, target, bucket, key, object);
-    false
+    match node.hints.add(target, bucket, key, object).await {
+        Ok(HintOutcome::Stored) => true,
+        Ok(HintOutcome::Full) => {
+            tracing::debug!(%target, "hints for this target are at their bound; not hinted");
+            false
+        }
+        Ok(HintOutcome::Disabled) => false,
+        Err(e) => {
+            tracing::warn!(%target, error = %e, "cannot store a hint");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -179,10 +179,14 @@ async fn coordinate(
     fallback: bool,
 ) -> Result<(Dvvs, usize), ApiError> {
     let me = node.replica.id().to_string();
-    node.buckets
+    if node
+        .buckets
         .mark_has_data(&a.bucket)
         .await
-        .map_err(|e| ApiError::storage(&me, required, e))?;
+        .map_err(|e| ApiError::storage(&me, required, e))?
+    {
+        crate::peers::announce_bucket(node, &a.bucket);
+    }
     let local = async {
         node.faults.storage_delay().await;
         node.replica
@@ -279,8 +283,9 @@ async fn coordinate(
     let mut waiting: Vec<String> = others.iter().map(|t| t.node.clone()).collect();
     let mut failed = Vec::new();
     while acks < required {
-        if acks + waiting.len() < required {
-            // Decided: W can no longer be reached.
+        if waiting.is_empty() {
+            // Decided: W can no longer be reached, and every target has
+            // answered (so `acks` is exact).
             return Err(ApiError::Timeout {
                 required,
                 acks,

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use serde_json::json;
 use warp::http::Method;
 
@@ -30,7 +32,7 @@ pub fn health(node: &Node, req: &Request) -> Reply {
 }
 
 /// `GET|PUT /buckets/{bucket}`.
-pub async fn bucket(node: &Node, name: &str, req: Request) -> Reply {
+pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
     validate_bucket_name(name)?;
     match req.method {
         Method::GET | Method::HEAD => match node.buckets.get(name) {
@@ -55,6 +57,7 @@ pub async fn bucket(node: &Node, name: &str, req: Request) -> Reply {
                 })?
             };
             let props = node.buckets.update(name, update).await?;
+            crate::peers::announce_bucket(node, name);
             Ok(json(200, &json!(props)))
         }
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
@@ -64,7 +67,14 @@ pub async fn bucket(node: &Node, name: &str, req: Request) -> Reply {
 /// `GET /cluster/members`.
 pub fn members(node: &Node, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
-    Ok(json(200, &json!(node.cluster.members())))
+    let mut list = json!(node.cluster.members());
+    if let Some(items) = list.as_array_mut() {
+        for m in items {
+            let id = m["id"].as_str().unwrap_or_default().to_string();
+            m["hints_pending"] = json!(node.hints.pending_for(&id));
+        }
+    }
+    Ok(json(200, &list))
 }
 
 /// `GET /cluster/ring`: tokens in ring order, each node's primary share
@@ -95,7 +105,20 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
     let key = decode_key(raw_key)?;
     let props = node.buckets.props_for_keys(bucket);
     let token = quorumkv_ring::token_of(bucket.as_bytes(), &key);
-    let replicas = node.cluster.ring().preference_list(token, props.n as usize);
+    let ring = node.cluster.ring();
+    let replicas = ring.preference_list(token, props.n as usize);
+    // The rest of the ring in order: where a sloppy quorum finds stand-ins.
+    let fallbacks: Vec<String> = ring
+        .preference_list(token, ring.node_count())
+        .into_iter()
+        .filter(|n| !replicas.contains(n))
+        .collect();
+    let placement = crate::coordinator::placement(node, bucket, &key, &props);
+    let targets: Vec<_> = placement
+        .targets
+        .iter()
+        .map(|t| json!({"node": t.node, "for": t.hint_for}))
+        .collect();
     Ok(json(
         200,
         &json!({
@@ -104,6 +127,9 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
             "token": token,
             "n": props.n,
             "replicas": replicas,
+            "fallbacks": fallbacks,
+            "targets": targets,
+            "down": placement.down,
         }),
     ))
 }
@@ -114,6 +140,11 @@ pub fn metrics(node: &Node, req: &Request) -> Reply {
     let (keys, bytes) = node.replica.stored();
     node.metrics.keys_stored.set(keys);
     node.metrics.bytes_stored.set(bytes);
+    node.metrics.sync_hints(
+        &node.hints.pending(),
+        &node.cluster.others(),
+        &node.hints.stats(),
+    );
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -1,18 +1,22 @@
-//! Internode transport: the `--listen` port, carrying gossip now and
-//! internode RPC later, between authenticated peers.
+//! Internode transport: the `--listen` port, carrying gossip and
+//! request/response RPC between authenticated peers.
 //!
 //! # What it is
 //!
 //! * **One persistent outbound connection per peer** (`peer.rs`), opened
 //!   lazily on the first message for that address, re-opened with
 //!   exponential backoff (100 ms doubling to 5 s) when it fails. Each peer
-//!   has a bounded send queue ([`Config::queue`]); [`Net::send`] never
-//!   waits: a full queue drops the message and counts it, which is right
-//!   for gossip (the next round repeats whatever is still missing) and will
-//!   be an error for RPC requests (issue 5).
+//!   has a bounded send queue ([`Config::queue`]); neither [`Net::send`]
+//!   nor [`Net::call`] waits for room: a full queue drops a gossip message
+//!   and counts it, which is right for gossip (the next round repeats
+//!   whatever is still missing), and fails a call with
+//!   [`CallError::QueueFull`].
 //! * **A listener** that accepts connections from peers; every accepted
 //!   connection can also *write* (a per-connection reply queue), which is
-//!   where RPC responses will go, multiplexed by request id.
+//!   where RPC responses go, multiplexed by request id.
+//! * **RPC** ([`rpc`]): [`Net::call`] sends a [`crate::proto::Request`]
+//!   and waits for its answer; the [`Handler`] set with
+//!   [`Net::set_handler`] serves the requests other nodes send.
 //! * **Frames**: tokio-util's `LengthDelimitedCodec` (4-byte big-endian
 //!   length, at most [`Config::max_frame`] bytes) around MessagePack
 //!   ([`Envelope`] via rmp-serde).
@@ -28,16 +32,17 @@
 //! DESIGN.md chose one TCP connection per peer with length-delimited
 //! MessagePack frames over HTTP between nodes, for throughput. Gossip and
 //! RPC share the connection and the handshake: the [`Envelope`] enum is the
-//! only thing that grows when RPC lands (`Request { id, deadline, body }`,
-//! `Response { id, result }`), and a node that receives a variant it does
-//! not know drops that frame (and logs it at debug) instead of the
-//! connection.
+//! only thing that grows with new kinds of traffic, and a node that
+//! receives a variant it does not know drops that frame (and logs it at
+//! debug) instead of the connection.
 //!
 //! Each direction between two nodes uses its own connection (as Cassandra
 //! does): a node sends on connections it dialed and receives on those it
 //! accepted, so two nodes dialing each other at once never have to decide
 //! which connection wins. Gossip replies go to the sender's announced
-//! listen address through the replier's own outbound connection.
+//! listen address through the replier's own outbound connection; an RPC
+//! response is the exception, going back on the connection its request came
+//! on, so that it meets the caller's pending call on the same connection.
 //!
 //! # Implementation caveats
 //!
@@ -46,24 +51,34 @@
 //! * The advertised address is `--listen` itself: a node listening on
 //!   `0.0.0.0` would advertise an undialable address (no `--advertise` yet).
 //! * Messages queued while a peer is unreachable are dropped when the
-//!   connection attempt fails (they would be stale by the next attempt).
+//!   connection attempt fails (they would be stale by the next attempt);
+//!   calls among them fail with [`CallError::Unreachable`], and so do calls
+//!   made during the backoff that follows, so a coordinator learns at once
+//!   that a replica is down. A peer that comes back is therefore called
+//!   again only after the backoff (at most 5 s).
 
 pub mod handshake;
 mod peer;
+pub mod rpc;
+#[cfg(test)]
+mod rpc_tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use quorumkv_gossip::{Addr, Message};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
 pub use handshake::{Identity, PeerInfo};
+pub use rpc::{CallError, Handler};
+
+use crate::proto;
 
 /// The internode protocol version, exchanged in the handshake. Peers of
 /// another version are refused.
@@ -77,6 +92,27 @@ const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
 pub enum Envelope {
     /// A gossip message (SYN, ACK or ACK2).
     Gossip(Message),
+    /// An RPC request, on a connection its sender dialed.
+    Request {
+        /// Matches the response to the call; unique per sending node.
+        id: u64,
+        /// How long the caller waits: the callee gives up after as long.
+        timeout_ms: u32,
+        /// What is asked.
+        body: proto::Request,
+        /// The caller's wall-clock deadline (ms since the epoch; 0: none).
+        /// A request read after it (plus [`rpc::CLOCK_SKEW_ALLOWANCE_MS`]),
+        /// e.g. by a node that was paused, is answered `Deadline` without
+        /// being run: its caller gave up long ago and has hinted the write.
+        expires_unix_ms: u64,
+    },
+    /// The answer to a request, on the connection the request came on.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer, or why there is none.
+        result: Result<proto::Response, proto::RemoteError>,
+    },
 }
 
 /// Why the other side of a handshake was refused. The `Display` text is
@@ -150,6 +186,10 @@ pub enum NetError {
     /// The transport has shut down.
     #[error("the internode transport has stopped")]
     Stopped,
+    /// The last attempt to connect to the peer failed, and the backoff
+    /// before the next one has not passed.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// Transport settings.
@@ -170,6 +210,9 @@ pub struct Config {
     pub backoff_min: Duration,
     /// Longest reconnect delay; default 5 s.
     pub backoff_max: Duration,
+    /// Inbound RPC requests served at once; beyond that they are answered
+    /// `Overloaded`; default 4096.
+    pub max_inbound: usize,
 }
 
 impl Config {
@@ -183,6 +226,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            max_inbound: 4096,
         }
     }
 }
@@ -204,6 +248,24 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Outbound connections established.
     pub connects: AtomicU64,
+    /// Requests read after their caller's deadline, answered without
+    /// being run.
+    pub inbound_expired: AtomicU64,
+    /// RPC calls made.
+    pub calls: AtomicU64,
+    /// Calls that got no answer within their timeout.
+    pub call_timeouts: AtomicU64,
+    /// Calls that failed otherwise (unreachable, queue full, connection
+    /// lost, remote error, stopped).
+    pub call_failures: AtomicU64,
+    /// RPC requests received.
+    pub inbound_requests: AtomicU64,
+    /// Requests answered `Overloaded` because `max_inbound` were in
+    /// progress.
+    pub inbound_overloaded: AtomicU64,
+    /// Responses dropped because their connection's reply queue was full
+    /// or the connection was gone.
+    pub responses_dropped: AtomicU64,
 }
 
 /// Where received gossip goes: `(sender's listen address, message)`.
@@ -215,12 +277,34 @@ const GOSSIP_INBOX: usize = 1024;
 /// The running transport.
 pub struct Net {
     config: Config,
-    peers: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
+    peers: Mutex<HashMap<String, Link>>,
     gossip: mpsc::Sender<(Addr, Message)>,
     counters: Counters,
     /// When a refusal for a peer address was last logged at `warn`.
     refusals: Mutex<HashMap<String, Instant>>,
     stop: watch::Sender<bool>,
+    /// Calls waiting for their answers.
+    rpc: rpc::Calls,
+    handler: OnceLock<Arc<dyn Handler>>,
+    /// Permits for inbound requests in progress ([`Config::max_inbound`]).
+    inbound: Arc<Semaphore>,
+}
+
+/// The way to one peer's task (`peer::run`).
+struct Link {
+    tx: mpsc::Sender<Envelope>,
+    /// Why the last connection attempt failed, while its backoff lasts:
+    /// calls fail at once instead of queueing for an attempt seconds away.
+    /// Its lock also makes "check, then queue" atomic with the peer task's
+    /// "mark down, then drain the queue", so no call slips in between and
+    /// waits for the next attempt.
+    down: Arc<Mutex<Option<String>>>,
+}
+
+/// Locks `m`, ignoring poisoning: every critical section here leaves its
+/// data consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A refusal is logged at `warn` at most this often per peer address.
@@ -238,6 +322,7 @@ impl Net {
     /// stream of gossip messages it receives.
     pub fn start(config: Config, listener: TcpListener) -> (Arc<Net>, GossipInbox) {
         let (gossip, inbox) = mpsc::channel(GOSSIP_INBOX);
+        let permits = config.max_inbound.min(Semaphore::MAX_PERMITS);
         let net = Arc::new(Net {
             config,
             peers: Mutex::new(HashMap::new()),
@@ -245,6 +330,9 @@ impl Net {
             counters: Counters::default(),
             refusals: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
+            rpc: rpc::Calls::default(),
+            handler: OnceLock::new(),
+            inbound: Arc::new(Semaphore::new(permits)),
         });
         tokio::spawn(accept_loop(net.clone(), listener));
         (net, inbox)
@@ -263,20 +351,35 @@ impl Net {
     /// Queues `env` for the peer listening at `to`, connecting if needed.
     /// Never waits: a full queue drops the message ([`NetError::QueueFull`]).
     pub fn send(self: &Arc<Self>, to: &str, env: Envelope) -> Result<(), NetError> {
+        self.push(to, env, false)
+    }
+
+    /// Queues `env` for `to`; with `fail_fast`, refuses it while the peer
+    /// is known to be unreachable ([`NetError::Unreachable`]).
+    fn push(self: &Arc<Self>, to: &str, env: Envelope, fail_fast: bool) -> Result<(), NetError> {
         if *self.stop.borrow() {
             return Err(NetError::Stopped);
         }
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = match peers.get(to) {
-            Some(tx) if !tx.is_closed() => tx.clone(),
+        let mut peers = lock(&self.peers);
+        let (tx, down) = match peers.get(to) {
+            Some(l) if !l.tx.is_closed() => (l.tx.clone(), l.down.clone()),
             _ => {
                 let (tx, rx) = mpsc::channel(self.config.queue);
-                peers.insert(to.to_string(), tx.clone());
-                tokio::spawn(peer::run(self.clone(), to.to_string(), rx));
-                tx
+                let down = Arc::new(Mutex::new(None));
+                let link = Link {
+                    tx: tx.clone(),
+                    down: down.clone(),
+                };
+                peers.insert(to.to_string(), link);
+                tokio::spawn(peer::run(self.clone(), to.to_string(), rx, down.clone()));
+                (tx, down)
             }
         };
         drop(peers);
+        let down = lock(&down);
+        if fail_fast && let Some(why) = down.as_ref() {
+            return Err(NetError::Unreachable(why.clone()));
+        }
         tx.try_send(env).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 self.counters.dropped_queue_full.fetch_add(1, Relaxed);
@@ -286,18 +389,20 @@ impl Net {
         })
     }
 
-    /// Stops accepting, and closes every connection.
+    /// Stops accepting, closes every connection, and fails every pending
+    /// call with [`CallError::Stopped`].
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
+        self.rpc.stop();
     }
 
     fn stopped(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
 
-    /// Hands one received frame to its consumer. `reply` is the queue of
-    /// the connection it came on (for RPC responses).
-    fn dispatch(&self, from: &PeerInfo, frame: &[u8], _reply: &mpsc::Sender<Envelope>) {
+    /// Hands one received frame, from `from` on a connection of `side`, to
+    /// its consumer.
+    fn dispatch(self: &Arc<Self>, from: &PeerInfo, frame: &[u8], side: peer::Side<'_>) {
         let env: Envelope = match rmp_serde::from_slice(frame) {
             Ok(e) => e,
             Err(e) => {
@@ -317,6 +422,32 @@ impl Net {
                     self.counters.dropped_inbound.fetch_add(1, Relaxed);
                 }
             }
+            Envelope::Request {
+                id,
+                timeout_ms,
+                body,
+                expires_unix_ms,
+            } => match side {
+                peer::Side::Inbound { reply } => {
+                    if rpc::expired(expires_unix_ms) {
+                        self.counters.inbound_expired.fetch_add(1, Relaxed);
+                        debug!(peer = %from.node, id, "dropping a request past its deadline");
+                        return self.answer(reply, id, Err(proto::RemoteError::Deadline));
+                    }
+                    self.serve(from, id, timeout_ms, body, reply)
+                }
+                // Requests come on connections their sender dialed; there
+                // is no reply queue on ours.
+                peer::Side::Outbound { .. } => {
+                    debug!(peer = %from.node, id, "dropping a request on an outbound connection");
+                }
+            },
+            Envelope::Response { id, result } => match side {
+                peer::Side::Outbound { conn } => self.rpc.answer(id, conn, result),
+                peer::Side::Inbound { .. } => {
+                    debug!(peer = %from.node, id, "dropping a response on an inbound connection");
+                }
+            },
         }
     }
 
@@ -329,7 +460,7 @@ impl Net {
         };
         self.counters.refused.fetch_add(1, Relaxed);
         let now = Instant::now();
-        let mut log = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = lock(&self.refusals);
         // Per address *and* reason: loopback peers share an address, and a
         // new reason from the same place is news.
         let slot = format!("{key} {why}");
@@ -380,7 +511,8 @@ async fn serve_inbound(net: Arc<Net>, stream: TcpStream, remote: String) {
     conn.codec_mut().set_max_frame_length(net.config.max_frame);
     debug!(peer = %peer.node, addr = %peer.addr, "accepted internode connection");
     let (reply_tx, mut reply_rx) = mpsc::channel(net.config.queue);
-    if let Err(e) = peer::pump(&net, conn, &peer, None, &mut reply_rx, &reply_tx).await {
+    let side = peer::Side::Inbound { reply: &reply_tx };
+    if let Err(e) = peer::pump(&net, conn, &peer, None, &mut reply_rx, side).await {
         debug!(peer = %peer.node, error = %e, "inbound connection ended");
     }
 }

@@ -1,10 +1,12 @@
 //! One outbound peer: a task that owns the connection to one address,
 //! connects when there is something to send, reconnects with backoff, and
 //! moves frames both ways while connected ([`pump`], shared with inbound
-//! connections).
+//! connections). It is also where calls learn that their peer is gone: a
+//! failed connect fails the calls queued for it, a lost connection those
+//! sent on it.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
@@ -12,10 +14,36 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
-use super::{Envelope, HANDSHAKE_MAX_FRAME, Net, NetError, PeerInfo, framed, handshake};
+use super::rpc::CallError;
+use super::{Envelope, HANDSHAKE_MAX_FRAME, Net, NetError, PeerInfo, framed, handshake, lock};
 
-/// Runs until the transport stops or every sender of `rx` is gone.
-pub(super) async fn run(net: Arc<Net>, addr: String, mut rx: mpsc::Receiver<Envelope>) {
+/// Which way a connection goes, and what that allows on it.
+#[derive(Clone, Copy)]
+pub(super) enum Side<'a> {
+    /// Dialed by this node: requests go out, their responses come back.
+    /// `conn` tells this connection's calls from those of the peer's
+    /// earlier and later connections.
+    Outbound {
+        /// The connection's id ([`super::rpc::Calls::connection`]).
+        conn: u64,
+    },
+    /// Accepted by this node: requests come in, their responses go out
+    /// through `reply`.
+    Inbound {
+        /// The connection's reply queue.
+        reply: &'a mpsc::Sender<Envelope>,
+    },
+}
+
+/// Runs until the transport stops or every sender of `rx` is gone. While
+/// the backoff after a failed connect lasts, `down` holds why it failed
+/// (see [`super::Link`]).
+pub(super) async fn run(
+    net: Arc<Net>,
+    addr: String,
+    mut rx: mpsc::Receiver<Envelope>,
+    down: Arc<Mutex<Option<String>>>,
+) {
     let mut stop = net.stopped();
     let mut backoff = net.config.backoff_min;
     loop {
@@ -32,29 +60,43 @@ pub(super) async fn run(net: Arc<Net>, addr: String, mut rx: mpsc::Receiver<Enve
                 backoff = net.config.backoff_min;
                 net.counters.connects.fetch_add(1, Relaxed);
                 debug!(peer = %peer.node, %addr, "connected");
-                // The outbound side writes; a reply queue is never used
-                // here, so a dummy one that stays open keeps `pump` uniform.
-                let (reply_tx, _reply_rx) = mpsc::channel(1);
+                let id = net.rpc.connection();
+                let side = Side::Outbound { conn: id };
                 let result = tokio::select! {
-                    r = pump(&net, conn, &peer, Some(first), &mut rx, &reply_tx) => r,
+                    r = pump(&net, conn, &peer, Some(first), &mut rx, side) => r,
                     _ = stop.changed() => return,
                 };
+                // No answer can come for what was sent on it; what is
+                // still queued goes on the next connection.
+                net.rpc.lost(id);
                 if let Err(e) = result {
                     debug!(peer = %peer.node, %addr, error = %e, "connection lost");
                 }
             }
             Err(e) => {
                 net.report(&addr, "outbound", &e);
-                // What was queued is stale by the next attempt: drop it.
-                let mut dropped = 1;
-                while rx.try_recv().is_ok() {
-                    dropped += 1;
+                let why = format!("{addr}: {e}");
+                // What was queued is stale by the next attempt: drop it,
+                // and tell the callers among it, who would otherwise wait
+                // out their timeouts.
+                let mut dropped = 0;
+                {
+                    let mut down = lock(&down);
+                    *down = Some(why.clone());
+                    let queued = std::iter::from_fn(|| rx.try_recv().ok());
+                    for env in std::iter::once(first).chain(queued) {
+                        if let Envelope::Request { id, .. } = env {
+                            net.rpc.fail(id, CallError::Unreachable(why.clone()));
+                        }
+                        dropped += 1;
+                    }
                 }
                 net.counters.dropped_unreachable.fetch_add(dropped, Relaxed);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
                 }
+                *lock(&down) = None;
                 backoff = (backoff * 2).min(net.config.backoff_max);
             }
         }
@@ -87,21 +129,33 @@ fn encode(env: &Envelope) -> Result<bytes::Bytes, NetError> {
         .map_err(|e| NetError::Encode(e.to_string()))
 }
 
+/// Whether `env` is still worth writing on `side`; records a request as
+/// sent on the connection, so that losing it fails the call.
+fn wanted(net: &Net, env: &Envelope, side: Side<'_>) -> bool {
+    match (env, side) {
+        // Its caller gave up (timed out): skip it.
+        (Envelope::Request { id, .. }, Side::Outbound { conn }) => net.rpc.mark_sent(*id, conn),
+        _ => true,
+    }
+}
+
 /// Moves frames on an established connection: writes what `rx` yields
 /// (`first` before anything else), batching what is already queued into
 /// one flush, and dispatches what the peer sends. Returns when the peer
 /// closes, on an I/O error, or `Ok` when `rx` closes.
 pub(super) async fn pump(
-    net: &Net,
+    net: &Arc<Net>,
     conn: Framed<TcpStream, LengthDelimitedCodec>,
     peer: &PeerInfo,
     first: Option<Envelope>,
     rx: &mut mpsc::Receiver<Envelope>,
-    reply: &mpsc::Sender<Envelope>,
+    side: Side<'_>,
 ) -> Result<(), NetError> {
     let (mut sink, mut stream) = conn.split();
     let mut stop: watch::Receiver<bool> = net.stopped();
-    if let Some(env) = first {
+    if let Some(env) = first
+        && wanted(net, &env, side)
+    {
         sink.send(encode(&env)?).await?;
         net.counters.sent.fetch_add(1, Relaxed);
     }
@@ -109,17 +163,19 @@ pub(super) async fn pump(
         tokio::select! {
             m = rx.recv() => {
                 let Some(env) = m else { return Ok(()) };
-                sink.feed(encode(&env)?).await?;
-                let mut n = 1;
-                while let Ok(more) = rx.try_recv() {
-                    sink.feed(encode(&more)?).await?;
-                    n += 1;
+                let mut n = 0;
+                let batch = std::iter::once(env).chain(std::iter::from_fn(|| rx.try_recv().ok()));
+                for env in batch {
+                    if wanted(net, &env, side) {
+                        sink.feed(encode(&env)?).await?;
+                        n += 1;
+                    }
                 }
                 sink.flush().await?;
                 net.counters.sent.fetch_add(n, Relaxed);
             }
             f = stream.next() => match f {
-                Some(Ok(frame)) => net.dispatch(peer, &frame, reply),
+                Some(Ok(frame)) => net.dispatch(peer, &frame, side),
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(NetError::Closed),
             },

@@ -1,0 +1,223 @@
+//! Time for hints: the clock they are aged and throttled by, and the token
+//! bucket that paces replay.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A boxed future that can cross tasks.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Where hints read time from.
+///
+/// A trait so that tests run expiry (hours) and throttling (seconds) in
+/// virtual time: `tokio::time::pause` cannot help with the first, because
+/// hint ages are wall-clock time (they must survive restarts), and this
+/// crate's tests do not build tokio's `test-util` anyway.
+pub(crate) trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch: when a hint was written, and how
+    /// old it is now.
+    fn wall_ms(&self) -> u64;
+    /// Monotonic time since an arbitrary origin, for the token bucket
+    /// (immune to wall-clock steps).
+    fn monotonic(&self) -> Duration;
+    /// Waits `d` of this clock's time.
+    fn sleep(&self, d: Duration) -> BoxFuture<()>;
+}
+
+/// The real clocks: the system's wall clock, tokio's monotonic one.
+pub(crate) struct SystemClock {
+    origin: tokio::time::Instant,
+}
+
+impl SystemClock {
+    pub(crate) fn new() -> Self {
+        SystemClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn wall_ms(&self) -> u64 {
+        // A clock before 1970 is a broken host; age everything as new
+        // rather than fail writes.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+/// A token bucket over bytes, shared by every replay on the node.
+///
+/// Callers *reserve* before sending: the bytes are taken at once, possibly
+/// driving the balance negative, and the caller is told how long to wait
+/// for the balance it found to be paid back. So a hint larger than a whole
+/// second's budget is never stuck (it goes as soon as the balance is not in
+/// debt) and the debt it leaves delays whoever comes next; concurrent
+/// replays queue behind each other's debt and together keep to the rate.
+/// The bucket holds at most one second of budget, so an idle spell allows
+/// a burst of one second's worth, no more. It starts empty.
+pub(super) struct TokenBucket {
+    /// Bytes per second; 0 means unthrottled.
+    rate: u64,
+    state: Mutex<BucketState>,
+}
+
+struct BucketState {
+    /// Bytes available times 10^9 (one byte is `rate` per nanosecond of
+    /// refill, so integers stay exact); negative is debt.
+    tokens: i128,
+    /// When `tokens` was last brought up to date.
+    at: Duration,
+}
+
+const NANOS_PER_SEC: i128 = 1_000_000_000;
+
+impl TokenBucket {
+    pub(super) fn new(rate: u64, now: Duration) -> Self {
+        TokenBucket {
+            rate,
+            state: Mutex::new(BucketState { tokens: 0, at: now }),
+        }
+    }
+
+    /// Takes `bytes` from the bucket; returns how long to wait before
+    /// sending them.
+    pub(super) fn reserve(&self, bytes: u64, now: Duration) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        let rate = i128::from(self.rate);
+        let full = rate * NANOS_PER_SEC;
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if now > s.at {
+            let refill = i128::try_from((now - s.at).as_nanos()).unwrap_or(i128::MAX / 4);
+            s.tokens = s
+                .tokens
+                .saturating_add(refill.saturating_mul(rate))
+                .min(full);
+            s.at = now;
+        }
+        let wait = if s.tokens >= 0 {
+            Duration::ZERO
+        } else {
+            // Round up: waking a nanosecond early would leave a sliver of
+            // debt and a second, pointless sleep.
+            let nanos = (-s.tokens + rate - 1) / rate;
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        };
+        s.tokens = s
+            .tokens
+            .saturating_sub(i128::from(bytes).saturating_mul(NANOS_PER_SEC));
+        wait
+    }
+}
+
+#[cfg(test)]
+pub(super) mod manual {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::{BoxFuture, Clock};
+
+    /// A clock that moves only when told to, or when someone sleeps on it:
+    /// a sleep advances it by the sleep's length, so `elapsed` after a
+    /// throttled replay is exactly the time the replay waited.
+    #[derive(Clone)]
+    pub(crate) struct ManualClock {
+        wall_origin_ms: u64,
+        nanos: Arc<AtomicU64>,
+    }
+
+    impl ManualClock {
+        pub(crate) fn at(wall_ms: u64) -> Self {
+            ManualClock {
+                wall_origin_ms: wall_ms,
+                nanos: Arc::new(AtomicU64::new(0)),
+            }
+        }
+
+        pub(crate) fn advance(&self, d: Duration) {
+            let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            self.nanos.fetch_add(n, Ordering::SeqCst);
+        }
+
+        /// Time passed since the clock was made.
+        pub(crate) fn elapsed(&self) -> Duration {
+            Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn wall_ms(&self) -> u64 {
+            self.wall_origin_ms + self.elapsed().as_millis() as u64
+        }
+
+        fn monotonic(&self) -> Duration {
+            self.elapsed()
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<()> {
+            let clock = self.clone();
+            Box::pin(async move {
+                clock.advance(d);
+                tokio::task::yield_now().await;
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn bucket_paces_to_the_rate() {
+        let b = TokenBucket::new(1000, Duration::ZERO);
+        // Starts empty but not in debt: the first send goes at once.
+        assert_eq!(b.reserve(100, ms(0)), Duration::ZERO);
+        // 100 bytes of debt at 1000 B/s: 100 ms.
+        assert_eq!(b.reserve(100, ms(0)), ms(100));
+        // After the first wait, paid back to -100: the next waits again.
+        assert_eq!(b.reserve(100, ms(100)), ms(100));
+    }
+
+    #[test]
+    fn oversized_send_goes_then_the_next_waits() {
+        let b = TokenBucket::new(1000, Duration::ZERO);
+        assert_eq!(b.reserve(3000, ms(0)), Duration::ZERO);
+        assert_eq!(b.reserve(1, ms(0)), ms(3000));
+    }
+
+    #[test]
+    fn idle_time_buys_at_most_one_second() {
+        let b = TokenBucket::new(1000, Duration::ZERO);
+        // An hour idle: the bucket caps at 1000 bytes.
+        assert_eq!(b.reserve(1000, ms(3_600_000)), Duration::ZERO);
+        assert_eq!(b.reserve(500, ms(3_600_000)), Duration::ZERO);
+        assert_eq!(b.reserve(1, ms(3_600_000)), ms(500));
+    }
+
+    #[test]
+    fn zero_rate_is_unthrottled() {
+        let b = TokenBucket::new(0, Duration::ZERO);
+        for _ in 0..10 {
+            assert_eq!(b.reserve(u64::MAX, ms(0)), Duration::ZERO);
+        }
+    }
+}

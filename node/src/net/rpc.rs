@@ -1,0 +1,387 @@
+//! Request/response RPC over the internode transport.
+//!
+//! Replication, quorum reads and forwarded writes need one answer per
+//! request, within a deadline, from a specific peer. They ride the
+//! connections gossip already uses (one per peer and direction,
+//! authenticated by the handshake) instead of opening their own: a request
+//! goes out as `Envelope::Request` on the connection this node dialed, and
+//! its answer comes back as `Envelope::Response` on that same connection,
+//! matched by an id unique per [`Net`], so any number of calls share it.
+//!
+//! * **Every ending is typed and reported at once** ([`CallError`]). A
+//!   coordinator must tell "never delivered" (try another replica, hint
+//!   it) from "may have been applied", and should not sit out a timeout
+//!   when the transport already knows there will be no answer: a failed
+//!   connect fails the calls queued for that peer, a lost connection the
+//!   calls sent on it, a shutdown all of them.
+//! * **Bounded everywhere.** A full send queue is an error, not a wait;
+//!   the callee runs at most [`Config::max_inbound`] handlers and answers
+//!   `Overloaded` beyond that instead of queueing work whose callers will
+//!   have given up; a full reply queue drops the answer (the caller times
+//!   out) rather than buffering without limit.
+//! * **The deadline travels with the request** (`timeout_ms`), so the
+//!   callee abandons work nobody waits for any more. It is a duration, not
+//!   an instant, because the nodes' clocks are not synchronised; the
+//!   callee's deadline therefore ends a little after the caller's.
+//!
+//! Caveats: a handler that panics sends no answer (its caller times out);
+//! [`CallError::Stopped`] does not say whether a request already sent was
+//! applied, since nobody on a stopping node is left to act on it.
+//!
+//! [`Config::max_inbound`]: super::Config::max_inbound
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::{Envelope, Net, NetError, PeerInfo, lock};
+use crate::proto::{RemoteError, Request, Response};
+
+/// How far a request may be read past its caller's wall-clock deadline
+/// before it is dropped unrun. Covers clock skew between nodes (kept small
+/// by NTP); a node paused for longer than timeout + this does not apply
+/// stale requests when it resumes — their callers hinted them instead.
+pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 1000;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether a request with this wall-clock deadline (0: none) is stale.
+pub(super) fn expired(expires_unix_ms: u64) -> bool {
+    expires_unix_ms != 0 && unix_ms() > expires_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS)
+}
+
+/// What serves the requests other nodes send this one.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `req` from `from`. It is called on the connection's own
+    /// task, so it should only set up the work; the work belongs in the
+    /// returned future, which the transport runs in a task of its own and
+    /// drops when the request's deadline passes or the transport stops
+    /// (so it must tolerate being cancelled at any `.await`).
+    fn handle(
+        &self,
+        from: &PeerInfo,
+        req: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, RemoteError>> + Send + 'static>>;
+}
+
+/// Why a [`Net::call`] got no answer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The connect or the handshake failed, now or in the last attempt:
+    /// the request was never delivered.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer's send queue is full: the request was never delivered.
+    #[error("send queue full")]
+    QueueFull,
+    /// No answer within the deadline; the request may still have been
+    /// applied.
+    #[error("timed out")]
+    Timeout,
+    /// The request was sent, then the connection dropped before the
+    /// answer; it may have been applied.
+    #[error("connection lost")]
+    ConnectionLost,
+    /// The peer answered with an error.
+    #[error("{0}")]
+    Remote(RemoteError),
+    /// This node's transport is shutting down.
+    #[error("the internode transport has stopped")]
+    Stopped,
+}
+
+impl CallError {
+    /// Whether the peer may have applied the request despite the error, so
+    /// that a retry or another replica's answer cannot be assumed to be the
+    /// only effect. A remote `timeout` from a forwarded write counts: the
+    /// replica coordinator stores the write before waiting for acks.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            CallError::Timeout | CallError::ConnectionLost => true,
+            CallError::Remote(RemoteError::Deadline) => true,
+            CallError::Remote(RemoteError::Api(w)) => w.code == "timeout",
+            _ => false,
+        }
+    }
+
+    /// A few words for a 503/504 body's per-replica failure list; the
+    /// `Display` text has the details.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CallError::Unreachable(_) => "unreachable",
+            CallError::QueueFull => "send queue full",
+            CallError::Timeout => "timeout",
+            CallError::ConnectionLost => "connection lost",
+            CallError::Stopped => "stopping",
+            CallError::Remote(e) => match e {
+                RemoteError::Storage(_) => "storage error",
+                RemoteError::Overloaded(_) => "overloaded",
+                RemoteError::Deadline => "deadline passed",
+                RemoteError::Bad(_) => "bad request",
+                RemoteError::Api(_) => "replica coordinator error",
+            },
+        }
+    }
+}
+
+type Outcome = Result<Response, CallError>;
+
+/// The calls waiting for an answer, by request id.
+#[derive(Default)]
+pub(super) struct Calls {
+    next_id: AtomicU64,
+    next_conn: AtomicU64,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    pending: HashMap<u64, Pending>,
+    /// Set by shutdown, under the same lock as `pending`, so that no call
+    /// can register after the table was emptied and wait forever.
+    stopped: bool,
+}
+
+struct Pending {
+    /// The outbound connection the request was written to, once written:
+    /// only its loss, and only an answer on it, may end the call.
+    sent_on: Option<u64>,
+    done: oneshot::Sender<Outcome>,
+}
+
+impl Calls {
+    pub(super) fn register(&self) -> Result<(u64, oneshot::Receiver<Outcome>), CallError> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let (done, rx) = oneshot::channel();
+        let mut t = lock(&self.table);
+        if t.stopped {
+            return Err(CallError::Stopped);
+        }
+        t.pending.insert(
+            id,
+            Pending {
+                sent_on: None,
+                done,
+            },
+        );
+        Ok((id, rx))
+    }
+
+    /// A fresh id for an outbound connection.
+    pub(super) fn connection(&self) -> u64 {
+        self.next_conn.fetch_add(1, Relaxed)
+    }
+
+    /// Records that request `id` is being written on `conn`; false when
+    /// its caller is gone (timed out), so that it need not be sent.
+    pub(super) fn mark_sent(&self, id: u64, conn: u64) -> bool {
+        match lock(&self.table).pending.get_mut(&id) {
+            Some(p) => {
+                p.sent_on = Some(conn);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends call `id` with `outcome`, if it still waits.
+    pub(super) fn fail(&self, id: u64, outcome: CallError) {
+        if let Some(p) = lock(&self.table).pending.remove(&id) {
+            let _ = p.done.send(Err(outcome));
+        }
+    }
+
+    /// Delivers the answer to `id` that arrived on `conn`.
+    pub(super) fn answer(&self, id: u64, conn: u64, result: Result<Response, RemoteError>) {
+        let mut t = lock(&self.table);
+        match t.pending.get(&id) {
+            Some(p) if p.sent_on == Some(conn) => {
+                if let Some(p) = t.pending.remove(&id) {
+                    let _ = p.done.send(result.map_err(CallError::Remote));
+                }
+            }
+            // Its caller timed out, or a confused peer: nobody to tell.
+            _ => debug!(id, conn, "dropping a response to no pending call"),
+        }
+    }
+
+    /// Fails every call sent on `conn`, which is gone.
+    pub(super) fn lost(&self, conn: u64) {
+        let mut t = lock(&self.table);
+        let ids: Vec<u64> = t
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent_on == Some(conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(p) = t.pending.remove(&id) {
+                let _ = p.done.send(Err(CallError::ConnectionLost));
+            }
+        }
+    }
+
+    /// Fails every call, and any later one, with `Stopped`.
+    pub(super) fn stop(&self) {
+        let mut t = lock(&self.table);
+        t.stopped = true;
+        for (_, p) in t.pending.drain() {
+            let _ = p.done.send(Err(CallError::Stopped));
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        lock(&self.table).pending.remove(&id);
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.table).pending.len()
+    }
+}
+
+/// Removes a call's entry however its caller stops waiting: answered
+/// (already gone), timed out, or the caller's future dropped.
+struct Forget<'a> {
+    calls: &'a Calls,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.calls.forget(self.id);
+    }
+}
+
+impl Net {
+    /// Installs what serves inbound requests. Set once, after
+    /// [`Net::start`]; until then requests are answered `Overloaded`.
+    pub fn set_handler(&self, h: Arc<dyn Handler>) {
+        if self.handler.set(h).is_err() {
+            warn!("an internode request handler is already set; keeping the first");
+        }
+    }
+
+    /// Sends `req` to the peer listening at `to` and waits for its answer,
+    /// at most `timeout` (which the peer also gets, to give up on its
+    /// side).
+    pub async fn call(
+        self: &Arc<Self>,
+        to: &str,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        self.counters.calls.fetch_add(1, Relaxed);
+        let result = self.call_once(to, req, timeout).await;
+        match &result {
+            Ok(_) => {}
+            Err(CallError::Timeout) => {
+                self.counters.call_timeouts.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                self.counters.call_failures.fetch_add(1, Relaxed);
+                debug!(peer = to, error = %e, "internode call failed");
+            }
+        }
+        result
+    }
+
+    async fn call_once(
+        self: &Arc<Self>,
+        to: &str,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        let (id, rx) = self.rpc.register()?;
+        let _forget = Forget {
+            calls: &self.rpc,
+            id,
+        };
+        let env = Envelope::Request {
+            id,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            body: req,
+            expires_unix_ms: unix_ms().saturating_add(timeout.as_millis() as u64),
+        };
+        self.push(to, env, true).map_err(|e| match e {
+            NetError::QueueFull(_) => CallError::QueueFull,
+            NetError::Stopped => CallError::Stopped,
+            NetError::Unreachable(why) => CallError::Unreachable(why),
+            e => CallError::Unreachable(e.to_string()),
+        })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            // The entry went without an answer: only the transport itself
+            // going away does that.
+            Ok(Err(_)) => Err(CallError::Stopped),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// Calls waiting for an answer (for metrics, and to check nothing
+    /// leaks).
+    pub fn pending_calls(&self) -> usize {
+        self.rpc.len()
+    }
+
+    /// Serves a request that arrived on an accepted connection; the answer
+    /// goes to that connection's `reply` queue.
+    pub(super) fn serve(
+        self: &Arc<Self>,
+        from: &PeerInfo,
+        id: u64,
+        timeout_ms: u32,
+        body: Request,
+        reply: &mpsc::Sender<Envelope>,
+    ) {
+        self.counters.inbound_requests.fetch_add(1, Relaxed);
+        let Some(handler) = self.handler.get() else {
+            let starting = RemoteError::Overloaded("node is starting".into());
+            return self.answer(reply, id, Err(starting));
+        };
+        let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
+            self.counters.inbound_overloaded.fetch_add(1, Relaxed);
+            let busy = RemoteError::Overloaded(format!(
+                "{} internode requests already in progress",
+                self.config.max_inbound
+            ));
+            return self.answer(reply, id, Err(busy));
+        };
+        let work = handler.handle(from, body);
+        let deadline = Duration::from_millis(timeout_ms.into());
+        let (net, reply) = (self.clone(), reply.clone());
+        let mut stop = self.stopped();
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                r = tokio::time::timeout(deadline, work) => r.unwrap_or(Err(RemoteError::Deadline)),
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            drop(permit);
+            net.answer(&reply, id, result);
+        });
+    }
+
+    pub(super) fn answer(
+        &self,
+        reply: &mpsc::Sender<Envelope>,
+        id: u64,
+        result: Result<Response, RemoteError>,
+    ) {
+        if let Err(e) = reply.try_send(Envelope::Response { id, result }) {
+            // The caller will time out (or has lost the connection already).
+            self.counters.responses_dropped.fetch_add(1, Relaxed);
+            let full = matches!(e, mpsc::error::TrySendError::Full(_));
+            debug!(id, full, "internode response dropped");
+        }
+    }
+}

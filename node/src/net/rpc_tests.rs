@@ -1,0 +1,404 @@
+//! RPC between real `Net`s over loopback sockets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::proto::{RemoteError, Request, Response};
+
+/// A call timeout no test should reach.
+const LONG: Duration = Duration::from_secs(10);
+
+async fn start(node: &str, secret: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Arc<Net> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let identity = Identity {
+        node: node.into(),
+        addr: listener.local_addr().expect("addr").to_string(),
+        cluster: "c".into(),
+        secret: secret.map(Into::into),
+    };
+    let mut config = Config::new(identity);
+    tweak(&mut config);
+    Net::start(config, listener).0
+}
+
+fn addr(net: &Net) -> String {
+    net.config().identity.addr.clone()
+}
+
+/// A read of `bucket`, which picks the test handler's behaviour, for the
+/// key `n`.
+fn read(bucket: &str, n: u64) -> Request {
+    Request::Read {
+        bucket: bucket.into(),
+        key: n.to_be_bytes().to_vec(),
+        digest: true,
+    }
+}
+
+/// Answers `Ping` with `Pong`, and reads by bucket: `echo` with the key as
+/// a digest, `fail` with a storage error, `park` never (after saying so on
+/// `parked`).
+struct TestHandler {
+    runs: Arc<AtomicUsize>,
+    parked: mpsc::UnboundedSender<()>,
+}
+
+impl Handler for TestHandler {
+    fn handle(
+        &self,
+        _from: &PeerInfo,
+        req: Request,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, RemoteError>> + Send + 'static>,
+    > {
+        self.runs.fetch_add(1, Relaxed);
+        let parked = self.parked.clone();
+        Box::pin(async move {
+            match req {
+                Request::Ping => Ok(Response::Pong),
+                Request::Read { bucket, key, .. } => match bucket.as_str() {
+                    "echo" => {
+                        let n = <[u8; 8]>::try_from(key.as_slice())
+                            .map_err(|_| RemoteError::Bad("key is not a u64".into()))?;
+                        Ok(Response::Digest(Some(u64::from_be_bytes(n))))
+                    }
+                    "fail" => Err(RemoteError::Storage("disk on fire".into())),
+                    "park" => {
+                        let _ = parked.send(());
+                        std::future::pending().await
+                    }
+                    other => Err(RemoteError::Bad(format!("no bucket {other}"))),
+                },
+                other => Err(RemoteError::Bad(format!("unexpected {}", other.kind()))),
+            }
+        })
+    }
+}
+
+/// Installs a [`TestHandler`] on `net`; returns how many requests it has
+/// run and where it reports parking.
+fn serve(net: &Net) -> (Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (parked, rx) = mpsc::unbounded_channel();
+    net.set_handler(Arc::new(TestHandler {
+        runs: runs.clone(),
+        parked,
+    }));
+    (runs, rx)
+}
+
+/// Calls `req` on `to` in a task of its own (so that the test can act
+/// while it is in flight).
+fn spawn_call(
+    net: &Arc<Net>,
+    to: &str,
+    req: Request,
+) -> tokio::task::JoinHandle<Result<Response, CallError>> {
+    let (net, to) = (net.clone(), to.to_string());
+    tokio::spawn(async move { net.call(&to, req, LONG).await })
+}
+
+/// Waits (boundedly) until the handler has parked a request.
+async fn until_parked(parked: &mut mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(5), parked.recv())
+        .await
+        .expect("the request reached the handler")
+        .expect("handler alive");
+}
+
+/// A port nobody listens on.
+async fn dead_addr() -> String {
+    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    dead.local_addr().expect("addr").to_string()
+}
+
+#[tokio::test]
+async fn a_ping_gets_a_pong_between_authenticated_peers() {
+    let a = start("a", Some("s"), |_| {}).await;
+    let b = start("b", Some("s"), |_| {}).await;
+    let (runs, _parked) = serve(&b);
+    let r = a.call(&addr(&b), Request::Ping, LONG).await;
+    assert!(matches!(r, Ok(Response::Pong)), "{r:?}");
+    assert_eq!(runs.load(Relaxed), 1);
+    assert_eq!(a.counters().calls.load(Relaxed), 1);
+    assert_eq!(b.counters().inbound_requests.load(Relaxed), 1);
+    assert_eq!(a.pending_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_calls_share_one_connection() {
+    let a = start("a", Some("s"), |_| {}).await;
+    let b = start("b", Some("s"), |_| {}).await;
+    let (runs, _parked) = serve(&b);
+    let to = addr(&b);
+    let calls = (0..1000u64).map(|n| a.call(&to, read("echo", n), LONG));
+    let results = tokio::time::timeout(Duration::from_secs(30), join_all(calls))
+        .await
+        .expect("all answered");
+    for (n, r) in (0u64..).zip(results) {
+        match r {
+            Ok(Response::Digest(Some(d))) if d == n => {}
+            other => panic!("call {n} got {other:?}"),
+        }
+    }
+    assert_eq!(a.counters().connects.load(Relaxed), 1);
+    assert_eq!(runs.load(Relaxed), 1000);
+    assert_eq!(a.counters().calls.load(Relaxed), 1000);
+    assert_eq!(a.counters().call_failures.load(Relaxed), 0);
+    assert_eq!(a.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_handler_times_out_and_leaves_nothing_pending() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (_runs, _parked) = serve(&b);
+    let to = addr(&b);
+    let t0 = Instant::now();
+    let r = a
+        .call(&to, read("park", 0), Duration::from_millis(300))
+        .await;
+    let took = t0.elapsed();
+    assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(a.pending_calls(), 0);
+    assert_eq!(a.counters().call_timeouts.load(Relaxed), 1);
+    // B gives up too and answers late; A drops that answer, not the link.
+    let r = a.call(&to, Request::Ping, LONG).await;
+    assert!(matches!(r, Ok(Response::Pong)), "{r:?}");
+    assert_eq!(a.counters().connects.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn the_callee_answers_deadline_when_the_request_outlives_its_timeout() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (_runs, _parked) = serve(&b);
+    // A pending call whose frame says 50 ms while A itself would wait on:
+    // only B's deadline can end it.
+    let (id, rx) = a.rpc.register().expect("not stopped");
+    let body = read("park", 0);
+    let env = Envelope::Request {
+        id,
+        timeout_ms: 50,
+        body,
+        expires_unix_ms: 0,
+    };
+    a.send(&addr(&b), env).expect("queued");
+    let r = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered")
+        .expect("still pending");
+    assert!(
+        matches!(r, Err(CallError::Remote(RemoteError::Deadline))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_read_after_its_callers_deadline_is_not_run() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (runs, _parked) = serve(&b);
+    // As a paused node would find it on resuming: the caller's deadline
+    // (and the skew allowance) passed long ago.
+    let (id, rx) = a.rpc.register().expect("not stopped");
+    let env = Envelope::Request {
+        id,
+        timeout_ms: 2000,
+        body: read("echo", 7),
+        expires_unix_ms: 1,
+    };
+    a.send(&addr(&b), env).expect("queued");
+    let r = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered")
+        .expect("still pending");
+    assert!(
+        matches!(r, Err(CallError::Remote(RemoteError::Deadline))),
+        "{r:?}"
+    );
+    assert_eq!(runs.load(Relaxed), 0, "the handler must not run");
+    assert_eq!(b.counters().inbound_expired.load(Relaxed), 1);
+    // A fresh call on the same connection is served.
+    let ok = a.call(&addr(&b), read("echo", 7), LONG).await;
+    assert!(matches!(ok, Ok(Response::Digest(Some(7)))), "{ok:?}");
+}
+
+#[tokio::test]
+async fn a_remote_error_arrives_typed() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (_runs, _parked) = serve(&b);
+    let r = a.call(&addr(&b), read("fail", 0), LONG).await;
+    match r {
+        Err(CallError::Remote(RemoteError::Storage(why))) => assert_eq!(why, "disk on fire"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.counters().call_failures.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_fails_calls_at_once() {
+    // A long backoff, so that the second call surely falls inside it.
+    let a = start("a", None, |c| c.backoff_min = LONG).await;
+    let to = dead_addr().await;
+    let t0 = Instant::now();
+    let r = a.call(&to, Request::Ping, Duration::from_secs(5)).await;
+    assert!(matches!(r, Err(CallError::Unreachable(_))), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // While the backoff lasts, calls fail without queueing for the next
+    // attempt.
+    let t1 = Instant::now();
+    let r = a.call(&to, Request::Ping, Duration::from_secs(5)).await;
+    assert!(matches!(r, Err(CallError::Unreachable(_))), "{r:?}");
+    assert!(t1.elapsed() < Duration::from_secs(1), "{:?}", t1.elapsed());
+    assert_eq!(a.counters().call_failures.load(Relaxed), 2);
+    assert_eq!(a.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_peer_going_away_mid_call_fails_it_at_once() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (_runs, mut parked) = serve(&b);
+    let call = spawn_call(&a, &addr(&b), read("park", 0));
+    until_parked(&mut parked).await;
+    let t0 = Instant::now();
+    b.shutdown();
+    let r = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("failed well before the call's timeout")
+        .expect("call task");
+    assert!(
+        matches!(
+            r,
+            Err(CallError::ConnectionLost | CallError::Unreachable(_))
+        ),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(a.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_fails_pending_and_later_calls_with_stopped() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (_runs, mut parked) = serve(&b);
+    let to = addr(&b);
+    let call = spawn_call(&a, &to, read("park", 0));
+    until_parked(&mut parked).await;
+    a.shutdown();
+    let r = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("failed at once")
+        .expect("call task");
+    assert!(matches!(r, Err(CallError::Stopped)), "{r:?}");
+    let r = a.call(&to, Request::Ping, LONG).await;
+    assert!(matches!(r, Err(CallError::Stopped)), "{r:?}");
+    assert_eq!(a.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_node_without_a_handler_answers_overloaded() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let r = a.call(&addr(&b), Request::Ping, LONG).await;
+    match r {
+        Err(CallError::Remote(RemoteError::Overloaded(why))) => {
+            assert!(why.contains("starting"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_with_the_wrong_secret_is_unreachable_and_never_served() {
+    let a = start("a", Some("wrong"), |_| {}).await;
+    let b = start("b", Some("right"), |_| {}).await;
+    let (runs, _parked) = serve(&b);
+    let t0 = Instant::now();
+    let r = a
+        .call(&addr(&b), Request::Ping, Duration::from_secs(5))
+        .await;
+    match r {
+        Err(CallError::Unreachable(why)) => assert!(why.contains("secret"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(runs.load(Relaxed), 0);
+    assert_eq!(b.counters().inbound_requests.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn requests_beyond_max_inbound_are_answered_overloaded() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |c| c.max_inbound = 1).await;
+    let (runs, mut parked) = serve(&b);
+    let to = addr(&b);
+    let _first = spawn_call(&a, &to, read("park", 0));
+    until_parked(&mut parked).await;
+    let r = a.call(&to, Request::Ping, LONG).await;
+    assert!(
+        matches!(r, Err(CallError::Remote(RemoteError::Overloaded(_)))),
+        "{r:?}"
+    );
+    assert_eq!(runs.load(Relaxed), 1);
+    assert_eq!(b.counters().inbound_overloaded.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_full_send_queue_fails_calls_instead_of_growing() {
+    let a = start("a", None, |c| {
+        c.queue = 1;
+        c.handshake_timeout = LONG;
+    })
+    .await;
+    // Accepts TCP connections (in the kernel's backlog) but never answers
+    // the handshake: the first request waits in the connect, the next one
+    // fills the queue, and nothing drains it.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let to = silent.local_addr().expect("addr").to_string();
+    let calls = (0..3).map(|n| a.call(&to, read("echo", n), Duration::from_millis(300)));
+    let results = join_all(calls).await;
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(CallError::QueueFull)))
+        .count();
+    assert!(full >= 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(CallError::QueueFull | CallError::Timeout))),
+        "{results:?}"
+    );
+    assert!(a.counters().dropped_queue_full.load(Relaxed) >= 1);
+    assert_eq!(a.pending_calls(), 0);
+    drop(silent);
+}
+
+#[test]
+fn what_may_have_been_applied() {
+    assert!(CallError::Timeout.maybe_applied());
+    assert!(CallError::ConnectionLost.maybe_applied());
+    assert!(CallError::Remote(RemoteError::Deadline).maybe_applied());
+    assert!(!CallError::Unreachable("x".into()).maybe_applied());
+    assert!(!CallError::QueueFull.maybe_applied());
+    assert!(!CallError::Remote(RemoteError::Overloaded("x".into())).maybe_applied());
+    assert!(!CallError::Remote(RemoteError::Storage("x".into())).maybe_applied());
+    assert_eq!(CallError::Timeout.reason(), "timeout");
+    assert_eq!(
+        CallError::Remote(RemoteError::Storage("x".into())).reason(),
+        "storage error"
+    );
+}

@@ -353,10 +353,22 @@ where
         .collect()
 }
 
-/// The ids named by an `X-Trace` header (the `node` fields, and any of
-/// `candidates` mentioned in an event's text), after checking that it is
-/// a JSON array of `{"at_us": int, "node": "id", "event": "text"}`.
-pub fn trace_nodes(header: &str, candidates: &[String]) -> Result<BTreeSet<String>> {
+/// What an `X-Trace` header says about the nodes of a request.
+#[derive(Debug, Clone, Default)]
+pub struct TraceNames {
+    /// Every node named: recording nodes and candidates named in events.
+    pub named: BTreeSet<String>,
+    /// Candidates that answered: they recorded events themselves (other
+    /// than the coordinator), or an event names them with an answer or an
+    /// acknowledgement.
+    pub answered: BTreeSet<String>,
+}
+
+/// Parses an `X-Trace` header, checking that it is a non-empty JSON array
+/// of `{"at_us": int, "node": "id", "event": "text"}`, and finds which of
+/// `candidates` it names and which it shows answering the request that
+/// `coordinator` received.
+pub fn trace_names(header: &str, coordinator: &str, candidates: &[String]) -> Result<TraceNames> {
     let v: Value =
         serde_json::from_str(header).with_context(|| format!("X-Trace is not JSON: {header}"))?;
     let entries = v
@@ -365,22 +377,31 @@ pub fn trace_nodes(header: &str, candidates: &[String]) -> Result<BTreeSet<Strin
     if entries.is_empty() {
         bail!("X-Trace is empty");
     }
-    let mut named = BTreeSet::new();
+    let mut out = TraceNames::default();
     for e in entries {
         let ok = e["at_us"].is_u64() && e["node"].is_string() && e["event"].is_string();
         if !ok {
             bail!("X-Trace entry without at_us/node/event: {e}");
         }
-        named.insert(e["node"].as_str().unwrap_or_default().to_string());
+        let by = e["node"].as_str().unwrap_or_default().to_string();
+        if by != coordinator && candidates.contains(&by) {
+            out.answered.insert(by.clone());
+        }
+        out.named.insert(by);
         let text = e["event"].as_str().unwrap_or_default();
+        let lower = text.to_lowercase();
+        let answer = lower.contains("answer") || lower.contains("ack");
         for c in candidates {
-            if text
+            let mentioned = text
                 .split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_')
-                .any(|w| w == c)
-            {
-                named.insert(c.clone());
+                .any(|w| w == c);
+            if mentioned {
+                out.named.insert(c.clone());
+                if answer && c != coordinator {
+                    out.answered.insert(c.clone());
+                }
             }
         }
     }
-    Ok(named)
+    Ok(out)
 }

@@ -22,6 +22,11 @@ const IN_FLIGHT: usize = 16;
 /// Timeout of the overwrites while n3 is paused: their internode requests
 /// to n3 expire this long after they are sent.
 const OVERWRITE_TIMEOUT_MS: u64 = 1000;
+/// How long past its deadline a node still runs a request it reads
+/// (`CLOCK_SKEW_ALLOWANCE_MS` in `node/src/net/rpc.rs`: room for clock
+/// skew between nodes), plus a margin: n3 stays paused this long after
+/// the last overwrite's deadline.
+const PAST_DEADLINE_MS: u64 = 1000 + 1000;
 
 struct Key {
     key: Vec<u8>,
@@ -76,9 +81,12 @@ async fn n3_missed_the_overwrites(mode: &str) -> Result<(Cluster, Vec<Key>)> {
         );
     }
     let written = paused.elapsed();
-    // Hold n3 paused until every request sent to it has expired: nothing
-    // to poll for, this is the point of the test.
-    tokio::time::sleep(Duration::from_millis(OVERWRITE_TIMEOUT_MS + 500)).await;
+    // Hold n3 paused until every request sent to it is stale: nothing to
+    // poll for, this is the point of the test.
+    tokio::time::sleep(Duration::from_millis(
+        OVERWRITE_TIMEOUT_MS + PAST_DEADLINE_MS,
+    ))
+    .await;
     c.nodes[2].signal(libc::SIGCONT)?;
     println!(
         "read_repair={mode}: {KEYS} keys overwritten through n1 with w=quorum in {} ms while n3 was paused; n3 resumed after {} ms",
@@ -108,8 +116,13 @@ async fn n3_missed_the_overwrites(mode: &str) -> Result<(Cluster, Vec<Key>)> {
             stale += 1;
         } else {
             bail!(
-                "n3 should still hold v1 of {:?} (the overwrite was neither hinted nor to be applied after its deadline), holds {l:?}",
-                String::from_utf8_lossy(&k.key)
+                "n3 should still hold v1 of {:?} (the overwrite was neither hinted nor to be applied after its deadline), holds {:?}",
+                String::from_utf8_lossy(&k.key),
+                l.map(|l| l
+                    .values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect::<Vec<_>>())
             );
         }
     }

@@ -306,6 +306,12 @@ pub fn random_keys(rng: &mut impl Rng, count: usize, taken: &mut HashSet<Vec<u8>
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let k = random_key(rng);
+        // "." and ".." are dot segments: URL parsers (reqwest's included)
+        // drop them from the path, even percent-encoded, so no client
+        // can name such a key in a URL.
+        if k == b"." || k == b".." {
+            continue;
+        }
         if taken.insert(k.clone()) {
             out.push(k);
         }

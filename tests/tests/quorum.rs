@@ -142,7 +142,15 @@ async fn five_nodes_every_coordinator_writes_and_every_other_node_reads() -> Res
         }
     })
     .await;
-    let put_failures: Vec<&String> = puts.iter().filter_map(|r| r.as_ref().err()).collect();
+    let put_failures: Vec<(String, &String)> = written
+        .iter()
+        .zip(&puts)
+        .filter_map(|((_, k, _), r)| {
+            r.as_ref()
+                .err()
+                .map(|e| (String::from_utf8_lossy(k).into_owned(), e))
+        })
+        .collect();
     println!(
         "5 nodes, n=3, w=quorum: {} writes (200 per coordinator), failures {} ({:.1} s)",
         written.len(),

@@ -4,6 +4,10 @@
 # on core 1 too, so the node and the ceiling get the same single core.
 #
 #   client/scripts/bench.sh [periodic|always] [more `qkv bench` flags...]
+#   NODES=3 client/scripts/bench.sh periodic     # issue 5: 3 nodes, N=3,
+#                                                 # all on NODE_CPU (default 1)
+#   NODES=3 NODE_CPU=0,1 CEILING_CPU=1 client/scripts/bench.sh periodic
+#                                                 # nodes free on both cores
 #
 # Builds release binaries (unless QKVD/QKV point at existing ones), starts the
 # node on a fresh temporary data dir, waits for /health, runs
@@ -26,27 +30,45 @@ qkvd=${QKVD:-$target/release/qkvd}
 qkv=${QKV:-$target/release/qkv}
 node_cpu=${NODE_CPU:-1}
 gen_cpu=${GEN_CPU:-0}
-http=127.0.0.1:${HTTP_PORT:-18501}
-listen=127.0.0.1:${LISTEN_PORT:-17501}
+listen=127.0.0.1:$(( ${LISTEN_PORT:-17500} + 1 ))
 
+nodes=${NODES:-1}
+n=$(( nodes < 3 ? nodes : 3 ))
 dir=$(mktemp -d -t qkv-bench-XXXXXX)
-taskset -c "$node_cpu" "$qkvd" --id bench1 --http "$http" --listen "$listen" --seeds "$listen" \
-    --data-dir "$dir/data" --default-n 1 --sync "$sync" >"$dir/qkvd.log" 2>&1 &
-pid=$!
+pids=()
+urls=()
+for i in $(seq "$nodes"); do
+    h=127.0.0.1:$(( ${HTTP_PORT:-18500} + i ))
+    l=127.0.0.1:$(( ${LISTEN_PORT:-17500} + i ))
+    taskset -c "$node_cpu" "$qkvd" --id "bench$i" --http "$h" --listen "$l" --seeds "$listen" \
+        --data-dir "$dir/data$i" --default-n "$n" --sync "$sync" >"$dir/qkvd$i.log" 2>&1 &
+    pids+=($!)
+    urls+=("http://$h")
+done
+pid=${pids[0]}
 cleanup() {
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
 
+for u in "${urls[@]}"; do
+    for _ in $(seq 300); do
+        if curl -sf "$u/health" >/dev/null; then break; fi
+        sleep 0.1
+    done
+    curl -sf "$u/health" >/dev/null || { tail -20 "$dir"/qkvd*.log >&2; exit 1; }
+done
+# Every node must see every other up before the load starts.
 for _ in $(seq 300); do
-    if curl -sf "http://$http/health" >/dev/null; then break; fi
-    if ! kill -0 "$pid" 2>/dev/null; then cat "$dir/qkvd.log" >&2; exit 1; fi
+    up=$(curl -sf "${urls[0]}/cluster/members" | grep -o '"status":"up"' | wc -l)
+    [[ "$up" -ge "$nodes" ]] && break
     sleep 0.1
 done
-curl -sf "http://$http/health" >/dev/null || { tail -20 "$dir/qkvd.log" >&2; exit 1; }
 
-echo "qkvd pid $pid on core $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core $node_cpu"
-"$qkv" --node "http://$http" bench --keys 100000 --value-size 100 --read-ratio 0.5 \
-    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "$node_cpu" --server-pid "$pid" "$@"
+node_flags=()
+for u in "${urls[@]}"; do node_flags+=(--node "$u"); done
+echo "$nodes qkvd (pids ${pids[*]}, N=$n) on core(s) $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core ${CEILING_CPU:-$node_cpu}"
+"$qkv" "${node_flags[@]}" bench --keys 100000 --value-size 100 --read-ratio 0.5 \
+    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "${CEILING_CPU:-$node_cpu}" --server-pid "$pid" "$@"

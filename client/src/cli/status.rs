@@ -73,7 +73,7 @@ mod tests {
         let ms: Vec<Member> = serde_json::from_str(
             r#"[{"id":"n2","http_addr":"127.0.0.1:8002","status":"down","phi":9.5,"tokens":[1,2]},
                 {"id":"n1","http_addr":"127.0.0.1:8001","gossip_addr":"127.0.0.1:7001","status":"up",
-                 "state":"normal","phi":0.25,"generation":5,"heartbeat":9,"tokens":[3]}]"#,
+                 "state":"normal","phi":0.25,"generation":5,"heartbeat":9,"tokens":[3],"hints_pending":7}]"#,
         )
         .unwrap();
         let t = members_table(&ms);
@@ -81,10 +81,10 @@ mod tests {
         assert!(lines[0].starts_with("ID  HTTP"));
         assert!(lines[1].starts_with("n1  127.0.0.1:8001  127.0.0.1:7001  up"));
         let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        assert_eq!(cols(lines[1])[5..], ["0.25", "5", "9", "1"], "{t}");
+        assert_eq!(cols(lines[1])[5..], ["0.25", "5", "9", "1", "7"], "{t}");
         assert_eq!(
             cols(lines[2])[2..],
-            ["-", "down", "-", "9.50", "0", "0", "2"],
+            ["-", "down", "-", "9.50", "0", "0", "2", "-"],
             "{t}"
         );
     }

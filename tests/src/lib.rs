@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod cluster_ops;
 pub mod http;
 
 /// Finds the `qkvd` binary built alongside the tests (or `$QKVD_BIN`).

@@ -8,6 +8,7 @@
 #                                                 # all on NODE_CPU (default 1)
 #   NODES=3 NODE_CPU=0,1 CEILING_CPU=1 client/scripts/bench.sh periodic
 #                                                 # nodes free on both cores
+#   QKVD_FLAGS="--read-digests on" ...            # extra qkvd flags
 #
 # Builds release binaries (unless QKVD/QKV point at existing ones), starts the
 # node on a fresh temporary data dir, waits for /health, runs
@@ -41,7 +42,7 @@ for i in $(seq "$nodes"); do
     h=127.0.0.1:$(( ${HTTP_PORT:-18500} + i ))
     l=127.0.0.1:$(( ${LISTEN_PORT:-17500} + i ))
     taskset -c "$node_cpu" "$qkvd" --id "bench$i" --http "$h" --listen "$l" --seeds "$listen" \
-        --data-dir "$dir/data$i" --default-n "$n" --sync "$sync" >"$dir/qkvd$i.log" 2>&1 &
+        --data-dir "$dir/data$i" --default-n "$n" --sync "$sync" ${QKVD_FLAGS:-} >"$dir/qkvd$i.log" 2>&1 &
     pids+=($!)
     urls+=("http://$h")
 done

@@ -221,7 +221,8 @@ pub struct Args {
     #[arg(long, env = "QKV_MAX_HINTS_PER_TARGET", value_name = "N")]
     pub max_hints_per_target: Option<u64>,
 
-    /// Replay throttle per target, bytes per second [default: 4194304]
+    /// Hint replay throttle for the whole node (all targets together),
+    /// bytes per second [default: 4194304]
     #[arg(long, env = "QKV_HINT_REPLAY_BYTES_PER_SEC", value_name = "BYTES")]
     pub hint_replay_bytes_per_sec: Option<u64>,
 }

@@ -157,7 +157,6 @@ pub fn push_buckets(node: &Arc<Node>, peer: &str) {
         for r in records {
             if let Err(e) = call(&node, &peer, bucket_request(r), ANNOUNCE_TIMEOUT).await {
                 tracing::debug!(%peer, error = %e, "bucket push not delivered");
-                return;
             }
         }
     });

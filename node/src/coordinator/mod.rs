@@ -24,8 +24,6 @@ mod read;
 pub mod trace;
 mod write;
 
-use std::time::Instant;
-
 pub use read::{ReadArgs, read};
 pub use write::{WriteArgs, serve_forwarded, write};
 
@@ -160,20 +158,18 @@ impl Quorum {
     }
 }
 
-/// The 504 of a request whose deadline passed with `acks` of `required`.
+/// The 504 of a request whose deadline passed with `acks` of `required`;
+/// `what_now` tells the client what that means for it.
 fn timeout_error(
     required: usize,
     acks: usize,
     failed: Vec<ReplicaFailure>,
-    deadline: Instant,
+    what_now: &str,
 ) -> ApiError {
-    let _ = deadline;
     ApiError::Timeout {
         required,
         acks,
-        message: format!(
-            "{acks} of {required} replicas answered before the deadline; a write may still be applied later"
-        ),
+        message: format!("{acks} of {required} replicas answered before the deadline; {what_now}"),
         failed,
     }
 }

@@ -226,7 +226,12 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                     node: n,
                     reason: "no answer before the deadline".into(),
                 }));
-                return Err(timeout_error(required, acks, g.failed, deadline));
+                return Err(timeout_error(
+                    required,
+                    acks,
+                    g.failed,
+                    "retry, or ask for a lower r",
+                ));
             }
             Err(_) => {
                 speculate_at = deadline;

@@ -57,12 +57,36 @@ pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
             .map(|(o, _)| o);
     }
     Quorum::check(&a.bucket, a.props.n, &p, required)?;
-    if p.targets.iter().any(|t| t.node == me) {
+    // The version's dot is minted by a replica: this node when it is one,
+    // else the first live replica. Only when every replica is down does a
+    // sloppy stand-in mint (it keeps its copy, so its dot counters never
+    // repeat).
+    let minter = p
+        .targets
+        .iter()
+        .find(|t| t.hint_for.is_none())
+        .or(p.targets.first());
+    let me_replica = p
+        .targets
+        .iter()
+        .any(|t| t.node == me && t.hint_for.is_none());
+    if me_replica || minter.is_some_and(|t| t.node == me) {
         return coordinate(node, &a, &p, required, deadline, false)
             .await
             .map(|(o, _)| o);
     }
-    forward(node, &a, &p, required, deadline).await
+    match forward(node, &a, &p, required, deadline).await {
+        // w=any: no replica took it, so this node keeps it with hints.
+        Err(ApiError::Unavailable { .. }) if a.w == Consistency::Any => {
+            note(&a.trace, || {
+                "no replica took the write; keeping it here with hints (w=any)".into()
+            });
+            coordinate(node, &a, &p, 1, deadline, true)
+                .await
+                .map(|(o, _)| o)
+        }
+        other => other,
+    }
 }
 
 fn describe(p: &Placement) -> String {
@@ -91,7 +115,10 @@ async fn forward(
     deadline: Instant,
 ) -> Result<Dvvs, ApiError> {
     let mut failed = Vec::new();
-    for t in &p.targets {
+    // Real replicas first, stand-ins after.
+    let mut order: Vec<&Target> = p.targets.iter().filter(|t| t.hint_for.is_none()).collect();
+    order.extend(p.targets.iter().filter(|t| t.hint_for.is_some()));
+    for t in order {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
@@ -208,7 +235,7 @@ async fn coordinate(
                     node: me,
                     reason: "local storage did not finish before the deadline".into(),
                 }],
-                deadline,
+                "the write may still be applied later",
             ));
         }
         Ok(Err(e)) => return Err(ApiError::storage(&me, required, e)),
@@ -301,7 +328,12 @@ async fn coordinate(
                     node: n,
                     reason: "no answer before the deadline".into(),
                 }));
-                return Err(timeout_error(required, acks, failed, deadline));
+                return Err(timeout_error(
+                    required,
+                    acks,
+                    failed,
+                    "the write may still be applied on the others later",
+                ));
             }
             Ok(Some((from, result))) => {
                 waiting.retain(|n| *n != from);

@@ -46,7 +46,8 @@ use crate::proto::{RemoteError, Request, Response};
 /// How far a request may be read past its caller's wall-clock deadline
 /// before it is dropped unrun. Covers clock skew between nodes (kept small
 /// by NTP); a node paused for longer than timeout + this does not apply
-/// stale requests when it resumes — their callers hinted them instead.
+/// stale requests when it resumes: their callers have answered 504 and hinted
+/// replicated writes (a forwarded write that timed out is the client's to retry).
 pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 1000;
 
 fn unix_ms() -> u64 {

@@ -264,12 +264,38 @@ async fn coordinate(
     {
         hint_targets.push(owner);
     }
+    // Hints count toward W only for w=any (the fallback) and a stand-in's
+    // hint is what carries its copy home: those are stored before
+    // answering. Hints for down replicas in a strict quorum count for
+    // nothing, so they are written alongside replication, off the
+    // latency path.
     let mut hinted = 0;
-    for target in &hint_targets {
+    let (now, later): (Vec<String>, Vec<String>) = if fallback {
+        (hint_targets, Vec::new())
+    } else {
+        hint_targets.into_iter().partition(|t| !p.down.contains(t))
+    };
+    for target in &now {
         if hint(node, target, &a.bucket, &a.key, &object).await {
             hinted += 1;
             note(&a.trace, || format!("hint stored for {target}"));
         }
+    }
+    if !later.is_empty() {
+        let (node, bucket, key, object, trace) = (
+            node.clone(),
+            a.bucket.clone(),
+            a.key.clone(),
+            object.clone(),
+            a.trace.clone(),
+        );
+        tokio::spawn(async move {
+            for target in &later {
+                if hint(&node, target, &bucket, &key, &object).await {
+                    note(&trace, || format!("hint stored for {target}"));
+                }
+            }
+        });
     }
     if fallback {
         return if hinted > 0 {

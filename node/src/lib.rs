@@ -7,7 +7,8 @@
 //! `cluster` (the members and the ring, as the API shows them), `hints`
 //! (hinted handoff: writes a replica missed, stored and replayed when it is
 //! back), `net`
-//! (the internode transport on `--listen`), `membership` (gossip over
+//! (the internode transport on `--listen`), `merkle` (Merkle trees over
+//! token ranges, for anti-entropy), `membership` (gossip over
 //! `net`, joining, feeding `cluster`), `coordinator` (quorum reads and
 //! writes), `http` (the API), `metrics`, `error` (the one mapping of
 //! failures to HTTP), `server` (start and stop).
@@ -21,6 +22,7 @@ pub mod faults;
 pub mod hints;
 pub mod http;
 pub mod membership;
+pub mod merkle;
 pub mod metrics;
 pub mod net;
 pub mod peers;

@@ -104,7 +104,13 @@ pub fn summary(url: &str, r: &Value) -> String {
     if !rows.is_empty() {
         out += &table(
             &[
-                "PEER", "COMPARED", "DIFFERING", "LEAVES", "RECEIVED", "SENT", "SKIPPED",
+                "PEER",
+                "COMPARED",
+                "DIFFERING",
+                "LEAVES",
+                "RECEIVED",
+                "SENT",
+                "SKIPPED",
             ],
             &rows,
         );
@@ -134,7 +140,10 @@ mod tests {
         )
         .expect("json");
         let s = summary("http://x", &r);
-        assert!(s.starts_with("repair of n3 (http://x): 48 ranges at n=3"), "{s}");
+        assert!(
+            s.starts_with("repair of n3 (http://x): 48 ranges at n=3"),
+            "{s}"
+        );
         assert!(s.contains("200 keys received (4096 B)"), "{s}");
         assert!(s.contains("in 1.23 s; 1 errors"), "{s}");
         let lines: Vec<&str> = s.lines().collect();

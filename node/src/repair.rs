@@ -191,7 +191,7 @@ pub async fn repair_node(node: &Arc<Node>) -> RepairReport {
     // cost a timeout each.
     let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
     for rr in ring.ranges(n as usize) {
-        if !rr.replicas.iter().any(|r| *r == me) {
+        if !rr.replicas.contains(&me) {
             continue;
         }
         report.ranges += 1;

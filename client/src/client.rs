@@ -531,6 +531,19 @@ impl Client {
         }
     }
 
+    /// Runs one anti-entropy repair pass on the first reachable node
+    /// (`POST /internal/repair`, admin token when tokens are configured)
+    /// and returns its report. A pass can take minutes on a large node:
+    /// the request may run up to `timeout` (or the client timeout, if
+    /// longer).
+    pub async fn repair(&self, timeout: Duration) -> Result<serde_json::Value, Error> {
+        let mut call = self.call(Method::POST, "/internal/repair".into());
+        call.headers.push(("accept", "application/json".into()));
+        call.timeout_ms = Some(timeout.as_millis() as u64);
+        let (_, body) = self.send_ok(call).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse(e.to_string()))
+    }
+
     /// The node's Prometheus metrics, as text.
     pub async fn metrics(&self) -> Result<String, Error> {
         let (_, body) = self

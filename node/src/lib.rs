@@ -8,7 +8,8 @@
 //! (hinted handoff: writes a replica missed, stored and replayed when it is
 //! back), `net`
 //! (the internode transport on `--listen`), `merkle` (Merkle trees over
-//! token ranges, for anti-entropy), `membership` (gossip over
+//! token ranges, for anti-entropy), `repair` (anti-entropy on demand:
+//! compare trees with each replica, exchange what differs), `membership` (gossip over
 //! `net`, joining, feeding `cluster`), `coordinator` (quorum reads and
 //! writes), `http` (the API), `metrics`, `error` (the one mapping of
 //! failures to HTTP), `server` (start and stop).
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod proto;
+pub mod repair;
 pub mod replica;
 pub mod server;
 pub mod storage;

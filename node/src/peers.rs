@@ -250,5 +250,17 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
                 .map_err(|e| RemoteError::Storage(e.to_string()))?;
             Ok(Response::Ack)
         }
+        Request::Tree { range, depth } => crate::repair::serve_tree(&node, range, depth)
+            .await
+            .map(Response::Tree)
+            .map_err(|e| RemoteError::Storage(e.to_string())),
+        Request::Entries {
+            range,
+            after,
+            limit,
+        } => crate::repair::serve_entries(&node, range, after, limit)
+            .await
+            .map(|(entries, next)| Response::Entries { entries, next })
+            .map_err(|e| RemoteError::Storage(e.to_string())),
     }
 }

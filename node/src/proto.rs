@@ -8,8 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use quorumkv_ring::TokenRange;
+
 use crate::buckets::BucketProps;
 use crate::error::{ApiError, ReplicaFailure};
+use crate::merkle::MerkleTree;
 use crate::replica::Mutation;
 use crate::version::Dvvs;
 
@@ -58,6 +61,26 @@ pub enum Request {
         /// When the properties were set (ms); the newest wins.
         updated_ms: u64,
     },
+    /// Anti-entropy: the Merkle tree of the replica's copy of `range` at
+    /// `depth` (capped as [`crate::merkle::effective_depth`] says).
+    Tree {
+        /// The token range.
+        range: TokenRange,
+        /// The requested depth.
+        depth: u8,
+    },
+    /// Anti-entropy: the entries the replica stores in `range`, in ring
+    /// order, one page at a time.
+    Entries {
+        /// The token range.
+        range: TokenRange,
+        /// Resume strictly after this stored data key (the `next` of the
+        /// previous page); `None` for the first page.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// At most this many entries.
+        limit: u32,
+    },
 }
 
 impl Request {
@@ -69,6 +92,8 @@ impl Request {
             Request::Replicate { .. } => "replicate",
             Request::Read { .. } => "read",
             Request::Bucket { .. } => "bucket",
+            Request::Tree { .. } => "tree",
+            Request::Entries { .. } => "entries",
         }
     }
 }
@@ -110,6 +135,29 @@ pub enum Response {
     Object(Option<Dvvs>),
     /// Answer to [`Request::Read`] with `digest: true` (`None`: no versions).
     Digest(Option<u64>),
+    /// Answer to [`Request::Tree`].
+    Tree(MerkleTree),
+    /// Answer to [`Request::Entries`].
+    Entries {
+        /// The page, in ring order.
+        entries: Vec<RangeEntry>,
+        /// Where the next page starts (pass as `after`); `None` when this
+        /// page ended the range.
+        #[serde(with = "serde_bytes")]
+        next: Option<Vec<u8>>,
+    },
+}
+
+/// One stored key of a token range, as anti-entropy streams it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangeEntry {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// Every version the replica stores for it.
+    pub object: Dvvs,
 }
 
 /// What a replica coordinator answers to a forwarded write.
@@ -267,5 +315,38 @@ mod tests {
         let bytes = rmp_serde::to_vec(&req).expect("encode");
         let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
         assert!(matches!(back, Request::Read { ref key, digest: true, .. } if key == &[0, 255, 7]));
+    }
+
+    #[test]
+    fn repair_messages_round_trip_through_messagepack() {
+        let range = TokenRange { start: 9, end: 3 };
+        let req = Request::Entries {
+            range,
+            after: Some(vec![1, 2, 0, 3]),
+            limit: 7,
+        };
+        let bytes = rmp_serde::to_vec(&req).expect("encode");
+        let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
+        assert!(
+            matches!(back, Request::Entries { range: r, after: Some(ref a), limit: 7 } if r == range && a == &[1, 2, 0, 3])
+        );
+        let tree = MerkleTree::build(range, 3, []).expect("tree");
+        let resp = Response::Tree(tree.clone());
+        let bytes = rmp_serde::to_vec(&resp).expect("encode");
+        let back: Response = rmp_serde::from_slice(&bytes).expect("decode");
+        assert!(matches!(back, Response::Tree(t) if t == tree));
+        let resp = Response::Entries {
+            entries: vec![RangeEntry {
+                bucket: "b".into(),
+                key: vec![0, 1],
+                object: Dvvs::new(),
+            }],
+            next: None,
+        };
+        let bytes = rmp_serde::to_vec(&resp).expect("encode");
+        let back: Response = rmp_serde::from_slice(&bytes).expect("decode");
+        assert!(
+            matches!(back, Response::Entries { ref entries, next: None } if entries.len() == 1)
+        );
     }
 }

@@ -5,6 +5,7 @@ mod bucket;
 mod kv;
 mod local;
 pub mod output;
+mod repair;
 mod ring;
 mod status;
 
@@ -78,6 +79,10 @@ pub enum Command {
     /// Ring ownership, growth simulation, rebalance plans and failure what-ifs.
     #[command(subcommand)]
     Ring(ring::RingCommand),
+    /// Anti-entropy: each --node compares Merkle trees with the other
+    /// replicas of its ranges and exchanges what differs (every --node is
+    /// repaired in turn, not used as a fallback).
+    Repair(repair::RepairArgs),
     /// Start, stop and inspect a cluster of real qkvd processes on loopback.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -132,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bucket(c) => bucket::run(&g, c).await,
             Command::Status => status::run(&g).await,
             Command::Ring(c) => ring::run(&g, c).await,
+            Command::Repair(a) => repair::run(&g, a).await,
             Command::Local(c) => local::run(&g, c).await,
             Command::Bench(_) => unreachable!("handled above"),
         }
@@ -206,6 +212,7 @@ mod tests {
                 "async",
             ],
             &["qkv", "--json", "status"],
+            &["qkv", "--node", "a:1,b:2", "repair", "--timeout-secs", "60"],
             &["qkv", "local", "down", "--dir", "x"],
             &[
                 "qkv",

@@ -158,6 +158,15 @@ pub fn internal_local(node: &Node, bucket: &str, raw_key: &str, req: &Request) -
     super::keys::local_view(node, bucket, raw_key)
 }
 
+/// `POST /internal/repair`: one anti-entropy pass of this node with every
+/// other replica of its ranges; answers the report when it is done.
+pub async fn repair(node: &Arc<Node>, req: Request) -> Reply {
+    only(&req, &[Method::POST])?;
+    drop(req);
+    let report = crate::repair::repair_node(node).await;
+    Ok(json(200, &json!(report)))
+}
+
 /// `GET|PUT /internal/fault`: the injected faults (`--fault-injection` only).
 pub async fn fault(node: &Node, req: Request) -> Reply {
     if !node.faults.enabled() {

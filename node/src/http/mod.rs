@@ -162,6 +162,7 @@ async fn dispatch(node: &Arc<Node>, segments: &[&str], req: request::Request) ->
         ["cluster", "locate", key] => admin::locate(node, key, &req),
         ["metrics"] => admin::metrics(node, &req),
         ["internal", "fault"] => admin::fault(node, req).await,
+        ["internal", "repair"] => admin::repair(node, req).await,
         ["internal", "local", "buckets", bucket, "keys", key] => {
             admin::internal_local(node, bucket, key, &req)
         }

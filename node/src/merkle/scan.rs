@@ -52,7 +52,7 @@ pub fn build_from_store(
 /// The key an entry is stored under, from the token as stored (not
 /// recomputed: resuming must follow the engine's order even if a stored
 /// token were wrong).
-fn stored_key(e: &DataEntry) -> Vec<u8> {
+pub(crate) fn stored_key(e: &DataEntry) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + e.bucket.len() + 1 + e.key.len());
     k.extend_from_slice(&e.token.to_be_bytes());
     k.extend_from_slice(e.bucket.as_bytes());

@@ -1,0 +1,222 @@
+//! Anti-entropy repair on real `qkvd` processes: a replica that was down
+//! while writes and deletes happened, with hinted handoff off and no reads
+//! through it (so neither hints nor read repair can heal it), gets every
+//! missed write and every tombstone from `qkv repair`, and a second pass
+//! finds nothing left to repair.
+//!
+//! Figures are printed; run with `--nocapture` to see them.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use quorumkv_tests::cluster_ops::{
+    body_text, concurrently, key_path, local, random_value, start_cluster, wait_converged,
+    wait_status,
+};
+use quorumkv_tests::http::Api;
+use quorumkv_tests::qkv_bin;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::Value;
+
+const IN_FLIGHT: usize = 24;
+const ARGS: [&str; 4] = ["--hinted-handoff", "off", "--gossip-interval-ms", "200"];
+
+/// PUTs every item through `api` with `query`; fails unless all are 204.
+async fn put_all(api: &Api, items: &[(Vec<u8>, Vec<u8>)], query: &'static str) -> Result<()> {
+    let a = api.clone();
+    let statuses = concurrently(items.to_vec(), IN_FLIGHT, move |(k, v)| {
+        let api = a.clone();
+        async move {
+            match api.put(&key_path("default", &k, query), &v).await {
+                Ok(r) if r.status == 204 => None,
+                Ok(r) => Some(format!("{} {}", r.status, body_text(&r))),
+                Err(e) => Some(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let failed: Vec<String> = statuses.into_iter().flatten().collect();
+    if !failed.is_empty() {
+        bail!("{} writes failed, e.g. {}", failed.len(), failed[0]);
+    }
+    Ok(())
+}
+
+/// Reads `key` through `api` for its context, then deletes with it.
+async fn delete_with_context(api: &Api, key: &[u8]) -> Result<()> {
+    let r = api.get(&key_path("default", key, "r=quorum")).await?;
+    if r.status != 200 {
+        bail!(
+            "read before delete answered {}: {}",
+            r.status,
+            body_text(&r)
+        );
+    }
+    let ctx = r.context().context("read answered no context")?;
+    let r = api
+        .delete_with(
+            &key_path("default", key, "w=quorum"),
+            &[("x-causal-context", ctx.as_str())],
+        )
+        .await?;
+    if r.status != 204 {
+        bail!("delete answered {}: {}", r.status, body_text(&r));
+    }
+    Ok(())
+}
+
+/// Runs `qkv --json repair --node <url>` and returns the node's report.
+fn qkv_repair(url: &str) -> Result<Value> {
+    let out = Command::new(qkv_bin()?)
+        .args(["--json", "--node", url, "repair", "--timeout-secs", "120"])
+        .output()
+        .context("running qkv repair")?;
+    if !out.status.success() {
+        bail!(
+            "qkv repair exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("qkv repair --json output")?;
+    v.as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .context("qkv repair printed no report")
+}
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or(u64::MAX)
+}
+
+fn figures(pass: &str, r: &Value) {
+    println!(
+        "{pass}: {} ranges, {} compared, {} differing, {} leaves differing; {} keys received ({} B), \
+         {} keys sent ({} B); {} errors; {} ms",
+        n(r, "ranges"),
+        n(r, "ranges_compared"),
+        n(r, "ranges_differing"),
+        n(r, "leaves_differing"),
+        n(r, "keys_received"),
+        n(r, "bytes_received"),
+        n(r, "keys_sent"),
+        n(r, "bytes_sent"),
+        n(r, "errors"),
+        n(r, "duration_ms"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_heals_a_replica_that_missed_writes_and_deletes() -> Result<()> {
+    let mut c = start_cluster(3, &ARGS).await?;
+    let n1 = Api::new(&c.nodes[0].url());
+    let n3_url = c.nodes[2].url();
+    let mut rng = StdRng::seed_from_u64(rand::random());
+
+    let first: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("first-{i}").into_bytes(),
+                random_value(&mut rng, 64),
+            )
+        })
+        .collect();
+    put_all(&n1, &first, "w=all").await?;
+
+    c.nodes[2].kill9()?;
+    // Once n1 holds n3 down, quorum reads and writes do not wait on it.
+    wait_status(&n1, "n3", "down", Duration::from_secs(30)).await?;
+    let later: Vec<(Vec<u8>, Vec<u8>)> = (0..200)
+        .map(|i| {
+            (
+                format!("later-{i}").into_bytes(),
+                random_value(&mut rng, 64),
+            )
+        })
+        .collect();
+    put_all(&n1, &later, "w=quorum").await?;
+    let deleted: Vec<Vec<u8>> = first[..20].iter().map(|(k, _)| k.clone()).collect();
+    for k in &deleted {
+        delete_with_context(&n1, k).await?;
+    }
+
+    c.nodes[2].restart()?;
+    wait_converged(&c, Duration::from_secs(60)).await?;
+    let n3 = Api::new(&n3_url);
+
+    // Nothing healed n3 yet: no hints, no reads through it.
+    let mut present = 0;
+    for (k, _) in &later {
+        if local(&n3, "default", k).await?.is_some() {
+            present += 1;
+        }
+    }
+    let mut deleted_before = 0;
+    for k in &deleted {
+        if local(&n3, "default", k).await?.is_some_and(|l| l.tombstone) {
+            deleted_before += 1;
+        }
+    }
+    println!(
+        "before repair: n3 holds {present} of 200 later keys, {deleted_before} of 20 tombstones"
+    );
+    assert_eq!(
+        present, 0,
+        "n3 must not hold the keys written while it was down"
+    );
+    assert_eq!(deleted_before, 0, "n3 must not know of the deletes yet");
+
+    let r1 = qkv_repair(&n3_url)?;
+    figures("first repair", &r1);
+    assert_eq!(n(&r1, "errors"), 0, "{r1:#}");
+    assert!(
+        n(&r1, "ranges") > 0 && n(&r1, "ranges_compared") > 0,
+        "{r1:#}"
+    );
+    assert!(n(&r1, "leaves_differing") > 0, "{r1:#}");
+    assert!(
+        n(&r1, "keys_received") >= 220,
+        "n3 received the 200 writes and 20 deletes: {r1:#}"
+    );
+
+    let mut missing = Vec::new();
+    for (k, v) in &later {
+        match local(&n3, "default", k).await? {
+            Some(l) if l.values == vec![v.clone()] && !l.tombstone => {}
+            other => missing.push((String::from_utf8_lossy(k).into_owned(), other)),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of 200 later keys wrong on n3 after repair, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    for k in &deleted {
+        let l = local(&n3, "default", k).await?;
+        assert!(
+            l.as_ref()
+                .is_some_and(|l| l.tombstone && l.values.is_empty()),
+            "{} on n3 after repair: {l:?} (a delete must not be undone)",
+            String::from_utf8_lossy(k)
+        );
+    }
+    // The survivors of the first batch are untouched.
+    for (k, v) in &first[20..] {
+        let l = local(&n3, "default", k).await?;
+        assert!(
+            l.as_ref().is_some_and(|l| l.values == vec![v.clone()]),
+            "{} on n3: {l:?}",
+            String::from_utf8_lossy(k)
+        );
+    }
+
+    let r2 = qkv_repair(&n3_url)?;
+    figures("second repair", &r2);
+    assert_eq!(n(&r2, "errors"), 0, "{r2:#}");
+    assert_eq!(n(&r2, "leaves_differing"), 0, "{r2:#}");
+    assert_eq!(n(&r2, "keys_received") + n(&r2, "keys_sent"), 0, "{r2:#}");
+    Ok(())
+}

@@ -110,9 +110,24 @@ fn figures(pass: &str, r: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_heals_a_replica_that_missed_writes_and_deletes() -> Result<()> {
+    // Run on the stale replica: it pulls what it missed.
+    missed_writes_are_healed_by_repair_on(2).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_run_on_an_up_to_date_replica_pushes_to_the_stale_one() -> Result<()> {
+    // Run on n1: it pushes what n3 lacks.
+    missed_writes_are_healed_by_repair_on(0).await
+}
+
+/// n3 misses 200 writes and 20 deletes (hints off); `qkv repair` against
+/// node `repair_on` must bring n3 up to date, and a second pass finds
+/// nothing.
+async fn missed_writes_are_healed_by_repair_on(repair_on: usize) -> Result<()> {
     let mut c = start_cluster(3, &ARGS).await?;
     let n1 = Api::new(&c.nodes[0].url());
     let n3_url = c.nodes[2].url();
+    let repair_url = c.nodes[repair_on].url();
     let mut rng = StdRng::seed_from_u64(rand::random());
 
     let first: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
@@ -168,17 +183,23 @@ async fn repair_heals_a_replica_that_missed_writes_and_deletes() -> Result<()> {
     );
     assert_eq!(deleted_before, 0, "n3 must not know of the deletes yet");
 
-    let r1 = qkv_repair(&n3_url)?;
-    figures("first repair", &r1);
+    let r1 = qkv_repair(&repair_url)?;
+    figures(&format!("first repair on n{}", repair_on + 1), &r1);
     assert_eq!(n(&r1, "errors"), 0, "{r1:#}");
     assert!(
         n(&r1, "ranges") > 0 && n(&r1, "ranges_compared") > 0,
         "{r1:#}"
     );
     assert!(n(&r1, "leaves_differing") > 0, "{r1:#}");
+    // Pulled by n3, or pushed to it by n1.
+    let moved = if repair_on == 2 {
+        n(&r1, "keys_received")
+    } else {
+        n(&r1, "keys_sent")
+    };
     assert!(
-        n(&r1, "keys_received") >= 220,
-        "n3 received the 200 writes and 20 deletes: {r1:#}"
+        moved >= 220,
+        "the 200 writes and 20 deletes reached n3: {r1:#}"
     );
 
     let mut missing = Vec::new();
@@ -213,8 +234,8 @@ async fn repair_heals_a_replica_that_missed_writes_and_deletes() -> Result<()> {
         );
     }
 
-    let r2 = qkv_repair(&n3_url)?;
-    figures("second repair", &r2);
+    let r2 = qkv_repair(&repair_url)?;
+    figures(&format!("second repair on n{}", repair_on + 1), &r2);
     assert_eq!(n(&r2, "errors"), 0, "{r2:#}");
     assert_eq!(n(&r2, "leaves_differing"), 0, "{r2:#}");
     assert_eq!(n(&r2, "keys_received") + n(&r2, "keys_sent"), 0, "{r2:#}");

@@ -206,6 +206,13 @@ pub struct Args {
     #[arg(long, env = "QKV_READ_DIGESTS", value_enum, hide = true)]
     pub read_digests: Option<Switch>,
 
+    /// Seconds between background anti-entropy passes (Merkle-tree repair
+    /// of every range this node replicates, as `qkv repair` runs); the
+    /// first pass comes 1 to 2 intervals after start; 0 turns the
+    /// scheduler off [default: 3600]
+    #[arg(long, env = "QKV_ANTI_ENTROPY_INTERVAL_SECS", value_name = "SECS")]
+    pub anti_entropy_interval_secs: Option<u64>,
+
     /// Hinted handoff: keep writes for replicas that are down or late and
     /// deliver them when the replica is back [default: on]
     #[arg(long, env = "QKV_HINTED_HANDOFF", value_enum)]
@@ -307,6 +314,8 @@ pub struct Config {
     pub phi_threshold: f64,
     /// Whether reads ask all but one replica for digests.
     pub read_digests: bool,
+    /// Time between background anti-entropy passes (`None`: off).
+    pub anti_entropy_interval: Option<Duration>,
     /// Whether hints are written.
     pub hinted_handoff: bool,
     /// Hints older than this are dropped.
@@ -500,6 +509,15 @@ impl Config {
                     });
                 }
                 phi
+            },
+            anti_entropy_interval: match in_range(
+                "--anti-entropy-interval-secs",
+                pick!(anti_entropy_interval_secs).unwrap_or(3600),
+                0,
+                30 * 24 * 3600,
+            )? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
             },
             read_digests: pick!(read_digests).unwrap_or(Switch::Off) == Switch::On,
             hinted_handoff: pick!(hinted_handoff).unwrap_or(Switch::On) == Switch::On,

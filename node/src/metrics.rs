@@ -69,6 +69,13 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+/// Labels of keys moved by anti-entropy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `received` (pulled from a peer) or `sent` (pushed to one).
+    pub direction: &'static str,
+}
+
 /// Labels of dropped hints.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -112,6 +119,14 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     /// Hints not stored or thrown away, by reason.
     pub hints_dropped: Family<ReasonLabels, Counter>,
+    /// Anti-entropy passes finished (manual and scheduled).
+    pub repair_passes: Counter,
+    /// Keys moved by anti-entropy, by direction.
+    pub repair_keys: Family<DirectionLabels, Counter>,
+    /// Merkle leaves found differing by anti-entropy.
+    pub repair_leaves_differing: Counter,
+    /// When the last anti-entropy pass finished (unix seconds; 0: never).
+    pub repair_last_pass: Gauge,
     /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
     hint_sync: std::sync::Mutex<()>,
 }
@@ -208,7 +223,35 @@ impl Metrics {
             "Hints not stored (full, disabled) or expired unsent, by reason",
             hints_dropped.clone(),
         );
+        let repair_passes = Counter::default();
+        registry.register(
+            "repair_passes",
+            "Anti-entropy passes finished (qkv repair and the scheduler)",
+            repair_passes.clone(),
+        );
+        let repair_keys = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "repair_keys",
+            "Keys moved by anti-entropy, by direction (received, sent)",
+            repair_keys.clone(),
+        );
+        let repair_leaves_differing = Counter::default();
+        registry.register(
+            "repair_leaves_differing",
+            "Merkle-tree leaves anti-entropy found differing",
+            repair_leaves_differing.clone(),
+        );
+        let repair_last_pass = Gauge::default();
+        registry.register(
+            "repair_last_pass_timestamp_seconds",
+            "When the last anti-entropy pass of this node finished (unix time)",
+            repair_last_pass.clone(),
+        );
         Metrics {
+            repair_passes,
+            repair_keys,
+            repair_leaves_differing,
+            repair_last_pass,
             forwarded_writes,
             read_repairs,
             hints_pending,

@@ -244,7 +244,50 @@ pub async fn repair_node(node: &Arc<Node>) -> RepairReport {
         ms = report.duration_ms,
         "repair pass done"
     );
+    let m = &node.metrics;
+    m.repair_passes.inc();
+    m.repair_leaves_differing
+        .inc_by(report.totals.leaves_differing);
+    for (direction, keys) in [
+        ("received", report.totals.keys_received),
+        ("sent", report.totals.keys_sent),
+    ] {
+        m.repair_keys
+            .get_or_create(&crate::metrics::DirectionLabels { direction })
+            .inc_by(keys);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    m.repair_last_pass.set(now);
     report
+}
+
+/// Runs [`repair_node`] every `interval` until `stop` turns true (or its
+/// sender goes). The first pass waits one interval plus a random part of
+/// another, so that nodes started together do not all compare trees at
+/// once and a freshly started node serves before it repairs; a pass
+/// already running when `stop` turns is abandoned (repair is idempotent:
+/// the next pass redoes what it did not finish).
+pub async fn run_scheduler(
+    node: std::sync::Weak<Node>,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wait = interval + interval.mul_f64(rand::random::<f64>());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        wait = interval;
+        let Some(node) = node.upgrade() else { return };
+        tokio::select! {
+            _ = repair_node(&node) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Repairs `range` between this node and `peer`: compare trees at `depth`,

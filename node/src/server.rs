@@ -245,12 +245,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (net, inbox) = Net::start(net::Config::new(identity), listen);
     node.peers.attach(net.clone());
     net.set_handler(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
-    let (stop_hints, hints_stopped) = tokio::sync::watch::channel(false);
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
     let replayer = tokio::spawn(node.hints.clone().run_replayer(
         crate::peers::hint_target_is_up(&node),
         crate::peers::hint_delivery(&node),
-        hints_stopped,
+        background_stopped.clone(),
     ));
+    if let Some(every) = cfg.anti_entropy_interval {
+        tokio::spawn(crate::repair::run_scheduler(
+            Arc::downgrade(&node),
+            every,
+            background_stopped,
+        ));
+    }
     // Joins the ring (choosing tokens) before the API serves.
     let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
     if cfg.auth_enabled() {
@@ -290,7 +297,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
-    stop_hints.send_replace(true);
+    stop_background.send_replace(true);
     if tokio::time::timeout(Duration::from_secs(5), replayer)
         .await
         .is_err()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, concurrently, key_path, local, random_value, start_cluster, wait_converged,
+    body_text, concurrently, key_path, local, metric, random_value, start_cluster, wait_converged,
     wait_status,
 };
 use quorumkv_tests::http::Api;
@@ -239,5 +239,55 @@ async fn missed_writes_are_healed_by_repair_on(repair_on: usize) -> Result<()> {
     assert_eq!(n(&r2, "errors"), 0, "{r2:#}");
     assert_eq!(n(&r2, "leaves_differing"), 0, "{r2:#}");
     assert_eq!(n(&r2, "keys_received") + n(&r2, "keys_sent"), 0, "{r2:#}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_heals_a_stale_replica_without_being_asked() -> Result<()> {
+    let mut args = ARGS.to_vec();
+    args.extend(["--anti-entropy-interval-secs", "2"]);
+    let mut c = start_cluster(3, &args).await?;
+    let n1 = Api::new(&c.nodes[0].url());
+    let n3 = Api::new(&c.nodes[2].url());
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    c.nodes[2].kill9()?;
+    wait_status(&n1, "n3", "down", Duration::from_secs(30)).await?;
+    let missed: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+        .map(|i| {
+            (
+                format!("sched-{i}").into_bytes(),
+                random_value(&mut rng, 64),
+            )
+        })
+        .collect();
+    put_all(&n1, &missed, "w=quorum").await?;
+    c.nodes[2].restart()?;
+    wait_converged(&c, Duration::from_secs(60)).await?;
+    let began = std::time::Instant::now();
+    let (n3c, items) = (n3.clone(), missed.clone());
+    quorumkv_tests::eventually(
+        Duration::from_secs(60),
+        "a scheduled anti-entropy pass to bring the missed keys to n3",
+        || {
+            let (n3, items) = (n3c.clone(), items.clone());
+            async move {
+                for (k, v) in &items {
+                    match local(&n3, "default", k).await {
+                        Ok(Some(l)) if l.values == vec![v.clone()] => {}
+                        _ => return false,
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await?;
+    let passes = metric(&n3, "qkv_repair_passes_total", &[]).await?
+        + metric(&n1, "qkv_repair_passes_total", &[]).await?;
+    println!(
+        "scheduler: 100 missed keys on n3 {} ms after it rejoined, with no qkv repair and no reads ({passes} passes on n1+n3 so far)",
+        began.elapsed().as_millis()
+    );
+    assert!(passes >= 1.0, "a pass must have run");
     Ok(())
 }

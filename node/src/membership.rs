@@ -350,6 +350,15 @@ async fn follow(node: Arc<Node>, handle: Handle) {
             event = events.recv() => match event {
                 Ok(e) => {
                     log_event(&e);
+                    if let Event::Up { node: peer } | Event::Restarted { node: peer, .. } = &e {
+                        // Calls to it may be failing fast in a connect
+                        // backoff from while it was down: end that now.
+                        if let (Some(net), Some(addr)) =
+                            (node.peers.net(), node.cluster.addr_of(peer.as_str()))
+                        {
+                            net.peer_is_back(&addr);
+                        }
+                    }
                     if let Event::Up { node: peer } = &e {
                         crate::peers::push_buckets(&node, peer.as_str());
                     }

@@ -54,8 +54,9 @@
 //!   connection attempt fails (they would be stale by the next attempt);
 //!   calls among them fail with [`CallError::Unreachable`], and so do calls
 //!   made during the backoff that follows, so a coordinator learns at once
-//!   that a replica is down. A peer that comes back is therefore called
-//!   again only after the backoff (at most 5 s).
+//!   that a replica is down. When gossip hears from the peer again,
+//!   [`Net::peer_is_back`] ends the backoff at once; without that signal a
+//!   returning peer is called again only after the backoff (at most 5 s).
 
 pub mod handshake;
 mod peer;
@@ -299,6 +300,8 @@ struct Link {
     /// "mark down, then drain the queue", so no call slips in between and
     /// waits for the next attempt.
     down: Arc<Mutex<Option<String>>>,
+    /// Cuts the backoff short ([`Net::peer_is_back`]).
+    retry: Arc<tokio::sync::Notify>,
 }
 
 /// Locks `m`, ignoring poisoning: every critical section here leaves its
@@ -366,12 +369,20 @@ impl Net {
             _ => {
                 let (tx, rx) = mpsc::channel(self.config.queue);
                 let down = Arc::new(Mutex::new(None));
+                let retry = Arc::new(tokio::sync::Notify::new());
                 let link = Link {
                     tx: tx.clone(),
                     down: down.clone(),
+                    retry: retry.clone(),
                 };
                 peers.insert(to.to_string(), link);
-                tokio::spawn(peer::run(self.clone(), to.to_string(), rx, down.clone()));
+                tokio::spawn(peer::run(
+                    self.clone(),
+                    to.to_string(),
+                    rx,
+                    down.clone(),
+                    retry,
+                ));
                 (tx, down)
             }
         };
@@ -387,6 +398,18 @@ impl Net {
             }
             mpsc::error::TrySendError::Closed(_) => NetError::Stopped,
         })
+    }
+
+    /// Says that the peer at `addr` is reachable again (gossip heard from
+    /// it): a connect backoff in progress ends now, so calls stop failing
+    /// with the old "unreachable" and go out on a fresh connection instead
+    /// of waiting up to [`Config::backoff_max`].
+    pub fn peer_is_back(&self, addr: &str) {
+        let peers = lock(&self.peers);
+        if let Some(l) = peers.get(addr) {
+            *lock(&l.down) = None;
+            l.retry.notify_one();
+        }
     }
 
     /// Stops accepting, closes every connection, and fails every pending

@@ -43,6 +43,7 @@ pub(super) async fn run(
     addr: String,
     mut rx: mpsc::Receiver<Envelope>,
     down: Arc<Mutex<Option<String>>>,
+    retry: Arc<tokio::sync::Notify>,
 ) {
     let mut stop = net.stopped();
     let mut backoff = net.config.backoff_min;
@@ -93,11 +94,14 @@ pub(super) async fn run(
                 }
                 net.counters.dropped_unreachable.fetch_add(dropped, Relaxed);
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(net.config.backoff_max);
+                    }
+                    // Gossip heard from it: try again now, from the start.
+                    _ = retry.notified() => backoff = net.config.backoff_min,
                     _ = stop.changed() => return,
                 }
                 *lock(&down) = None;
-                backoff = (backoff * 2).min(net.config.backoff_max);
             }
         }
     }

@@ -267,6 +267,35 @@ async fn an_unreachable_peer_fails_calls_at_once() {
 }
 
 #[tokio::test]
+async fn a_peer_back_ends_the_backoff_at_once() {
+    // A backoff longer than the test: only peer_is_back can end it.
+    let a = start("a", None, |c| c.backoff_min = LONG).await;
+    let to = dead_addr().await;
+    let r = a.call(&to, Request::Ping, Duration::from_secs(5)).await;
+    assert!(matches!(r, Err(CallError::Unreachable(_))), "{r:?}");
+    // The peer comes up on that address.
+    let listener = TcpListener::bind(&to).await.expect("rebind the dead port");
+    let identity = Identity {
+        node: "b".into(),
+        addr: to.clone(),
+        cluster: "c".into(),
+        secret: None,
+    };
+    let b = Net::start(Config::new(identity), listener).0;
+    let (_runs, _parked) = serve(&b);
+    let r = a.call(&to, Request::Ping, Duration::from_secs(5)).await;
+    assert!(
+        matches!(r, Err(CallError::Unreachable(_))),
+        "still in the backoff: {r:?}"
+    );
+    a.peer_is_back(&to);
+    let t0 = Instant::now();
+    let r = a.call(&to, Request::Ping, Duration::from_secs(5)).await;
+    assert!(matches!(r, Ok(Response::Pong)), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
+#[tokio::test]
 async fn a_peer_going_away_mid_call_fails_it_at_once() {
     let a = start("a", None, |_| {}).await;
     let b = start("b", None, |_| {}).await;

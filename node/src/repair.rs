@@ -57,13 +57,12 @@ use std::time::{Duration, Instant};
 use quorumkv_ring::TokenRange;
 use serde::Serialize;
 
-use crate::merkle::scan::{spans, stored_key};
+use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{MerkleTree, build_from_store};
 use crate::peers::{PeerError, call};
 use crate::proto::{RangeEntry, Request, Response};
 use crate::server::Node;
 use crate::storage::{StorageError, Store};
-use crate::version::Dvvs;
 
 /// Merkle tree depth used by [`repair_node`]: 2^10 leaves per range.
 pub const DEFAULT_DEPTH: u8 = 10;
@@ -448,15 +447,8 @@ pub fn entries_page(
         let page = store.scan_tokens(lo, hi, cursor, want)?;
         let full = page.len() == want;
         for e in page {
-            let object = Dvvs::decode(&e.value).map_err(|err| {
-                StorageError::Corrupt(format!(
-                    "value of {}/{} at token {} is not a version set: {err}",
-                    e.bucket,
-                    String::from_utf8_lossy(&e.key),
-                    e.token
-                ))
-            })?;
-            last_key = Some(stored_key(&e));
+            let object = decode_entry(&e)?;
+            last_key = Some(e.stored_key());
             out.push(RangeEntry {
                 bucket: e.bucket,
                 key: e.key,
@@ -548,7 +540,7 @@ fn unexpected(peer: &str, wanted: &str, got: &Response) -> RepairError {
 mod tests {
     use super::*;
     use crate::version::hlc::Timestamp;
-    use crate::version::{Context, value::Value};
+    use crate::version::{Context, Dvvs, value::Value};
 
     fn dvvs(data: &str) -> Dvvs {
         let mut d = Dvvs::new();

@@ -28,14 +28,7 @@ pub fn build_from_store(
         loop {
             let page = store.scan_tokens(lo, hi, after.as_deref(), PAGE)?;
             for e in &page {
-                let dvvs = Dvvs::decode(&e.value).map_err(|err| {
-                    StorageError::Corrupt(format!(
-                        "value of {}/{} at token {} is not a version set: {err}",
-                        e.bucket,
-                        String::from_utf8_lossy(&e.key),
-                        e.token
-                    ))
-                })?;
+                let dvvs = decode_entry(e)?;
                 builder
                     .push(e.token, entry_hash(&e.bucket, &e.key, dvvs.digest()))
                     .map_err(|err| StorageError::Corrupt(format!("scanning {range}: {err}")))?;
@@ -43,22 +36,23 @@ pub fn build_from_store(
             if page.len() < PAGE {
                 break;
             }
-            after = page.last().map(stored_key);
+            after = page.last().map(DataEntry::stored_key);
         }
     }
     Ok(builder.finish())
 }
 
-/// The key an entry is stored under, from the token as stored (not
-/// recomputed: resuming must follow the engine's order even if a stored
-/// token were wrong).
-pub(crate) fn stored_key(e: &DataEntry) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + e.bucket.len() + 1 + e.key.len());
-    k.extend_from_slice(&e.token.to_be_bytes());
-    k.extend_from_slice(e.bucket.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&e.key);
-    k
+/// The version set a scanned entry holds; a value that is not one is
+/// [`StorageError::Corrupt`], naming the key.
+pub(crate) fn decode_entry(e: &DataEntry) -> Result<Dvvs, StorageError> {
+    Dvvs::decode(&e.value).map_err(|err| {
+        StorageError::Corrupt(format!(
+            "value of {}/{} at token {} is not a version set: {err}",
+            e.bucket,
+            String::from_utf8_lossy(&e.key),
+            e.token
+        ))
+    })
 }
 
 /// `(start, end]` as inclusive `scan_tokens` intervals, in ring order from

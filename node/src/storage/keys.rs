@@ -27,8 +27,14 @@ pub const MAX_ENGINE_KEY_LEN: usize = u16::MAX as usize;
 /// The token is computed here with [`token_of`], so a caller can never store
 /// a key under the wrong token.
 pub fn data_key(bucket: &str, key: &[u8]) -> Vec<u8> {
+    data_key_at(token_of(bucket.as_bytes(), key), bucket, key)
+}
+
+/// The data-partition key layout with the token given: for keys read back
+/// from storage, whose scans must resume in the engine's order from the
+/// token as stored.
+pub(crate) fn data_key_at(token: Token, bucket: &str, key: &[u8]) -> Vec<u8> {
     debug_assert!(!bucket.as_bytes().contains(&0), "bucket contains 0x00");
-    let token = token_of(bucket.as_bytes(), key);
     let mut out = Vec::with_capacity(TOKEN_LEN + bucket.len() + 1 + key.len());
     out.extend_from_slice(&token.to_be_bytes());
     out.extend_from_slice(bucket.as_bytes());

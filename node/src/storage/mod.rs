@@ -127,6 +127,14 @@ pub struct DataEntry {
     pub value: Vec<u8>,
 }
 
+impl DataEntry {
+    /// The key this entry is stored under, from the token as stored (not
+    /// recomputed: resuming a scan must follow the engine's order).
+    pub fn stored_key(&self) -> Vec<u8> {
+        keys::data_key_at(self.token, &self.bucket, &self.key)
+    }
+}
+
 /// The node's storage handle: cheap to clone, shared by every task.
 ///
 /// It owns the durability policy: a group-commit thread for

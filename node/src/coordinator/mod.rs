@@ -96,16 +96,26 @@ pub fn place(
     }
 }
 
+/// The nodes after `replicas` in the ring order of `token`: where a
+/// sloppy quorum finds its stand-ins.
+pub fn fallbacks(
+    ring: &quorumkv_ring::Ring,
+    token: quorumkv_ring::Token,
+    replicas: &[String],
+) -> Vec<String> {
+    ring.preference_list(token, ring.node_count())
+        .into_iter()
+        .filter(|n| !replicas.contains(n))
+        .collect()
+}
+
 /// The placement of a key of `bucket` as this node sees the cluster now.
 pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
     let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
     let ring = node.cluster.ring();
     let replicas = ring.preference_list(token, props.n as usize);
-    let extended: Vec<String> = if props.sloppy_quorum {
-        ring.preference_list(token, ring.node_count())
-            .into_iter()
-            .filter(|n| !replicas.contains(n))
-            .collect()
+    let extended = if props.sloppy_quorum {
+        fallbacks(&ring, token, &replicas)
     } else {
         Vec::new()
     };

@@ -299,6 +299,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                         &a.bucket,
                         &a.key,
                         m,
+                        a.props.conflicts,
                         deadline,
                         RepairKind::Blocking,
                         &a.trace,
@@ -316,6 +317,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                         a.trace.clone(),
                     );
                     let until = Instant::now() + a.timeout;
+                    let conflicts = a.props.conflicts;
                     tokio::spawn(async move {
                         repair(
                             &node,
@@ -323,6 +325,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                             &bucket,
                             &key,
                             &m,
+                            conflicts,
                             until,
                             RepairKind::Async,
                             &trace,
@@ -342,6 +345,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
             a.key.clone(),
             merged.clone(),
         );
+        let conflicts = a.props.conflicts;
         drop(g);
         tokio::spawn(async move {
             while let Ok(Some((from, Ok(Got::Full(theirs))))) =
@@ -356,6 +360,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                         &bucket,
                         &key,
                         m,
+                        conflicts,
                         deadline,
                         RepairKind::Background,
                         &None,
@@ -377,14 +382,14 @@ async fn repair(
     bucket: &str,
     key: &[u8],
     merged: &Dvvs,
+    conflicts: Conflicts,
     deadline: Instant,
     kind: RepairKind,
     trace: &Option<Trace>,
 ) {
-    let props = node.buckets.props_for_keys(bucket);
     let result = if target == node.replica.id() {
         node.replica
-            .merge(bucket, key, merged, props.conflicts)
+            .merge(bucket, key, merged, conflicts)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -249,32 +249,22 @@ async fn coordinate(
         format!("stored locally ({} versions)", object.sibling_count())
     });
 
-    // Whom this node holds hints for: replicas that are down (strict), the
-    // owner it stands in for (sloppy fallback), or all (w=any fallback).
-    let mut hint_targets: Vec<String> = if fallback {
-        p.replicas.clone()
-    } else {
-        p.down.clone()
-    };
-    if let Some(owner) = p
+    // Hints that count (the w=any fallback's, one per replica) or that
+    // carry a stand-in's copy home (for the owner it replaces) are stored
+    // before answering. Hints for down replicas in a strict quorum count for
+    // nothing, so they are written alongside replication, off the latency
+    // path.
+    let stands_in_for = p
         .targets
         .iter()
         .find(|t| t.node == me)
-        .and_then(|t| t.hint_for.clone())
-    {
-        hint_targets.push(owner);
-    }
-    // Hints count toward W only for w=any (the fallback) and a stand-in's
-    // hint is what carries its copy home: those are stored before
-    // answering. Hints for down replicas in a strict quorum count for
-    // nothing, so they are written alongside replication, off the
-    // latency path.
-    let mut hinted = 0;
+        .and_then(|t| t.hint_for.clone());
     let (now, later): (Vec<String>, Vec<String>) = if fallback {
-        (hint_targets, Vec::new())
+        (p.replicas.clone(), Vec::new())
     } else {
-        hint_targets.into_iter().partition(|t| !p.down.contains(t))
+        (stands_in_for.into_iter().collect(), p.down.clone())
     };
+    let mut hinted = 0;
     for target in &now {
         if hint(node, target, &a.bucket, &a.key, &object).await {
             hinted += 1;

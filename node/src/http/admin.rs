@@ -107,12 +107,7 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
     let token = quorumkv_ring::token_of(bucket.as_bytes(), &key);
     let ring = node.cluster.ring();
     let replicas = ring.preference_list(token, props.n as usize);
-    // The rest of the ring in order: where a sloppy quorum finds stand-ins.
-    let fallbacks: Vec<String> = ring
-        .preference_list(token, ring.node_count())
-        .into_iter()
-        .filter(|n| !replicas.contains(n))
-        .collect();
+    let fallbacks = crate::coordinator::fallbacks(&ring, token, &replicas);
     let placement = crate::coordinator::placement(node, bucket, &key, &props);
     let targets: Vec<_> = placement
         .targets

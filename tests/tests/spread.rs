@@ -7,28 +7,23 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use quorumkv_tests::cluster_ops::{body_text, key_path, local_is, locate, start_cluster};
+use quorumkv_tests::cluster_ops::{
+    body_text, key_path, local_is, locate, set_bucket, set_bucket_everywhere, start_cluster,
+};
 use quorumkv_tests::eventually;
 use quorumkv_tests::http::Api;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_properties_set_on_one_node_reach_every_node() -> Result<()> {
     let c = start_cluster(3, &["--gossip-interval-ms", "200"]).await?;
     let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
-    let r = apis[0]
-        .put_with(
-            "/buckets/spread",
-            &[("content-type", "application/json")],
-            br#"{"n":2,"conflicts":"lww","read_repair":"async"}"#,
-        )
-        .await?;
-    if r.status != 200 {
-        bail!(
-            "PUT /buckets/spread answered {}: {}",
-            r.status,
-            body_text(&r)
-        );
-    }
+    set_bucket(
+        &apis[0],
+        "spread",
+        json!({"n": 2, "conflicts": "lww", "read_repair": "async"}),
+    )
+    .await?;
     let began = Instant::now();
     for api in &apis[1..] {
         eventually(
@@ -51,14 +46,7 @@ async fn bucket_properties_set_on_one_node_reach_every_node() -> Result<()> {
         began.elapsed().as_millis()
     );
     // A later change through another node wins everywhere.
-    let r = apis[2]
-        .put_with(
-            "/buckets/spread",
-            &[("content-type", "application/json")],
-            br#"{"read_repair":"off"}"#,
-        )
-        .await?;
-    assert_eq!(r.status, 200, "{}", body_text(&r));
+    set_bucket(&apis[2], "spread", json!({"read_repair": "off"})).await?;
     for api in &apis {
         eventually(
             Duration::from_secs(10),
@@ -79,16 +67,7 @@ async fn w_any_keeps_a_write_whose_only_replica_is_dead_and_hands_it_over() -> R
     // Slow failure detection: the dead replica is still "up" when written.
     let mut c = start_cluster(3, &[]).await?;
     let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
-    for api in &apis {
-        let r = api
-            .put_with(
-                "/buckets/one",
-                &[("content-type", "application/json")],
-                br#"{"n":1}"#,
-            )
-            .await?;
-        assert_eq!(r.status, 200, "{}", body_text(&r));
-    }
+    set_bucket_everywhere(&c, "one", json!({"n": 1})).await?;
     // A key whose single replica is n3; write it through n1.
     let mut key = None;
     for i in 0..1_000 {

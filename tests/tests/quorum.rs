@@ -17,7 +17,7 @@ use quorumkv_tests::cluster_ops::{
     trace_names, wait_status,
 };
 use quorumkv_tests::eventually;
-use quorumkv_tests::http::Api;
+use quorumkv_tests::http::{Api, Resp};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
@@ -309,6 +309,31 @@ async fn writes_through_two_coordinators_become_siblings_and_a_context_write_res
     Ok(())
 }
 
+/// The `X-Trace` header of a `?trace=true` response and the key's
+/// replicas it shows answering, printed with what the trace names.
+fn replicas_answering(
+    resp: &Resp,
+    what: &str,
+    coordinator: &str,
+    ids: &[String],
+    replicas: &[String],
+) -> Result<(String, Vec<String>)> {
+    let header = resp
+        .header("x-trace")
+        .with_context(|| format!("{what} ?trace=true without X-Trace"))?;
+    let t = trace_names(&header, coordinator, ids)?;
+    let answered: Vec<String> = replicas
+        .iter()
+        .filter(|r| t.answered.contains(*r))
+        .cloned()
+        .collect();
+    println!(
+        "trace: {what} X-Trace names {:?}, replicas answering {answered:?}\n  {header}",
+        t.named
+    );
+    Ok((header, answered))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_names_the_replicas_asked_through_a_non_replica_coordinator() -> Result<()> {
     let c = start_cluster(4, &[]).await?;
@@ -334,19 +359,8 @@ async fn trace_names_the_replicas_asked_through_a_non_replica_coordinator() -> R
         )
         .await?;
     assert_eq!(put.status, 204, "{}", body_text(&put));
-    let header = put
-        .header("x-trace")
-        .context("PUT ?trace=true without X-Trace")?;
-    let t = trace_names(&header, &outsider.spec.id, &ids)?;
-    let answered: Vec<&String> = loc
-        .replicas
-        .iter()
-        .filter(|r| t.answered.contains(*r))
-        .collect();
-    println!(
-        "trace: PUT X-Trace names {:?}, replicas answering {answered:?}\n  {header}",
-        t.named
-    );
+    let (header, answered) =
+        replicas_answering(&put, "PUT", &outsider.spec.id, &ids, &loc.replicas)?;
     assert!(
         answered.len() >= 2,
         "a w=quorum PUT's trace shows at least 2 replicas answering: {header}"
@@ -359,19 +373,8 @@ async fn trace_names_the_replicas_asked_through_a_non_replica_coordinator() -> R
         (get.status, get.body.as_slice()),
         (200, &b"traced value"[..])
     );
-    let header = get
-        .header("x-trace")
-        .context("GET ?trace=true without X-Trace")?;
-    let t = trace_names(&header, &outsider.spec.id, &ids)?;
-    let answered: Vec<&String> = loc
-        .replicas
-        .iter()
-        .filter(|r| t.answered.contains(*r))
-        .collect();
-    println!(
-        "trace: GET X-Trace names {:?}, replicas answering {answered:?}\n  {header}",
-        t.named
-    );
+    let (header, answered) =
+        replicas_answering(&get, "GET", &outsider.spec.id, &ids, &loc.replicas)?;
     assert!(
         answered.len() >= 2,
         "an r=quorum GET's trace shows at least 2 replicas answering: {header}"

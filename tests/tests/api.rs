@@ -431,9 +431,12 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
         tokio::spawn(async move { api.put("/kv/held", b"v").await })
     };
     // Poll until the slow request holds the only slot: then health (which
-    // is admitted like any route) is refused.
+    // is admitted like any route) is refused. Poll for as long as the slow
+    // request is under way (on a loaded machine it may reach the node
+    // late), not for a fixed number of rounds.
     let mut saw = None;
-    for _ in 0..500 {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !slow.is_finished() && std::time::Instant::now() < give_up {
         let r = api.get("/health").await?;
         if r.status == 503 {
             saw = Some(r);

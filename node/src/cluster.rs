@@ -12,13 +12,32 @@
 //! a leaving node keeps its ranges until it has handed them over) with
 //! their gossiped tokens. Down members stay in the ring — the failure
 //! detector says who answers, not who owns. Joining and standby members
-//! are not in it (pending ranges come with cluster changes, issue 6).
+//! are not in it.
+//!
+//! # The future ring and pending owners
+//!
+//! While the cluster changes, the view also keeps the *future* ring: the
+//! owners once every change in flight is done — `normal` and `joining`
+//! members with tokens, without `leaving` ones and without nodes being
+//! removed. For a key, its *pending* owners are the future preference
+//! list minus the current one ([`pending_of`]): coordinators send them
+//! every write on top of the current replicas and need one more
+//! acknowledgement per pending owner (see [`crate::coordinator`]), so
+//! nothing acknowledged is missing when the change completes. Reads use
+//! the current ring only. When nothing is joining, leaving or being
+//! removed, there is no future ring and no key has pending owners.
+//!
+//! A dead node is removed (`POST /cluster/removenode`) by another member,
+//! which gossips it under its own application state [`REMOVING`]; once the
+//! ranges are re-replicated it moves it to [`REMOVED`] (a comma-separated
+//! list). Every node's view applies both, whoever announced them: a node
+//! being removed is out of the future ring, a removed node out of both.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use quorumkv_gossip::{Status, driver::Snapshot};
+use quorumkv_gossip::{AppState, Key, Status, driver::Snapshot};
 use quorumkv_ring::{Ring, Token};
 use serde::Serialize;
 
@@ -102,6 +121,32 @@ struct View {
     live: HashSet<String>,
     owners: Owners,
     ring: Arc<Ring>,
+    /// Owners once the changes in flight are done.
+    future_owners: Owners,
+    /// The future ring, only while it differs from `ring`.
+    future: Option<Arc<Ring>>,
+    /// Nodes being removed, each with the member removing it.
+    removing: BTreeMap<String, String>,
+    /// Nodes removed for good.
+    removed: BTreeSet<String>,
+}
+
+/// The gossip application state (a `Custom` one) under which a member
+/// announces the node it is removing (empty: none).
+pub const REMOVING: &str = "removing";
+/// The gossip application state under which a member lists the nodes it
+/// removed, comma-separated.
+pub const REMOVED: &str = "removed";
+
+/// A change in flight, as the view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// The node joining, leaving or being removed.
+    pub node: String,
+    /// `join`, `decommission` or `removenode`.
+    pub kind: &'static str,
+    /// Who drives it (the node itself, or the remover).
+    pub by: String,
 }
 
 /// The cluster as this node sees it.
@@ -135,10 +180,65 @@ fn owners_of(members: &[Member]) -> Owners {
         .collect()
 }
 
+/// The owners once the changes in flight complete: normal and joining
+/// members with tokens, minus the nodes being removed or removed.
+fn future_owners_of(members: &[Member], gone: impl Fn(&str) -> bool) -> Owners {
+    members
+        .iter()
+        .filter(|m| matches!(m.state, NodeState::Normal | NodeState::Joining))
+        .filter(|m| !m.tokens.is_empty() && !gone(&m.id))
+        .map(|m| (m.id.clone(), m.tokens.clone(), m.rack.clone()))
+        .collect()
+}
+
+/// A `Custom` application state of a member, if announced.
+fn custom<'a>(m: &'a quorumkv_gossip::driver::MemberSnapshot, name: &str) -> Option<&'a str> {
+    match &m.state.get(&Key::Custom(name.into()))?.value {
+        AppState::Custom(_, v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Who is being removed (by whom) and who was removed, per every member's
+/// announcements.
+fn removals_of(snapshot: &Snapshot) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let mut removing = BTreeMap::new();
+    let mut removed = BTreeSet::new();
+    for m in &snapshot.members {
+        if let Some(v) = custom(m, REMOVED) {
+            removed.extend(v.split(',').filter(|s| !s.is_empty()).map(String::from));
+        }
+        if let Some(v) = custom(m, REMOVING).filter(|v| !v.is_empty()) {
+            removing.insert(v.to_string(), m.id.to_string());
+        }
+    }
+    removing.retain(|n, _| !removed.contains(n));
+    (removing, removed)
+}
+
 /// The ring that a gossip snapshot describes (what a joining node
 /// allocates its tokens against).
 pub fn ring_of(snapshot: &Snapshot) -> Ring {
-    build_ring(&owners_of(&members_of(snapshot)))
+    let (_, removed) = removals_of(snapshot);
+    let mut members = members_of(snapshot);
+    members.retain(|m| !removed.contains(&m.id));
+    build_ring(&owners_of(&members))
+}
+
+/// The pending owners of `token` at replication `n`: the nodes of its
+/// future preference list that are not in its current one, in future
+/// preference order. Empty when there is no future ring.
+pub fn pending_of(current: &Ring, future: Option<&Ring>, token: Token, n: usize) -> Vec<String> {
+    let Some(future) = future else {
+        return Vec::new();
+    };
+    let now = current.preference_list_refs(token, n);
+    future
+        .preference_list_refs(token, n)
+        .into_iter()
+        .filter(|f| !now.contains(f))
+        .map(str::to_string)
+        .collect()
 }
 
 /// API.md's member objects for every member of `snapshot`, in id order.
@@ -192,7 +292,11 @@ impl Cluster {
             ring: Arc::new(build_ring(&owners)),
             live: HashSet::from([local.id.clone()]),
             members: Arc::new(members),
+            future_owners: owners.clone(),
             owners,
+            future: None,
+            removing: BTreeMap::new(),
+            removed: BTreeSet::new(),
         };
         Cluster {
             local,
@@ -203,8 +307,17 @@ impl Cluster {
     /// Replaces the view with what `snapshot` says; the ring is rebuilt
     /// only if its owners changed. Returns whether the ring changed.
     pub fn apply(&self, snapshot: &Snapshot) -> bool {
-        let members = members_of(snapshot);
+        let (removing, removed) = removals_of(snapshot);
+        let mut members = members_of(snapshot);
+        for m in &mut members {
+            if removed.contains(&m.id) {
+                m.state = NodeState::Left;
+            }
+        }
         let owners = owners_of(&members);
+        let future_owners = future_owners_of(&members, |id| {
+            removing.contains_key(id) || removed.contains(id)
+        });
         let live = members
             .iter()
             .filter(|m| m.status == "up")
@@ -217,11 +330,22 @@ impl Cluster {
         } else {
             old.ring.clone()
         };
+        let future = if future_owners == owners {
+            None
+        } else if old.future_owners == future_owners && old.future.is_some() {
+            old.future.clone()
+        } else {
+            Some(Arc::new(build_ring(&future_owners)))
+        };
         let view = View {
             members: Arc::new(members),
             live,
             owners,
             ring,
+            future_owners,
+            future,
+            removing,
+            removed,
         };
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
         changed
@@ -269,6 +393,86 @@ impl Cluster {
     /// Every known member, in id order.
     pub fn members(&self) -> Vec<Member> {
         self.current().members.as_ref().clone()
+    }
+
+    /// One member, if known.
+    pub fn member(&self, id: &str) -> Option<Member> {
+        self.current().members.iter().find(|m| m.id == id).cloned()
+    }
+
+    /// The ring once the changes in flight are done; `None` when nothing
+    /// is changing (it would equal [`Cluster::ring`]).
+    pub fn future_ring(&self) -> Option<Arc<Ring>> {
+        self.current().future.clone()
+    }
+
+    /// The current ring and the future one (`None`: no change), from one
+    /// view.
+    pub fn rings(&self) -> (Arc<Ring>, Option<Arc<Ring>>) {
+        let v = self.current();
+        (v.ring.clone(), v.future.clone())
+    }
+
+    /// The pending owners of `token` at replication `n` (see
+    /// [`pending_of`]).
+    pub fn pending(&self, token: Token, n: usize) -> Vec<String> {
+        let v = self.current();
+        pending_of(&v.ring, v.future.as_deref(), token, n)
+    }
+
+    /// Nodes removed for good (announced by any member).
+    pub fn removed(&self) -> BTreeSet<String> {
+        self.current().removed.clone()
+    }
+
+    /// The changes in flight: members joining with tokens, leaving, or
+    /// being removed, in node order.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        let v = self.current();
+        let mut out: Vec<InFlight> = v
+            .members
+            .iter()
+            .filter(|m| !v.removed.contains(&m.id) && !v.removing.contains_key(&m.id))
+            .filter_map(|m| {
+                let kind = match m.state {
+                    NodeState::Joining if !m.tokens.is_empty() => "join",
+                    NodeState::Leaving => "decommission",
+                    _ => return None,
+                };
+                Some(InFlight {
+                    node: m.id.clone(),
+                    kind,
+                    by: m.id.clone(),
+                })
+            })
+            .collect();
+        out.extend(v.removing.iter().map(|(node, by)| InFlight {
+            node: node.clone(),
+            kind: "removenode",
+            by: by.clone(),
+        }));
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
+    }
+
+    /// A digest of the current and future owners: two nodes whose
+    /// fingerprints match place every key (and its pending owners) alike.
+    pub fn fingerprint(&self) -> u64 {
+        let v = self.current();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (label, owners) in [(b"now", &v.owners), (b"fut", &v.future_owners)] {
+            h.update(label);
+            for (id, tokens, rack) in owners.iter() {
+                h.update(id.as_bytes());
+                h.update(&[0]);
+                for t in tokens {
+                    h.update(&t.to_be_bytes());
+                }
+                h.update(rack.as_deref().unwrap_or("").as_bytes());
+                h.update(&[0]);
+            }
+        }
+        h.digest()
     }
 }
 
@@ -352,5 +556,134 @@ mod tests {
         let c = Cluster::single(local(), vec![]);
         assert_eq!(c.members()[0].state, NodeState::Standby);
         assert!(c.ring().is_empty());
+    }
+
+    #[test]
+    fn joining_and_leaving_members_make_a_future_ring_with_pending_owners() {
+        let c = Cluster::single(local(), vec![1]);
+        let snap = Snapshot {
+            members: vec![
+                member("n1", Status::Normal, &[100], true),
+                member("n2", Status::Normal, &[200], true),
+                member("n3", Status::Leaving, &[300], true),
+                member("n4", Status::Joining, &[150], true),
+            ],
+            ..Snapshot::default()
+        };
+        c.apply(&snap);
+        assert_eq!(c.ring().nodes(), ["n1", "n2", "n3"]);
+        let future = c.future_ring().expect("a change is in flight");
+        assert_eq!(future.nodes(), ["n1", "n2", "n4"]);
+        // Token 120 is owned by n2 now (n2, n3 at n=2), by n4 later (n4, n2).
+        assert_eq!(c.pending(120, 2), ["n4"]);
+        assert_eq!(c.pending(120, 3), ["n4"]);
+        let kinds: Vec<_> = c
+            .in_flight()
+            .into_iter()
+            .map(|f| (f.node, f.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("n3".to_string(), "decommission"),
+                ("n4".to_string(), "join")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_removed_node_leaves_the_future_ring_then_the_ring() {
+        let c = Cluster::single(local(), vec![1]);
+        let mut n1 = member("n1", Status::Normal, &[100], true);
+        let removing = |v: &str| Delta {
+            node: "n1".into(),
+            generation: 7,
+            heartbeat: None,
+            states: vec![Versioned {
+                version: 10,
+                value: AppState::Custom(REMOVING.into(), v.into()),
+            }],
+        };
+        n1.state.apply(&removing("n3"));
+        let members = |n1: &MemberSnapshot| Snapshot {
+            members: vec![
+                n1.clone(),
+                member("n2", Status::Normal, &[200], true),
+                member("n3", Status::Normal, &[300], false),
+            ],
+            ..Snapshot::default()
+        };
+        c.apply(&members(&n1));
+        assert_eq!(c.ring().nodes(), ["n1", "n2", "n3"]);
+        assert_eq!(c.future_ring().expect("removing").nodes(), ["n1", "n2"]);
+        assert_eq!(c.in_flight()[0].kind, "removenode");
+        assert_eq!(c.in_flight()[0].by, "n1");
+        n1.state.apply(&Delta {
+            node: "n1".into(),
+            generation: 7,
+            heartbeat: None,
+            states: vec![Versioned {
+                version: 11,
+                value: AppState::Custom(REMOVED.into(), "n3".into()),
+            }],
+        });
+        c.apply(&members(&n1));
+        assert_eq!(c.ring().nodes(), ["n1", "n2"]);
+        assert!(c.future_ring().is_none());
+        assert!(c.in_flight().is_empty());
+        assert_eq!(c.member("n3").map(|m| m.state), Some(NodeState::Left));
+    }
+
+    fn ring_with(nodes: &[(usize, &[u64])]) -> Ring {
+        let mut r = Ring::new();
+        for (i, tokens) in nodes {
+            r.insert_node(&format!("n{i}"), tokens);
+        }
+        r
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pending_owners_are_never_current_replicas(
+            tokens in proptest::collection::btree_set(proptest::prelude::any::<u64>(), 6..40),
+            owners in proptest::collection::vec(0usize..6, 40),
+            states in proptest::collection::vec(0u8..3, 6),
+            key in proptest::prelude::any::<u64>(),
+            n in 1usize..5,
+        ) {
+            // Node i: 0 normal, 1 joining, 2 leaving.
+            let tokens: Vec<u64> = tokens.into_iter().collect();
+            let mut per: Vec<Vec<u64>> = vec![Vec::new(); 6];
+            for (t, o) in tokens.iter().zip(owners) {
+                per[o].push(*t);
+            }
+            let pick = |want: &[u8]| -> Vec<(usize, &[u64])> {
+                (0..6)
+                    .filter(|&i| !per[i].is_empty() && want.contains(&states[i]))
+                    .map(|i| (i, per[i].as_slice()))
+                    .collect()
+            };
+            let current = ring_with(&pick(&[0, 2]));
+            let future = ring_with(&pick(&[0, 1]));
+            let changing = current != future;
+            let pending = pending_of(&current, changing.then_some(&future), key, n);
+            let now = current.preference_list(key, n);
+            for p in &pending {
+                proptest::prop_assert!(!now.contains(p));
+                proptest::prop_assert!(future.preference_list(key, n).contains(p));
+            }
+            // Nothing joining or leaving: no future ring, nothing pending.
+            let c = Cluster::single(local(), vec![]);
+            c.apply(&Snapshot {
+                members: (0..6)
+                    .filter(|&i| !per[i].is_empty())
+                    .map(|i| member(&format!("n{i}"), Status::Normal, &per[i], true))
+                    .collect(),
+                ..Snapshot::default()
+            });
+            proptest::prop_assert!(c.future_ring().is_none());
+            proptest::prop_assert!(c.pending(key, n).is_empty());
+            proptest::prop_assert!(c.in_flight().is_empty());
+        }
     }
 }

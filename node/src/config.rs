@@ -232,6 +232,11 @@ pub struct Args {
     /// bytes per second [default: 4194304]
     #[arg(long, env = "QKV_HINT_REPLAY_BYTES_PER_SEC", value_name = "BYTES")]
     pub hint_replay_bytes_per_sec: Option<u64>,
+
+    /// Streaming throttle when this node receives ranges (join,
+    /// decommission, removenode), bytes per second [default: 52428800]
+    #[arg(long, env = "QKV_STREAM_BYTES_PER_SEC", value_name = "BYTES")]
+    pub stream_bytes_per_sec: Option<u64>,
 }
 
 /// A configuration error: one line for a person.
@@ -324,6 +329,8 @@ pub struct Config {
     pub max_hints_per_target: u64,
     /// Replay throttle, bytes/s.
     pub hint_replay_bytes_per_sec: u64,
+    /// Streaming throttle of the receiving side, bytes/s.
+    pub stream_bytes_per_sec: u64,
 }
 
 fn read_secret_file(name: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -536,6 +543,12 @@ impl Config {
             hint_replay_bytes_per_sec: in_range(
                 "--hint-replay-bytes-per-sec",
                 pick!(hint_replay_bytes_per_sec).unwrap_or(4 << 20),
+                1024,
+                1 << 40,
+            )?,
+            stream_bytes_per_sec: in_range(
+                "--stream-bytes-per-sec",
+                pick!(stream_bytes_per_sec).unwrap_or(50 << 20),
                 1024,
                 1 << 40,
             )?,

@@ -79,6 +79,10 @@ pub enum ApiError {
     /// The method is not served on this route.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
+    /// The node is not in a state that allows this (e.g. a cluster change
+    /// while another is in flight).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Timeout { .. } => 504,
             ApiError::Unauthorized(_) => 401,
             ApiError::MethodNotAllowed(_) => 405,
+            ApiError::Conflict(_) => 409,
         }
     }
 
@@ -107,6 +112,7 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Conflict(_) => "conflict",
         }
     }
 
@@ -193,6 +199,7 @@ mod tests {
             ),
             (ApiError::Overloaded("x".into()), 503, "overloaded"),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
+            (ApiError::Conflict("x".into()), 409, "conflict"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status(), status, "{err:?}");

@@ -32,5 +32,6 @@ pub mod repair;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub mod stream;
 pub mod tokens;
 pub mod version;

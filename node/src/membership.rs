@@ -17,32 +17,40 @@
 //!    and every snapshot it publishes is applied to the cluster view (the
 //!    ring is rebuilt when owners change). Membership events are logged.
 //! 4. **Joining** (`--join auto`, no stored tokens): the node announces
-//!    `joining` without tokens and learns the ring: it waits until seeds
-//!    answered two exchanges (so it holds what they knew, including other
-//!    nodes starting at the same moment) or [`JOIN_ROUNDS`] rounds passed —
-//!    no wait at all when it is its own only seed. Then it waits for its
+//!    `joining` without tokens and, in the background (the API serves
+//!    meanwhile), learns the ring: it waits until seeds answered two
+//!    exchanges (so it holds what they knew, including other nodes
+//!    starting at the same moment) or [`JOIN_ROUNDS`] rounds passed — no
+//!    wait at all when it is its own only seed. Then it waits for its
 //!    turn: nodes joining at the same time go one by one in id order (a
-//!    node waits while a member with a smaller id is `joining`), because
-//!    the balanced allocator is deterministic and two nodes allocating
-//!    against the same ring would choose the same tokens. Finally it
-//!    chooses tokens with the ring crate's allocator against the ring it
-//!    learned, persists them, and announces them with status `normal`. The
-//!    whole wait is bounded by [`JOIN_MAX_ROUNDS`]. With `--join manual` it
-//!    announces `standby` and waits for a plan to be applied.
+//!    node waits while a member with a smaller id is `joining` without
+//!    tokens, at most [`JOIN_MAX_ROUNDS`] rounds), because the balanced
+//!    allocator is deterministic and two nodes allocating against the same
+//!    ring would choose the same tokens; and it waits while another
+//!    cluster change driven by a live node is in flight (one change at a
+//!    time). Finally it chooses tokens with the ring crate's allocator
+//!    against the ring it learned and hands over to
+//!    [`crate::stream::driver::join`]: tokens persisted, announced as
+//!    `joining`, every gained range streamed, then `normal`. With
+//!    `--join manual` it announces `standby` and waits for
+//!    `POST /cluster/join`.
+//! 5. **Restarts in the middle of a change**: a node that was joining
+//!    announces `joining` with its tokens and resumes streaming; one that
+//!    was leaving announces `leaving` and resumes; one that left announces
+//!    `left`; a remover announces again the nodes it removed (or is
+//!    removing, and resumes). See [`crate::stream`].
 //!
 //! # Implementation caveats
 //!
-//! * A joining node does not stream data yet: it becomes `normal` at once
-//!   and owns its ranges empty-handed (data movement comes with cluster
-//!   changes, issue 6). Join nodes into a cluster that holds no data, or
-//!   repair afterwards.
 //! * Joining nodes that do not hear of each other before choosing (no
 //!   common seed answered in time) may allocate against different partial
 //!   rings: the ring stays correct (tokens already known are never chosen
 //!   again, and a token claimed twice keeps its first owner) but is less
 //!   balanced. Start nodes one by one for the best balance.
-//! * A node that crashed while `joining` holds up the nodes with larger ids
-//!   until [`JOIN_MAX_ROUNDS`] pass.
+//! * A node that crashed while `joining` without tokens holds up the nodes
+//!   with larger ids until [`JOIN_MAX_ROUNDS`] pass; one that crashed while
+//!   streaming does not hold anyone up (only live drivers' changes are
+//!   waited for), but its change stays in flight until it returns.
 //! * No graceful "shutdown" announcement: a stopped node is noticed by the
 //!   failure detector (about 18 rounds at threshold 8).
 
@@ -59,11 +67,13 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::cluster::ring_of;
+use crate::cluster::{REMOVED, REMOVING, ring_of};
 use crate::config::{Config, Join, TokenAllocation};
+use crate::error::ApiError;
 use crate::net::{Envelope, GossipInbox, Net, NetError};
 use crate::server::{Node, StartError};
 use crate::storage::Store;
+use crate::stream::{self, Kind};
 use crate::tokens;
 
 /// A joining node waits at most this many gossip rounds for seeds' answers.
@@ -171,17 +181,42 @@ pub async fn start(
         ChaCha8Rng::from_os_rng(),
     )
     .map_err(|e| start_error("invalid gossip settings", e))?;
+    let storage = |source| StartError::Storage {
+        dir: config.data_dir.display().to_string(),
+        source,
+    };
+    let saved = stream::saved(store).map_err(storage)?;
+    let left = stream::has_left(store).map_err(storage)?;
+    let removed = stream::removed_by_me(store).map_err(storage)?;
     let mut announce = vec![AppState::HttpAddr(local.http.to_string().into())];
     if let Some(rack) = &local.rack {
         announce.push(AppState::Rack(rack.as_str().into()));
     }
-    if stored.is_empty() && config.join == Join::Auto {
+    if !removed.is_empty() {
+        announce.push(AppState::Custom(REMOVED.into(), removed.join(",").into()));
+    }
+    let mine = |k: Kind| saved.as_ref().is_some_and(|s| s.kind == k);
+    if mine(Kind::Removenode)
+        && let Some(s) = &saved
+    {
+        announce.push(AppState::Custom(REMOVING.into(), s.node.as_str().into()));
+    }
+    if left {
+        announce.push(AppState::Tokens(stored.as_slice().into()));
+        announce.push(AppState::Status(Status::Left));
+    } else if stored.is_empty() && config.join == Join::Auto {
         announce.push(AppState::Status(Status::Joining));
     } else if stored.is_empty() {
         announce.push(AppState::Status(Status::Standby));
     } else {
         announce.push(AppState::Tokens(stored.as_slice().into()));
-        announce.push(AppState::Status(Status::Normal));
+        announce.push(AppState::Status(if mine(Kind::Join) {
+            Status::Joining
+        } else if mine(Kind::Decommission) {
+            Status::Leaving
+        } else {
+            Status::Normal
+        }));
     }
     for value in announce {
         gossip
@@ -199,75 +234,104 @@ pub async fn start(
             .await;
         net.shutdown();
     });
+    node.changes.attach(handle.clone());
+    node.cluster.apply(&handle.snapshot());
     tokio::spawn(follow(node.clone(), handle.clone()));
     let membership = Membership {
         handle,
         stop: Some(stop_tx),
     };
 
-    if stored.is_empty() && config.join == Join::Auto {
-        join(&node, &membership.handle, store).await?;
+    if left {
+        info!("this node was decommissioned: it stays out of the ring");
+    } else if let Some(s) = saved
+        && (!stored.is_empty() || s.kind == Kind::Removenode)
+    {
+        stream::driver::resume(&node, s);
+    } else if stored.is_empty() && config.join == Join::Auto {
+        let (node, handle) = (node.clone(), membership.handle.clone());
+        tokio::spawn(async move {
+            if let Err(e) = join(&node, &handle).await {
+                warn!(error = %e, "cannot join the ring");
+            }
+        });
     } else if stored.is_empty() {
-        info!("--join manual: in gossip as standby, without tokens, until a plan is applied");
+        info!("--join manual: in gossip as standby, without tokens, until POST /cluster/join");
     }
     Ok(membership)
 }
 
-/// Waits to learn the ring and for its turn, chooses tokens against the
-/// ring, persists and announces them.
-async fn join(node: &Node, handle: &Handle, store: &Store) -> Result<(), StartError> {
+/// Chooses this node's tokens against `snapshot`'s ring with the
+/// configured allocator, never one someone already announced.
+pub fn choose_tokens(node: &Node, snapshot: &Snapshot) -> Result<Vec<Token>, String> {
     let config = &node.config;
     let id = &node.cluster.local().id;
-    let snapshot = if has_other_seeds(config) {
-        learn(handle, id, config.gossip_interval).await
-    } else {
-        handle.snapshot()
-    };
-    let ring = ring_of(&snapshot);
-    // Never choose a token someone already announced, joining or not.
+    let ring = ring_of(snapshot);
     let taken: HashSet<Token> = snapshot
         .members
         .iter()
         .flat_map(|m| m.state.tokens().iter().copied())
         .collect();
     let collides = |c: &[Token]| c.iter().any(|t| taken.contains(t));
-    let mut chosen = tokens::allocate(&ring, id, config)
-        .map_err(|e| start_error("cannot choose ring tokens", e))?;
+    let mut chosen = tokens::allocate(&ring, id, config).map_err(|e| e.to_string())?;
     if collides(&chosen) {
         // Someone allocated against the same ring: random tokens instead.
         warn!("balanced tokens collide with a joining node's; choosing random ones");
         let mut random = config.clone();
         random.token_allocation = TokenAllocation::Random;
         while collides(&chosen) {
-            chosen = tokens::allocate(&ring, id, &random)
-                .map_err(|e| start_error("cannot choose ring tokens", e))?;
+            chosen = tokens::allocate(&ring, id, &random).map_err(|e| e.to_string())?;
         }
     }
-    tokens::save(store, &chosen)
-        .await
-        .map_err(|source| StartError::Storage {
-            dir: config.data_dir.display().to_string(),
-            source,
-        })?;
-    for value in [
-        AppState::Tokens(chosen.as_slice().into()),
-        AppState::Status(Status::Normal),
-    ] {
-        handle
-            .set_local(value)
-            .await
-            .map_err(|e| start_error("cannot announce tokens", e))?;
+    Ok(chosen)
+}
+
+/// Waits to learn the ring and for its turn, chooses tokens against the
+/// ring, and starts the join (streaming in the background).
+async fn join(node: &Arc<Node>, handle: &Handle) -> Result<(), String> {
+    let config = &node.config;
+    let id = node.cluster.local().id.clone();
+    loop {
+        let snapshot = if has_other_seeds(config) {
+            learn(handle, &id, config.gossip_interval).await
+        } else {
+            handle.snapshot()
+        };
+        // One change at a time: wait while a live node drives another.
+        node.cluster.apply(&handle.snapshot());
+        let busy: Vec<String> = node
+            .cluster
+            .in_flight()
+            .into_iter()
+            .filter(|f| f.by != id && node.cluster.is_alive(&f.by))
+            .map(|f| format!("{} of {}", f.kind, f.node))
+            .collect();
+        if !busy.is_empty() {
+            debug!(?busy, "joining: waiting for the change in flight");
+            tokio::time::sleep(config.gossip_interval).await;
+            continue;
+        }
+        let chosen = choose_tokens(node, &snapshot)?;
+        match stream::driver::join(node, chosen.clone()).await {
+            Ok(change) => {
+                info!(
+                    count = chosen.len(),
+                    strategy = ?config.token_allocation,
+                    learned_nodes = ring_of(&snapshot).node_count(),
+                    members = snapshot.members.len(),
+                    rounds = snapshot.rounds,
+                    change = %change.id(),
+                    "chose ring tokens against the learned ring; joining (streaming the ranges it gains)"
+                );
+                return Ok(());
+            }
+            Err(ApiError::Conflict(why)) => {
+                debug!(%why, "joining: another change started first; waiting");
+                tokio::time::sleep(config.gossip_interval).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
-    info!(
-        count = chosen.len(),
-        strategy = ?config.token_allocation,
-        learned_nodes = ring.node_count(),
-        members = snapshot.members.len(),
-        rounds = snapshot.rounds,
-        "chose ring tokens against the learned ring; joined as normal (no data streamed)"
-    );
-    node.cluster.apply(&handle.snapshot());
-    Ok(())
 }
 
 /// Why a joining node waits, given the latest snapshot; `None`: go.
@@ -345,6 +409,16 @@ async fn follow(node: Arc<Node>, handle: Handle) {
                 if node.cluster.apply(&snap) {
                     let ring = node.cluster.ring();
                     info!(nodes = ring.node_count(), tokens = ring.vnode_count(), "ring changed");
+                }
+                if node.changes.observe(&node.cluster) {
+                    // No change in flight: stream positions are history.
+                    let store = node.replica.store();
+                    if store.raw_scan(crate::storage::Partition::Meta, b"stream/", Some(b"stream0"), 1)
+                        .is_ok_and(|r| !r.is_empty())
+                        && let Err(e) = stream::forget_positions(store).await
+                    {
+                        debug!(error = %e, "cannot drop old stream positions");
+                    }
                 }
             }
             event = events.recv() => match event {

@@ -262,5 +262,8 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             .await
             .map(|(entries, next)| Response::Entries { entries, next })
             .map_err(|e| RemoteError::Storage(e.to_string())),
+        Request::Stream(s) => crate::stream::serve::serve(node, s)
+            .await
+            .map(Response::Stream),
     }
 }

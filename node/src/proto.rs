@@ -81,6 +81,105 @@ pub enum Request {
         /// At most this many entries.
         limit: u32,
     },
+    /// Cluster changes: streaming between nodes (`crate::stream`).
+    Stream(StreamRequest),
+}
+
+/// The requests of cluster changes (see `crate::stream`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StreamRequest {
+    /// The receiver's [`crate::cluster::Cluster::fingerprint`]: a change's
+    /// driver waits until every live node places keys as it does.
+    View,
+    /// How many keys and bytes the receiver stores in `range` (a stream's
+    /// estimate).
+    Count {
+        /// The token range.
+        range: TokenRange,
+    },
+    /// One chunk of the receiver's entries of `range`, in token order,
+    /// resuming strictly after the stored data key `after`.
+    Chunk {
+        /// The token range.
+        range: TokenRange,
+        /// The `next` of the previous chunk; `None` for the first.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// Stop adding entries once the chunk holds this many bytes.
+        max_bytes: u32,
+    },
+    /// Pull these ranges (the receiver gains them) for change `change`:
+    /// starts the pull in the background if it is not running yet, and
+    /// answers its state. Sent again to poll; idempotent.
+    Pull {
+        /// The change's id (names the persisted progress).
+        change: String,
+        /// The ranges, each with the nodes to stream it from.
+        ranges: Vec<PullRange>,
+    },
+}
+
+/// A range a node gains, and where to stream it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRange {
+    /// The range.
+    pub range: TokenRange,
+    /// Current replicas holding it, in the order to try them (the node
+    /// giving the range up first).
+    pub sources: Vec<String>,
+}
+
+/// The answers to [`StreamRequest`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StreamResponse {
+    /// Answer to [`StreamRequest::View`].
+    View {
+        /// The node's view fingerprint.
+        fingerprint: u64,
+        /// Keys it stores (0 in a cluster without data: no grace needed).
+        keys: u64,
+    },
+    /// Answer to [`StreamRequest::Count`].
+    Count {
+        /// Keys stored in the range.
+        keys: u64,
+        /// Their encoded bytes.
+        bytes: u64,
+    },
+    /// Answer to [`StreamRequest::Chunk`].
+    Chunk {
+        /// The entries, a MessagePack `Vec<RangeEntry>`.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        /// xxh3-64 of `payload`, checked by the receiver.
+        checksum: u64,
+        /// Where the next chunk starts; `None` when the range is done.
+        #[serde(with = "serde_bytes")]
+        next: Option<Vec<u8>>,
+    },
+    /// Answer to [`StreamRequest::Pull`].
+    Pull(PullState),
+}
+
+/// Where a pull stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullState {
+    /// Still streaming: ranges done so far, of how many.
+    Running {
+        /// Ranges finished.
+        done: u32,
+        /// Ranges in all.
+        total: u32,
+    },
+    /// Every range streamed.
+    Done {
+        /// Keys received.
+        keys: u64,
+        /// Bytes received.
+        bytes: u64,
+    },
+    /// The pull gave up (e.g. no source reachable); ask again to retry.
+    Failed(String),
 }
 
 impl Request {
@@ -94,6 +193,10 @@ impl Request {
             Request::Bucket { .. } => "bucket",
             Request::Tree { .. } => "tree",
             Request::Entries { .. } => "entries",
+            Request::Stream(StreamRequest::View) => "stream_view",
+            Request::Stream(StreamRequest::Count { .. }) => "stream_count",
+            Request::Stream(StreamRequest::Chunk { .. }) => "stream_chunk",
+            Request::Stream(StreamRequest::Pull { .. }) => "stream_pull",
         }
     }
 }
@@ -146,6 +249,8 @@ pub enum Response {
         #[serde(with = "serde_bytes")]
         next: Option<Vec<u8>>,
     },
+    /// Answer to [`Request::Stream`].
+    Stream(StreamResponse),
 }
 
 /// One stored key of a token range, as anti-entropy streams it.
@@ -315,6 +420,31 @@ mod tests {
         let bytes = rmp_serde::to_vec(&req).expect("encode");
         let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
         assert!(matches!(back, Request::Read { ref key, digest: true, .. } if key == &[0, 255, 7]));
+    }
+
+    #[test]
+    fn stream_messages_round_trip_through_messagepack() {
+        let req = Request::Stream(StreamRequest::Pull {
+            change: "join-n4-1".into(),
+            ranges: vec![PullRange {
+                range: TokenRange { start: 1, end: 9 },
+                sources: vec!["n1".into()],
+            }],
+        });
+        let bytes = rmp_serde::to_vec(&req).expect("encode");
+        let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back.kind(), "stream_pull");
+        let resp = Response::Stream(StreamResponse::Chunk {
+            payload: vec![1, 2, 3],
+            checksum: 7,
+            next: Some(vec![0; 9]),
+        });
+        let bytes = rmp_serde::to_vec(&resp).expect("encode");
+        let back: Response = rmp_serde::from_slice(&bytes).expect("decode");
+        assert!(matches!(
+            back,
+            Response::Stream(StreamResponse::Chunk { checksum: 7, next: Some(ref n), .. }) if n.len() == 9
+        ));
     }
 
     #[test]

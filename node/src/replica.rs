@@ -192,6 +192,20 @@ impl Replica {
         })
     }
 
+    /// Deletes a key this node no longer replicates (cleanup after a ring
+    /// change), under the key's lock, keeping the counters right. Returns
+    /// the stored bytes freed (0: nothing was stored).
+    pub async fn forget(&self, bucket: &str, key: &[u8]) -> Result<u64, StorageError> {
+        let _guard = self.stripe(bucket, key).lock().await;
+        let Some(old) = self.store.get(bucket, key)? else {
+            return Ok(0);
+        };
+        self.store.delete(bucket, key).await?;
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(old.len() as i64, Ordering::Relaxed);
+        Ok(old.len() as u64)
+    }
+
     async fn persist(
         &self,
         bucket: &str,

@@ -74,6 +74,8 @@ pub struct Node {
     pub peers: Peers,
     /// Hints this node holds for replicas that missed writes.
     pub hints: Arc<Hints>,
+    /// Cluster changes: the one this node drives, the streams it runs.
+    pub changes: crate::stream::Changes,
     inflight: Arc<Semaphore>,
 }
 
@@ -133,6 +135,7 @@ impl Node {
             faults: Faults::new(config.fault_injection),
             peers: Peers::default(),
             hints: Arc::new(hints),
+            changes: Default::default(),
             config,
         })
     }

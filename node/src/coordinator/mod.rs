@@ -19,6 +19,17 @@
 //!
 //! Hints never count toward R or W, except for `w=any`: that keeps the
 //! R + W > N promise in strict buckets (see docs/CONSISTENCY.md).
+//!
+//! **Pending owners.** While the ring changes (a node joining, leaving or
+//! being removed), [`write_placement`] adds the key's pending owners — the
+//! nodes that will replicate it once the change completes
+//! ([`crate::cluster::pending_of`]). A write goes to the current replicas
+//! *and* the pending ones, and needs W + |pending| acknowledgements
+//! (Cassandra's rule): with one pending owner and W=2, three of the four
+//! copies, so at least W of the replicas of the *future* ring hold every
+//! acknowledged write when the change completes, whatever the stream
+//! missed. It is refused up front (503) when fewer are alive. Reads use
+//! the current replicas only.
 
 mod read;
 pub mod trace;
@@ -52,8 +63,34 @@ pub struct Placement {
     /// stand-ins of a sloppy quorum.
     pub targets: Vec<Target>,
     /// Replicas that are down and have no stand-in: the coordinator hints
-    /// them.
+    /// them (pending owners that are down too).
     pub down: Vec<String>,
+    /// Pending owners of the key while the ring changes (writes only).
+    pub pending: Vec<String>,
+    /// The live ones among `pending`: written to alongside the targets.
+    pub pending_live: Vec<String>,
+}
+
+impl Placement {
+    /// Adds the pending owners `pending` (see the module docs): live ones
+    /// become extra write targets, down ones are hinted.
+    pub fn with_pending(mut self, pending: Vec<String>, alive: impl Fn(&str) -> bool) -> Self {
+        for p in &pending {
+            if alive(p) {
+                self.pending_live.push(p.clone());
+            } else {
+                self.down.push(p.clone());
+            }
+        }
+        self.pending = pending;
+        self
+    }
+
+    /// Acknowledgements a write at `w` needs: `w` plus one per pending
+    /// owner.
+    pub fn write_required(&self, w: usize) -> usize {
+        w + self.pending.len()
+    }
 }
 
 /// Chooses the targets among `replicas` (and, when `sloppy`, stand-ins from
@@ -93,6 +130,8 @@ pub fn place(
         replicas,
         targets,
         down,
+        pending: Vec::new(),
+        pending_live: Vec::new(),
     }
 }
 
@@ -124,6 +163,14 @@ pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> 
     })
 }
 
+/// The placement of a key for a write: [`placement`] plus the key's
+/// pending owners while the ring changes.
+pub fn write_placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
+    let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
+    let pending = node.cluster.pending(token, props.n as usize);
+    placement(node, bucket, key, props).with_pending(pending, |r| node.cluster.is_alive(r))
+}
+
 /// Counting: whether enough targets are alive.
 #[derive(Debug, Clone, Copy)]
 pub struct Quorum;
@@ -135,7 +182,7 @@ impl Quorum {
     /// explain a refusal (the preference list is shorter than `n` when the
     /// ring has fewer nodes).
     pub fn check(bucket: &str, n: u32, p: &Placement, required: usize) -> Result<(), ApiError> {
-        let alive = p.targets.len();
+        let alive = p.targets.len() + p.pending_live.len();
         if alive >= required {
             return Ok(());
         }
@@ -153,6 +200,12 @@ impl Quorum {
                  Start more nodes, or give the bucket a smaller n (PUT /buckets/{bucket} {{\"n\":{}}}) before it holds data",
                 p.replicas.len(),
                 p.replicas.len().max(1)
+            )
+        } else if !p.pending.is_empty() {
+            format!(
+                "{alive} of {required} required replicas alive for this key (n={n}, plus {} pending owner(s) while the ring changes: {}); retry when the down replicas return, or ask for a lower w",
+                p.pending.len(),
+                p.pending.join(", ")
             )
         } else {
             format!(
@@ -251,6 +304,21 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("n=3") && msg.contains("\"n\":1"), "{msg}");
         assert_eq!(err.status(), 503);
+    }
+
+    #[test]
+    fn a_pending_owner_takes_one_more_acknowledgement_and_counts_when_alive() {
+        let p = place(names(&["a", "b", "c"]), &[], false, |_| true)
+            .with_pending(names(&["d"]), |_| true);
+        assert_eq!(p.write_required(2), 3);
+        Quorum::check("default", 3, &p, p.write_required(2)).expect("4 alive, 3 needed");
+        Quorum::check("default", 3, &p, p.write_required(3)).expect("4 of 4");
+        // A down pending owner is hinted and still raises the bar.
+        let p = place(names(&["a", "b", "c"]), &[], false, |r| r != "c")
+            .with_pending(names(&["d"]), |r| r != "d");
+        assert_eq!(p.down, names(&["c", "d"]));
+        let err = Quorum::check("default", 3, &p, p.write_required(2)).expect_err("2 < 3");
+        assert!(err.to_string().contains("pending"), "{err}");
     }
 
     #[test]

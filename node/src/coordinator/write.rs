@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::trace::{Trace, note};
-use super::{Placement, Quorum, Target, hint, placement, timeout_error};
+use super::{Placement, Quorum, Target, hint, timeout_error, write_placement};
 use crate::buckets::{BucketProps, Consistency};
 use crate::error::{ApiError, ReplicaFailure};
 use crate::peers::{self, PeerError};
@@ -43,9 +43,10 @@ pub struct WriteArgs {
 /// Writes a key at consistency `w`; the key's versions after the write
 /// on the replica that minted it.
 pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
-    let required = a.w.required(a.props.n, "w")?;
+    let w = a.w.required(a.props.n, "w")?;
     let deadline = Instant::now() + a.timeout;
-    let p = placement(node, &a.bucket, &a.key, &a.props);
+    let p = write_placement(node, &a.bucket, &a.key, &a.props);
+    let required = p.write_required(w);
     let me = node.replica.id();
     note(&a.trace, || describe(&p));
     if p.targets.is_empty() && a.w == Consistency::Any && !p.replicas.is_empty() {
@@ -98,12 +99,16 @@ fn describe(p: &Placement) -> String {
             None => t.node.clone(),
         })
         .collect();
-    format!(
+    let mut s = format!(
         "replicas [{}], using [{}], down [{}]",
         p.replicas.join(", "),
         targets.join(", "),
         p.down.join(", ")
-    )
+    );
+    if !p.pending.is_empty() {
+        s.push_str(&format!(", pending [{}]", p.pending.join(", ")));
+    }
+    s
 }
 
 /// Hands the write to the first live replica that takes it.
@@ -307,7 +312,12 @@ async fn coordinate(
         };
     }
 
-    let others: Vec<Target> = p.targets.iter().filter(|t| t.node != me).cloned().collect();
+    let mut others: Vec<Target> = p.targets.iter().filter(|t| t.node != me).cloned().collect();
+    // Pending owners get every write while the ring changes.
+    others.extend(p.pending_live.iter().filter(|n| **n != me).map(|n| Target {
+        node: n.clone(),
+        hint_for: None,
+    }));
     let (tx, mut rx) = mpsc::channel(others.len().max(1));
     for t in &others {
         tokio::spawn(replicate(
@@ -431,11 +441,12 @@ pub async fn serve_forwarded(node: &Arc<Node>, w: WriteRequest) -> Result<Respon
         timeout: Duration::from_millis(w.timeout_ms as u64),
         trace: trace.clone(),
     };
-    let required = consistency
+    let w = consistency
         .required(args.props.n, "w")
         .map_err(|e| RemoteError::Api(WireApiError::from(&e)))?;
     let deadline = Instant::now() + args.timeout;
-    let p = placement(node, &args.bucket, &args.key, &args.props);
+    let p = write_placement(node, &args.bucket, &args.key, &args.props);
+    let required = p.write_required(w);
     let result = match Quorum::check(&args.bucket, args.props.n, &p, required) {
         Err(e) => Err(e),
         Ok(()) => coordinate(node, &args, &p, required, deadline, false).await,

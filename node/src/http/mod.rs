@@ -9,6 +9,7 @@
 //! every response is counted in the metrics by route pattern.
 
 mod admin;
+mod changes;
 mod keys;
 mod request;
 
@@ -145,6 +146,10 @@ fn route_label(segments: &[&str]) -> &'static str {
         ["cluster", "members"] => "members",
         ["cluster", "ring"] => "ring",
         ["cluster", "locate", _] => "locate",
+        [
+            "cluster",
+            "join" | "decommission" | "removenode" | "cleanup" | "changes",
+        ] => "cluster_change",
         ["metrics"] => "metrics",
         ["internal", ..] => "internal",
         _ => "unknown",
@@ -160,6 +165,11 @@ async fn dispatch(node: &Arc<Node>, segments: &[&str], req: request::Request) ->
         ["cluster", "members"] => admin::members(node, &req),
         ["cluster", "ring"] => admin::ring(node, &req),
         ["cluster", "locate", key] => admin::locate(node, key, &req),
+        ["cluster", "join"] => changes::join(node, req).await,
+        ["cluster", "decommission"] => changes::decommission(node, req).await,
+        ["cluster", "removenode"] => changes::removenode(node, req).await,
+        ["cluster", "cleanup"] => changes::cleanup(node, req).await,
+        ["cluster", "changes"] => changes::changes(node, &req),
         ["metrics"] => admin::metrics(node, &req),
         ["internal", "fault"] => admin::fault(node, req).await,
         ["internal", "repair"] => admin::repair(node, req).await,

@@ -1,0 +1,96 @@
+//! Cleanup: after a change, the nodes that gave ranges up still hold their
+//! data. `POST /cluster/cleanup` deletes every key this node is no longer
+//! a replica of (per the key's bucket `n`, on the current ring), once no
+//! change is in flight.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::server::Node;
+
+/// Entries scanned per page.
+const PAGE: usize = 1024;
+
+/// What a cleanup removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// This node.
+    pub node: String,
+    /// Keys deleted.
+    pub keys_removed: u64,
+    /// Their stored bytes.
+    pub bytes_removed: u64,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+}
+
+/// Deletes the keys this node does not replicate. 409 `conflict` while a
+/// change is in flight, or when one starts meanwhile (the ring it judged
+/// by is no longer the one keys will be placed by).
+pub async fn cleanup(node: &Arc<Node>) -> Result<CleanupReport, ApiError> {
+    let started = Instant::now();
+    let me = node.replica.id().to_string();
+    node.changes
+        .claim(&node.cluster, &format!("cleanup on {me}"))
+        .map_err(|e| ApiError::Conflict(format!("cannot clean up while {e}")))?;
+    let result = sweep(node, &me).await;
+    node.changes.release();
+    let (keys_removed, bytes_removed) = result?;
+    let report = CleanupReport {
+        node: me,
+        keys_removed,
+        bytes_removed,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    tracing::info!(
+        keys = report.keys_removed,
+        bytes = report.bytes_removed,
+        ms = report.duration_ms,
+        "cleanup done"
+    );
+    Ok(report)
+}
+
+async fn sweep(node: &Arc<Node>, me: &str) -> Result<(u64, u64), ApiError> {
+    let ring = node.cluster.ring();
+    let storage = |e: crate::storage::StorageError| ApiError::storage(me, 1, e);
+    let (mut keys, mut bytes) = (0u64, 0u64);
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let store = node.replica.store().clone();
+        let cursor = after.take();
+        let page = tokio::task::spawn_blocking(move || {
+            store.scan_tokens(0, u64::MAX, cursor.as_deref(), PAGE)
+        })
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("cleanup scan failed: {e}")))?
+        .map_err(storage)?;
+        let full = page.len() == PAGE;
+        for e in &page {
+            let n = node.buckets.props_for_keys(&e.bucket).n as usize;
+            let replicas = ring.preference_list_refs(e.token, n);
+            if replicas.contains(&me) || replicas.is_empty() {
+                continue;
+            }
+            let (current, future) = node.cluster.rings();
+            if future.is_some() || !Arc::ptr_eq(&current, &ring) {
+                return Err(ApiError::Conflict(
+                    "the ring changed during cleanup; run it again once the change is done".into(),
+                ));
+            }
+            bytes += node
+                .replica
+                .forget(&e.bucket, &e.key)
+                .await
+                .map_err(storage)?;
+            keys += 1;
+        }
+        match page.last() {
+            Some(last) if full => after = Some(last.stored_key()),
+            _ => return Ok((keys, bytes)),
+        }
+    }
+}

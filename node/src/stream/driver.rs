@@ -1,0 +1,389 @@
+//! Driving a change from the node that owns it: announce, wait until every
+//! live node writes to the pending owners, have each gaining node pull,
+//! then announce the end (see the module docs of [`crate::stream`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quorumkv_gossip::{AppState, Status};
+use quorumkv_ring::Token;
+use tracing::{info, warn};
+
+use super::{Kind, PullRange, PullState, Saved, StreamRequest, StreamResponse, now_ms, save};
+use crate::cluster::{NodeState, REMOVED, REMOVING};
+use crate::error::ApiError;
+use crate::peers::call;
+use crate::proto::{Request, Response};
+use crate::server::Node;
+
+/// How long the driver waits for every live node to place keys alike
+/// before it goes on anyway (logging who lags).
+const AGREEMENT_LIMIT: Duration = Duration::from_secs(60);
+/// How often the driver polls gaining nodes.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a leaving node waits for its hints to live nodes to drain.
+const HINT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+fn conflict(why: impl Into<String>) -> ApiError {
+    ApiError::Conflict(why.into())
+}
+
+fn storage(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable {
+        required: 1,
+        alive: 0,
+        message: format!("this node could not use its storage: {e}"),
+        failed: Vec::new(),
+    }
+}
+
+async fn announce(node: &Node, values: Vec<AppState>) -> Result<(), String> {
+    let handle = node
+        .changes
+        .gossip()
+        .ok_or_else(|| "gossip has not started".to_string())?;
+    for v in values {
+        handle.set_local(v).await.map_err(|e| e.to_string())?;
+    }
+    // The local view follows at once (the gossip snapshot would, a round
+    // later).
+    node.cluster.apply(&handle.snapshot());
+    Ok(())
+}
+
+/// Starts this node's join with `tokens` (already checked against the
+/// ring): persists them, announces `joining` with them, and streams in the
+/// background; the node turns `normal` when every gained range is in.
+pub async fn join(node: &Arc<Node>, tokens: Vec<Token>) -> Result<Saved, ApiError> {
+    let me = node.replica.id().to_string();
+    let change = Saved {
+        kind: Kind::Join,
+        node: me,
+        started_ms: now_ms(),
+    };
+    node.changes
+        .claim(&node.cluster, &change.id())
+        .map_err(conflict)?;
+    let store = node.replica.store();
+    let persisted = async {
+        crate::tokens::save(store, &tokens).await?;
+        save(store, Some(&change)).await
+    };
+    if let Err(e) = persisted.await {
+        node.changes.release();
+        return Err(storage(e));
+    }
+    let announced = announce(
+        node,
+        vec![
+            AppState::Tokens(tokens.as_slice().into()),
+            AppState::Status(Status::Joining),
+        ],
+    )
+    .await;
+    if let Err(e) = announced {
+        node.changes.release();
+        return Err(ApiError::Unavailable {
+            required: 1,
+            alive: 0,
+            message: format!("cannot announce the join: {e}"),
+            failed: Vec::new(),
+        });
+    }
+    spawn_run(node, change.clone());
+    Ok(change)
+}
+
+/// Starts this node's decommission: `leaving`, streams, hints, `left`.
+pub async fn decommission(node: &Arc<Node>) -> Result<Saved, ApiError> {
+    let me = node.replica.id().to_string();
+    let state = node.cluster.member(&me).map(|m| m.state);
+    if state != Some(NodeState::Normal) {
+        return Err(conflict(format!(
+            "{me} is {}; only a normal node can be decommissioned",
+            state.map_or("unknown".into(), |s| format!("{s:?}").to_lowercase())
+        )));
+    }
+    let change = Saved {
+        kind: Kind::Decommission,
+        node: me,
+        started_ms: now_ms(),
+    };
+    node.changes
+        .claim(&node.cluster, &change.id())
+        .map_err(conflict)?;
+    if let Err(e) = save(node.replica.store(), Some(&change)).await {
+        node.changes.release();
+        return Err(storage(e));
+    }
+    if let Err(e) = announce(node, vec![AppState::Status(Status::Leaving)]).await {
+        node.changes.release();
+        return Err(storage(e));
+    }
+    spawn_run(node, change.clone());
+    Ok(change)
+}
+
+/// Starts removing `target`, a member that is down, on its behalf.
+pub async fn removenode(node: &Arc<Node>, target: &str) -> Result<Saved, ApiError> {
+    let me = node.replica.id().to_string();
+    let Some(m) = node.cluster.member(target) else {
+        return Err(ApiError::NotFound(format!(
+            "no member {target:?}; see GET /cluster/members"
+        )));
+    };
+    if target == me {
+        return Err(conflict(
+            "a node cannot remove itself; decommission it instead (POST /cluster/decommission)",
+        ));
+    }
+    if node.cluster.is_alive(target) {
+        return Err(conflict(format!(
+            "{target} is up; decommission it instead, or stop it first"
+        )));
+    }
+    if !matches!(m.state, NodeState::Normal | NodeState::Leaving) || m.tokens.is_empty() {
+        return Err(conflict(format!(
+            "{target} owns no ranges (state {:?})",
+            m.state
+        )));
+    }
+    let change = Saved {
+        kind: Kind::Removenode,
+        node: target.to_string(),
+        started_ms: now_ms(),
+    };
+    node.changes
+        .claim(&node.cluster, &change.id())
+        .map_err(conflict)?;
+    if let Err(e) = save(node.replica.store(), Some(&change)).await {
+        node.changes.release();
+        return Err(storage(e));
+    }
+    if let Err(e) = announce(node, vec![AppState::Custom(REMOVING.into(), target.into())]).await {
+        node.changes.release();
+        return Err(storage(e));
+    }
+    spawn_run(node, change.clone());
+    Ok(change)
+}
+
+/// Resumes the change `saved` this node was driving when it stopped
+/// (called once gossip announced its state again).
+pub fn resume(node: &Arc<Node>, saved: Saved) {
+    info!(change = %saved.id(), "resuming the cluster change in flight at the last stop");
+    node.changes.resume(&saved.id());
+    spawn_run(node, saved);
+}
+
+fn spawn_run(node: &Arc<Node>, change: Saved) {
+    let node = node.clone();
+    node.changes
+        .note(&change.node, change.kind, change.started_ms);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            match run(&node, &change).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(change = %change.id(), error = %e, "cluster change stalled; retrying in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+        node.changes.release();
+        node.changes.observe(&node.cluster);
+        info!(change = %change.id(), secs = started.elapsed().as_secs_f64(), "cluster change done");
+    });
+}
+
+/// One attempt at the whole change (idempotent: a retry or a restart runs
+/// it again, and pulls resume from their persisted positions).
+async fn run(node: &Arc<Node>, change: &Saved) -> Result<(), String> {
+    agree(node).await;
+    let (current, future) = node.cluster.rings();
+    let Some(future) = future else {
+        // Nothing moves (e.g. a change seen done by everyone already).
+        return finish(node, change).await;
+    };
+    let mut ns: BTreeSet<u32> = node.buckets.records().iter().map(|r| r.props.n).collect();
+    ns.insert(node.config.default_n);
+    let gains = super::plan::gains(&current, &future, &ns);
+    let ranges: usize = gains.values().map(Vec::len).sum();
+    info!(change = %change.id(), gaining_nodes = gains.len(), ranges, "streaming the ranges that move");
+    let id = change.id();
+    let mut waiting: Vec<(String, Vec<PullRange>)> = gains.into_iter().collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for (gainer, ranges) in waiting {
+            match ask_pull(node, &gainer, &id, &ranges).await {
+                Ok(PullState::Done { keys, bytes }) => {
+                    info!(change = %id, %gainer, keys, bytes, "gaining node has every range")
+                }
+                Ok(PullState::Running { .. }) => still.push((gainer, ranges)),
+                Ok(PullState::Failed(e)) => {
+                    warn!(change = %id, %gainer, error = %e, "pull failed; asking again");
+                    still.push((gainer, ranges));
+                }
+                Err(e) => {
+                    warn!(change = %id, %gainer, error = %e, "gaining node did not answer; asking again");
+                    still.push((gainer, ranges));
+                }
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    finish(node, change).await
+}
+
+/// Asks `gainer` (maybe this node) to pull, or how its pull stands.
+async fn ask_pull(
+    node: &Arc<Node>,
+    gainer: &str,
+    id: &str,
+    ranges: &[PullRange],
+) -> Result<PullState, String> {
+    if gainer == node.replica.id() {
+        let state = super::pull::start(node, id, ranges.to_vec())?;
+        let s = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        return Ok(s);
+    }
+    let req = Request::Stream(StreamRequest::Pull {
+        change: id.to_string(),
+        ranges: ranges.to_vec(),
+    });
+    match call(node, gainer, req, Duration::from_secs(10)).await {
+        Ok(Response::Stream(StreamResponse::Pull(s))) => Ok(s),
+        Ok(_) => Err("unexpected answer".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Waits until every live member's view places keys as this one does,
+/// then for writes placed with older views to land (skipped when no live
+/// node stores a key).
+async fn agree(node: &Arc<Node>) {
+    let began = Instant::now();
+    let me = node.replica.id().to_string();
+    let keys = loop {
+        let mine = node.cluster.fingerprint();
+        let mut keys = node.replica.stored().0.max(0) as u64;
+        let mut lagging = Vec::new();
+        for m in node.cluster.members() {
+            if m.id == me || !node.cluster.is_alive(&m.id) || m.state == NodeState::Left {
+                continue;
+            }
+            let theirs = call(
+                node,
+                &m.id,
+                Request::Stream(StreamRequest::View),
+                Duration::from_secs(2),
+            )
+            .await;
+            match theirs {
+                Ok(Response::Stream(StreamResponse::View {
+                    fingerprint,
+                    keys: k,
+                })) if fingerprint == mine => keys += k,
+                _ => lagging.push(m.id),
+            }
+        }
+        if lagging.is_empty() {
+            break keys;
+        }
+        if began.elapsed() > AGREEMENT_LIMIT {
+            warn!(
+                ?lagging,
+                "these nodes still place keys differently; streaming anyway"
+            );
+            break u64::MAX;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    // Writes placed before a node learned of the change may still be on
+    // their way to the old replicas: let them land before the scans pass.
+    if keys > 0 {
+        tokio::time::sleep(node.config.timeout.min(Duration::from_secs(5))).await;
+    }
+    info!(
+        ms = began.elapsed().as_millis() as u64,
+        "every live node writes to the pending owners"
+    );
+}
+
+/// Announces the end of `change` and forgets it.
+async fn finish(node: &Arc<Node>, change: &Saved) -> Result<(), String> {
+    let store = node.replica.store();
+    match change.kind {
+        Kind::Join => {
+            announce(node, vec![AppState::Status(Status::Normal)]).await?;
+        }
+        Kind::Decommission => {
+            drain_hints(node).await;
+            store
+                .meta_put(super::LEFT_KEY, b"1".to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+            announce(node, vec![AppState::Status(Status::Left)]).await?;
+            info!("decommissioned: this node has left the ring and can be stopped");
+        }
+        Kind::Removenode => {
+            let mut removed = super::removed_by_me(store).map_err(|e| e.to_string())?;
+            if !removed.contains(&change.node) {
+                removed.push(change.node.clone());
+            }
+            let list = removed.join(",");
+            store
+                .meta_put(super::REMOVED_KEY, list.clone().into_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            announce(
+                node,
+                vec![
+                    AppState::Custom(REMOVED.into(), list.into()),
+                    AppState::Custom(REMOVING.into(), "".into()),
+                ],
+            )
+            .await?;
+        }
+    }
+    save(store, None).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Lets the hint replayer deliver what this node holds for live nodes
+/// before it leaves (bounded; hints for down nodes are left behind).
+async fn drain_hints(node: &Node) {
+    let began = Instant::now();
+    loop {
+        let left: u64 = node
+            .hints
+            .pending()
+            .into_iter()
+            .filter(|(target, _)| node.cluster.is_alive(target))
+            .map(|(_, n)| n)
+            .sum();
+        if left == 0 {
+            break;
+        }
+        if began.elapsed() > HINT_DRAIN_LIMIT {
+            warn!(
+                hints = left,
+                "hints to live nodes not all delivered before leaving"
+            );
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let behind: u64 = node.hints.pending().values().sum();
+    if behind > 0 {
+        warn!(
+            hints = behind,
+            "hints for down nodes stay behind on this node (anti-entropy repairs what they carry)"
+        );
+    }
+}

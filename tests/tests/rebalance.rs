@@ -1,0 +1,422 @@
+//! Cluster changes on real `qkvd` processes, under load: growing with
+//! `POST /cluster/join` (`--join manual`) and with `--join auto`,
+//! shrinking with `POST /cluster/decommission`, and `POST
+//! /cluster/removenode` of a SIGKILLed node. While a change runs, a
+//! background task writes unique keys at w=quorum and reads keys
+//! acknowledged before each read began at r=quorum; afterwards no
+//! acknowledged write is lost, no read missed, and — after cleanup —
+//! every key is stored on exactly the N nodes `/cluster/locate` names
+//! (checked with `/internal/local` on every node of the ring).
+//!
+//! Figures are printed; run with `--nocapture` to see them.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use quorumkv_tests::cluster_ops::{
+    body_text, concurrently, key_path, local, locate, members, start_cluster,
+};
+use quorumkv_tests::http::Api;
+use quorumkv_tests::{Cluster, NodeSpec, eventually};
+use serde_json::{Value, json};
+
+const ARGS: [&str; 4] = ["--gossip-interval-ms", "200", "--vnodes", "8"];
+
+fn args_with(extra: &[&str]) -> Vec<String> {
+    ARGS.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// What the background load saw.
+#[derive(Default)]
+struct Tally {
+    acked: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    write_errors: AtomicU64,
+    reads: AtomicU64,
+    read_misses: AtomicU64,
+    read_errors: AtomicU64,
+}
+
+/// Writes unique keys and reads acknowledged ones through `apis` (round
+/// robin) until `stop`.
+async fn load(apis: Vec<Api>, tally: Arc<Tally>, stop: Arc<AtomicBool>, prefix: &'static str) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let api = &apis[i as usize % apis.len()];
+        let key = format!("{prefix}-{i}").into_bytes();
+        let value = format!("value-{i}").into_bytes();
+        match api.put(&key_path("default", &key, "w=quorum"), &value).await {
+            Ok(r) if r.status == 204 => tally
+                .acked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((key, value)),
+            _ => {
+                tally.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Read a key acknowledged before this read began.
+        let earlier = {
+            let acked = tally.acked.lock().unwrap_or_else(|p| p.into_inner());
+            (!acked.is_empty()).then(|| acked[(i as usize * 7919) % acked.len()].clone())
+        };
+        if let Some((k, v)) = earlier {
+            let api = &apis[(i as usize + 1) % apis.len()];
+            tally.reads.fetch_add(1, Ordering::Relaxed);
+            match api.get(&key_path("default", &k, "r=quorum")).await {
+                Ok(r) if r.status == 200 && r.body == v => {}
+                Ok(r) if r.status == 404 || r.status == 200 => {
+                    tally.read_misses.fetch_add(1, Ordering::Relaxed);
+                    eprintln!(
+                        "read of {} missed: {} {}",
+                        String::from_utf8_lossy(&k),
+                        r.status,
+                        body_text(&r)
+                    );
+                }
+                _ => {
+                    tally.read_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+struct Load {
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(apis: Vec<Api>, prefix: &'static str) -> Load {
+        let tally = Arc::new(Tally::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(load(apis, tally.clone(), stop.clone(), prefix));
+        Load { tally, stop, task }
+    }
+
+    fn acked(&self) -> usize {
+        self.tally
+            .acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    async fn wait_acked(&self, n: usize) -> Result<()> {
+        eventually(Duration::from_secs(30), "the load to ack writes", || async {
+            self.acked() >= n
+        })
+        .await
+    }
+
+    async fn finish(self) -> Result<Arc<Tally>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?;
+        Ok(self.tally)
+    }
+}
+
+fn api(c: &Cluster, id: &str) -> Api {
+    let n = c
+        .nodes
+        .iter()
+        .find(|n| n.spec.id == id)
+        .map(|n| n.url())
+        .unwrap_or_default();
+    Api::new(&n)
+}
+
+async fn post(api: &Api, path: &str, body: Value) -> Result<(u16, Value)> {
+    let r = api
+        .send("POST", path, &[], Some(body.to_string().into_bytes()))
+        .await?;
+    let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    Ok((r.status, v))
+}
+
+/// Waits until every node in `observers` sees each `(id, state)`.
+async fn wait_states(
+    c: &Cluster,
+    observers: &[&str],
+    want: &[(&str, &str)],
+    within: Duration,
+) -> Result<()> {
+    let apis: Vec<Api> = observers.iter().map(|o| api(c, o)).collect();
+    let what = format!("{observers:?} to see {want:?}");
+    eventually(within, &what, || {
+        let apis = apis.clone();
+        async move {
+            for a in &apis {
+                let Some(ms) = members(a).await else {
+                    return false;
+                };
+                for (id, state) in want {
+                    if !ms.iter().any(|m| m["id"] == *id && m["state"] == *state) {
+                        return false;
+                    }
+                }
+            }
+            true
+        }
+    })
+    .await
+}
+
+/// Waits until `GET /cluster/changes` on every observer shows no change in
+/// flight.
+async fn wait_no_change(c: &Cluster, observers: &[&str], within: Duration) -> Result<()> {
+    let apis: Vec<Api> = observers.iter().map(|o| api(c, o)).collect();
+    eventually(within, "no change in flight anywhere", || {
+        let apis = apis.clone();
+        async move {
+            for a in &apis {
+                let Ok(r) = a.get("/cluster/changes").await else {
+                    return false;
+                };
+                let v = r.json();
+                let busy = v["changes"]
+                    .as_array()
+                    .is_none_or(|cs| cs.iter().any(|c| c["state"] != "done"));
+                if r.status != 200 || busy {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await
+}
+
+/// Prints and returns (streams, keys, bytes) of the changes `id` ran.
+async fn streamed(c: &Cluster, id: &str) -> Result<(usize, u64, u64)> {
+    let r = api(c, id).get("/cluster/changes").await?;
+    let v = r.json();
+    let mut out = (0, 0, 0);
+    for ch in v["changes"].as_array().cloned().unwrap_or_default() {
+        for s in ch["streams"].as_array().cloned().unwrap_or_default() {
+            if s["done"] != true {
+                bail!("{id}: a stream is not done: {s}");
+            }
+            out.0 += 1;
+            out.1 += s["keys"].as_u64().unwrap_or(0);
+            out.2 += s["bytes"].as_u64().unwrap_or(0);
+        }
+    }
+    println!(
+        "{id} received {} streams: {} keys, {} bytes",
+        out.0, out.1, out.2
+    );
+    Ok(out)
+}
+
+/// Runs cleanup on every node of `ring`; returns keys removed in all.
+async fn cleanup_all(c: &Cluster, ring: &[&str]) -> Result<u64> {
+    let mut removed = 0;
+    for id in ring {
+        let (status, v) = post(&api(c, id), "/cluster/cleanup", json!({})).await?;
+        if status != 200 {
+            bail!("cleanup on {id} answered {status}: {v}");
+        }
+        println!(
+            "cleanup on {id}: {} keys, {} bytes removed",
+            v["keys_removed"], v["bytes_removed"]
+        );
+        removed += v["keys_removed"].as_u64().unwrap_or(0);
+    }
+    Ok(removed)
+}
+
+/// Every acknowledged key reads back at r=quorum, and is held by exactly
+/// the nodes `/cluster/locate` names among `ring`. Returns (lost,
+/// misplaced).
+async fn check_keys(c: &Cluster, ring: &[&str], tally: &Tally) -> Result<(usize, usize)> {
+    let acked = tally
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let apis: Vec<(String, Api)> = ring.iter().map(|id| (id.to_string(), api(c, id))).collect();
+    let results = concurrently(acked, 16, move |(k, v)| {
+        let apis = apis.clone();
+        async move {
+            let (_, first) = &apis[0];
+            let read = first.get(&key_path("default", &k, "r=quorum")).await;
+            let lost = !matches!(read, Ok(ref r) if r.status == 200 && r.body == v);
+            let Ok(loc) = locate(first, "default", &k).await else {
+                return (lost, true);
+            };
+            let want: BTreeSet<String> = loc.replicas.into_iter().collect();
+            let mut have = BTreeSet::new();
+            for (id, a) in &apis {
+                if matches!(local(a, "default", &k).await, Ok(Some(l)) if l.values.contains(&v)) {
+                    have.insert(id.clone());
+                }
+            }
+            if have != want {
+                eprintln!(
+                    "{}: on {have:?}, replicas {want:?}",
+                    String::from_utf8_lossy(&k)
+                );
+            }
+            (lost, have != want)
+        }
+    })
+    .await;
+    let lost = results.iter().filter(|r| r.0).count();
+    let misplaced = results.iter().filter(|r| r.1).count();
+    Ok((lost, misplaced))
+}
+
+fn report(what: &str, t: &Tally, lost: usize, misplaced: usize, secs: f64) {
+    println!(
+        "{what}: acked {} (write errors {}), lost {lost}, reads {} missed {} (errors {}), misplaced after cleanup {misplaced}, change took {secs:.1} s",
+        t.acked.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        t.write_errors.load(Ordering::Relaxed),
+        t.reads.load(Ordering::Relaxed),
+        t.read_misses.load(Ordering::Relaxed),
+        t.read_errors.load(Ordering::Relaxed),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn growing_three_to_five_under_load_loses_nothing_and_places_every_key() -> Result<()> {
+    let mut c = start_cluster(3, &ARGS).await?;
+    let seed = vec![c.nodes[0].listen];
+    let base: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let load = Load::start(base.clone(), "grow");
+    load.wait_acked(300).await?;
+
+    // n4 with --join manual: standby until POST /cluster/join.
+    c.add(
+        NodeSpec::new("n4").args(args_with(&["--join", "manual"])),
+        seed.clone(),
+    )?;
+    wait_states(&c, &["n1", "n4"], &[("n4", "standby")], Duration::from_secs(20)).await?;
+    let (status, v) = post(&api(&c, "n1"), "/cluster/join", json!({})).await?;
+    assert_eq!((status, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    let began = Instant::now();
+    let (status, v) = post(&api(&c, "n4"), "/cluster/join", json!({})).await?;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["state"], "joining");
+    // A second change while this one is in flight is refused.
+    wait_states(&c, &["n1"], &[("n4", "joining")], Duration::from_secs(5)).await?;
+    let (status, _) = post(&api(&c, "n1"), "/cluster/decommission", json!({})).await?;
+    assert_eq!(status, 409, "decommission during a join");
+    let all4 = ["n1", "n2", "n3", "n4"];
+    wait_states(&c, &all4, &[("n4", "normal")], Duration::from_secs(40)).await?;
+    wait_no_change(&c, &all4, Duration::from_secs(20)).await?;
+    let join4 = began.elapsed().as_secs_f64();
+    let (_, keys4, _) = streamed(&c, "n4").await?;
+    assert!(keys4 > 0, "n4 streamed keys");
+
+    // n5 with --join auto: joins by itself.
+    let began = Instant::now();
+    c.add(NodeSpec::new("n5").args(args_with(&[])), seed)?;
+    let all5 = ["n1", "n2", "n3", "n4", "n5"];
+    wait_states(&c, &all5, &[("n5", "normal")], Duration::from_secs(40)).await?;
+    wait_no_change(&c, &all5, Duration::from_secs(20)).await?;
+    let join5 = began.elapsed().as_secs_f64();
+    let (_, keys5, _) = streamed(&c, "n5").await?;
+    assert!(keys5 > 0, "n5 streamed keys");
+
+    let tally = load.finish().await?;
+    let removed = cleanup_all(&c, &all5).await?;
+    assert!(removed > 0, "the nodes that gave ranges up dropped them");
+    let (lost, misplaced) = check_keys(&c, &all5, &tally).await?;
+    report("grow 3 -> 5", &tally, lost, misplaced, join4 + join5);
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    assert_eq!(tally.read_misses.load(Ordering::Relaxed), 0, "reads missed");
+    assert_eq!(misplaced, 0, "keys not on exactly their N replicas");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decommissioning_a_node_under_load_loses_nothing_and_places_every_key() -> Result<()> {
+    let c = start_cluster(4, &ARGS).await?;
+    let stay: Vec<Api> = c.nodes[..3].iter().map(|n| Api::new(&n.url())).collect();
+    let load = Load::start(stay, "shrink");
+    load.wait_acked(300).await?;
+    let began = Instant::now();
+    let (status, v) = post(&api(&c, "n4"), "/cluster/decommission", json!({})).await?;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["state"], "leaving");
+    let ring = ["n1", "n2", "n3"];
+    wait_states(&c, &["n1", "n2", "n3", "n4"], &[("n4", "left")], Duration::from_secs(40))
+        .await?;
+    wait_no_change(&c, &ring, Duration::from_secs(20)).await?;
+    let secs = began.elapsed().as_secs_f64();
+    let mut received = 0;
+    for id in ring {
+        received += streamed(&c, id).await?.1;
+    }
+    assert!(received > 0, "the remaining nodes streamed n4's ranges");
+    let tally = load.finish().await?;
+    cleanup_all(&c, &ring).await?;
+    let (lost, misplaced) = check_keys(&c, &ring, &tally).await?;
+    report("decommission n4", &tally, lost, misplaced, secs);
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    assert_eq!(tally.read_misses.load(Ordering::Relaxed), 0, "reads missed");
+    assert_eq!(misplaced, 0, "keys not on exactly their N replicas");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_killed_node_brings_every_key_back_to_n_replicas() -> Result<()> {
+    let mut c = start_cluster(4, &ARGS).await?;
+    let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..400)
+        .map(|i| (format!("rm-{i}").into_bytes(), format!("v{i}").into_bytes()))
+        .collect();
+    let a = apis[0].clone();
+    let failed: Vec<String> = concurrently(items.clone(), 16, move |(k, v)| {
+        let a = a.clone();
+        async move {
+            match a.put(&key_path("default", &k, "w=all"), &v).await {
+                Ok(r) if r.status == 204 => None,
+                Ok(r) => Some(body_text(&r)),
+                Err(e) => Some(e.to_string()),
+            }
+        }
+    })
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let tally = Tally::default();
+    *tally.acked.lock().unwrap_or_else(|p| p.into_inner()) = items;
+
+    let (status, v) = post(&apis[0], "/cluster/removenode", json!({"node": "n4"})).await?;
+    assert_eq!((status, v["error"].as_str()), (409, Some("conflict")), "n4 is up: {v}");
+    c.nodes[3].kill9()?;
+    let ring = ["n1", "n2", "n3"];
+    eventually(Duration::from_secs(30), "n1 to see n4 down", || async {
+        members(&apis[0])
+            .await
+            .is_some_and(|ms| ms.iter().any(|m| m["id"] == "n4" && m["status"] == "down"))
+    })
+    .await?;
+    let began = Instant::now();
+    let (status, v) = post(&apis[1], "/cluster/removenode", json!({"node": "n4"})).await?;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!((v["state"].as_str(), v["by"].as_str()), (Some("removing"), Some("n2")));
+    wait_states(&c, &ring, &[("n4", "left")], Duration::from_secs(40)).await?;
+    wait_no_change(&c, &ring, Duration::from_secs(20)).await?;
+    let secs = began.elapsed().as_secs_f64();
+    let mut received = 0;
+    for id in ring {
+        received += streamed(&c, id).await?.1;
+    }
+    assert!(received > 0, "the survivors re-replicated n4's ranges");
+    cleanup_all(&c, &ring).await?;
+    let (lost, misplaced) = check_keys(&c, &ring, &tally).await?;
+    report("removenode n4", &tally, lost, misplaced, secs);
+    assert_eq!(lost, 0, "keys lost");
+    assert_eq!(misplaced, 0, "keys not back on exactly N replicas");
+    Ok(())
+}

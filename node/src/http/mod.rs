@@ -10,6 +10,7 @@
 
 mod admin;
 mod keys;
+mod ranges;
 mod request;
 
 use std::sync::Arc;
@@ -145,6 +146,7 @@ fn route_label(segments: &[&str]) -> &'static str {
         ["cluster", "members"] => "members",
         ["cluster", "ring"] => "ring",
         ["cluster", "locate", _] => "locate",
+        ["cluster", "ranges"] => "ranges",
         ["metrics"] => "metrics",
         ["internal", ..] => "internal",
         _ => "unknown",
@@ -160,6 +162,7 @@ async fn dispatch(node: &Arc<Node>, segments: &[&str], req: request::Request) ->
         ["cluster", "members"] => admin::members(node, &req),
         ["cluster", "ring"] => admin::ring(node, &req),
         ["cluster", "locate", key] => admin::locate(node, key, &req),
+        ["cluster", "ranges"] => ranges::ranges(node, req).await,
         ["metrics"] => admin::metrics(node, &req),
         ["internal", "fault"] => admin::fault(node, req).await,
         ["internal", "repair"] => admin::repair(node, req).await,

@@ -165,7 +165,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Checks the bearer token for `route` when tokens are configured:
-/// `/health` is open, `/internal/...` needs the admin token, everything
+/// `/health` is open, `/internal/...` and `/cluster/ranges` need the admin token, everything
 /// else a client or the admin token.
 pub fn check_auth(node: &Node, headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
     let cfg = &node.config;
@@ -178,7 +178,7 @@ pub fn check_auth(node: &Node, headers: &HeaderMap, route: &str) -> Result<(), A
         ));
     };
     let is_admin = cfg.admin_token.as_deref().is_some_and(|a| same(a, token));
-    if route == "internal" {
+    if matches!(route, "internal" | "ranges") {
         return if is_admin {
             Ok(())
         } else {

@@ -89,7 +89,8 @@ pub async fn run(g: &Globals, a: ApplyArgs) -> anyhow::Result<ExitCode> {
     confirm(a.yes, &staged)?;
     let (members, _) = members(g).await?;
     let http = NodeHttp::new(g)?;
-    let reporters = reporters(&staged, &members);
+    let route = route(&staged, &members)?;
+    let reporters = reporters(&staged, &members, &route.by);
     let mut tracker = Tracker::new(&staged.node, staged.kind);
     for (id, url) in &reporters {
         if let Ok(ans) = http.get::<ChangesAnswer>(url, "/cluster/changes").await {
@@ -97,7 +98,11 @@ pub async fn run(g: &Globals, a: ApplyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let began = Instant::now();
-    let (by, ack) = start(&http, &staged, &members).await?;
+    let ack: Value = http
+        .post(&route.url, route.path, route.body.as_ref(), None)
+        .await
+        .with_context(|| format!("{} of {} on {}", staged.kind, staged.node, route.by))?;
+    let by = &route.by;
     let state = ack
         .get("state")
         .and_then(Value::as_str)
@@ -195,17 +200,20 @@ fn confirm(yes: bool, staged: &Staged) -> anyhow::Result<()> {
     }
 }
 
-/// The nodes whose `/cluster/changes` are followed: the node that changes
-/// (it reports its own change; not when it is removed, it is down) and
-/// every node that receives streams, by id with URL.
+/// The nodes whose `/cluster/changes` are followed, by id with URL: the
+/// node that changes (it reports its own change; not when it is removed,
+/// it is down), the node that took the change, and every node that
+/// receives streams.
 fn reporters(
     staged: &Staged,
     members: &BTreeMap<String, (Member, String)>,
+    by: &str,
 ) -> Vec<(String, String)> {
     let mut ids = staged.targets();
     if staged.kind != Kind::Removenode {
         ids.push(staged.node.clone());
     }
+    ids.push(by.to_string());
     ids.sort();
     ids.dedup();
     ids.into_iter()
@@ -213,24 +221,37 @@ fn reporters(
         .collect()
 }
 
-/// Calls the route for the change; returns which node took it and its
-/// answer.
-async fn start(
-    http: &NodeHttp,
-    staged: &Staged,
-    members: &BTreeMap<String, (Member, String)>,
-) -> anyhow::Result<(String, Value)> {
+/// The contract call that starts a change.
+struct Route {
+    /// The node that takes it.
+    by: String,
+    /// Its URL.
+    url: String,
+    /// The route.
+    path: &'static str,
+    /// The JSON body, if any.
+    body: Option<Value>,
+}
+
+/// Which node takes the change, on which route: the standby node joins
+/// itself, the leaving node decommissions itself, any live normal node
+/// removes a dead one.
+fn route(staged: &Staged, members: &BTreeMap<String, (Member, String)>) -> anyhow::Result<Route> {
     let node = &staged.node;
     let found = members.get(node);
-    let (by, url, path, body) = match staged.kind {
+    Ok(match staged.kind {
         Kind::Join => {
             let Some((_, url)) = found else {
                 bail!(
                     "{node} is not a member: start it with --join manual and seeds of this cluster, then apply"
                 );
             };
-            let body = json!({"tokens": staged.tokens});
-            (node.clone(), url.clone(), "/cluster/join", Some(body))
+            Route {
+                by: node.clone(),
+                url: url.clone(),
+                path: "/cluster/join",
+                body: Some(json!({"tokens": staged.tokens})),
+            }
         }
         Kind::Decommission => {
             let Some((m, url)) = found else {
@@ -241,7 +262,12 @@ async fn start(
                     "{node} is down now: re-run qkv ring plan (a down node is removed with removenode)"
                 );
             }
-            (node.clone(), url.clone(), "/cluster/decommission", None)
+            Route {
+                by: node.clone(),
+                url: url.clone(),
+                path: "/cluster/decommission",
+                body: None,
+            }
         }
         Kind::Removenode => {
             let Some((id, (_, url))) = members
@@ -250,15 +276,14 @@ async fn start(
             else {
                 bail!("no live normal node to run removenode of {node}");
             };
-            let body = json!({"node": node});
-            (id.clone(), url.clone(), "/cluster/removenode", Some(body))
+            Route {
+                by: id.clone(),
+                url: url.clone(),
+                path: "/cluster/removenode",
+                body: Some(json!({"node": node})),
+            }
         }
-    };
-    let ack: Value = http
-        .post(&url, path, body.as_ref(), None)
-        .await
-        .with_context(|| format!("{} of {node} on {by}", staged.kind))?;
-    Ok((by, ack))
+    })
 }
 
 /// Whether `/cluster/members` shows the change finished: a joined node

@@ -198,6 +198,13 @@ impl Staged {
                 let _ = writeln!(out, "  {line}");
             }
         }
+        if self.kind == Kind::Removenode {
+            let _ = writeln!(
+                out,
+                "  ({} is down: where it is the SOURCE, a surviving replica of the range streams instead)",
+                self.node
+            );
+        }
         let _ = match &self.estimate {
             Some(e) => writeln!(
                 out,

@@ -2,6 +2,7 @@
 //! has its own file, as mini-redis does with `src/cmd/`.
 
 mod bucket;
+mod cleanup;
 mod kv;
 mod local;
 pub mod output;
@@ -83,6 +84,9 @@ pub enum Command {
     /// replicas of its ranges and exchanges what differs (every --node is
     /// repaired in turn, not used as a fallback).
     Repair(repair::RepairArgs),
+    /// Each --node (or every up member with --all) drops the data of keys
+    /// it no longer replicates, after ranges moved away from it.
+    Cleanup(cleanup::CleanupArgs),
     /// Start, stop and inspect a cluster of real qkvd processes on loopback.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -138,6 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status => status::run(&g).await,
             Command::Ring(c) => ring::run(&g, c).await,
             Command::Repair(a) => repair::run(&g, a).await,
+            Command::Cleanup(a) => cleanup::run(&g, a).await,
             Command::Local(c) => local::run(&g, c).await,
             Command::Bench(_) => unreachable!("handled above"),
         }
@@ -216,6 +221,21 @@ mod tests {
             &["qkv", "local", "down", "--dir", "x"],
             &[
                 "qkv",
+                "ring",
+                "plan",
+                "--add",
+                "n4",
+                "--plan-file",
+                "p.json",
+            ],
+            &["qkv", "ring", "plan", "--clear"],
+            &["qkv", "ring", "plan"],
+            &["qkv", "ring", "apply", "--yes", "--poll-ms", "50"],
+            &["qkv", "--json", "ring", "status", "--all"],
+            &["qkv", "--node", "a:1,b:2", "cleanup"],
+            &["qkv", "cleanup", "--all", "--timeout-secs", "5"],
+            &[
+                "qkv",
                 "bench",
                 "--ceiling",
                 "--cpu",
@@ -233,6 +253,10 @@ mod tests {
             }
         }
         assert!(Cli::try_parse_from(["qkv", "get", "k", "--r", "most"]).is_err());
+        assert!(Cli::try_parse_from(["qkv", "ring", "plan", "--add", "a", "--clear"]).is_err());
+        assert!(
+            Cli::try_parse_from(["qkv", "ring", "plan", "--add", "a", "--remove", "b"]).is_err()
+        );
         // A later flag overrides an earlier one (scripts append overrides).
         let cli = Cli::try_parse_from(["qkv", "bench", "--duration", "10s", "--duration", "30s"])
             .unwrap();

@@ -1,12 +1,14 @@
-//! `qkv ring show|simulate|plan|what-if`: the read-only half of ring
-//! management, a thin shell over the pure `quorumkv_ring` crate.
+//! `qkv ring show|simulate|plan|what-if|apply|status`: ring management, a
+//! thin shell over the pure `quorumkv_ring` crate and the nodes'
+//! cluster-change routes.
 //!
 //! Every command except `simulate` works on a ring that comes either from a
 //! live cluster (`GET /cluster/ring` on the first reachable `--node`, plus
 //! `GET /cluster/members` for racks) or from a ring file (`--ring FILE`: the
 //! same JSON, with the optional `racks`, `rf` and `load` fields of
-//! [`RingFile`]). Nothing here changes the cluster: plans are computed and
-//! printed, never applied.
+//! [`RingFile`]). Only `apply` changes the cluster: `plan` computes and
+//! prints a plan and stages it (`ring/stage.rs`), `apply` carries the staged
+//! change out through the contract routes and follows it to the end.
 //!
 //! | command | file |
 //! |---|---|
@@ -14,14 +16,24 @@
 //! | `simulate` | `ring/simulate.rs` |
 //! | `plan` | `ring/plan.rs` |
 //! | `what-if` | `ring/whatif.rs` |
+//! | `apply` | `ring/apply.rs` (progress: `ring/progress.rs`) |
+//! | `status` | `ring/status.rs` |
+//!
+//! `ring/admin.rs` holds the contract routes' JSON shapes and the per-node
+//! HTTP helper that `apply`, `status` and `qkv cleanup` share.
 //!
 //! Output follows the other commands: aligned tables, `--json` for the
 //! machine-readable form, errors as one `Error: ...` line with exit code 1,
 //! bad usage (e.g. `--nodes 3..x`) exit code 2 from clap.
 
+pub mod admin;
+mod apply;
 mod plan;
+mod progress;
 mod show;
 mod simulate;
+mod stage;
+mod status;
 mod whatif;
 
 use std::io::Write as _;
@@ -49,8 +61,13 @@ pub enum RingCommand {
     Show(show::ShowArgs),
     /// Grow a simulated cluster and report balance and data moved per size.
     Simulate(simulate::SimulateArgs),
-    /// What adding or removing nodes would move, range by range.
+    /// What adding or removing nodes would move, range by range; stages a
+    /// one-node change for `apply` (alone: shows the staged change).
     Plan(plan::PlanArgs),
+    /// Carries out the staged change and follows it to the end.
+    Apply(apply::ApplyArgs),
+    /// Membership changes in flight across the cluster.
+    Status(status::StatusArgs),
     /// Which ranges lose `one`, `quorum` and `all` with some nodes down.
     #[command(name = "what-if")]
     WhatIf(whatif::WhatIfArgs),
@@ -62,6 +79,8 @@ pub async fn run(g: &Globals, cmd: RingCommand) -> anyhow::Result<ExitCode> {
         RingCommand::Show(a) => show::run(g, a).await,
         RingCommand::Simulate(a) => simulate::run(g, a),
         RingCommand::Plan(a) => plan::run(g, a).await,
+        RingCommand::Apply(a) => apply::run(g, a).await,
+        RingCommand::Status(a) => status::run(g, a).await,
         RingCommand::WhatIf(a) => whatif::run(g, a).await,
     }
 }

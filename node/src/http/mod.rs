@@ -11,6 +11,7 @@
 mod admin;
 mod changes;
 mod keys;
+mod ranges;
 mod request;
 
 use std::sync::Arc;
@@ -150,6 +151,7 @@ fn route_label(segments: &[&str]) -> &'static str {
             "cluster",
             "join" | "decommission" | "removenode" | "cleanup" | "changes",
         ] => "cluster_change",
+        ["cluster", "ranges"] => "ranges",
         ["metrics"] => "metrics",
         ["internal", ..] => "internal",
         _ => "unknown",
@@ -170,6 +172,7 @@ async fn dispatch(node: &Arc<Node>, segments: &[&str], req: request::Request) ->
         ["cluster", "removenode"] => changes::removenode(node, req).await,
         ["cluster", "cleanup"] => changes::cleanup(node, req).await,
         ["cluster", "changes"] => changes::changes(node, &req),
+        ["cluster", "ranges"] => ranges::ranges(node, req).await,
         ["metrics"] => admin::metrics(node, &req),
         ["internal", "fault"] => admin::fault(node, req).await,
         ["internal", "repair"] => admin::repair(node, req).await,

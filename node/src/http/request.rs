@@ -165,9 +165,9 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Checks the bearer token for `route` when tokens are configured:
-/// `/health` is open, `/internal/...` and the cluster-change routes
-/// (`cluster_change`) need the admin token, everything else a client or
-/// the admin token.
+/// `/health` is open, `/internal/...`, `/cluster/ranges` and the
+/// cluster-change routes (`cluster_change`) need the admin token,
+/// everything else a client or the admin token.
 pub fn check_auth(node: &Node, headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
     let cfg = &node.config;
     if !cfg.auth_enabled() || route == "health" {
@@ -179,7 +179,7 @@ pub fn check_auth(node: &Node, headers: &HeaderMap, route: &str) -> Result<(), A
         ));
     };
     let is_admin = cfg.admin_token.as_deref().is_some_and(|a| same(a, token));
-    if route == "internal" || route == "cluster_change" {
+    if matches!(route, "internal" | "ranges" | "cluster_change") {
         return if is_admin {
             Ok(())
         } else {

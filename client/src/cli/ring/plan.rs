@@ -19,7 +19,19 @@
 //!    for the change (`k / max(n_before, n_after)` for `k` nodes joining or
 //!    leaving), and — when the ring file or cluster reports per-range keys
 //!    and bytes (`load`) — the estimated keys and bytes to stream,
-//!    prorated by token overlap.
+//!    prorated by token overlap. Against a live cluster the load is read
+//!    from every up node's `GET /cluster/ranges` (one replica's worth per
+//!    range), so the estimate is of real data, not token fractions.
+//!
+//! # Staging
+//!
+//! Against a live cluster, a plan for one node (`--add NAME` or `--remove
+//! NAME`) is also staged in the plan file (`--plan-file`, default
+//! `./.qkv/plan.json`; see `stage.rs`) for `qkv ring apply`: `--remove` of
+//! an up node stages a decommission, of a down node a removenode. `qkv ring
+//! plan` alone shows what is staged, `--clear` drops it, and `--dry-run`
+//! plans without staging. Plans from a ring file, or for several nodes at
+//! once, are previews only: apply carries out one node change at a time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,6 +44,8 @@ use serde_json::{Value, json};
 
 use super::super::Globals;
 use super::super::output::table;
+use super::admin::{NodeHttp, live_load, members};
+use super::stage::{self, Kind, PlanFileArg, Staged, StagedPair};
 use super::{
     Loaded, RANGES_SHOWN, SourceArgs, bytes, capped_title, emit, emit_json, load, parse_positive,
     parse_strategy, pct, ratio,
@@ -43,7 +57,7 @@ const DEFAULT_VNODES: usize = 16;
 
 /// Arguments of `qkv ring plan`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("change").required(true).args(["add", "remove"])))]
+#[command(group(ArgGroup::new("change").multiple(false).args(["add", "remove", "clear"])))]
 pub struct PlanArgs {
     /// Plan adding this node (repeat or comma-separate for several).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
@@ -66,14 +80,53 @@ pub struct PlanArgs {
     /// List every moving range, not just the first 20.
     #[arg(long)]
     pub all_ranges: bool,
+    /// Drop the staged change.
+    #[arg(long)]
+    pub clear: bool,
+    /// Show the plan without staging it.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Where the ring comes from.
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Where the staged change is kept.
+    #[command(flatten)]
+    pub file: PlanFileArg,
 }
 
-/// Computes and prints the plan.
-pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(g, &a.source).await?;
+/// What the live cluster adds to a plan: its members (with URLs), to tell
+/// an up node from a down one.
+struct Live {
+    members: BTreeMap<String, (quorumkv_client::Member, String)>,
+}
+
+/// Computes and prints the plan, and stages it when it can be applied;
+/// or shows or clears the staged change.
+pub async fn run(g: &Globals, mut a: PlanArgs) -> anyhow::Result<ExitCode> {
+    let path = a.file.plan_file.clone();
+    if a.clear {
+        let existed = stage::clear(&path)?;
+        if g.json {
+            emit_json(&json!({"cleared": existed, "plan_file": path}))?;
+        } else if existed {
+            emit(&format!(
+                "Dropped the staged change ({}).\n",
+                path.display()
+            ))?;
+        } else {
+            emit(&format!("Nothing was staged ({}).\n", path.display()))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.add.is_empty() && a.remove.is_empty() {
+        return show_staged(g, &path).await;
+    }
+    let mut loaded = load(g, &a.source).await?;
+    let live = if a.source.ring.is_none() {
+        Some(fill_live(g, &mut loaded, &mut a).await)
+    } else {
+        None
+    };
     let (plan, what) = make_plan(&loaded, &a)?;
     let n_before = plan.before.nodes.len();
     let n_after = plan.after.nodes.len();
@@ -81,6 +134,19 @@ pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
     let ideal = changed as f64 / n_before.max(n_after).max(1) as f64;
     let estimate =
         (!loaded.file.load.is_empty()).then(|| plan.estimate(|r| prorate(&loaded.file.load, r)));
+    let staged = stage_plan(&a, &loaded, live.as_ref(), &plan, estimate.as_ref());
+    let staged_note = match &staged {
+        Ok(s) => {
+            stage::save(&path, s)?;
+            format!(
+                "Staged: {} {} in {} (qkv ring apply carries it out; qkv ring plan --clear drops it)",
+                s.kind,
+                s.node,
+                path.display()
+            )
+        }
+        Err(why) => format!("Not staged: {why}"),
+    };
     if g.json {
         let mut v = serde_json::to_value(&plan)?;
         if let Value::Object(o) = &mut v {
@@ -88,6 +154,13 @@ pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
             o.insert("change".into(), json!(what));
             o.insert("ideal_moved_fraction".into(), json!(ideal));
             o.insert("estimate".into(), json!(estimate));
+            let staged = match &staged {
+                Ok(s) => {
+                    json!({"plan_file": path, "kind": s.kind, "node": s.node, "tokens": s.tokens})
+                }
+                Err(why) => json!({"plan_file": null, "reason": why}),
+            };
+            o.insert("staged".into(), staged);
         }
         emit_json(&v)?;
         return Ok(ExitCode::SUCCESS);
@@ -149,6 +222,154 @@ pub async fn run(g: &Globals, a: PlanArgs) -> anyhow::Result<ExitCode> {
             "Estimated to stream: unknown (no per-range keys/bytes reported)"
         ),
     }?;
+    writeln!(out)?;
+    writeln!(out, "{staged_note}")?;
+    emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the members, takes a standby node's rack for `--add` without
+/// `--rack`, and fills the ring's per-range load from every up node (unless
+/// it already has one). Failures only cost the estimate, with a warning.
+async fn fill_live(g: &Globals, loaded: &mut Loaded, a: &mut PlanArgs) -> Live {
+    let members = match members(g).await {
+        Ok((m, _)) => m,
+        Err(e) => {
+            eprintln!("warning: cannot read /cluster/members ({e}): no load, no staging");
+            return Live {
+                members: BTreeMap::new(),
+            };
+        }
+    };
+    if a.rack.is_none()
+        && let [name] = a.add.as_slice()
+        && let Some((m, _)) = members.get(name)
+        && let Some(rack) = m.extra.get("rack").and_then(Value::as_str)
+        && !rack.is_empty()
+    {
+        a.rack = Some(rack.to_string());
+    }
+    if loaded.file.load.is_empty() {
+        match NodeHttp::new(g) {
+            Ok(http) => {
+                let (load, failed) = live_load(&http, &members).await;
+                for f in failed {
+                    eprintln!("warning: no per-range load from {f}");
+                }
+                loaded.file.load = load;
+            }
+            Err(e) => eprintln!("warning: no per-range load ({e})"),
+        }
+    }
+    Live { members }
+}
+
+/// The staged change for this plan, or why it cannot be staged.
+fn stage_plan(
+    a: &PlanArgs,
+    loaded: &Loaded,
+    live: Option<&Live>,
+    plan: &Plan,
+    estimate: Option<&Estimate>,
+) -> Result<Staged, String> {
+    if a.dry_run {
+        return Err("--dry-run".into());
+    }
+    let Some(live) = live else {
+        return Err("planned from a ring file; stage against the live cluster".into());
+    };
+    let (node, kind) = match (a.add.as_slice(), a.remove.as_slice()) {
+        ([n], []) => (n.clone(), Kind::Join),
+        ([], [n]) => {
+            let kind = match live.members.get(n).map(|(m, _)| m.status.as_str()) {
+                Some("up") => Kind::Decommission,
+                Some(_) => Kind::Removenode,
+                None => {
+                    return Err(format!(
+                        "{n} is not in /cluster/members: cannot tell whether it is up"
+                    ));
+                }
+            };
+            (n.clone(), kind)
+        }
+        _ => return Err("apply carries out one node change at a time: plan one node".into()),
+    };
+    let tokens = plan
+        .changes
+        .iter()
+        .find(|c| c.node == node)
+        .map(|c| c.added.clone())
+        .unwrap_or_default();
+    let pairs = plan
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| StagedPair {
+            source: p.source.clone(),
+            target: p.target.clone(),
+            ranges: p.ranges,
+            fraction: p.fraction,
+            estimate: estimate.and_then(|e| e.pairs.get(i)).map(|x| x.2),
+        })
+        .collect();
+    Ok(Staged {
+        version: stage::VERSION,
+        created_unix_ms: stage::now_ms(),
+        kind,
+        node,
+        tokens,
+        rack: if kind == Kind::Join {
+            a.rack.clone()
+        } else {
+            None
+        },
+        rf: loaded.rf,
+        source: loaded.origin.clone(),
+        ring: loaded.file.tokens.clone(),
+        ranges_moving: plan.moves.len(),
+        moved_fraction: plan.moved_fraction,
+        pairs,
+        estimate: estimate.map(|e| e.total),
+    })
+}
+
+/// `qkv ring plan` alone: the staged change, and whether the live ring is
+/// still the one it was planned against.
+async fn show_staged(g: &Globals, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let Some(staged) = stage::load(path)? else {
+        if g.json {
+            emit_json(&json!({"staged": null, "plan_file": path}))?;
+        } else {
+            emit(&format!(
+                "Nothing staged ({}). qkv ring plan --add NAME or --remove NAME stages a change.\n",
+                path.display()
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let current = super::apply::live_ring(g)
+        .await
+        .map(|live| staged.matches_ring(&live));
+    if g.json {
+        emit_json(&json!({
+            "staged": staged,
+            "plan_file": path,
+            "ring_unchanged": current.as_ref().ok(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = staged.describe(path);
+    match current {
+        Ok(true) => writeln!(
+            out,
+            "The live ring is the one planned against: qkv ring apply carries it out."
+        )?,
+        Ok(false) => writeln!(
+            out,
+            "STALE: the live ring changed since this plan; re-run qkv ring plan."
+        )?,
+        Err(e) => writeln!(out, "(cannot check the live ring: {e})")?,
+    }
     emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -262,5 +262,9 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             .await
             .map(|(entries, next)| Response::Entries { entries, next })
             .map_err(|e| RemoteError::Storage(e.to_string())),
+        Request::NodeTokens { node: id } => Ok(Response::Tokens(crate::tokens::known_tokens(
+            &node.cluster.members(),
+            &id,
+        ))),
     }
 }

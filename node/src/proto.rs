@@ -81,6 +81,13 @@ pub enum Request {
         /// At most this many entries.
         limit: u32,
     },
+    /// The ring tokens the receiver knows for node `node`: what a node
+    /// restarted on a wiped data dir asks its seeds before it gossips, to
+    /// take back its place ([`crate::tokens::recover`]).
+    NodeTokens {
+        /// The node asked about.
+        node: String,
+    },
 }
 
 impl Request {
@@ -94,6 +101,7 @@ impl Request {
             Request::Bucket { .. } => "bucket",
             Request::Tree { .. } => "tree",
             Request::Entries { .. } => "entries",
+            Request::NodeTokens { .. } => "node_tokens",
         }
     }
 }
@@ -146,6 +154,9 @@ pub enum Response {
         #[serde(with = "serde_bytes")]
         next: Option<Vec<u8>>,
     },
+    /// Answer to [`Request::NodeTokens`]: empty when the node is unknown
+    /// or owns no ranges.
+    Tokens(Vec<quorumkv_ring::Token>),
 }
 
 /// One stored key of a token range, as anti-entropy streams it.

@@ -532,6 +532,7 @@ fn unexpected(peer: &str, wanted: &str, got: &Response) -> RepairError {
         Response::Digest(_) => "a digest",
         Response::Tree(_) => "a tree",
         Response::Entries { .. } => "entries",
+        _ => "another answer",
     };
     protocol(peer, format!("answered {kind} where {wanted} was expected"))
 }

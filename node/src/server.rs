@@ -258,18 +258,32 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let http = bind(config.http, "--http").await?;
     let listen = bind(config.listen, "--listen").await?;
-    let node = Arc::new(Node::open(config, store.clone()).await?);
-    let cfg = &node.config;
+    let id = resolve_id(&config, &store).await?;
     let identity = Identity {
-        node: node.cluster.local().id.clone(),
-        addr: cfg.listen.to_string(),
-        cluster: cfg.cluster_name.clone(),
-        secret: cfg.cluster_secret.clone(),
+        node: id.clone(),
+        addr: config.listen.to_string(),
+        cluster: config.cluster_name.clone(),
+        secret: config.cluster_secret.clone(),
     };
-    if cfg.cluster_secret.is_none() {
+    if config.cluster_secret.is_none() {
         info!("no --cluster-secret-file: internode peers are not authenticated");
     }
+    // The transport starts before the node so that a node without stored
+    // tokens can ask its seeds for the ones the cluster knows (a wiped
+    // data dir), before gossip announces it anew; until the handler is
+    // set, peers' requests are refused as overloaded.
     let (net, inbox) = Net::start(net::Config::new(identity), listen);
+    let storage = |source| StartError::Storage {
+        dir: dir.clone(),
+        source,
+    };
+    if tokens::load(&store).map_err(storage)?.is_none() {
+        tokens::recover(&net, &config, &id, &store)
+            .await
+            .map_err(storage)?;
+    }
+    let node = Arc::new(Node::open(config, store.clone()).await?);
+    let cfg = &node.config;
     node.peers.attach(net.clone());
     net.set_handler(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);

@@ -265,5 +265,9 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
         Request::Stream(s) => crate::stream::serve::serve(node, s)
             .await
             .map(Response::Stream),
+        Request::NodeTokens { node: id } => Ok(Response::Tokens(crate::tokens::known_tokens(
+            &node.cluster.members(),
+            &id,
+        ))),
     }
 }

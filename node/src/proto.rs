@@ -83,6 +83,13 @@ pub enum Request {
     },
     /// Cluster changes: streaming between nodes (`crate::stream`).
     Stream(StreamRequest),
+    /// The ring tokens the receiver knows for node `node`: what a node
+    /// restarted on a wiped data dir asks its seeds before it gossips, to
+    /// take back its place ([`crate::tokens::recover`]).
+    NodeTokens {
+        /// The node asked about.
+        node: String,
+    },
 }
 
 /// The requests of cluster changes (see `crate::stream`).
@@ -197,6 +204,7 @@ impl Request {
             Request::Stream(StreamRequest::Count { .. }) => "stream_count",
             Request::Stream(StreamRequest::Chunk { .. }) => "stream_chunk",
             Request::Stream(StreamRequest::Pull { .. }) => "stream_pull",
+            Request::NodeTokens { .. } => "node_tokens",
         }
     }
 }
@@ -251,6 +259,9 @@ pub enum Response {
     },
     /// Answer to [`Request::Stream`].
     Stream(StreamResponse),
+    /// Answer to [`Request::NodeTokens`]: empty when the node is unknown
+    /// or owns no ranges.
+    Tokens(Vec<quorumkv_ring::Token>),
 }
 
 /// One stored key of a token range, as anti-entropy streams it.

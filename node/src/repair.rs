@@ -533,6 +533,7 @@ fn unexpected(peer: &str, wanted: &str, got: &Response) -> RepairError {
         Response::Tree(_) => "a tree",
         Response::Entries { .. } => "entries",
         Response::Stream(_) => "a stream answer",
+        Response::Tokens(_) => "tokens",
     };
     protocol(peer, format!("answered {kind} where {wanted} was expected"))
 }

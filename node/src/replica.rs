@@ -1,8 +1,9 @@
 //! This node as a replica: the versions it stores, read and written
 //! through the DVVSet rules.
 //!
-//! A write that this node coordinates mints a new dot for its own id
-//! ([`Replica::write`]); a write that another replica coordinated arrives
+//! A write that this node coordinates mints a new dot for its own *actor*
+//! ([`Replica::write`]): the node id plus the incarnation of its data dir
+//! (see [`actor_name`]); a write that another replica coordinated arrives
 //! as a whole DVVSet and is merged ([`Replica::merge`]). Both are
 //! read-modify-write cycles on one key, so they hold a striped lock for
 //! that key across the read, the merge and the durable write: two writes
@@ -45,9 +46,34 @@ pub struct WriteOutcome {
     pub lww_dropped: usize,
 }
 
+/// Separates the node id from the incarnation in an actor name. Node ids
+/// are `[A-Za-z0-9._-]`, so an actor name can never equal another node's
+/// id, nor another incarnation's name.
+pub const INCARNATION_SEPARATOR: char = '@';
+
+/// The name under which a node mints dots: `id@incarnation` (8 hex
+/// digits), or the plain id for a data dir created before incarnations
+/// existed.
+///
+/// Why: a dot must never be minted twice. A node whose data dir was wiped
+/// and that restarts under the same id starts its counters again from 1;
+/// under the plain id its new dots (id, 1), (id, 2)… would collide with the
+/// old ones other replicas still remember, and `sync` would take the new
+/// writes for already-seen (overwritten) ones: acknowledged writes lost.
+/// A fresh data dir draws a fresh random incarnation, so its dots are
+/// another actor's. Placement, traces and `/internal/local` keep using the
+/// node id ([`Replica::id`]).
+pub fn actor_name(id: &str, incarnation: Option<u32>) -> String {
+    match incarnation {
+        Some(i) => format!("{id}{INCARNATION_SEPARATOR}{i:08x}"),
+        None => id.to_string(),
+    }
+}
+
 /// This node's replica of the data.
 pub struct Replica {
     id: String,
+    actor: String,
     store: Store,
     locks: Vec<tokio::sync::Mutex<()>>,
     clock: Mutex<Clock>,
@@ -63,11 +89,13 @@ fn wall_ms() -> u64 {
 }
 
 impl Replica {
-    /// A replica over `store`, counting what it holds (one scan at start).
-    pub fn open(id: String, store: Store) -> Result<Replica, StorageError> {
+    /// A replica over `store` for node `id`, minting dots as `actor` (see
+    /// [`actor_name`]), counting what it holds (one scan at start).
+    pub fn open(id: String, actor: String, store: Store) -> Result<Replica, StorageError> {
         let (keys, bytes) = store.count_data()?;
         Ok(Replica {
             id,
+            actor,
             store,
             locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(Clock::new()),
@@ -76,9 +104,14 @@ impl Replica {
         })
     }
 
-    /// This node's id, which names the dots it mints.
+    /// This node's id: what placement, traces and inspection name.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The actor that names the dots this node mints ([`actor_name`]).
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     /// The underlying store.
@@ -148,7 +181,7 @@ impl Replica {
             Mutation::Put { data, content_type } => Value::live(data, content_type, ts),
             Mutation::Delete => Value::tombstone(ts),
         };
-        object.update(ctx, &self.id, value);
+        object.update(ctx, &self.actor, value);
         let lww_dropped = match conflicts {
             Conflicts::Lww => object.resolve_lww(),
             Conflicts::Siblings => 0,
@@ -227,5 +260,99 @@ impl Replica {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn put(data: &str) -> Mutation {
+        Mutation::Put {
+            data: data.as_bytes().to_vec(),
+            content_type: "text/plain".into(),
+        }
+    }
+
+    fn live(o: &Dvvs) -> Vec<Vec<u8>> {
+        o.live_values().iter().map(|v| v.data.clone()).collect()
+    }
+
+    #[test]
+    fn actor_names_never_equal_a_node_id() {
+        assert_eq!(actor_name("n3", None), "n3");
+        assert_eq!(actor_name("n3", Some(0x7f3a)), "n3@00007f3a");
+        assert!(crate::config::validate_node_id(&actor_name("n3", Some(1))).is_err());
+    }
+
+    /// `writes` successive client writes to one key (each with the context
+    /// of the previous one) through a replica minting as `actor`.
+    async fn history(actor: &str, writes: usize, prefix: &str) -> Dvvs {
+        let r = Replica::open("n3".into(), actor.into(), Store::memory()).expect("open");
+        let mut ctx = Context::new();
+        for i in 0..writes {
+            let out = r
+                .write(
+                    "b",
+                    b"k",
+                    &ctx,
+                    put(&format!("{prefix}-{i}")),
+                    Conflicts::Siblings,
+                )
+                .await
+                .expect("write");
+            ctx = out.object.context();
+        }
+        r.read("b", b"k").expect("read").unwrap_or_default()
+    }
+
+    /// What a peer that kept the old history holds after merging the first
+    /// write of a wiped node that restarted as `new_actor`.
+    async fn after_wipe(old_actor: &str, new_actor: &str, old_writes: usize) -> Dvvs {
+        let peer = history(old_actor, old_writes, "old").await;
+        let wiped = Replica::open("n3".into(), new_actor.into(), Store::memory()).expect("open");
+        let out = wiped
+            .write("b", b"k", &Context::new(), put("new"), Conflicts::Siblings)
+            .await
+            .expect("write");
+        peer.sync(&out.object)
+    }
+
+    #[tokio::test]
+    async fn a_wiped_node_under_a_new_incarnation_does_not_lose_its_first_write() {
+        let merged = after_wipe("n3@00000001", "n3@00000002", 3).await;
+        let mut values = live(&merged);
+        values.sort();
+        assert_eq!(values, [b"new".to_vec(), b"old-2".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn reusing_the_actor_would_lose_it() {
+        // Why incarnations exist: the new (n3, 1) looks overwritten to a
+        // peer that has seen (n3, 3).
+        let merged = after_wipe("n3", "n3", 3).await;
+        assert_eq!(live(&merged), [b"old-2".to_vec()]);
+    }
+
+    proptest! {
+        #[test]
+        fn a_new_incarnation_keeps_every_new_write(old in 0usize..6, new in 1usize..6, a: u32, b: u32) {
+            prop_assume!(a != b);
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            rt.block_on(async {
+                let peer = history(&actor_name("n3", Some(a)), old, "old").await;
+                let mine = history(&actor_name("n3", Some(b)), new, "new").await;
+                let merged = peer.sync(&mine);
+                // Both latest writes survive as siblings: neither node saw
+                // the other's history.
+                let want: usize = usize::from(old > 0) + 1;
+                prop_assert_eq!(merged.live_values().len(), want);
+                let newest = format!("new-{}", new - 1).into_bytes();
+                prop_assert!(live(&merged).contains(&newest));
+                Ok(())
+            })?;
+        }
     }
 }

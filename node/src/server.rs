@@ -115,7 +115,8 @@ impl Node {
             },
         )
         .map_err(storage)?;
-        let replica = Replica::open(id.clone(), store).map_err(storage)?;
+        let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
+        let replica = Replica::open(id.clone(), actor, store).map_err(storage)?;
         let cluster = Cluster::single(
             LocalNode {
                 id,
@@ -161,12 +162,38 @@ async fn resolve_id(config: &Config, store: &Store) -> Result<String, StartError
                 .clone()
                 .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
             validate_node_id(&id).map_err(|e| StartError::Identity(e.to_string()))?;
+            // A new data dir: a new incarnation, stored before the id so
+            // that a dir holding an id always holds its incarnation too
+            // (a dir with an id and none predates incarnations).
+            store
+                .meta_put(
+                    INCARNATION_KEY,
+                    rand::random::<u32>().to_be_bytes().to_vec(),
+                )
+                .await
+                .map_err(storage)?;
             store
                 .meta_put("node_id", id.clone().into_bytes())
                 .await
                 .map_err(storage)?;
             Ok(id)
         }
+    }
+}
+
+/// Meta key of the data dir's incarnation (4 bytes, big endian).
+const INCARNATION_KEY: &str = "incarnation";
+
+/// The incarnation drawn when the data dir was created; `None` for a data
+/// dir created before incarnations existed (its dots keep the plain id).
+fn load_incarnation(store: &Store) -> Result<Option<u32>, StorageError> {
+    match store.meta_get(INCARNATION_KEY)? {
+        None => Ok(None),
+        Some(b) => <[u8; 4]>::try_from(b.as_slice())
+            .map(|b| Some(u32::from_be_bytes(b)))
+            .map_err(|_| {
+                StorageError::Corrupt(format!("stored incarnation is {} bytes, not 4", b.len()))
+            }),
     }
 }
 
@@ -234,18 +261,32 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let http = bind(config.http, "--http").await?;
     let listen = bind(config.listen, "--listen").await?;
-    let node = Arc::new(Node::open(config, store.clone()).await?);
-    let cfg = &node.config;
+    let id = resolve_id(&config, &store).await?;
     let identity = Identity {
-        node: node.cluster.local().id.clone(),
-        addr: cfg.listen.to_string(),
-        cluster: cfg.cluster_name.clone(),
-        secret: cfg.cluster_secret.clone(),
+        node: id.clone(),
+        addr: config.listen.to_string(),
+        cluster: config.cluster_name.clone(),
+        secret: config.cluster_secret.clone(),
     };
-    if cfg.cluster_secret.is_none() {
+    if config.cluster_secret.is_none() {
         info!("no --cluster-secret-file: internode peers are not authenticated");
     }
+    // The transport starts before the node so that a node without stored
+    // tokens can ask its seeds for the ones the cluster knows (a wiped
+    // data dir), before gossip announces it anew; until the handler is
+    // set, peers' requests are refused as overloaded.
     let (net, inbox) = Net::start(net::Config::new(identity), listen);
+    let storage = |source| StartError::Storage {
+        dir: dir.clone(),
+        source,
+    };
+    if tokens::load(&store).map_err(storage)?.is_none() {
+        tokens::recover(&net, &config, &id, &store)
+            .await
+            .map_err(storage)?;
+    }
+    let node = Arc::new(Node::open(config, store.clone()).await?);
+    let cfg = &node.config;
     node.peers.attach(net.clone());
     net.set_handler(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
@@ -273,6 +314,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let ring = node.cluster.ring();
     info!(
         id = node.replica.id(),
+        actor = node.replica.actor(),
         http = %cfg.http,
         listen = %cfg.listen,
         data_dir = %dir,
@@ -314,4 +356,53 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|source| StartError::Storage { dir, source })?;
     info!("storage flushed; bye");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Args;
+
+    fn config(id: &str) -> Config {
+        let args =
+            Args::try_parse_from(["qkvd", "--id", id, "--data-dir", "/nonexistent"]).expect("args");
+        Config::from_args(args).expect("config")
+    }
+
+    #[tokio::test]
+    async fn a_new_data_dir_gets_an_incarnation_that_restarts_keep() {
+        let store = Store::memory();
+        assert_eq!(resolve_id(&config("n3"), &store).await.expect("id"), "n3");
+        let first = load_incarnation(&store).expect("load");
+        assert!(first.is_some());
+        resolve_id(&config("n3"), &store).await.expect("restart");
+        assert_eq!(load_incarnation(&store).expect("load"), first);
+    }
+
+    #[tokio::test]
+    async fn a_wiped_data_dir_gets_another_incarnation() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let store = Store::memory();
+            resolve_id(&config("n3"), &store).await.expect("id");
+            seen.insert(load_incarnation(&store).expect("load"));
+        }
+        // 20 draws of a random u32: a repeat is a one-in-ten-million event.
+        assert_eq!(seen.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_from_before_incarnations_keeps_the_plain_id() {
+        let store = Store::memory();
+        store
+            .meta_put("node_id", b"n3".to_vec())
+            .await
+            .expect("put");
+        assert_eq!(resolve_id(&config("n3"), &store).await.expect("id"), "n3");
+        assert_eq!(load_incarnation(&store).expect("load"), None);
+        let actor = crate::replica::actor_name("n3", load_incarnation(&store).expect("load"));
+        assert_eq!(actor, "n3");
+    }
 }

@@ -87,9 +87,15 @@
 //!   clocks, which does not compose).
 //! * **Dots must never repeat.** A node that lost its data and came back
 //!   under the same id would mint dots again from 1, and those would clash
-//!   with dots other replicas remember. Such a node must rejoin under a new
-//!   id. (`sync` still converges in that case — it keeps the greater value
-//!   for a clashing dot — but one of the two writes is lost.)
+//!   with dots other replicas remember: a peer that has seen (n3, 5) takes
+//!   a new (n3, 1) for a version it already overwrote, and the acknowledged
+//!   write is lost when it syncs. So the replica id that names dots is not
+//!   the node id but the node's *actor*, `id@incarnation`, where the
+//!   incarnation is drawn at random when the data dir is created
+//!   ([`crate::replica::actor_name`]); a wiped node is a new actor. Data
+//!   dirs created before incarnations existed keep the plain id (their
+//!   dots are theirs already), and must not be wiped and restarted under
+//!   the same id.
 //! * **Tombstones are versions.** A delete is an update with a tombstone
 //!   value; a key whose versions are all tombstones reads as absent
 //!   ([`Dvvs::is_deleted`]). Purging tombstones (after the grace period and
@@ -121,9 +127,11 @@ pub use dvvset::Dvvs;
 pub use hlc::{Clock, Timestamp};
 pub use value::Value;
 
-/// A replica's identity: the node id. Dots are minted per replica, so ids
+/// A replica's identity as far as versions go: the actor that mints dots,
+/// i.e. the node id plus the data dir's incarnation
+/// ([`crate::replica::actor_name`]). Dots are minted per replica, so it
 /// must be unique in the cluster and never reused by a node that lost its
-/// data.
+/// data — which the incarnation guarantees.
 pub type ReplicaId = String;
 
 /// Why stored or received versions could not be read. A corrupt record or a

@@ -27,6 +27,11 @@ pub fn gains(
             }
             let mut sources: Vec<String> = m.losing.clone();
             sources.extend(m.before.iter().filter(|b| !m.losing.contains(b)).cloned());
+            if sources.is_empty() {
+                // Nobody held the range before (the first node of a new
+                // cluster): there is nothing to stream.
+                continue;
+            }
             for g in &m.gaining {
                 let entry = out
                     .entry(g.clone())

@@ -395,10 +395,18 @@ async fn removing_a_killed_node_brings_every_key_back_to_n_replicas() -> Result<
     assert_eq!((status, v["error"].as_str()), (409, Some("conflict")), "n4 is up: {v}");
     c.nodes[3].kill9()?;
     let ring = ["n1", "n2", "n3"];
-    eventually(Duration::from_secs(30), "n1 to see n4 down", || async {
-        members(&apis[0])
-            .await
-            .is_some_and(|ms| ms.iter().any(|m| m["id"] == "n4" && m["status"] == "down"))
+    // The node asked to remove n4 (n2) must itself see it down.
+    eventually(Duration::from_secs(30), "n1 and n2 to see n4 down", || async {
+        let mut down = 0;
+        for api in &apis[..2] {
+            if members(api)
+                .await
+                .is_some_and(|ms| ms.iter().any(|m| m["id"] == "n4" && m["status"] == "down"))
+            {
+                down += 1;
+            }
+        }
+        down == 2
     })
     .await?;
     let began = Instant::now();

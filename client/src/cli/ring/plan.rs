@@ -58,6 +58,9 @@ const DEFAULT_VNODES: usize = 16;
 /// Arguments of `qkv ring plan`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("change").multiple(false).args(["add", "remove", "clear"])))]
+// A ring file is only planned against, never staged or shown as staged.
+#[command(group(ArgGroup::new("nodes").multiple(true).args(["add", "remove"])))]
+#[command(group(ArgGroup::new("from_file").args(["ring"]).requires("nodes")))]
 pub struct PlanArgs {
     /// Plan adding this node (repeat or comma-separate for several).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]

@@ -141,8 +141,20 @@ pub async fn run(g: &Globals, mut a: PlanArgs) -> anyhow::Result<ExitCode> {
     let staged_note = match &staged {
         Ok(s) => {
             stage::save(&path, s)?;
+            let standby = live
+                .as_ref()
+                .and_then(|l| l.members.get(&s.node))
+                .is_some_and(|(m, _)| m.state == "standby");
+            let hint = if s.kind == Kind::Join && !standby {
+                format!(
+                    "\nNote: {} is not a standby member yet: start it with --join manual before qkv ring apply",
+                    s.node
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "Staged: {} {} in {} (qkv ring apply carries it out; qkv ring plan --clear drops it)",
+                "Staged: {} {} in {} (qkv ring apply carries it out; qkv ring plan --clear drops it){hint}",
                 s.kind,
                 s.node,
                 path.display()

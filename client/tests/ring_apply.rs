@@ -326,6 +326,16 @@ async fn a_plan_is_staged_shown_and_cleared() {
     .await;
     assert!(text(&o.stdout).contains("Not staged: --dry-run"));
     assert!(!path.exists());
+    // A node that is not a standby member yet is staged, with a note.
+    let o = qkv(
+        &f.url,
+        &["ring", "plan", "--add", "n9", "--plan-file", file],
+        true,
+    )
+    .await;
+    let out = text(&o.stdout);
+    assert!(out.contains("Staged: join n9"), "{out}");
+    assert!(out.contains("n9 is not a standby member yet"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,11 @@
 //! `GET /cluster/ranges` on real `qkvd` processes: the per-range keys and
 //! bytes each node reports add up to what it stores (the keys written, and
 //! its `qkv_bytes_stored` metric), the ranges are the ring's, and the route
-//! needs the admin token when tokens are configured.
+//! needs the admin token when tokens are configured. And what it is for:
+//! `qkv ring plan --add` against a live cluster with a standby node
+//! estimates the keys to move from these reports, close to the exact count
+//! (every key's token, from `/cluster/locate`, against the plan's moving
+//! ranges), and stages the join.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use quorumkv_tests::cluster_ops::{concurrently, key_path, metric, start_cluster};
 use quorumkv_tests::http::Api;
-use quorumkv_tests::{Cluster, NodeSpec, eventually};
+use quorumkv_tests::{Cluster, NodeSpec, eventually, qkv_bin};
 use serde_json::Value;
 
 /// Keys written in the three-node test.
@@ -138,5 +142,124 @@ async fn ranges_need_the_admin_token() -> Result<()> {
         v["ranges"].as_array().is_some_and(|r| !r.is_empty()),
         "a node replicates its own ranges: {v}"
     );
+    Ok(())
+}
+
+/// Keys written in the plan test: enough that prorating a split range's
+/// count by token width is within a few percent of the exact count.
+const PLAN_KEYS: usize = 3000;
+
+/// `qkv --node URL --json ARGS`, parsed.
+fn qkv_json(url: &str, args: &[&str]) -> Result<Value> {
+    let out = std::process::Command::new(qkv_bin()?)
+        .args(["--node", url, "--json"])
+        .args(args)
+        .env_remove("QKV_PLAN_FILE")
+        .output()
+        .context("running qkv")?;
+    ensure!(
+        out.status.success(),
+        "qkv {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Whether `t` lies in the JSON range `{"start","end"}` = `(start, end]`.
+fn in_range(r: &Value, t: u64) -> bool {
+    let (Some(s), Some(e)) = (r["start"].as_u64(), r["end"].as_u64()) else {
+        return false;
+    };
+    if s < e {
+        s < t && t <= e
+    } else {
+        t > s || t <= e
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_plan_estimates_the_keys_that_move_and_stages_the_join() -> Result<()> {
+    let fast = ["--gossip-interval-ms", "200", "--vnodes", "8"];
+    let mut c = start_cluster(3, &fast).await?;
+    let seed = vec![c.node().listen];
+    c.add(
+        NodeSpec::new("n4").args(fast.iter().copied().chain(["--join", "manual"])),
+        seed,
+    )?;
+    let api = Api::new(&c.node().url());
+    eventually(Duration::from_secs(30), "n1 sees n4 up and standby", || {
+        let api = api.clone();
+        async move {
+            quorumkv_tests::cluster_ops::member(&api, "n4")
+                .await
+                .is_some_and(|m| m["status"] == "up" && m["state"] == "standby")
+        }
+    })
+    .await?;
+    let keys: Vec<String> = (0..PLAN_KEYS).map(|i| format!("plan-{i}")).collect();
+    let writer = api.clone();
+    let statuses = concurrently(keys.clone(), 16, move |k| {
+        let api = writer.clone();
+        async move {
+            let path = key_path("plan", k.as_bytes(), "w=all");
+            api.put(&path, b"some value of a few bytes")
+                .await
+                .map(|r| r.status)
+        }
+    })
+    .await;
+    for s in statuses {
+        let s = s?;
+        ensure!(s == 204, "a PUT answered {s}");
+    }
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("plan.json");
+    let file_s = file.display().to_string();
+    let url = c.node().url();
+    let plan = qkv_json(
+        &url,
+        &["ring", "plan", "--add", "n4", "--plan-file", &file_s],
+    )?;
+    let estimated = plan["estimate"]["total"]["keys"]
+        .as_u64()
+        .context("the plan has a key estimate")?;
+    let est_bytes = plan["estimate"]["total"]["bytes"].as_u64().unwrap_or(0);
+    // Exact: every key moves once per replica it gains.
+    let locator = api.clone();
+    let tokens = concurrently(keys, 16, move |k| {
+        let api = locator.clone();
+        async move {
+            let r = api.get(&format!("/cluster/locate/{k}?bucket=plan")).await?;
+            r.json()["token"].as_u64().context("locate token")
+        }
+    })
+    .await;
+    let moves = plan["moves"].as_array().context("moves")?;
+    let mut exact = 0u64;
+    for t in tokens {
+        let t = t?;
+        if let Some(m) = moves.iter().find(|m| in_range(&m["range"], t)) {
+            exact += m["transfers"].as_array().map_or(0, |x| x.len() as u64);
+        }
+    }
+    let error = (estimated as f64 - exact as f64) / exact as f64;
+    println!(
+        "plan --add n4 over {PLAN_KEYS} keys: estimated {estimated} keys ({est_bytes} bytes), exact {exact} keys, error {:+.2}%",
+        error * 100.0
+    );
+    ensure!(exact > 0, "adding a node to 3 moves keys");
+    ensure!(error.abs() < 0.10, "estimate {estimated} vs exact {exact}");
+    // Staged: a join of n4 with the tokens the plan allocated, against
+    // this ring; `qkv ring plan` alone shows it as current.
+    assert_eq!(plan["staged"]["kind"], "join", "{}", plan["staged"]);
+    let staged: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+    let n4 = plan["changes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|x| x["node"] == "n4"))
+        .context("n4 in the plan's changes")?;
+    assert_eq!(staged["tokens"], n4["added"]);
+    assert_eq!(staged["tokens"].as_array().map(Vec::len), Some(8));
+    let shown = qkv_json(&url, &["ring", "plan", "--plan-file", &file_s])?;
+    assert_eq!(shown["ring_unchanged"], true, "{shown}");
     Ok(())
 }

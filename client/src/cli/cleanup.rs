@@ -54,7 +54,7 @@ pub async fn run(g: &Globals, a: CleanupArgs) -> anyhow::Result<ExitCode> {
     let http = NodeHttp::new(g)?;
     let timeout = Duration::from_secs(a.timeout_secs);
     let mut done: Vec<(String, CleanupAnswer)> = Vec::new();
-    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut failed: Vec<(String, String, String)> = Vec::new();
     for (id, url) in &targets {
         match http
             .post::<CleanupAnswer>(url, "/cluster/cleanup", None, Some(timeout))
@@ -62,8 +62,9 @@ pub async fn run(g: &Globals, a: CleanupArgs) -> anyhow::Result<ExitCode> {
         {
             Ok(ans) => done.push((url.clone(), ans)),
             Err(e) => {
-                let who = if id.is_empty() { url } else { id };
-                failed.push((who.clone(), e.to_string()));
+                // Without --all the node's id is only known from an answer.
+                let who = if id.is_empty() { "?" } else { id.as_str() };
+                failed.push((who.to_string(), url.clone(), e.to_string()));
             }
         }
     }
@@ -77,7 +78,7 @@ pub async fn run(g: &Globals, a: CleanupArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let errors: Vec<_> = failed
             .iter()
-            .map(|(n, e)| json!({"node": n, "error": e}))
+            .map(|(n, url, e)| json!({"node": n, "url": url, "error": e}))
             .collect();
         print_json(&json!({"nodes": nodes, "errors": errors}))?;
     } else {
@@ -93,10 +94,10 @@ pub async fn run(g: &Globals, a: CleanupArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        rows.extend(failed.iter().map(|(n, e)| {
+        rows.extend(failed.iter().map(|(n, url, e)| {
             vec![
                 n.clone(),
-                "-".into(),
+                url.clone(),
                 "-".into(),
                 "-".into(),
                 format!("failed: {e}"),
@@ -123,8 +124,8 @@ pub async fn run(g: &Globals, a: CleanupArgs) -> anyhow::Result<ExitCode> {
             "cleanup failed on {} of {} nodes (first: {}: {})",
             failed.len(),
             targets.len(),
-            failed[0].0,
-            failed[0].1
+            failed[0].1,
+            failed[0].2
         );
     }
     Ok(ExitCode::SUCCESS)

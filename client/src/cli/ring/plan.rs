@@ -58,6 +58,9 @@ const DEFAULT_VNODES: usize = 16;
 /// Arguments of `qkv ring plan`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("change").multiple(false).args(["add", "remove", "clear"])))]
+// A ring file is only planned against, never staged or shown as staged.
+#[command(group(ArgGroup::new("nodes").multiple(true).args(["add", "remove"])))]
+#[command(group(ArgGroup::new("from_file").args(["ring"]).requires("nodes")))]
 pub struct PlanArgs {
     /// Plan adding this node (repeat or comma-separate for several).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
@@ -119,7 +122,7 @@ pub async fn run(g: &Globals, mut a: PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if a.add.is_empty() && a.remove.is_empty() {
-        return show_staged(g, &path).await;
+        return stage::show(g, &path).await;
     }
     let mut loaded = load(g, &a.source).await?;
     let live = if a.source.ring.is_none() {
@@ -138,8 +141,20 @@ pub async fn run(g: &Globals, mut a: PlanArgs) -> anyhow::Result<ExitCode> {
     let staged_note = match &staged {
         Ok(s) => {
             stage::save(&path, s)?;
+            let standby = live
+                .as_ref()
+                .and_then(|l| l.members.get(&s.node))
+                .is_some_and(|(m, _)| m.state == "standby");
+            let hint = if s.kind == Kind::Join && !standby {
+                format!(
+                    "\nNote: {} is not a standby member yet: start it with --join manual before qkv ring apply",
+                    s.node
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "Staged: {} {} in {} (qkv ring apply carries it out; qkv ring plan --clear drops it)",
+                "Staged: {} {} in {} (qkv ring apply carries it out; qkv ring plan --clear drops it){hint}",
                 s.kind,
                 s.node,
                 path.display()
@@ -331,47 +346,6 @@ fn stage_plan(
         pairs,
         estimate: estimate.map(|e| e.total),
     })
-}
-
-/// `qkv ring plan` alone: the staged change, and whether the live ring is
-/// still the one it was planned against.
-async fn show_staged(g: &Globals, path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(staged) = stage::load(path)? else {
-        if g.json {
-            emit_json(&json!({"staged": null, "plan_file": path}))?;
-        } else {
-            emit(&format!(
-                "Nothing staged ({}). qkv ring plan --add NAME or --remove NAME stages a change.\n",
-                path.display()
-            ))?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    };
-    let current = super::apply::live_ring(g)
-        .await
-        .map(|live| staged.matches_ring(&live));
-    if g.json {
-        emit_json(&json!({
-            "staged": staged,
-            "plan_file": path,
-            "ring_unchanged": current.as_ref().ok(),
-        }))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut out = staged.describe(path);
-    match current {
-        Ok(true) => writeln!(
-            out,
-            "The live ring is the one planned against: qkv ring apply carries it out."
-        )?,
-        Ok(false) => writeln!(
-            out,
-            "STALE: the live ring changed since this plan; re-run qkv ring plan."
-        )?,
-        Err(e) => writeln!(out, "(cannot check the live ring: {e})")?,
-    }
-    emit(&out)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The plan for `--add` or `--remove`, and a one-line description of the

@@ -16,13 +16,17 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::process::ExitCode;
+
 use anyhow::{Context as _, bail};
 use clap::Args;
 use quorumkv_ring::{DataSize, TokenEntry};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::super::Globals;
 use super::super::output::table;
-use super::{bytes, pct};
+use super::{bytes, emit, emit_json, pct};
 
 /// The staged plan file's format version.
 pub const VERSION: u32 = 1;
@@ -287,6 +291,47 @@ pub fn clear(path: &Path) -> anyhow::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).with_context(|| format!("cannot remove plan file {}", path.display())),
     }
+}
+
+/// `qkv ring plan` alone: the staged change, and whether the live ring is
+/// still the one it was planned against.
+pub async fn show(g: &Globals, path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(staged) = load(path)? else {
+        if g.json {
+            emit_json(&json!({"staged": null, "plan_file": path}))?;
+        } else {
+            emit(&format!(
+                "Nothing staged ({}). qkv ring plan --add NAME or --remove NAME stages a change.\n",
+                path.display()
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let current = super::apply::live_ring(g)
+        .await
+        .map(|live| staged.matches_ring(&live));
+    if g.json {
+        emit_json(&json!({
+            "staged": staged,
+            "plan_file": path,
+            "ring_unchanged": current.as_ref().ok(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = staged.describe(path);
+    match current {
+        Ok(true) => writeln!(
+            out,
+            "The live ring is the one planned against: qkv ring apply carries it out."
+        )?,
+        Ok(false) => writeln!(
+            out,
+            "STALE: the live ring changed since this plan; re-run qkv ring plan."
+        )?,
+        Err(e) => writeln!(out, "(cannot check the live ring: {e})")?,
+    }
+    emit(&out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@
 //! appear on several rows (the joining node, each node a decommission
 //! streams to). Finished changes the nodes still keep are hidden unless
 //! `--all`. Members that are down are skipped, members that do not answer
-//! are named in a warning.
+//! are named in a warning (and when none answers, that is the error).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
@@ -45,6 +46,14 @@ pub async fn run(g: &Globals, a: StatusArgs) -> anyhow::Result<ExitCode> {
                 errors.insert(id.clone(), e.to_string());
             }
         }
+    }
+    if answers.is_empty()
+        && let Some((id, e)) = errors.iter().next()
+    {
+        bail!(
+            "no member answered /cluster/changes ({} asked; {id}: {e})",
+            errors.len()
+        );
     }
     if g.json {
         emit_json(&json!({"nodes": answers, "errors": errors}))?;

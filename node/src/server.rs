@@ -74,6 +74,8 @@ pub struct Node {
     pub peers: Peers,
     /// Hints this node holds for replicas that missed writes.
     pub hints: Arc<Hints>,
+    /// Anti-entropy's memory: divergence dates, throttle, progress.
+    pub repair: crate::repair::State,
     inflight: Arc<Semaphore>,
 }
 
@@ -134,6 +136,7 @@ impl Node {
             faults: Faults::new(config.fault_injection),
             peers: Peers::default(),
             hints: Arc::new(hints),
+            repair: crate::repair::State::new(config.repair_bytes_per_sec),
             config,
         })
     }

@@ -374,7 +374,8 @@ async fn tombstones_are_purged_only_past_grace_after_a_full_repair_and_nothing_c
         let r = qkv_repair(&c.nodes[node].url())?;
         figures(&format!("full repair on n{i}"), &r);
         println!("  purge {}", r["purge"]);
-        assert_eq!(purged(&r), 20, "{r:#}");
+        // The 5 later deletes may pass their grace period meanwhile.
+        assert!((20..=25).contains(&purged(&r)), "{r:#}");
     }
     let after_all = census(&apis, &deleted).await?;
     println!("after every node's repair: {after_all:?}");
@@ -417,5 +418,89 @@ async fn tombstones_are_purged_only_past_grace_after_a_full_repair_and_nothing_c
     }
     println!("qkv_tombstones_purged_total over the nodes: {total}");
     assert!(total >= 60.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_with_a_larger_n_is_repaired_over_all_its_replicas_and_divergence_is_dated()
+-> Result<()> {
+    let mut args = ARGS.to_vec();
+    args.extend(["--default-n", "2"]);
+    let mut c = start_cluster(3, &args).await?;
+    quorumkv_tests::cluster_ops::set_bucket_everywhere(&c, "wide", serde_json::json!({"n": 3}))
+        .await?;
+    let n1 = Api::new(&c.nodes[0].url());
+    let n3 = Api::new(&c.nodes[2].url());
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    c.nodes[2].kill9()?;
+    wait_status(&n1, "n3", "down", Duration::from_secs(30)).await?;
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..60)
+        .map(|i| (format!("w-{i}").into_bytes(), random_value(&mut rng, 64)))
+        .collect();
+    for (k, v) in &items {
+        let r = n1.put(&key_path("wide", k, "w=quorum"), v).await?;
+        assert_eq!(r.status, 204, "{}", body_text(&r));
+    }
+    c.nodes[2].restart()?;
+    wait_converged(&c, Duration::from_secs(60)).await?;
+
+    let out = Command::new(qkv_bin()?)
+        .args([
+            "--json",
+            "--node",
+            &c.nodes[0].url(),
+            "repair",
+            "--bucket",
+            "wide",
+        ])
+        .output()
+        .context("running qkv repair --bucket")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let r = &v[0];
+    figures("repair --bucket wide on n1", r);
+    println!(
+        "  ns {} divergent ranges {}",
+        r["ns"],
+        r["divergent_ranges"].as_array().map_or(0, Vec::len)
+    );
+    assert_eq!(r["ns"], serde_json::json!([3]), "{r:#}");
+    assert_eq!(r["bucket"], "wide");
+    assert!(r["purge"].is_null(), "a bucket pass does not purge");
+    assert!(n(r, "keys_sent") >= 60, "{r:#}");
+    assert!(
+        !r["divergent_ranges"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+    let mut on_n3 = 0;
+    for (k, v) in &items {
+        if local(&n3, "wide", k)
+            .await?
+            .is_some_and(|l| l.values == vec![v.clone()])
+        {
+            on_n3 += 1;
+        }
+    }
+    println!("  n3 (third replica at n=3) holds {on_n3} of 60 keys");
+    assert_eq!(on_n3, 60);
+    let age = metric(&n1, "qkv_repair_divergence_max_age_seconds", &[]).await?;
+    println!("  divergence max age after the bucket pass: {age} s");
+
+    // A full pass finds every range equal at both n and clears the dates.
+    let r = qkv_repair(&c.nodes[0].url())?;
+    figures("full repair on n1", &r);
+    println!("  ns {} divergent {}", r["ns"], r["divergent_ranges"]);
+    assert_eq!(r["ns"], serde_json::json!([2, 3]), "{r:#}");
+    assert_eq!(n(&r, "leaves_differing"), 0, "{r:#}");
+    assert_eq!(r["divergent_ranges"], serde_json::json!([]), "{r:#}");
+    assert_eq!(
+        metric(&n1, "qkv_repair_divergence_max_age_seconds", &[]).await?,
+        0.0
+    );
     Ok(())
 }

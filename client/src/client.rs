@@ -537,11 +537,31 @@ impl Client {
     /// the request may run up to `timeout` (or the client timeout, if
     /// longer).
     pub async fn repair(&self, timeout: Duration) -> Result<serde_json::Value, Error> {
-        let mut call = self.call(Method::POST, "/internal/repair".into());
+        self.repair_bucket(None, timeout).await
+    }
+
+    /// [`Client::repair`], over one bucket's keys only when `bucket` is
+    /// given (`POST /internal/repair?bucket=B`).
+    pub async fn repair_bucket(
+        &self,
+        bucket: Option<&str>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, Error> {
+        let path = match bucket {
+            Some(b) => format!("/internal/repair?bucket={}", encode_segment(b.as_bytes())),
+            None => "/internal/repair".into(),
+        };
+        let mut call = self.call(Method::POST, path);
         call.headers.push(("accept", "application/json".into()));
         call.timeout_ms = Some(timeout.as_millis() as u64);
         let (_, body) = self.send_ok(call).await?;
         serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse(e.to_string()))
+    }
+
+    /// The progress of the repair pass under way on the first reachable
+    /// node (`GET /internal/repair`).
+    pub async fn repair_progress(&self) -> Result<serde_json::Value, Error> {
+        self.get_json("/internal/repair".into()).await
     }
 
     /// The node's Prometheus metrics, as text.

@@ -213,6 +213,20 @@ pub struct Args {
     #[arg(long, env = "QKV_ANTI_ENTROPY_INTERVAL_SECS", value_name = "SECS")]
     pub anti_entropy_interval_secs: Option<u64>,
 
+    /// Seconds a deletion's tombstone is kept at least; it is purged only
+    /// after that *and* once its range was repaired with every replica
+    /// after the delete (as Cassandra's gc_grace_seconds). A replica down
+    /// longer than this must be wiped and repaired, not merely restarted,
+    /// 0..=315360000 [default: 864000, 10 days]
+    #[arg(long, env = "QKV_TOMBSTONE_GRACE_SECS", value_name = "SECS")]
+    pub tombstone_grace_secs: Option<u64>,
+
+    /// Anti-entropy throttle: version bytes one repair pass (scheduled or
+    /// `qkv repair`) may send plus receive per second, 1024..=2^40
+    /// [default: 20971520, 20 MiB/s]
+    #[arg(long, env = "QKV_REPAIR_BYTES_PER_SEC", value_name = "BYTES")]
+    pub repair_bytes_per_sec: Option<u64>,
+
     /// Hinted handoff: keep writes for replicas that are down or late and
     /// deliver them when the replica is back [default: on]
     #[arg(long, env = "QKV_HINTED_HANDOFF", value_enum)]
@@ -321,6 +335,10 @@ pub struct Config {
     pub read_digests: bool,
     /// Time between background anti-entropy passes (`None`: off).
     pub anti_entropy_interval: Option<Duration>,
+    /// How long tombstones are kept at least (`--tombstone-grace-secs`).
+    pub tombstone_grace: Duration,
+    /// Repair throttle, bytes/s (`--repair-bytes-per-sec`).
+    pub repair_bytes_per_sec: u64,
     /// Whether hints are written.
     pub hinted_handoff: bool,
     /// Hints older than this are dropped.
@@ -526,6 +544,18 @@ impl Config {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             },
+            tombstone_grace: Duration::from_secs(in_range(
+                "--tombstone-grace-secs",
+                pick!(tombstone_grace_secs).unwrap_or(10 * 24 * 3600),
+                0,
+                10 * 365 * 24 * 3600,
+            )?),
+            repair_bytes_per_sec: in_range(
+                "--repair-bytes-per-sec",
+                pick!(repair_bytes_per_sec).unwrap_or(20 << 20),
+                1024,
+                1 << 40,
+            )?,
             read_digests: pick!(read_digests).unwrap_or(Switch::Off) == Switch::On,
             hinted_handoff: pick!(hinted_handoff).unwrap_or(Switch::On) == Switch::On,
             max_hint_window: Duration::from_secs(in_range(

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod proto;
+pub mod purge;
 pub mod repair;
 pub mod replica;
 pub mod server;

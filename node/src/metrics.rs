@@ -62,6 +62,15 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a per-range figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RangeLabels {
+    /// The replication factor the range was compared at.
+    pub n: u32,
+    /// The token range, `start-end` (the range is `(start, end]`).
+    pub range: String,
+}
+
 /// Labels of a per-target hint figure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -127,6 +136,16 @@ pub struct Metrics {
     pub repair_leaves_differing: Counter,
     /// When the last anti-entropy pass finished (unix seconds; 0: never).
     pub repair_last_pass: Gauge,
+    /// Version bytes moved by anti-entropy, by direction.
+    pub repair_bytes: Family<DirectionLabels, Counter>,
+    /// Per range (at the default `n`): seconds since a repair pass first
+    /// found it differing, while no later pass found it equal. Ranges found
+    /// equal have no sample.
+    pub repair_divergence_age: Family<RangeLabels, Gauge>,
+    /// The largest of [`Metrics::repair_divergence_age`] (0: none).
+    pub repair_divergence_max_age: Gauge,
+    /// Tombstone-only keys removed from storage by purge.
+    pub tombstones_purged: Counter,
     /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
     hint_sync: std::sync::Mutex<()>,
 }
@@ -247,7 +266,35 @@ impl Metrics {
             "When the last anti-entropy pass of this node finished (unix time)",
             repair_last_pass.clone(),
         );
+        let repair_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "repair_bytes",
+            "Encoded version bytes moved by anti-entropy, by direction (received, sent)",
+            repair_bytes.clone(),
+        );
+        let repair_divergence_age = Family::<RangeLabels, Gauge>::default();
+        registry.register(
+            "repair_divergence_age_seconds",
+            "Per token range: seconds since a repair pass first found it differing and no pass since found it equal",
+            repair_divergence_age.clone(),
+        );
+        let repair_divergence_max_age = Gauge::default();
+        registry.register(
+            "repair_divergence_max_age_seconds",
+            "The oldest unrepaired divergence over this node's ranges, in seconds (0: none)",
+            repair_divergence_max_age.clone(),
+        );
+        let tombstones_purged = Counter::default();
+        registry.register(
+            "tombstones_purged",
+            "Tombstone-only keys removed from storage (past the grace period, range repaired since the delete)",
+            tombstones_purged.clone(),
+        );
         Metrics {
+            repair_bytes,
+            repair_divergence_age,
+            repair_divergence_max_age,
+            tombstones_purged,
             repair_passes,
             repair_keys,
             repair_leaves_differing,

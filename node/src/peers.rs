@@ -250,7 +250,11 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
                 .map_err(|e| RemoteError::Storage(e.to_string()))?;
             Ok(Response::Ack)
         }
-        Request::Tree { range, depth } => crate::repair::serve_tree(&node, range, depth)
+        Request::Tree {
+            range,
+            depth,
+            filter,
+        } => crate::repair::serve_tree(&node, range, depth, filter)
             .await
             .map(Response::Tree)
             .map_err(|e| RemoteError::Storage(e.to_string())),

@@ -68,6 +68,9 @@ pub enum Request {
         range: TokenRange,
         /// The requested depth.
         depth: u8,
+        /// Which buckets' keys the tree covers (absent: all).
+        #[serde(default)]
+        filter: crate::merkle::KeyFilter,
     },
     /// Anti-entropy: the entries the replica stores in `range`, in ring
     /// order, one page at a time.

@@ -239,6 +239,23 @@ impl Replica {
         Ok(old.len() as u64)
     }
 
+    /// Removes the key from storage if its versions still have `digest`
+    /// (what purge decided on): a write or merge that changed them since
+    /// keeps the key. Returns whether it was removed.
+    pub async fn purge(&self, bucket: &str, key: &[u8], digest: u64) -> Result<bool, StorageError> {
+        let _guard = self.stripe(bucket, key).lock().await;
+        let Some((object, size)) = self.read_sized(bucket, key)? else {
+            return Ok(false);
+        };
+        if object.digest() != digest {
+            return Ok(false);
+        }
+        self.store.delete(bucket, key).await?;
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(size as i64, Ordering::Relaxed);
+        Ok(true)
+    }
+
     async fn persist(
         &self,
         bucket: &str,

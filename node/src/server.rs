@@ -76,6 +76,8 @@ pub struct Node {
     pub hints: Arc<Hints>,
     /// Cluster changes: the one this node drives, the streams it runs.
     pub changes: crate::stream::Changes,
+    /// Anti-entropy's memory: divergence dates, throttle, progress.
+    pub repair: crate::repair::State,
     inflight: Arc<Semaphore>,
 }
 
@@ -137,6 +139,7 @@ impl Node {
             peers: Peers::default(),
             hints: Arc::new(hints),
             changes: Default::default(),
+            repair: crate::repair::State::new(config.repair_bytes_per_sec),
             config,
         })
     }

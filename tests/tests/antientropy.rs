@@ -291,3 +291,216 @@ async fn the_scheduler_heals_a_stale_replica_without_being_asked() -> Result<()>
     assert!(passes >= 1.0, "a pass must have run");
     Ok(())
 }
+
+fn purged(r: &Value) -> u64 {
+    r["purge"]["purged"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// How many of `keys` each node stores at all, as (live, tombstone-only,
+/// absent) per node.
+async fn census(apis: &[Api], keys: &[Vec<u8>]) -> Result<Vec<(u32, u32, u32)>> {
+    let mut out = Vec::new();
+    for api in apis {
+        let (mut live, mut dead, mut absent) = (0, 0, 0);
+        for k in keys {
+            match local(api, "default", k).await? {
+                Some(l) if !l.values.is_empty() => live += 1,
+                Some(_) => dead += 1,
+                None => absent += 1,
+            }
+        }
+        out.push((live, dead, absent));
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_purged_only_past_grace_after_a_full_repair_and_nothing_comes_back()
+-> Result<()> {
+    const GRACE: Duration = Duration::from_secs(2);
+    let mut args = ARGS.to_vec();
+    args.extend(["--tombstone-grace-secs", "2"]);
+    let mut c = start_cluster(3, &args).await?;
+    let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let (n1, n2) = (apis[0].clone(), apis[1].clone());
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+        .map(|i| (format!("t-{i}").into_bytes(), random_value(&mut rng, 64)))
+        .collect();
+    put_all(&n1, &items, "w=all").await?;
+    let deleted: Vec<Vec<u8>> = items[..20].iter().map(|(k, _)| k.clone()).collect();
+
+    // n3 misses the deletes.
+    c.nodes[2].kill9()?;
+    wait_status(&n1, "n3", "down", Duration::from_secs(30)).await?;
+    for k in &deleted {
+        delete_with_context(&n1, k).await?;
+    }
+    tokio::time::sleep(GRACE + Duration::from_millis(500)).await;
+
+    // Past grace, but n3 is down: no range is fully repaired, nothing goes.
+    let r = qkv_repair(&c.nodes[1].url())?;
+    figures("repair on n2 with n3 down", &r);
+    println!("  purged {}", purged(&r));
+    assert_eq!(purged(&r), 0, "{r:#}");
+    assert_eq!(n(&r, "ranges_fully_repaired"), 0, "{r:#}");
+
+    c.nodes[2].restart()?;
+    wait_converged(&c, Duration::from_secs(60)).await?;
+    let before = census(&apis, &deleted).await?;
+    println!("before a full repair (live, tombstone, absent) per node: {before:?}");
+    assert_eq!(before, vec![(0, 20, 0), (0, 20, 0), (20, 0, 0)]);
+
+    // Deletes within grace stay whatever repairs run.
+    let fresh: Vec<Vec<u8>> = items[20..25].iter().map(|(k, _)| k.clone()).collect();
+    for k in &fresh {
+        delete_with_context(&n2, k).await?;
+    }
+
+    // The full repair on n1 first brings the tombstones to n3 (which held
+    // the values), then n1 purges its own copies.
+    let r = qkv_repair(&c.nodes[0].url())?;
+    figures("full repair on n1", &r);
+    println!("  purge {}", r["purge"]);
+    assert_eq!(n(&r, "errors"), 0, "{r:#}");
+    assert!(n(&r, "ranges_fully_repaired") > 0, "{r:#}");
+    assert_eq!(purged(&r), 20, "{r:#}");
+    assert!(r["purge"]["kept_in_grace"].as_u64() >= Some(5), "{r:#}");
+    let after_n1 = census(&apis, &deleted).await?;
+    println!("after n1's repair: {after_n1:?}");
+    assert_eq!(after_n1, vec![(0, 0, 20), (0, 20, 0), (0, 20, 0)]);
+
+    for (i, node) in [(2, 1usize), (3, 2)] {
+        let r = qkv_repair(&c.nodes[node].url())?;
+        figures(&format!("full repair on n{i}"), &r);
+        println!("  purge {}", r["purge"]);
+        // The 5 later deletes may pass their grace period meanwhile.
+        assert!((20..=25).contains(&purged(&r)), "{r:#}");
+    }
+    let after_all = census(&apis, &deleted).await?;
+    println!("after every node's repair: {after_all:?}");
+    assert_eq!(after_all, vec![(0, 0, 20); 3]);
+    let fresh_left = census(&apis, &fresh).await?;
+    println!("deletes still within grace (live, tombstone, absent): {fresh_left:?}");
+    assert!(fresh_left.iter().all(|&(live, _, _)| live == 0));
+
+    // Nothing comes back: reads, another round of repairs, the survivors.
+    for round in 0..2 {
+        for (i, node) in c.nodes.iter().enumerate() {
+            let r = qkv_repair(&node.url())?;
+            if round == 1 {
+                figures(&format!("later repair on n{}", i + 1), &r);
+            }
+        }
+    }
+    assert_eq!(census(&apis, &deleted).await?, vec![(0, 0, 20); 3]);
+    for k in &deleted {
+        for api in &apis {
+            let r = api.get(&key_path("default", k, "r=all")).await?;
+            assert_eq!(
+                r.status,
+                404,
+                "{}: {}",
+                String::from_utf8_lossy(k),
+                body_text(&r)
+            );
+        }
+    }
+    for (k, v) in &items[25..] {
+        for api in &apis {
+            let l = local(api, "default", k).await?;
+            assert!(l.is_some_and(|l| l.values == vec![v.clone()]));
+        }
+    }
+    let mut total = 0.0;
+    for api in &apis {
+        total += metric(api, "qkv_tombstones_purged_total", &[]).await?;
+    }
+    println!("qkv_tombstones_purged_total over the nodes: {total}");
+    assert!(total >= 60.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_with_a_larger_n_is_repaired_over_all_its_replicas_and_divergence_is_dated()
+-> Result<()> {
+    let mut args = ARGS.to_vec();
+    args.extend(["--default-n", "2"]);
+    let mut c = start_cluster(3, &args).await?;
+    quorumkv_tests::cluster_ops::set_bucket_everywhere(&c, "wide", serde_json::json!({"n": 3}))
+        .await?;
+    let n1 = Api::new(&c.nodes[0].url());
+    let n3 = Api::new(&c.nodes[2].url());
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    c.nodes[2].kill9()?;
+    wait_status(&n1, "n3", "down", Duration::from_secs(30)).await?;
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..60)
+        .map(|i| (format!("w-{i}").into_bytes(), random_value(&mut rng, 64)))
+        .collect();
+    for (k, v) in &items {
+        let r = n1.put(&key_path("wide", k, "w=quorum"), v).await?;
+        assert_eq!(r.status, 204, "{}", body_text(&r));
+    }
+    c.nodes[2].restart()?;
+    wait_converged(&c, Duration::from_secs(60)).await?;
+
+    let out = Command::new(qkv_bin()?)
+        .args([
+            "--json",
+            "--node",
+            &c.nodes[0].url(),
+            "repair",
+            "--bucket",
+            "wide",
+        ])
+        .output()
+        .context("running qkv repair --bucket")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let r = &v[0];
+    figures("repair --bucket wide on n1", r);
+    println!(
+        "  ns {} divergent ranges {}",
+        r["ns"],
+        r["divergent_ranges"].as_array().map_or(0, Vec::len)
+    );
+    assert_eq!(r["ns"], serde_json::json!([3]), "{r:#}");
+    assert_eq!(r["bucket"], "wide");
+    assert!(r["purge"].is_null(), "a bucket pass does not purge");
+    assert!(n(r, "keys_sent") >= 60, "{r:#}");
+    assert!(
+        !r["divergent_ranges"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+    let mut on_n3 = 0;
+    for (k, v) in &items {
+        if local(&n3, "wide", k)
+            .await?
+            .is_some_and(|l| l.values == vec![v.clone()])
+        {
+            on_n3 += 1;
+        }
+    }
+    println!("  n3 (third replica at n=3) holds {on_n3} of 60 keys");
+    assert_eq!(on_n3, 60);
+    let age = metric(&n1, "qkv_repair_divergence_max_age_seconds", &[]).await?;
+    println!("  divergence max age after the bucket pass: {age} s");
+
+    // A full pass finds every range equal at both n and clears the dates.
+    let r = qkv_repair(&c.nodes[0].url())?;
+    figures("full repair on n1", &r);
+    println!("  ns {} divergent {}", r["ns"], r["divergent_ranges"]);
+    assert_eq!(r["ns"], serde_json::json!([2, 3]), "{r:#}");
+    assert_eq!(n(&r, "leaves_differing"), 0, "{r:#}");
+    assert_eq!(r["divergent_ranges"], serde_json::json!([]), "{r:#}");
+    assert_eq!(
+        metric(&n1, "qkv_repair_divergence_max_age_seconds", &[]).await?,
+        0.0
+    );
+    Ok(())
+}

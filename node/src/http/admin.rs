@@ -153,12 +153,21 @@ pub fn internal_local(node: &Node, bucket: &str, raw_key: &str, req: &Request) -
     super::keys::local_view(node, bucket, raw_key)
 }
 
-/// `POST /internal/repair`: one anti-entropy pass of this node with every
-/// other replica of its ranges; answers the report when it is done.
+/// `POST /internal/repair[?bucket=B]`: one anti-entropy pass of this node
+/// with every other replica of its ranges (only bucket B's keys when
+/// given); answers the report when it is done. `GET /internal/repair`: the
+/// progress of the pass under way (or the last one).
 pub async fn repair(node: &Arc<Node>, req: Request) -> Reply {
-    only(&req, &[Method::POST])?;
+    only(&req, &[Method::POST, Method::GET])?;
+    if req.method == Method::GET {
+        return Ok(json(200, &json!(node.repair.progress())));
+    }
+    let bucket = req.query.get("bucket").map(str::to_string);
+    if let Some(b) = &bucket {
+        crate::buckets::validate_bucket_name(b)?;
+    }
     drop(req);
-    let report = crate::repair::repair_node(node).await;
+    let report = crate::repair::repair_node(node, crate::repair::Scope { bucket }).await;
     Ok(json(200, &json!(report)))
 }
 

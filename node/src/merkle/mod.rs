@@ -60,7 +60,33 @@ use quorumkv_ring::{Token, TokenRange};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-pub use scan::build_from_store;
+pub use scan::{build_filtered, build_from_store};
+
+/// Which keys of a range a tree (and a repair of it) covers, by bucket.
+/// Repair compares one replication factor at a time, and the replicas of a
+/// range differ per `n`: a tree at `n = 5` must leave out the keys of
+/// buckets with `n = 3`, which the 4th and 5th replicas never hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyFilter {
+    /// Every key.
+    #[default]
+    All,
+    /// Only the keys of these buckets.
+    Only(Vec<String>),
+    /// Every key but those of these buckets.
+    Except(Vec<String>),
+}
+
+impl KeyFilter {
+    /// Whether keys of `bucket` are covered.
+    pub fn admits(&self, bucket: &str) -> bool {
+        match self {
+            KeyFilter::All => true,
+            KeyFilter::Only(b) => b.iter().any(|x| x == bucket),
+            KeyFilter::Except(b) => !b.iter().any(|x| x == bucket),
+        }
+    }
+}
 
 /// The deepest tree: 65,536 leaves, about 1 MiB of hashes and counts.
 pub const MAX_DEPTH: u8 = 16;

@@ -5,7 +5,7 @@
 
 use quorumkv_ring::{Token, TokenRange};
 
-use super::{MerkleTree, entry_hash};
+use super::{KeyFilter, MerkleTree, entry_hash};
 use crate::storage::{DataEntry, StorageError, Store};
 use crate::version::Dvvs;
 
@@ -22,12 +22,22 @@ pub fn build_from_store(
     range: TokenRange,
     depth: u8,
 ) -> Result<MerkleTree, StorageError> {
+    build_filtered(store, range, depth, &KeyFilter::All)
+}
+
+/// [`build_from_store`] over the keys `filter` admits only.
+pub fn build_filtered(
+    store: &Store,
+    range: TokenRange,
+    depth: u8,
+    filter: &KeyFilter,
+) -> Result<MerkleTree, StorageError> {
     let mut builder = MerkleTree::builder(range, depth);
     for (lo, hi) in spans(range) {
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page = store.scan_tokens(lo, hi, after.as_deref(), PAGE)?;
-            for e in &page {
+            for e in page.iter().filter(|e| filter.admits(&e.bucket)) {
                 let dvvs = decode_entry(e)?;
                 builder
                     .push(e.token, entry_hash(&e.bucket, &e.key, dvvs.digest()))

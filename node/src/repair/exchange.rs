@@ -1,0 +1,404 @@
+//! One range with one peer: compare Merkle trees, then pull and merge
+//! what differs and push what the peer lacks (see the module docs of
+//! [`crate::repair`]); and the replica side of it, [`serve_tree`] and
+//! [`serve_entries`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumkv_ring::TokenRange;
+
+use super::{RangeReport, RepairError};
+use crate::merkle::scan::{decode_entry, spans};
+use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
+use crate::peers::call;
+use crate::proto::{RangeEntry, Request, Response};
+use crate::purge::{now_ms, past_grace};
+use crate::server::Node;
+use crate::storage::{StorageError, Store};
+
+/// Entries per [`Request::Entries`] page.
+pub const PAGE: u32 = 256;
+/// How long a peer may take to build and send a tree.
+const TREE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a peer may take to answer one page of entries.
+const ENTRIES_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one pushed key may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Repairs `range` between this node and `peer`: compare trees at `depth`
+/// of the keys `filter` admits, then exchange the entries of the differing
+/// sub-ranges both ways.
+pub async fn repair_with(
+    node: &Arc<Node>,
+    peer: &str,
+    range: TokenRange,
+    depth: u8,
+    filter: &KeyFilter,
+) -> Result<RangeReport, RepairError> {
+    let (store, f) = (node.replica.store().clone(), filter.clone());
+    let local = blocking(move || build_filtered(&store, range, depth, &f)).await?;
+    let req = Request::Tree {
+        range,
+        depth,
+        filter: filter.clone(),
+    };
+    let remote = match rpc(node, peer, req, TREE_TIMEOUT).await? {
+        Response::Tree(t) => t,
+        other => return Err(unexpected(peer, "a tree", &other)),
+    };
+    let diff_leaves = local
+        .diff_leaves(&remote)
+        .map_err(|e| protocol(peer, e.to_string()))?;
+    let mut report = RangeReport {
+        leaves_differing: diff_leaves.len() as u64,
+        ..RangeReport::default()
+    };
+    if diff_leaves.is_empty() {
+        return Ok(report);
+    }
+    let sub_ranges = local
+        .diff(&remote)
+        .map_err(|e| protocol(peer, e.to_string()))?;
+    for sub in sub_ranges {
+        exchange(node, peer, sub, filter, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Makes this node and `peer` agree on `sub` (the keys `filter` admits):
+/// pull and merge what differs there, then push what it lacks here.
+///
+/// A tombstone-only object past its grace period moves only to a node
+/// that holds the key in another state ([`crate::purge`]): a node that
+/// holds nothing may have purged it, and handing it back would make
+/// replicas that purge at different times pass it to and fro forever.
+async fn exchange(
+    node: &Arc<Node>,
+    peer: &str,
+    sub: TokenRange,
+    filter: &KeyFilter,
+    report: &mut RangeReport,
+) -> Result<(), RepairError> {
+    let grace = node.config.tombstone_grace;
+    // Pull. Keep the peer's digest of every key so that the push below
+    // sends only what the peer does not already hold exactly.
+    let mut theirs: HashMap<(String, Vec<u8>), u64> = HashMap::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let req = Request::Entries {
+            range: sub,
+            after: after.clone(),
+            limit: PAGE,
+        };
+        let (entries, next) = match rpc(node, peer, req, ENTRIES_TIMEOUT).await? {
+            Response::Entries { entries, next } => (entries, next),
+            other => return Err(unexpected(peer, "entries", &other)),
+        };
+        for e in entries {
+            let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
+            if !sub.contains(token) {
+                return Err(protocol(
+                    peer,
+                    format!("sent a key at token {token}, outside {sub}"),
+                ));
+            }
+            if !filter.admits(&e.bucket) {
+                continue;
+            }
+            let digest = e.object.digest();
+            let ours = node
+                .replica
+                .read(&e.bucket, &e.key)
+                .map_err(|err| RepairError::Local(err.to_string()))?;
+            let skip = match &ours {
+                Some(o) => o.digest() == digest,
+                None => past_grace(&e.object, now_ms(), grace),
+            };
+            if !skip {
+                let props = node.buckets.props_for_keys(&e.bucket);
+                node.replica
+                    .merge(&e.bucket, &e.key, &e.object, props.conflicts)
+                    .await
+                    .map_err(|err| RepairError::Local(err.to_string()))?;
+                let bytes = e.object.encode().len() as u64;
+                report.keys_received += 1;
+                report.bytes_received += bytes;
+                node.repair.throttle(bytes).await;
+            }
+            theirs.insert((e.bucket, e.key), digest);
+        }
+        match next {
+            // A peer that answers the same cursor again would loop forever.
+            Some(n) if Some(&n) != after.as_ref() => after = Some(n),
+            Some(_) => return Err(protocol(peer, "paging did not advance".into())),
+            None => break,
+        }
+    }
+    // Push: our copy of `sub` now holds the union; send every key whose
+    // digest differs from what the peer showed us.
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let store = node.replica.store().clone();
+        let cursor = after.take();
+        let (page, next) =
+            blocking(move || entries_page(&store, sub, cursor.as_deref(), PAGE as usize)).await?;
+        for e in page {
+            if !filter.admits(&e.bucket) {
+                continue;
+            }
+            let digest = e.object.digest();
+            match theirs.get(&(e.bucket.clone(), e.key.clone())) {
+                Some(d) if *d == digest => continue,
+                None if past_grace(&e.object, now_ms(), grace) => continue,
+                _ => {}
+            }
+            let bytes = e.object.encode().len() as u64;
+            let req = Request::Replicate {
+                bucket: e.bucket,
+                key: e.key,
+                object: e.object,
+                hint_for: None,
+            };
+            match rpc(node, peer, req, PUSH_TIMEOUT).await? {
+                Response::Ack => {}
+                other => return Err(unexpected(peer, "an ack", &other)),
+            }
+            report.keys_sent += 1;
+            report.bytes_sent += bytes;
+            node.repair.throttle(bytes).await;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// One page of the entries this node stores in `range`, in ring order,
+/// resuming strictly after the stored data key `after`; and the cursor of
+/// the next page (`None` when the range is exhausted). What
+/// [`Request::Entries`] answers.
+///
+/// A stored value that is not a version set is [`StorageError::Corrupt`].
+pub fn entries_page(
+    store: &Store,
+    range: TokenRange,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
+    let limit = limit.max(1);
+    let spans = spans(range);
+    // The cursor's token says which span it is in: spans before it are
+    // done, the cursor applies to its own span only.
+    let mut first = 0;
+    if let Some(a) = after {
+        let token = crate::storage::decode_data_key(a)
+            .map(|(t, _, _)| t)
+            .ok_or_else(|| StorageError::Corrupt("repair cursor is not a data key".into()))?;
+        match spans
+            .iter()
+            .position(|&(lo, hi)| lo <= token && token <= hi)
+        {
+            Some(i) => first = i,
+            None => return Ok((Vec::new(), None)),
+        }
+    }
+    let mut out: Vec<RangeEntry> = Vec::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    for (i, &(lo, hi)) in spans.iter().enumerate().skip(first) {
+        let cursor = if i == first { after } else { None };
+        let want = limit - out.len();
+        let page = store.scan_tokens(lo, hi, cursor, want)?;
+        let full = page.len() == want;
+        for e in page {
+            let object = decode_entry(&e)?;
+            last_key = Some(e.stored_key());
+            out.push(RangeEntry {
+                bucket: e.bucket,
+                key: e.key,
+                object,
+            });
+        }
+        if full {
+            // The page is full: there may be more in this span or the next.
+            return Ok((out, last_key));
+        }
+    }
+    Ok((out, None))
+}
+
+/// The tree [`Request::Tree`] answers: built off the async runtime, since
+/// it scans the whole range.
+pub async fn serve_tree(
+    node: &Node,
+    range: TokenRange,
+    depth: u8,
+    filter: KeyFilter,
+) -> Result<MerkleTree, StorageError> {
+    let store = node.replica.store().clone();
+    flatten(
+        tokio::task::spawn_blocking(move || build_filtered(&store, range, depth, &filter)).await,
+    )
+}
+
+/// The page [`Request::Entries`] answers, read off the async runtime.
+pub async fn serve_entries(
+    node: &Node,
+    range: TokenRange,
+    after: Option<Vec<u8>>,
+    limit: u32,
+) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
+    let store = node.replica.store().clone();
+    // A peer may ask for any limit; cap what one frame carries.
+    let limit = (limit as usize).clamp(1, 4 * PAGE as usize);
+    flatten(
+        tokio::task::spawn_blocking(move || entries_page(&store, range, after.as_deref(), limit))
+            .await,
+    )
+}
+
+pub(crate) fn flatten<T>(
+    r: Result<Result<T, StorageError>, tokio::task::JoinError>,
+) -> Result<T, StorageError> {
+    r.map_err(|e| StorageError::Corrupt(format!("storage task failed: {e}")))?
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, RepairError> {
+    flatten(tokio::task::spawn_blocking(f).await).map_err(|e| RepairError::Local(e.to_string()))
+}
+
+async fn rpc(
+    node: &Node,
+    peer: &str,
+    req: Request,
+    timeout: Duration,
+) -> Result<Response, RepairError> {
+    call(node, peer, req, timeout)
+        .await
+        .map_err(|error| RepairError::Peer {
+            peer: peer.to_string(),
+            error,
+        })
+}
+
+fn protocol(peer: &str, why: String) -> RepairError {
+    RepairError::Protocol {
+        peer: peer.to_string(),
+        why,
+    }
+}
+
+fn unexpected(peer: &str, wanted: &str, got: &Response) -> RepairError {
+    let kind = match got {
+        Response::Pong => "pong",
+        Response::Written(_) => "a write reply",
+        Response::Ack => "an ack",
+        Response::Object(_) => "an object",
+        Response::Digest(_) => "a digest",
+        Response::Tree(_) => "a tree",
+        Response::Entries { .. } => "entries",
+        Response::Stream(_) => "a stream answer",
+        Response::Tokens(_) => "tokens",
+    };
+    protocol(peer, format!("answered {kind} where {wanted} was expected"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::build_from_store;
+    use crate::version::hlc::Timestamp;
+    use crate::version::{Context, Dvvs, value::Value};
+
+    fn dvvs(data: &str) -> Dvvs {
+        let mut d = Dvvs::new();
+        d.update(
+            &Context::new(),
+            "n1",
+            Value::live(data.as_bytes(), "text/plain", Timestamp::new(1, 0)),
+        );
+        d
+    }
+
+    async fn store_with(n: usize) -> Store {
+        let store = Store::memory();
+        for i in 0..n {
+            let key = format!("key-{i}");
+            store
+                .put("b", key.as_bytes(), dvvs(&key).encode())
+                .await
+                .expect("put");
+        }
+        store
+    }
+
+    /// Every key of `range`, by paging with `limit`.
+    fn page_through(store: &Store, range: TokenRange, limit: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (page, next) = entries_page(store, range, after.as_deref(), limit).expect("page");
+            assert!(page.len() <= limit);
+            out.extend(page.into_iter().map(|e| e.key));
+            match next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn paging_sees_every_key_once_across_the_wrap() {
+        let store = store_with(500).await;
+        let ranges = [
+            TokenRange { start: 0, end: 0 },
+            TokenRange {
+                start: 3 << 62,
+                end: 1 << 62,
+            },
+            TokenRange {
+                start: 1 << 62,
+                end: 3 << 62,
+            },
+            TokenRange {
+                start: u64::MAX,
+                end: u64::MAX,
+            },
+        ];
+        for range in ranges {
+            let tree = build_from_store(&store, range, 4).expect("tree");
+            for limit in [1, 7, 100, 1000] {
+                let keys = page_through(&store, range, limit);
+                let mut unique = keys.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(
+                    unique.len(),
+                    keys.len(),
+                    "{range} limit {limit}: duplicates"
+                );
+                assert_eq!(keys.len() as u64, tree.entries(), "{range} limit {limit}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_value_is_an_error() {
+        let store = store_with(3).await;
+        store
+            .put("b", b"broken", b"junk".to_vec())
+            .await
+            .expect("put");
+        let whole = TokenRange { start: 0, end: 0 };
+        assert!(matches!(
+            entries_page(&store, whole, None, 100),
+            Err(StorageError::Corrupt(_))
+        ));
+        assert!(entries_page(&store, whole, Some(b"xy"), 100).is_err());
+    }
+}

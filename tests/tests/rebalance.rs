@@ -428,3 +428,99 @@ async fn removing_a_killed_node_brings_every_key_back_to_n_replicas() -> Result<
     assert_eq!(misplaced, 0, "keys not back on exactly N replicas");
     Ok(())
 }
+
+/// `qkv ring plan ARGS` then `qkv ring apply --yes --json` against `url`,
+/// with the plan staged in `plan_file`; returns apply's summary. Runs the
+/// CLI on a blocking thread so the load goes on meanwhile.
+async fn plan_and_apply(url: String, plan_file: String, args: Vec<&'static str>) -> Result<Value> {
+    tokio::task::spawn_blocking(move || -> Result<Value> {
+        let qkv = |extra: &[&str]| -> Result<std::process::Output> {
+            Ok(std::process::Command::new(quorumkv_tests::qkv_bin()?)
+                .args(["--node", &url])
+                .args(extra)
+                .env_remove("QKV_PLAN_FILE")
+                .output()?)
+        };
+        let mut plan = vec!["ring", "plan", "--plan-file", &plan_file];
+        plan.extend(args.iter().copied());
+        let out = qkv(&plan)?;
+        if !out.status.success() {
+            bail!("qkv {plan:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = qkv(&[
+            "ring",
+            "apply",
+            "--yes",
+            "--json",
+            "--poll-ms",
+            "200",
+            "--plan-file",
+            &plan_file,
+        ])?;
+        if !out.status.success() {
+            bail!("qkv ring apply: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn growing_and_shrinking_through_qkv_ring_plan_and_apply_loses_nothing() -> Result<()> {
+    let mut c = start_cluster(3, &ARGS).await?;
+    let seed = vec![c.nodes[0].listen];
+    let plan_file = c.dir.path().join("plan.json").display().to_string();
+    let base: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let n1 = c.nodes[0].url();
+    let load = Load::start(base.clone(), "cli");
+    load.wait_acked(300).await?;
+
+    // Grow 3 -> 5: two plan/apply rounds, each joining a standby node.
+    let began = Instant::now();
+    let mut ring = vec!["n1", "n2", "n3"];
+    for id in ["n4", "n5"] {
+        c.add(
+            NodeSpec::new(id).args(args_with(&["--join", "manual"])),
+            seed.clone(),
+        )?;
+        wait_states(&c, &["n1", id], &[(id, "standby")], Duration::from_secs(20)).await?;
+        let s = plan_and_apply(n1.clone(), plan_file.clone(), vec!["--add", id]).await?;
+        ring.push(id);
+        wait_states(&c, &ring, &[(id, "normal")], Duration::from_secs(40)).await?;
+        println!(
+            "apply join {id}: {} streams, {} keys, {} bytes (plan estimate {}), {} ms",
+            s["streams"], s["keys"], s["bytes"], s["estimate_bytes"], s["duration_ms"]
+        );
+        assert_eq!((s["change"].as_str(), s["node"].as_str()), (Some("join"), Some(id)));
+        assert!(s["keys"].as_u64().unwrap_or(0) > 0, "{id} streamed keys: {s}");
+    }
+    wait_no_change(&c, &ring, Duration::from_secs(20)).await?;
+    let grow = began.elapsed().as_secs_f64();
+    cleanup_all(&c, &ring).await?;
+    let acked_after_grow = load.acked();
+
+    // Shrink 5 -> 3: two plan --remove / apply rounds (decommissions).
+    let began = Instant::now();
+    for id in ["n5", "n4"] {
+        let s = plan_and_apply(n1.clone(), plan_file.clone(), vec!["--remove", id]).await?;
+        ring.retain(|n| *n != id);
+        wait_states(&c, &ring, &[(id, "left")], Duration::from_secs(40)).await?;
+        println!(
+            "apply decommission {id}: {} streams, {} keys, {} bytes (plan estimate {}), {} ms",
+            s["streams"], s["keys"], s["bytes"], s["estimate_bytes"], s["duration_ms"]
+        );
+        assert_eq!(s["change"].as_str(), Some("decommission"), "{s}");
+    }
+    wait_no_change(&c, &ring, Duration::from_secs(20)).await?;
+    let shrink = began.elapsed().as_secs_f64();
+    let tally = load.finish().await?;
+    assert!(tally.acked.lock().unwrap_or_else(|p| p.into_inner()).len() > acked_after_grow);
+    cleanup_all(&c, &ring).await?;
+    let (lost, misplaced) = check_keys(&c, &ring, &tally).await?;
+    println!("qkv ring apply: grow 3 -> 5 took {grow:.1} s, shrink 5 -> 3 {shrink:.1} s");
+    report("qkv ring apply: grow then shrink", &tally, lost, misplaced, grow + shrink);
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    assert_eq!(tally.read_misses.load(Ordering::Relaxed), 0, "reads missed");
+    assert_eq!(misplaced, 0, "keys not on exactly their N replicas");
+    Ok(())
+}

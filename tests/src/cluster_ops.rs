@@ -411,3 +411,29 @@ pub fn trace_names(header: &str, coordinator: &str, candidates: &[String]) -> Re
     }
     Ok(out)
 }
+
+/// Runs `qkv --json repair --node <url>` and returns the node's report.
+pub fn qkv_repair(url: &str) -> Result<Value> {
+    let out = std::process::Command::new(crate::qkv_bin()?)
+        .args(["--json", "--node", url, "repair", "--timeout-secs", "120"])
+        .output()
+        .context("running qkv repair")?;
+    if !out.status.success() {
+        bail!(
+            "qkv repair exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("qkv repair --json output")?;
+    v.as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .context("qkv repair printed no report")
+}
+
+/// A report's numeric field; `u64::MAX` when missing, so that a check on
+/// it fails rather than passes on 0.
+pub fn field(v: &Value, name: &str) -> u64 {
+    v[name].as_u64().unwrap_or(u64::MAX)
+}

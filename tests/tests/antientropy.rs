@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, concurrently, key_path, local, metric, random_value, start_cluster, wait_converged,
-    wait_status,
+    body_text, concurrently, field as n, key_path, local, metric, qkv_repair, random_value,
+    start_cluster, wait_converged, wait_status,
 };
 use quorumkv_tests::http::Api;
 use quorumkv_tests::qkv_bin;
@@ -65,30 +65,6 @@ async fn delete_with_context(api: &Api, key: &[u8]) -> Result<()> {
         bail!("delete answered {}: {}", r.status, body_text(&r));
     }
     Ok(())
-}
-
-/// Runs `qkv --json repair --node <url>` and returns the node's report.
-fn qkv_repair(url: &str) -> Result<Value> {
-    let out = Command::new(qkv_bin()?)
-        .args(["--json", "--node", url, "repair", "--timeout-secs", "120"])
-        .output()
-        .context("running qkv repair")?;
-    if !out.status.success() {
-        bail!(
-            "qkv repair exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("qkv repair --json output")?;
-    v.as_array()
-        .and_then(|a| a.first())
-        .cloned()
-        .context("qkv repair printed no report")
-}
-
-fn n(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or(u64::MAX)
 }
 
 fn figures(pass: &str, r: &Value) {

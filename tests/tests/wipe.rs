@@ -14,15 +14,14 @@
 //!
 //! Figures are printed; run with `--nocapture` to see them.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, concurrently, key_path, local, member, random_value, start_cluster, wait_converged,
+    body_text, concurrently, field as n, key_path, local, member, qkv_repair, random_value,
+    start_cluster, wait_converged,
 };
 use quorumkv_tests::http::Api;
-use quorumkv_tests::qkv_bin;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
@@ -77,30 +76,6 @@ async fn replace(api: &Api, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         bail!("write answered {}: {}", r.status, body_text(&r));
     }
     Ok(())
-}
-
-/// Runs `qkv --json repair --node <url>` and returns the node's report.
-fn qkv_repair(url: &str) -> Result<Value> {
-    let out = Command::new(qkv_bin()?)
-        .args(["--json", "--node", url, "repair", "--timeout-secs", "120"])
-        .output()
-        .context("running qkv repair")?;
-    if !out.status.success() {
-        bail!(
-            "qkv repair exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("qkv repair --json output")?;
-    v.as_array()
-        .and_then(|a| a.first())
-        .cloned()
-        .context("qkv repair printed no report")
-}
-
-fn n(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or(u64::MAX)
 }
 
 async fn tokens_of(api: &Api, id: &str) -> Result<Value> {

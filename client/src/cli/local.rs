@@ -9,8 +9,10 @@
 //! the terminal does not reach it. The pids and addresses are recorded in
 //! `DIR/cluster.json`, which `down` and `status` read. `up` refuses to start
 //! over a recorded cluster that still runs, waits until every node answers
-//! `/health` (30 s), and on failure prints the log tail of the node that did
-//! not come up and stops everything it started.
+//! `/health` (30 s) and then until every node sees every other one `up`
+//! and `normal` (60 s: nodes join one at a time), and on failure prints the
+//! log tail of the node that did not come up and stops everything it
+//! started.
 //!
 //! Implementation caveats:
 //! - A pid is only signalled if `/proc/PID/cmdline` still names `qkvd`, so a
@@ -34,6 +36,8 @@ use super::output::{print_json, table};
 
 /// How long `up` waits for every node to answer `/health`.
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
+/// How long `up` then waits for every node to see every other one joined.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 /// How long `down` waits after SIGTERM before SIGKILL.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// The record of a running local cluster, inside `--dir`.
@@ -377,6 +381,63 @@ async fn wait_healthy(
     Ok(())
 }
 
+/// Polls every node's member list until each sees every node `up` and
+/// `normal` (joined, its ranges streamed), a child exits, or the deadline
+/// passes: `/health` answers before a node has joined the ring, and a
+/// key request then would find too few replicas.
+async fn wait_joined(
+    specs: &[NodeSpec],
+    children: &mut [Child],
+    token: Option<&str>,
+) -> Result<(), (usize, String)> {
+    let until = Instant::now() + JOIN_DEADLINE;
+    for (i, spec) in specs.iter().enumerate() {
+        let mut b = Client::builder(vec![format!("http://{}", spec.http)])
+            .timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_millis(500));
+        if let Some(t) = token {
+            b = b.bearer_token(t);
+        }
+        let client = b.build().map_err(|e| (i, e.to_string()))?;
+        loop {
+            if let Some((j, status)) = children
+                .iter_mut()
+                .enumerate()
+                .find_map(|(j, c)| c.try_wait().ok().flatten().map(|s| (j, s)))
+            {
+                return Err((j, format!("qkvd {} exited ({status})", specs[j].id)));
+            }
+            let missing: Vec<String> = match client.members().await {
+                Ok(ms) => specs
+                    .iter()
+                    .filter(|s| {
+                        !ms.iter()
+                            .any(|m| m.id == s.id && m.status == "up" && m.state == "normal")
+                    })
+                    .map(|s| s.id.clone())
+                    .collect(),
+                Err(e) => vec![e.to_string()],
+            };
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() >= until {
+                return Err((
+                    i,
+                    format!(
+                        "{} did not see [{}] up and normal within {} s",
+                        spec.id,
+                        missing.join(", "),
+                        JOIN_DEADLINE.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 fn ports_free(specs: &[NodeSpec]) -> anyhow::Result<()> {
     for s in specs {
         for addr in [&s.http, &s.listen] {
@@ -452,6 +513,11 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
     write_record(&dir, &record)?;
     if failure.is_none() {
         failure = wait_healthy(&specs, &mut children, g.token.as_deref())
+            .await
+            .err();
+    }
+    if failure.is_none() {
+        failure = wait_joined(&specs, &mut children, g.token.as_deref())
             .await
             .err();
     }

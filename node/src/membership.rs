@@ -291,14 +291,19 @@ pub fn choose_tokens(node: &Node, snapshot: &Snapshot) -> Result<Vec<Token>, Str
 async fn join(node: &Arc<Node>, handle: &Handle) -> Result<(), String> {
     let config = &node.config;
     let id = node.cluster.local().id.clone();
+    let learned = if has_other_seeds(config) {
+        learn(handle, &id, config.gossip_interval).await
+    } else {
+        handle.snapshot()
+    };
+    // The rounds count from which a crashed joiner without tokens stops
+    // holding this node up (restarted whenever another change ran).
+    let mut idle_since = learned.rounds;
     loop {
-        let snapshot = if has_other_seeds(config) {
-            learn(handle, &id, config.gossip_interval).await
-        } else {
-            handle.snapshot()
-        };
-        // One change at a time: wait while a live node drives another.
-        node.cluster.apply(&handle.snapshot());
+        let snapshot = handle.snapshot();
+        node.cluster.apply(&snapshot);
+        // One change at a time: wait while a live node drives another,
+        // then for nodes with smaller ids that wait too.
         let busy: Vec<String> = node
             .cluster
             .in_flight()
@@ -307,7 +312,18 @@ async fn join(node: &Arc<Node>, handle: &Handle) -> Result<(), String> {
             .map(|f| format!("{} of {}", f.kind, f.node))
             .collect();
         if !busy.is_empty() {
-            debug!(?busy, "joining: waiting for the change in flight");
+            idle_since = snapshot.rounds;
+        }
+        let ahead = snapshot.rounds <= idle_since + JOIN_MAX_ROUNDS
+            && snapshot.members.iter().any(|m| {
+                !m.is_local
+                    && m.live
+                    && m.id.as_str() < id.as_str()
+                    && m.state.status() == Some(Status::Joining)
+                    && m.state.tokens().is_empty()
+            });
+        if !busy.is_empty() || ahead {
+            debug!(?busy, ahead, "joining: waiting for its turn");
             tokio::time::sleep(config.gossip_interval).await;
             continue;
         }

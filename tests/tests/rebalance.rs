@@ -47,7 +47,10 @@ async fn load(apis: Vec<Api>, tally: Arc<Tally>, stop: Arc<AtomicBool>, prefix: 
         let api = &apis[i as usize % apis.len()];
         let key = format!("{prefix}-{i}").into_bytes();
         let value = format!("value-{i}").into_bytes();
-        match api.put(&key_path("default", &key, "w=quorum"), &value).await {
+        match api
+            .put(&key_path("default", &key, "w=quorum"), &value)
+            .await
+        {
             Ok(r) if r.status == 204 => tally
                 .acked
                 .lock()
@@ -108,9 +111,11 @@ impl Load {
     }
 
     async fn wait_acked(&self, n: usize) -> Result<()> {
-        eventually(Duration::from_secs(30), "the load to ack writes", || async {
-            self.acked() >= n
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the load to ack writes",
+            || async { self.acked() >= n },
+        )
         .await
     }
 
@@ -296,9 +301,19 @@ async fn growing_three_to_five_under_load_loses_nothing_and_places_every_key() -
         NodeSpec::new("n4").args(args_with(&["--join", "manual"])),
         seed.clone(),
     )?;
-    wait_states(&c, &["n1", "n4"], &[("n4", "standby")], Duration::from_secs(20)).await?;
+    wait_states(
+        &c,
+        &["n1", "n4"],
+        &[("n4", "standby")],
+        Duration::from_secs(20),
+    )
+    .await?;
     let (status, v) = post(&api(&c, "n1"), "/cluster/join", json!({})).await?;
-    assert_eq!((status, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
     let began = Instant::now();
     let (status, v) = post(&api(&c, "n4"), "/cluster/join", json!({})).await?;
     assert_eq!(status, 202, "{v}");
@@ -346,8 +361,13 @@ async fn decommissioning_a_node_under_load_loses_nothing_and_places_every_key() 
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["state"], "leaving");
     let ring = ["n1", "n2", "n3"];
-    wait_states(&c, &["n1", "n2", "n3", "n4"], &[("n4", "left")], Duration::from_secs(40))
-        .await?;
+    wait_states(
+        &c,
+        &["n1", "n2", "n3", "n4"],
+        &[("n4", "left")],
+        Duration::from_secs(40),
+    )
+    .await?;
     wait_no_change(&c, &ring, Duration::from_secs(20)).await?;
     let secs = began.elapsed().as_secs_f64();
     let mut received = 0;
@@ -392,7 +412,11 @@ async fn removing_a_killed_node_brings_every_key_back_to_n_replicas() -> Result<
     *tally.acked.lock().unwrap_or_else(|p| p.into_inner()) = items;
 
     let (status, v) = post(&apis[0], "/cluster/removenode", json!({"node": "n4"})).await?;
-    assert_eq!((status, v["error"].as_str()), (409, Some("conflict")), "n4 is up: {v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("conflict")),
+        "n4 is up: {v}"
+    );
     c.nodes[3].kill9()?;
     let ring = ["n1", "n2", "n3"];
     eventually(Duration::from_secs(30), "n1 to see n4 down", || async {
@@ -404,7 +428,10 @@ async fn removing_a_killed_node_brings_every_key_back_to_n_replicas() -> Result<
     let began = Instant::now();
     let (status, v) = post(&apis[1], "/cluster/removenode", json!({"node": "n4"})).await?;
     assert_eq!(status, 202, "{v}");
-    assert_eq!((v["state"].as_str(), v["by"].as_str()), (Some("removing"), Some("n2")));
+    assert_eq!(
+        (v["state"].as_str(), v["by"].as_str()),
+        (Some("removing"), Some("n2"))
+    );
     wait_states(&c, &ring, &[("n4", "left")], Duration::from_secs(40)).await?;
     wait_no_change(&c, &ring, Duration::from_secs(20)).await?;
     let secs = began.elapsed().as_secs_f64();

@@ -161,9 +161,9 @@ fn start_error(what: &str, e: impl std::fmt::Display) -> StartError {
     StartError::Membership(format!("{what}: {e}"))
 }
 
-/// Starts gossip for `node` over `net`, and joins the ring if it must
-/// (see the module docs). Returns once this node announces its final
-/// startup state.
+/// Starts gossip for `node` over `net`, announces this node's state, and
+/// starts joining the ring (or resumes the change in flight) in the
+/// background when it must (see the module docs). Returns once gossip runs.
 pub async fn start(
     node: Arc<Node>,
     net: Arc<Net>,

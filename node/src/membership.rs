@@ -18,7 +18,8 @@
 //!    ring is rebuilt when owners change). Membership events are logged.
 //! 4. **Joining** (`--join auto`, no stored tokens): the node announces
 //!    `joining` without tokens and, in the background (the API serves
-//!    meanwhile), learns the ring: it waits until seeds answered two
+//!    meanwhile; a node that is its own only seed starts a new cluster and
+//!    serves only once it is `normal`), learns the ring: it waits until seeds answered two
 //!    exchanges (so it holds what they knew, including other nodes
 //!    starting at the same moment) or [`JOIN_ROUNDS`] rounds passed — no
 //!    wait at all when it is its own only seed. Then it waits for its
@@ -248,6 +249,16 @@ pub async fn start(
         && (!stored.is_empty() || s.kind == Kind::Removenode)
     {
         stream::driver::resume(&node, s);
+    } else if stored.is_empty() && config.join == Join::Auto && !has_other_seeds(config) {
+        // A new cluster: nothing to stream, so the node serves only once
+        // it owns the ring (clients may write at once).
+        join(&node, &membership.handle)
+            .await
+            .map_err(|e| start_error("cannot join the ring", e))?;
+        let began = std::time::Instant::now();
+        while node.changes.busy() && began.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     } else if stored.is_empty() && config.join == Join::Auto {
         let (node, handle) = (node.clone(), membership.handle.clone());
         tokio::spawn(async move {

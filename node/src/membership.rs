@@ -18,7 +18,8 @@
 //!    ring is rebuilt when owners change). Membership events are logged.
 //! 4. **Joining** (`--join auto`, no stored tokens): the node announces
 //!    `joining` without tokens and, in the background (the API serves
-//!    meanwhile), learns the ring: it waits until seeds answered two
+//!    meanwhile; a node that is its own only seed starts a new cluster and
+//!    serves only once it is `normal`), learns the ring: it waits until seeds answered two
 //!    exchanges (so it holds what they knew, including other nodes
 //!    starting at the same moment) or [`JOIN_ROUNDS`] rounds passed — no
 //!    wait at all when it is its own only seed. Then it waits for its
@@ -161,9 +162,9 @@ fn start_error(what: &str, e: impl std::fmt::Display) -> StartError {
     StartError::Membership(format!("{what}: {e}"))
 }
 
-/// Starts gossip for `node` over `net`, and joins the ring if it must
-/// (see the module docs). Returns once this node announces its final
-/// startup state.
+/// Starts gossip for `node` over `net`, announces this node's state, and
+/// starts joining the ring (or resumes the change in flight) in the
+/// background when it must (see the module docs). Returns once gossip runs.
 pub async fn start(
     node: Arc<Node>,
     net: Arc<Net>,
@@ -248,6 +249,16 @@ pub async fn start(
         && (!stored.is_empty() || s.kind == Kind::Removenode)
     {
         stream::driver::resume(&node, s);
+    } else if stored.is_empty() && config.join == Join::Auto && !has_other_seeds(config) {
+        // A new cluster: nothing to stream, so the node serves only once
+        // it owns the ring (clients may write at once).
+        join(&node, &membership.handle)
+            .await
+            .map_err(|e| start_error("cannot join the ring", e))?;
+        let began = std::time::Instant::now();
+        while node.changes.busy() && began.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     } else if stored.is_empty() && config.join == Join::Auto {
         let (node, handle) = (node.clone(), membership.handle.clone());
         tokio::spawn(async move {
@@ -291,14 +302,19 @@ pub fn choose_tokens(node: &Node, snapshot: &Snapshot) -> Result<Vec<Token>, Str
 async fn join(node: &Arc<Node>, handle: &Handle) -> Result<(), String> {
     let config = &node.config;
     let id = node.cluster.local().id.clone();
+    let learned = if has_other_seeds(config) {
+        learn(handle, &id, config.gossip_interval).await
+    } else {
+        handle.snapshot()
+    };
+    // The rounds count from which a crashed joiner without tokens stops
+    // holding this node up (restarted whenever another change ran).
+    let mut idle_since = learned.rounds;
     loop {
-        let snapshot = if has_other_seeds(config) {
-            learn(handle, &id, config.gossip_interval).await
-        } else {
-            handle.snapshot()
-        };
-        // One change at a time: wait while a live node drives another.
-        node.cluster.apply(&handle.snapshot());
+        let snapshot = handle.snapshot();
+        node.cluster.apply(&snapshot);
+        // One change at a time: wait while a live node drives another,
+        // then for nodes with smaller ids that wait too.
         let busy: Vec<String> = node
             .cluster
             .in_flight()
@@ -307,7 +323,18 @@ async fn join(node: &Arc<Node>, handle: &Handle) -> Result<(), String> {
             .map(|f| format!("{} of {}", f.kind, f.node))
             .collect();
         if !busy.is_empty() {
-            debug!(?busy, "joining: waiting for the change in flight");
+            idle_since = snapshot.rounds;
+        }
+        let ahead = snapshot.rounds <= idle_since + JOIN_MAX_ROUNDS
+            && snapshot.members.iter().any(|m| {
+                !m.is_local
+                    && m.live
+                    && m.id.as_str() < id.as_str()
+                    && m.state.status() == Some(Status::Joining)
+                    && m.state.tokens().is_empty()
+            });
+        if !busy.is_empty() || ahead {
+            debug!(?busy, ahead, "joining: waiting for its turn");
             tokio::time::sleep(config.gossip_interval).await;
             continue;
         }

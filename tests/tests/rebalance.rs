@@ -567,3 +567,89 @@ async fn growing_and_shrinking_through_qkv_ring_plan_and_apply_loses_nothing() -
     assert_eq!(misplaced, 0, "keys not on exactly their N replicas");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_node_killed_mid_stream_resumes_after_restart() -> Result<()> {
+    let mut c = start_cluster(3, &ARGS).await?;
+    let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..600)
+        .map(|i| (format!("resume-{i}").into_bytes(), vec![b'x'; 200]))
+        .collect();
+    let a = apis[0].clone();
+    let failed = concurrently(items.clone(), 16, move |(k, v)| {
+        let a = a.clone();
+        async move {
+            match a.put(&key_path("default", &k, "w=all"), &v).await {
+                Ok(r) if r.status == 204 => None,
+                _ => Some(()),
+            }
+        }
+    })
+    .await;
+    assert!(failed.iter().all(Option::is_none), "writes failed");
+    let tally = Tally::default();
+    *tally.acked.lock().unwrap_or_else(|p| p.into_inner()) = items;
+
+    // Slow streaming (~30 KiB/s against ~100 KiB to pull) so that the kill
+    // lands mid-stream.
+    let slow = args_with(&["--join", "manual", "--stream-bytes-per-sec", "30000"]);
+    c.add(NodeSpec::new("n4").args(slow), vec![c.nodes[0].listen])?;
+    wait_states(
+        &c,
+        &["n1", "n4"],
+        &[("n4", "standby")],
+        Duration::from_secs(20),
+    )
+    .await?;
+    let (status, v) = post(&api(&c, "n4"), "/cluster/join", json!({})).await?;
+    assert_eq!(status, 202, "{v}");
+    let n4 = api(&c, "n4");
+    let progress = |v: &Value| -> (u64, usize, usize) {
+        let streams: Vec<Value> = v["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|ch| ch["streams"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let keys = streams
+            .iter()
+            .map(|s| s["keys"].as_u64().unwrap_or(0))
+            .sum();
+        let done = streams.iter().filter(|s| s["done"] == true).count();
+        (keys, done, streams.len())
+    };
+    eventually(
+        Duration::from_secs(30),
+        "n4 to stream some keys",
+        || async {
+            match n4.get("/cluster/changes").await {
+                Ok(r) => progress(&r.json()).0 >= 100,
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
+    let before = progress(&n4.get("/cluster/changes").await?.json());
+    println!(
+        "n4 killed after {} keys, {} of {} streams done",
+        before.0, before.1, before.2
+    );
+    assert!(before.1 < before.2, "still streaming when killed");
+    c.nodes[3].kill9()?;
+    c.nodes[3].restart()?;
+    let all4 = ["n1", "n2", "n3", "n4"];
+    wait_states(&c, &all4, &[("n4", "normal")], Duration::from_secs(60)).await?;
+    wait_no_change(&c, &all4, Duration::from_secs(20)).await?;
+    let after = progress(&api(&c, "n4").get("/cluster/changes").await?.json());
+    println!(
+        "after restart n4 streamed {} more keys over {} streams",
+        after.0, after.2
+    );
+    assert!(after.0 > 0, "the restarted node streamed the rest");
+    cleanup_all(&c, &all4).await?;
+    let (lost, misplaced) = check_keys(&c, &all4, &tally).await?;
+    report("join resumed after SIGKILL", &tally, lost, misplaced, 0.0);
+    assert_eq!(lost, 0, "keys lost");
+    assert_eq!(misplaced, 0, "keys not on exactly N replicas");
+    Ok(())
+}

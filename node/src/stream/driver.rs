@@ -43,12 +43,36 @@ async fn announce(node: &Node, values: Vec<AppState>) -> Result<(), String> {
         .changes
         .gossip()
         .ok_or_else(|| "gossip has not started".to_string())?;
-    for v in values {
-        handle.set_local(v).await.map_err(|e| e.to_string())?;
+    for v in &values {
+        handle
+            .set_local(v.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    // The local view follows at once (the gossip snapshot would, a round
-    // later).
-    node.cluster.apply(&handle.snapshot());
+    // The local view follows at once, not a gossip round later. The driver
+    // answers `set_local` just before it publishes the snapshot: wait for
+    // the one that shows what was announced.
+    let mut watch = handle.watch();
+    let shown = |snap: &quorumkv_gossip::driver::Snapshot| {
+        snap.members.iter().any(|m| {
+            m.is_local
+                && values
+                    .iter()
+                    .all(|v| m.state.get(&v.key()).is_some_and(|s| s.value == *v))
+        })
+    };
+    let wait = async {
+        loop {
+            let snap = watch.borrow_and_update().clone();
+            if shown(&snap) || watch.changed().await.is_err() {
+                return snap;
+            }
+        }
+    };
+    let snap = tokio::time::timeout(Duration::from_secs(2), wait)
+        .await
+        .unwrap_or_else(|_| handle.snapshot());
+    node.cluster.apply(&snap);
     Ok(())
 }
 

@@ -28,8 +28,7 @@ pub fn gains(
             let mut sources: Vec<String> = m.losing.clone();
             sources.extend(m.before.iter().filter(|b| !m.losing.contains(b)).cloned());
             if sources.is_empty() {
-                // Nobody held the range before (the first node of a new
-                // cluster): there is nothing to stream.
+                // The ring was empty: nobody holds data to stream.
                 continue;
             }
             for g in &m.gaining {
@@ -132,5 +131,7 @@ mod tests {
             }
         }
         assert!(gains(&current, &current, &ns(&[3])).is_empty());
+        // The first node of a cluster gains everything from nobody.
+        assert!(gains(&Ring::new(), &current, &ns(&[3])).is_empty());
     }
 }

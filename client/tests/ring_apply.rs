@@ -96,16 +96,32 @@ fn handle(
             )
         }
         ("GET", "/cluster/members") => {
+            // Once the change's streams are done, the membership shows it
+            // finished, as a real cluster's does: apply waits for both.
+            let finished = st
+                .started
+                .clone()
+                .filter(|_| st.polls * 25_000 >= STREAM_BYTES);
             let list: Vec<Value> = st
                 .members
                 .iter()
                 .map(|(id, status, state)| {
-                    let tokens: Vec<u64> = st
+                    let mut tokens: Vec<u64> = st
                         .ring
                         .iter()
                         .filter(|(_, n)| n == id)
                         .map(|(t, _)| *t)
                         .collect();
+                    let state = match &finished {
+                        Some((node, kind)) if node == id && kind == "join" => {
+                            if tokens.is_empty() {
+                                tokens.push(7);
+                            }
+                            "normal"
+                        }
+                        Some((node, _)) if node == id => "left",
+                        _ => state.as_str(),
+                    };
                     json!({"id": id, "http_addr": addr, "status": status, "state": state, "tokens": tokens})
                 })
                 .collect();

@@ -134,12 +134,12 @@ pub async fn run(g: &Globals, a: ApplyArgs) -> anyhow::Result<ExitCode> {
             }
         }
         bars.update(&tracker.streams());
+        // The streams being done is not the end: the change is over once
+        // the membership shows it (the joined node normal, the leaving one
+        // left), which is also all there is to go by when nobody lists it.
         let done = match tracker.state() {
-            State::Done => true,
             State::Running => false,
-            // Nobody lists it (yet, or any more): the membership says
-            // whether it has finished.
-            State::Pending | State::Vanished => finished_in_members(g, &staged).await,
+            State::Done | State::Pending | State::Vanished => finished_in_members(g, &staged).await,
         };
         if done {
             break;

@@ -61,11 +61,14 @@ for u in "${urls[@]}"; do
     done
     curl -sf "$u/health" >/dev/null || { tail -20 "$dir"/qkvd*.log >&2; exit 1; }
 done
-# Every node must see every other up before the load starts.
-for _ in $(seq 300); do
-    up=$(curl -sf "${urls[0]}/cluster/members" | grep -o '"status":"up"' | wc -l)
-    [[ "$up" -ge "$nodes" ]] && break
-    sleep 0.1
+# Every node must see every node up and joined (normal) before the load
+# starts: nodes join one at a time.
+for u in "${urls[@]}"; do
+    for _ in $(seq 600); do
+        ready=$(curl -sf "$u/cluster/members" | grep -o '"status":"up","state":"normal"' | wc -l || true)
+        [[ "$ready" -ge "$nodes" ]] && break
+        sleep 0.1
+    done
 done
 
 node_flags=()

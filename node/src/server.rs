@@ -305,7 +305,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             background_stopped,
         ));
     }
-    // Joins the ring (choosing tokens) before the API serves.
+    // Gossip starts; a node without tokens joins the ring in the background
+    // (a new cluster's first node before the API serves: see membership).
     let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
     if cfg.auth_enabled() {
         info!("bearer tokens configured: every route but /health needs one");

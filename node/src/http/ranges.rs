@@ -2,8 +2,8 @@
 //!
 //! Plans (`qkv ring plan`) estimate what a change streams by prorating
 //! these figures over the moving ranges, and the streams of a change report
-//! their `bytes_estimate` from the same counting, so the two compare like
-//! with like. Counting is one token-ordered scan per range of the current
+//! their `bytes_estimate` from the same counting (one function,
+//! [`crate::stream::serve::count`]), so the two compare like with like. Counting is one token-ordered scan per range of the current
 //! ring (paged, off the async runtime), computed on request: the figures
 //! are exact for the moment of the scan and nothing is cached that could go
 //! stale. Bytes are stored value bytes (the encoded version sets), the same
@@ -14,7 +14,7 @@
 //! replica at the default `n` (a range it replicates but holds nothing of
 //! is listed with zeros, so "empty" and "not mine" read differently).
 
-use quorumkv_ring::{Ring, TokenRange};
+use quorumkv_ring::Ring;
 use serde::Serialize;
 use serde_json::json;
 use warp::http::Method;
@@ -22,9 +22,8 @@ use warp::http::Method;
 use super::request::Request;
 use super::{Reply, json};
 use crate::error::ApiError;
-use crate::merkle::scan::{PAGE, spans};
 use crate::server::Node;
-use crate::storage::{DataEntry, StorageError, Store};
+use crate::storage::{StorageError, Store};
 
 /// One range of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,7 +69,7 @@ pub fn count_ranges(
 ) -> Result<Vec<RangeCount>, StorageError> {
     let mut out = Vec::new();
     for rr in ring.ranges(n) {
-        let (keys, bytes) = count_range(store, rr.range)?;
+        let (keys, bytes) = crate::stream::serve::count(store, rr.range)?;
         if keys > 0 || rr.replicas.iter().any(|r| r == me) {
             out.push(RangeCount {
                 start: rr.range.start,
@@ -83,24 +82,6 @@ pub fn count_ranges(
     Ok(out)
 }
 
-/// Keys and value bytes stored in `(start, end]`, one page at a time.
-pub fn count_range(store: &Store, range: TokenRange) -> Result<(u64, u64), StorageError> {
-    let (mut keys, mut bytes) = (0u64, 0u64);
-    for (lo, hi) in spans(range) {
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = store.scan_tokens(lo, hi, after.as_deref(), PAGE)?;
-            keys += page.len() as u64;
-            bytes += page.iter().map(|e| e.value.len() as u64).sum::<u64>();
-            if page.len() < PAGE {
-                break;
-            }
-            after = page.last().map(DataEntry::stored_key);
-        }
-    }
-    Ok((keys, bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +90,7 @@ mod tests {
     async fn ranges_sum_to_the_store_and_skip_ranges_neither_held_nor_replicated() {
         let store = Store::memory();
         // More than a page, so paging is exercised.
-        for i in 0..(PAGE * 2 + 7) {
+        for i in 0..(crate::merkle::scan::PAGE * 2 + 7) {
             let key = format!("k{i}");
             store
                 .put("b", key.as_bytes(), vec![0u8; 10 + i % 5])
@@ -148,7 +129,10 @@ mod tests {
                 .await
                 .expect("put");
         }
-        let whole = TokenRange { start: 7, end: 7 };
-        assert_eq!(count_range(&store, whole).expect("count"), (200, 600));
+        let whole = quorumkv_ring::TokenRange { start: 7, end: 7 };
+        assert_eq!(
+            crate::stream::serve::count(&store, whole).expect("count"),
+            (200, 600)
+        );
     }
 }

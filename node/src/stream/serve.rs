@@ -74,8 +74,8 @@ pub fn count(store: &Store, range: TokenRange) -> Result<(u64, u64), StorageErro
     for (lo, hi) in crate::merkle::scan::spans(range) {
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = store.scan_tokens(lo, hi, after.as_deref(), 1024)?;
-            let full = page.len() == 1024;
+            let page = store.scan_tokens(lo, hi, after.as_deref(), crate::merkle::scan::PAGE)?;
+            let full = page.len() == crate::merkle::scan::PAGE;
             for e in &page {
                 keys += 1;
                 bytes += e.value.len() as u64;

@@ -251,6 +251,13 @@ pub struct Args {
     /// decommission, removenode), bytes per second [default: 52428800]
     #[arg(long, env = "QKV_STREAM_BYTES_PER_SEC", value_name = "BYTES")]
     pub stream_bytes_per_sec: Option<u64>,
+
+    /// Seconds the ring must stay unchanged after a cluster change before
+    /// this node deletes, on its own, the data of ranges it gave up (what
+    /// `qkv cleanup` does at once); 0 turns automatic cleanup off,
+    /// 0..=2592000 [default: 3600]
+    #[arg(long, env = "QKV_CLEANUP_GRACE_SECS", value_name = "SECS")]
+    pub cleanup_grace_secs: Option<u64>,
 }
 
 /// A configuration error: one line for a person.
@@ -349,6 +356,8 @@ pub struct Config {
     pub hint_replay_bytes_per_sec: u64,
     /// Streaming throttle of the receiving side, bytes/s.
     pub stream_bytes_per_sec: u64,
+    /// Automatic cleanup after a ring change (`None`: off).
+    pub cleanup_grace: Option<Duration>,
 }
 
 fn read_secret_file(name: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -582,6 +591,15 @@ impl Config {
                 1024,
                 1 << 40,
             )?,
+            cleanup_grace: match in_range(
+                "--cleanup-grace-secs",
+                pick!(cleanup_grace_secs).unwrap_or(3600),
+                0,
+                30 * 24 * 3600,
+            )? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
         })
     }
 

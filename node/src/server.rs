@@ -305,6 +305,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             background_stopped,
         ));
     }
+    if let Some(grace) = cfg.cleanup_grace {
+        tokio::spawn(crate::stream::cleanup::run_auto(
+            Arc::downgrade(&node),
+            grace,
+            stop_background.subscribe(),
+        ));
+    }
     // Gossip starts; a node without tokens joins the ring in the background
     // (a new cluster's first node before the API serves: see membership).
     let mut membership = membership::start(node.clone(), net, inbox, &store).await?;

@@ -643,3 +643,40 @@ async fn a_joining_node_killed_mid_stream_resumes_after_restart() -> Result<()> 
     assert_eq!(misplaced, 0, "keys not on exactly N replicas");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_drop_the_ranges_they_gave_up_on_their_own_after_the_grace() -> Result<()> {
+    let args = args_with(&["--cleanup-grace-secs", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = start_cluster(3, &args).await?;
+    let seed = vec![c.nodes[0].listen];
+    let base: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let load = Load::start(base, "auto");
+    load.wait_acked(300).await?;
+    let tally = load.finish().await?;
+
+    c.add(NodeSpec::new("n4").args(args.clone()), seed)?;
+    let all4 = ["n1", "n2", "n3", "n4"];
+    wait_states(&c, &all4, &[("n4", "normal")], Duration::from_secs(40)).await?;
+    wait_no_change(&c, &all4, Duration::from_secs(20)).await?;
+    let joined = Instant::now();
+    // No POST /cluster/cleanup: the nodes that gave ranges to n4 must drop
+    // them by themselves once the ring has been still for 2 s.
+    eventually(
+        Duration::from_secs(30),
+        "every key on exactly its N replicas",
+        || {
+            let (c, tally) = (&c, &tally);
+            async move { matches!(check_keys(c, &all4, tally).await, Ok((0, 0))) }
+        },
+    )
+    .await?;
+    let took = joined.elapsed().as_secs_f64();
+    let (lost, misplaced) = check_keys(&c, &all4, &tally).await?;
+    println!(
+        "automatic cleanup: {} keys on exactly their N replicas {took:.1} s after n4 turned normal (grace 2 s); lost {lost}, misplaced {misplaced}",
+        tally.acked.lock().unwrap_or_else(|p| p.into_inner()).len(),
+    );
+    assert_eq!((lost, misplaced), (0, 0));
+    Ok(())
+}

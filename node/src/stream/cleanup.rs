@@ -1,10 +1,14 @@
 //! Cleanup: after a change, the nodes that gave ranges up still hold their
 //! data. `POST /cluster/cleanup` deletes every key this node is no longer
 //! a replica of (per the key's bucket `n`, on the current ring), once no
-//! change is in flight.
+//! change is in flight. [`run_auto`] does the same on its own once the
+//! ring has stayed unchanged for `--cleanup-grace-secs` after a change
+//! (the grace leaves time to notice a bad change and undo it while the
+//! old copies still exist).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -91,6 +95,71 @@ async fn sweep(node: &Arc<Node>, me: &str) -> Result<(u64, u64), ApiError> {
         match page.last() {
             Some(last) if full => after = Some(last.stored_key()),
             _ => return Ok((keys, bytes)),
+        }
+    }
+}
+
+/// Runs [`cleanup`] once the ring has stayed the same, with no change in
+/// flight, for `grace` after it last changed (checked every `grace / 4`,
+/// at most every 10 s). A ring that has not changed since this process
+/// started is not cleaned: nothing was given up meanwhile. A cleanup
+/// refused because a change started is retried after the next quiet grace.
+pub async fn run_auto(
+    node: Weak<Node>,
+    grace: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let Some(first) = node.upgrade().map(|n| n.cluster.fingerprint()) else {
+        return;
+    };
+    // The ring last cleaned for (or found at start), and since when the
+    // ring has looked as it does now.
+    let mut cleaned = first;
+    let mut stable: Option<(u64, Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if !node.cluster.in_flight().is_empty() || node.cluster.rings().1.is_some() {
+            stable = None;
+            continue;
+        }
+        let now = node.cluster.fingerprint();
+        if now == cleaned {
+            stable = None;
+            continue;
+        }
+        match stable {
+            Some((f, since)) if f == now => {
+                if since.elapsed() < grace {
+                    continue;
+                }
+            }
+            _ => {
+                stable = Some((now, Instant::now()));
+                continue;
+            }
+        }
+        match cleanup(&node).await {
+            Ok(r) => {
+                tracing::info!(
+                    keys = r.keys_removed,
+                    bytes = r.bytes_removed,
+                    grace_secs = grace.as_secs(),
+                    "automatic cleanup after the ring change"
+                );
+                cleaned = now;
+                stable = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "automatic cleanup postponed");
+                stable = None;
+            }
         }
     }
 }

@@ -625,6 +625,27 @@ async fn a_joining_node_killed_mid_stream_resumes_after_restart() -> Result<()> 
         before.0, before.1, before.2
     );
     assert!(before.1 < before.2, "still streaming when killed");
+    // Mid-join, /cluster/locate shows n4 as a pending owner of some keys,
+    // never as a current replica, and nothing else as pending.
+    let n1 = api(&c, "n1");
+    let mut pending_n4 = 0;
+    for i in 0..60 {
+        let v = n1.get(&format!("/cluster/locate/resume-{i}")).await?.json();
+        let pending: Vec<&str> = v["pending"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert!(pending.iter().all(|p| *p == "n4"), "{v}");
+        assert!(
+            !v["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x == "n4")),
+            "{v}"
+        );
+        pending_n4 += usize::from(!pending.is_empty());
+    }
+    println!("mid-join: n4 pending for {pending_n4} of 60 keys");
+    assert!(pending_n4 > 0, "n4 is a pending owner of some keys");
     c.nodes[3].kill9()?;
     c.nodes[3].restart()?;
     let all4 = ["n1", "n2", "n3", "n4"];

@@ -125,6 +125,7 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
             "fallbacks": fallbacks,
             "targets": targets,
             "down": placement.down,
+            "pending": node.cluster.pending(token, props.n as usize),
         }),
     ))
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, concurrently, key_path, local, locate, members, start_cluster,
+    body_text, concurrently, hints_pending, key_path, local, local_is, locate, members,
+    start_cluster,
 };
 use quorumkv_tests::http::Api;
 use quorumkv_tests::{Cluster, NodeSpec, eventually};
@@ -699,5 +700,121 @@ async fn nodes_drop_the_ranges_they_gave_up_on_their_own_after_the_grace() -> Re
         tally.acked.lock().unwrap_or_else(|p| p.into_inner()).len(),
     );
     assert_eq!((lost, misplaced), (0, 0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leaving_node_hands_its_hints_for_a_down_node_to_live_ones() -> Result<()> {
+    // Five nodes with one chosen token each, so that n4 gains nothing when
+    // n5 leaves (ranges of n5 go to n1, n2, n3): n4 can be down during
+    // the decommission without stalling it, and n5's hints for n4 are
+    // what must survive n5's departure.
+    let step = u64::MAX / 5;
+    let specs = (1..=5)
+        .map(|i| NodeSpec::new(&format!("n{i}")).args(args_with(&["--join", "manual"])))
+        .collect();
+    let mut c = Cluster::start(specs)?;
+    for i in 1..=5u64 {
+        let id = format!("n{i}");
+        wait_states(
+            &c,
+            &["n1"],
+            &[(id.as_str(), "standby")],
+            Duration::from_secs(20),
+        )
+        .await?;
+        let (status, v) = post(
+            &api(&c, &id),
+            "/cluster/join",
+            json!({"tokens": [i * step]}),
+        )
+        .await?;
+        assert_eq!(status, 202, "{v}");
+        wait_states(
+            &c,
+            &["n1", id.as_str()],
+            &[(id.as_str(), "normal")],
+            Duration::from_secs(30),
+        )
+        .await?;
+        // Every node, standby ones too, must know the join is over before
+        // the next one is asked (one change at a time).
+        wait_no_change(&c, &["n1", "n2", "n3", "n4", "n5"], Duration::from_secs(20)).await?;
+    }
+    let all5 = ["n1", "n2", "n3", "n4", "n5"];
+    wait_no_change(&c, &all5, Duration::from_secs(20)).await?;
+
+    c.nodes[3].kill9()?;
+    let n5 = api(&c, "n5");
+    eventually(Duration::from_secs(30), "n5 to see n4 down", || async {
+        members(&n5)
+            .await
+            .is_some_and(|ms| ms.iter().any(|m| m["id"] == "n4" && m["status"] == "down"))
+    })
+    .await?;
+    // Keys whose replicas are n5 and n4 (and a third), written through n5:
+    // n5 coordinates them and hints n4.
+    let mut written = Vec::new();
+    let mut i = 0;
+    while written.len() < 40 {
+        let key = format!("handoff-{i}").into_bytes();
+        i += 1;
+        let loc = locate(&n5, "default", &key).await?;
+        if !(loc.replicas.iter().any(|r| r == "n4") && loc.replicas.iter().any(|r| r == "n5")) {
+            continue;
+        }
+        let value = format!("v{i}").into_bytes();
+        let r = n5
+            .put(&key_path("default", &key, "w=quorum"), &value)
+            .await?;
+        assert_eq!(r.status, 204, "{}", body_text(&r));
+        written.push((key, value));
+    }
+    eventually(
+        Duration::from_secs(20),
+        "n5 to hold 40 hints for n4",
+        || async { hints_pending(&n5, "n4").await.is_some_and(|h| h >= 40) },
+    )
+    .await?;
+
+    let (status, v) = post(&n5, "/cluster/decommission", json!({})).await?;
+    assert_eq!(status, 202, "{v}");
+    let ring = ["n1", "n2", "n3"];
+    wait_states(&c, &ring, &[("n5", "left")], Duration::from_secs(40)).await?;
+    let left_on_n5 = hints_pending(&n5, "n4").await.unwrap_or(u64::MAX);
+    let mut inherited = 0;
+    for id in ring {
+        inherited += hints_pending(&api(&c, id), "n4").await.unwrap_or(0);
+    }
+    println!("decommission of n5: hints for n4 left on n5 {left_on_n5}, on n1..n3 {inherited}");
+    assert_eq!(left_on_n5, 0, "n5 handed every hint for n4 over");
+    assert!(inherited >= 40, "the live nodes hold the hints for n4");
+    c.nodes[4].terminate(Duration::from_secs(10))?;
+
+    // n4 returns: without any read, the inherited hints bring it every key.
+    c.nodes[3].restart()?;
+    let n4 = api(&c, "n4");
+    let back = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "n4 to hold every key written while it was down",
+        || {
+            let (n4, written) = (&n4, &written);
+            async move {
+                for (k, v) in written {
+                    if !local_is(n4, "default", k, v).await {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await?;
+    println!(
+        "n4 back: all {} keys written while it was down arrived by inherited hints in {:.1} s",
+        written.len(),
+        back.elapsed().as_secs_f64()
+    );
     Ok(())
 }

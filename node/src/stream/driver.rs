@@ -380,8 +380,9 @@ async fn finish(node: &Arc<Node>, change: &Saved) -> Result<(), String> {
 }
 
 /// Lets the hint replayer deliver what this node holds for live nodes
-/// before it leaves (bounded; hints for down nodes are left behind).
-async fn drain_hints(node: &Node) {
+/// before it leaves (bounded), then hands the hints for down nodes to live
+/// ones ([`super::handoff`]).
+async fn drain_hints(node: &Arc<Node>) {
     let began = Instant::now();
     loop {
         let left: u64 = node
@@ -403,11 +404,11 @@ async fn drain_hints(node: &Node) {
         }
         tokio::time::sleep(POLL).await;
     }
-    let behind: u64 = node.hints.pending().values().sum();
+    let (_, behind) = super::handoff::hand_off_down(node).await;
     if behind > 0 {
         warn!(
             hints = behind,
-            "hints for down nodes stay behind on this node (anti-entropy repairs what they carry)"
+            "hints no live node took stay behind on this node (anti-entropy repairs what they carry)"
         );
     }
 }

@@ -57,14 +57,16 @@
 //!   driver keeps polling it). A driver that crashes resumes at restart
 //!   (the change is persisted in the meta partition); a remover that never
 //!   returns leaves the removal in flight: remove it too, or restart it.
-//! * On decommission, hints the leaving node holds for nodes that are down
-//!   are not handed over: they are lost with it (anti-entropy repairs what
-//!   they carried). Hints for live nodes are replayed before `left`.
+//! * On decommission, hints for live nodes are replayed before `left`;
+//!   hints for nodes that are down are handed to live nodes
+//!   ([`handoff`]), which deliver them when their target returns. Only a
+//!   hint no live node takes stays behind (anti-entropy repairs it).
 //! * One entry larger than the transport's frame limit (4 MiB) cannot be
 //!   streamed: keep `--max-value-bytes` below it.
 
 pub mod cleanup;
 pub mod driver;
+pub mod handoff;
 pub mod plan;
 pub mod pull;
 pub mod serve;

@@ -437,3 +437,25 @@ pub fn qkv_repair(url: &str) -> Result<Value> {
 pub fn field(v: &Value, name: &str) -> u64 {
     v[name].as_u64().unwrap_or(u64::MAX)
 }
+
+/// PUTs every item through `api` with `query`, 24 at a time; fails unless
+/// all are answered 204.
+pub async fn put_all(api: &Api, items: &[(Vec<u8>, Vec<u8>)], query: &'static str) -> Result<()> {
+    let a = api.clone();
+    let statuses = concurrently(items.to_vec(), 24, move |(k, v)| {
+        let api = a.clone();
+        async move {
+            match api.put(&key_path("default", &k, query), &v).await {
+                Ok(r) if r.status == 204 => None,
+                Ok(r) => Some(format!("{} {}", r.status, body_text(&r))),
+                Err(e) => Some(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let failed: Vec<String> = statuses.into_iter().flatten().collect();
+    if !failed.is_empty() {
+        bail!("{} writes failed, e.g. {}", failed.len(), failed[0]);
+    }
+    Ok(())
+}

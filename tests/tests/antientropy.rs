@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, concurrently, field as n, key_path, local, metric, qkv_repair, random_value,
+    body_text, field as n, key_path, local, metric, put_all, qkv_repair, random_value,
     start_cluster, wait_converged, wait_status,
 };
 use quorumkv_tests::http::Api;
@@ -20,29 +20,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 
-const IN_FLIGHT: usize = 24;
 const ARGS: [&str; 4] = ["--hinted-handoff", "off", "--gossip-interval-ms", "200"];
-
-/// PUTs every item through `api` with `query`; fails unless all are 204.
-async fn put_all(api: &Api, items: &[(Vec<u8>, Vec<u8>)], query: &'static str) -> Result<()> {
-    let a = api.clone();
-    let statuses = concurrently(items.to_vec(), IN_FLIGHT, move |(k, v)| {
-        let api = a.clone();
-        async move {
-            match api.put(&key_path("default", &k, query), &v).await {
-                Ok(r) if r.status == 204 => None,
-                Ok(r) => Some(format!("{} {}", r.status, body_text(&r))),
-                Err(e) => Some(e.to_string()),
-            }
-        }
-    })
-    .await;
-    let failed: Vec<String> = statuses.into_iter().flatten().collect();
-    if !failed.is_empty() {
-        bail!("{} writes failed, e.g. {}", failed.len(), failed[0]);
-    }
-    Ok(())
-}
 
 /// Reads `key` through `api` for its context, then deletes with it.
 async fn delete_with_context(api: &Api, key: &[u8]) -> Result<()> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, concurrently, field as n, key_path, local, member, qkv_repair, random_value,
+    body_text, field as n, key_path, local, member, put_all, qkv_repair, random_value,
     start_cluster, wait_converged,
 };
 use quorumkv_tests::http::Api;
@@ -26,7 +26,6 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 
-const IN_FLIGHT: usize = 24;
 const ARGS: [&str; 4] = ["--hinted-handoff", "off", "--gossip-interval-ms", "200"];
 
 type Items = Vec<(Vec<u8>, Vec<u8>)>;
@@ -35,27 +34,6 @@ fn items(prefix: &str, count: usize, rng: &mut StdRng) -> Items {
     (0..count)
         .map(|i| (format!("{prefix}-{i}").into_bytes(), random_value(rng, 64)))
         .collect()
-}
-
-/// PUTs every item through `api` with `query`; fails unless all are 204.
-async fn put_all(api: &Api, items: &Items, query: &'static str) -> Result<()> {
-    let a = api.clone();
-    let statuses = concurrently(items.clone(), IN_FLIGHT, move |(k, v)| {
-        let api = a.clone();
-        async move {
-            match api.put(&key_path("default", &k, query), &v).await {
-                Ok(r) if r.status == 204 => None,
-                Ok(r) => Some(format!("{} {}", r.status, body_text(&r))),
-                Err(e) => Some(e.to_string()),
-            }
-        }
-    })
-    .await;
-    let failed: Vec<String> = statuses.into_iter().flatten().collect();
-    if !failed.is_empty() {
-        bail!("{} writes failed, e.g. {}", failed.len(), failed[0]);
-    }
-    Ok(())
 }
 
 /// Reads `key` through `api` (r=all) for its context, then PUTs `value`

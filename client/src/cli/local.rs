@@ -341,56 +341,18 @@ fn spawn(qkvd: &Path, spec: &NodeSpec) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {}", qkvd.display()))
 }
 
-/// Polls `/health` of every node until all answer, a child exits, or the
-/// deadline passes. On failure: the failing node and why.
-async fn wait_healthy(
+/// Asks every node in turn, through `check`, until it says yes (`Ok`),
+/// any child exits, or `deadline` passes. On failure: the failing node and
+/// why (`{id} did not {what} within N s: {last answer}`).
+async fn poll_each(
     specs: &[NodeSpec],
     children: &mut [Child],
     token: Option<&str>,
+    deadline: Duration,
+    what: &str,
+    check: impl AsyncFn(&Client) -> Result<(), String>,
 ) -> Result<(), (usize, String)> {
-    let until = Instant::now() + HEALTH_DEADLINE;
-    for (i, spec) in specs.iter().enumerate() {
-        let mut b = Client::builder(vec![format!("http://{}", spec.http)])
-            .timeout(Duration::from_secs(1))
-            .connect_timeout(Duration::from_millis(500));
-        if let Some(t) = token {
-            b = b.bearer_token(t);
-        }
-        let client = b.build().map_err(|e| (i, e.to_string()))?;
-        loop {
-            if let Ok(Some(status)) = children[i].try_wait() {
-                return Err((i, format!("qkvd {} exited ({status})", spec.id)));
-            }
-            let last = match client.health().await {
-                Ok(_) => break,
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= until {
-                return Err((
-                    i,
-                    format!(
-                        "{} did not answer /health within {} s: {last}",
-                        spec.id,
-                        HEALTH_DEADLINE.as_secs()
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
-/// Polls every node's member list until each sees every node `up` and
-/// `normal` (joined, its ranges streamed), a child exits, or the deadline
-/// passes: `/health` answers before a node has joined the ring, and a
-/// key request then would find too few replicas.
-async fn wait_joined(
-    specs: &[NodeSpec],
-    children: &mut [Child],
-    token: Option<&str>,
-) -> Result<(), (usize, String)> {
-    let until = Instant::now() + JOIN_DEADLINE;
+    let until = Instant::now() + deadline;
     for (i, spec) in specs.iter().enumerate() {
         let mut b = Client::builder(vec![format!("http://{}", spec.http)])
             .timeout(Duration::from_secs(1))
@@ -407,28 +369,17 @@ async fn wait_joined(
             {
                 return Err((j, format!("qkvd {} exited ({status})", specs[j].id)));
             }
-            let missing: Vec<String> = match client.members().await {
-                Ok(ms) => specs
-                    .iter()
-                    .filter(|s| {
-                        !ms.iter()
-                            .any(|m| m.id == s.id && m.status == "up" && m.state == "normal")
-                    })
-                    .map(|s| s.id.clone())
-                    .collect(),
-                Err(e) => vec![e.to_string()],
+            let last = match check(&client).await {
+                Ok(()) => break,
+                Err(e) => e,
             };
-            if missing.is_empty() {
-                break;
-            }
             if Instant::now() >= until {
                 return Err((
                     i,
                     format!(
-                        "{} did not see [{}] up and normal within {} s",
+                        "{} did not {what} within {} s: {last}",
                         spec.id,
-                        missing.join(", "),
-                        JOIN_DEADLINE.as_secs()
+                        deadline.as_secs()
                     ),
                 ));
             }
@@ -436,6 +387,59 @@ async fn wait_joined(
         }
     }
     Ok(())
+}
+
+/// Waits until every node answers `/health`.
+async fn wait_healthy(
+    specs: &[NodeSpec],
+    children: &mut [Child],
+    token: Option<&str>,
+) -> Result<(), (usize, String)> {
+    poll_each(
+        specs,
+        children,
+        token,
+        HEALTH_DEADLINE,
+        "answer /health",
+        async |c| c.health().await.map(|_| ()).map_err(|e| e.to_string()),
+    )
+    .await
+}
+
+/// Waits until every node sees every node `up` and `normal` (joined, its
+/// ranges streamed): `/health` answers before a node has joined the ring,
+/// and a key request then would find too few replicas.
+async fn wait_joined(
+    specs: &[NodeSpec],
+    children: &mut [Child],
+    token: Option<&str>,
+) -> Result<(), (usize, String)> {
+    let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
+    poll_each(
+        specs,
+        children,
+        token,
+        JOIN_DEADLINE,
+        "see every node up and normal",
+        async |c| {
+            let members = c.members().await.map_err(|e| e.to_string())?;
+            let missing: Vec<&str> = ids
+                .iter()
+                .filter(|id| {
+                    !members
+                        .iter()
+                        .any(|m| m.id == **id && m.status == "up" && m.state == "normal")
+                })
+                .map(String::as_str)
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not yet: {}", missing.join(", ")))
+            }
+        },
+    )
+    .await
 }
 
 fn ports_free(specs: &[NodeSpec]) -> anyhow::Result<()> {

@@ -383,3 +383,14 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Writes a client token file (`c-token`) and an admin token file
+/// (`a-token`) under `dir`; returns their paths, for
+/// `--client-tokens-file` and `--admin-token-file`.
+pub fn token_files(dir: &Path) -> Result<(String, String)> {
+    let client = dir.join("client");
+    let admin = dir.join("admin");
+    std::fs::write(&client, "c-token\n")?;
+    std::fs::write(&admin, "a-token\n")?;
+    Ok((client.display().to_string(), admin.display().to_string()))
+}

@@ -363,11 +363,7 @@ async fn unknown_routes_and_methods_are_4xx() -> Result<()> {
 #[tokio::test]
 async fn bearer_tokens_guard_every_route_but_health() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let client = dir.path().join("client");
-    let admin = dir.path().join("admin");
-    std::fs::write(&client, "c-token\n")?;
-    std::fs::write(&admin, "a-token\n")?;
-    let (client_s, admin_s) = (client.display().to_string(), admin.display().to_string());
+    let (client_s, admin_s) = quorumkv_tests::token_files(dir.path())?;
     let (_c, api) = single(&[
         "--client-tokens-file",
         &client_s,

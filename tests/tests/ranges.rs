@@ -98,11 +98,7 @@ async fn each_nodes_ranges_add_up_to_what_it_stores() -> Result<()> {
 #[tokio::test]
 async fn ranges_need_the_admin_token() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let client = dir.path().join("client");
-    let admin = dir.path().join("admin");
-    std::fs::write(&client, "c-token\n")?;
-    std::fs::write(&admin, "a-token\n")?;
-    let (client_s, admin_s) = (client.display().to_string(), admin.display().to_string());
+    let (client_s, admin_s) = quorumkv_tests::token_files(dir.path())?;
     let c = Cluster::start(vec![NodeSpec::new("n1").args([
         "--client-tokens-file",
         &client_s,

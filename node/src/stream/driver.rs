@@ -134,19 +134,7 @@ pub async fn decommission(node: &Arc<Node>) -> Result<Saved, ApiError> {
         node: me,
         started_ms: now_ms(),
     };
-    node.changes
-        .claim(&node.cluster, &change.id())
-        .map_err(conflict)?;
-    if let Err(e) = save(node.replica.store(), Some(&change)).await {
-        node.changes.release();
-        return Err(storage(e));
-    }
-    if let Err(e) = announce(node, vec![AppState::Status(Status::Leaving)]).await {
-        node.changes.release();
-        return Err(storage(e));
-    }
-    spawn_run(node, change.clone());
-    Ok(change)
+    begin(node, change, vec![AppState::Status(Status::Leaving)]).await
 }
 
 /// Starts removing `target`, a member that is down, on its behalf.
@@ -178,6 +166,21 @@ pub async fn removenode(node: &Arc<Node>, target: &str) -> Result<Saved, ApiErro
         node: target.to_string(),
         started_ms: now_ms(),
     };
+    begin(
+        node,
+        change,
+        vec![AppState::Custom(REMOVING.into(), target.into())],
+    )
+    .await
+}
+
+/// Claims `change` (one at a time), persists it, gossips `announce`, and
+/// runs it in the background; a failure before it runs releases the claim.
+async fn begin(
+    node: &Arc<Node>,
+    change: Saved,
+    announcement: Vec<AppState>,
+) -> Result<Saved, ApiError> {
     node.changes
         .claim(&node.cluster, &change.id())
         .map_err(conflict)?;
@@ -185,7 +188,7 @@ pub async fn removenode(node: &Arc<Node>, target: &str) -> Result<Saved, ApiErro
         node.changes.release();
         return Err(storage(e));
     }
-    if let Err(e) = announce(node, vec![AppState::Custom(REMOVING.into(), target.into())]).await {
+    if let Err(e) = announce(node, announcement).await {
         node.changes.release();
         return Err(storage(e));
     }

@@ -65,8 +65,10 @@ done
 # starts: nodes join one at a time.
 for u in "${urls[@]}"; do
     for _ in $(seq 600); do
-        ready=$(curl -sf "$u/cluster/members" | grep -o '"status":"up","state":"normal"' | wc -l || true)
-        [[ "$ready" -ge "$nodes" ]] && break
+        m=$(curl -sf "$u/cluster/members" || true)
+        up=$(grep -o '"status":"up"' <<<"$m" | wc -l)
+        normal=$(grep -o '"state":"normal"' <<<"$m" | wc -l)
+        [[ "$up" -ge "$nodes" && "$normal" -ge "$nodes" ]] && break
         sleep 0.1
     done
 done

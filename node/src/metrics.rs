@@ -128,6 +128,12 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     /// Hints not stored or thrown away, by reason.
     pub hints_dropped: Family<ReasonLabels, Counter>,
+    /// Internode frames written.
+    pub net_frames_sent: Counter,
+    /// Internode writes (flushes): frames sent / writes is the batching.
+    pub net_writes: Counter,
+    /// Internode frames received.
+    pub net_frames_received: Counter,
     /// Anti-entropy passes finished (manual and scheduled).
     pub repair_passes: Counter,
     /// Keys moved by anti-entropy, by direction.
@@ -242,6 +248,24 @@ impl Metrics {
             "Hints not stored (full, disabled) or expired unsent, by reason",
             hints_dropped.clone(),
         );
+        let net_frames_sent = Counter::default();
+        registry.register(
+            "net_frames_sent",
+            "Internode frames written",
+            net_frames_sent.clone(),
+        );
+        let net_writes = Counter::default();
+        registry.register(
+            "net_writes",
+            "Internode socket writes; frames sent per write is how well messages are batched",
+            net_writes.clone(),
+        );
+        let net_frames_received = Counter::default();
+        registry.register(
+            "net_frames_received",
+            "Internode frames received",
+            net_frames_received.clone(),
+        );
         let repair_passes = Counter::default();
         registry.register(
             "repair_passes",
@@ -305,6 +329,9 @@ impl Metrics {
             hints_written,
             hints_delivered,
             hints_dropped,
+            net_frames_sent,
+            net_writes,
+            net_frames_received,
             hint_sync: std::sync::Mutex::new(()),
             registry,
             requests,
@@ -353,7 +380,6 @@ impl Metrics {
                 .get_or_create(&TargetLabels { target: t.clone() })
                 .set(*n as i64);
         }
-        let catch_up = |c: &Counter, total: u64| c.inc_by(total.saturating_sub(c.get()));
         catch_up(&self.hints_written, stats.written);
         catch_up(&self.hints_delivered, stats.delivered);
         for (reason, total) in [
@@ -366,6 +392,14 @@ impl Metrics {
                 total,
             );
         }
+    }
+
+    /// Refreshes the transport's figures from its counters.
+    pub fn sync_net(&self, c: &crate::net::Counters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        catch_up(&self.net_frames_sent, c.sent.load(Relaxed));
+        catch_up(&self.net_writes, c.writes.load(Relaxed));
+        catch_up(&self.net_frames_received, c.received.load(Relaxed));
     }
 
     /// Counts one read repair.
@@ -383,6 +417,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Moves a counter mirrored from a running total up to that total.
+fn catch_up(c: &Counter, total: u64) {
+    c.inc_by(total.saturating_sub(c.get()));
 }
 
 #[cfg(test)]
@@ -405,5 +444,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("qkv_lww_dropped_versions_total 1"), "{text}");
+    }
+
+    #[test]
+    fn transport_figures_follow_the_counters() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = Metrics::new();
+        let c = crate::net::Counters::default();
+        c.sent.store(12, Relaxed);
+        c.writes.store(3, Relaxed);
+        m.sync_net(&c);
+        c.sent.store(20, Relaxed);
+        m.sync_net(&c);
+        let text = m.render();
+        assert!(text.contains("qkv_net_frames_sent_total 20"), "{text}");
+        assert!(text.contains("qkv_net_writes_total 3"), "{text}");
+        assert!(text.contains("qkv_net_frames_received_total 0"), "{text}");
     }
 }

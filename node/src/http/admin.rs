@@ -141,6 +141,9 @@ pub fn metrics(node: &Node, req: &Request) -> Reply {
         &node.cluster.others(),
         &node.hints.stats(),
     );
+    if let Some(net) = node.peers.net() {
+        node.metrics.sync_net(net.counters());
+    }
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -237,6 +237,9 @@ impl Config {
 pub struct Counters {
     /// Frames written.
     pub sent: AtomicU64,
+    /// Batches of frames written (one flush each): `sent / writes` is
+    /// how many frames share a write.
+    pub writes: AtomicU64,
     /// Frames received and dispatched.
     pub received: AtomicU64,
     /// Messages dropped because a send queue was full.

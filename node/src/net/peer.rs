@@ -167,6 +167,12 @@ pub(super) async fn pump(
         tokio::select! {
             m = rx.recv() => {
                 let Some(env) = m else { return Ok(()) };
+                // Let the tasks that are ready run before writing: each
+                // queues its own message, and they then share one write
+                // (and one wake-up of the peer) instead of a write each.
+                // Without this, tokio runs this task right after the one
+                // that woke it, and the queue rarely holds more than one.
+                tokio::task::yield_now().await;
                 let mut n = 0;
                 let batch = std::iter::once(env).chain(std::iter::from_fn(|| rx.try_recv().ok()));
                 for env in batch {
@@ -177,6 +183,7 @@ pub(super) async fn pump(
                 }
                 sink.flush().await?;
                 net.counters.sent.fetch_add(n, Relaxed);
+                net.counters.writes.fetch_add(1, Relaxed);
             }
             f = stream.next() => match f {
                 Some(Ok(frame)) => net.dispatch(peer, &frame, side),

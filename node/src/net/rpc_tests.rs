@@ -154,6 +154,41 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
     assert_eq!(a.pending_calls(), 0);
 }
 
+/// Calls made by tasks that are ready together leave in one write, not
+/// one each: the sending task lets them queue before it writes (with one
+/// worker, tokio would otherwise run it right after the first caller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn calls_ready_together_share_a_write() {
+    let a = start("a", None, |_| {}).await;
+    let b = start("b", None, |_| {}).await;
+    let (runs, _parked) = serve(&b);
+    let to = addr(&b);
+    // Connected first, so that the batch below is not the handshake's.
+    let first = a.call(&to, read("echo", 0), LONG).await;
+    assert!(matches!(first, Ok(Response::Digest(Some(0)))), "{first:?}");
+    let before = (
+        a.counters().sent.load(Relaxed),
+        a.counters().writes.load(Relaxed),
+    );
+    let tasks: Vec<_> = (1..=100u64)
+        .map(|n| {
+            let (a, to) = (a.clone(), to.clone());
+            tokio::spawn(async move { a.call(&to, read("echo", n), LONG).await })
+        })
+        .collect();
+    for (n, t) in (1u64..).zip(tasks) {
+        match t.await.expect("task") {
+            Ok(Response::Digest(Some(d))) if d == n => {}
+            other => panic!("call {n} got {other:?}"),
+        }
+    }
+    let sent = a.counters().sent.load(Relaxed) - before.0;
+    let writes = a.counters().writes.load(Relaxed) - before.1;
+    assert_eq!(sent, 100);
+    assert!(writes * 4 <= sent, "{sent} frames took {writes} writes");
+    assert_eq!(runs.load(Relaxed), 101);
+}
+
 #[tokio::test]
 async fn a_slow_handler_times_out_and_leaves_nothing_pending() {
     let a = start("a", None, |_| {}).await;

@@ -227,6 +227,13 @@ pub struct Args {
     #[arg(long, env = "QKV_REPAIR_BYTES_PER_SEC", value_name = "BYTES")]
     pub repair_bytes_per_sec: Option<u64>,
 
+    /// Memory for the cache of the versions this node wrote or merged
+    /// since it started, which reads and read-modify-writes use instead of
+    /// searching the storage engine; 0 turns it off, 0..=1048576
+    /// [default: 64]
+    #[arg(long, env = "QKV_ROW_CACHE_MB", value_name = "MIB")]
+    pub row_cache_mb: Option<u64>,
+
     /// Hinted handoff: keep writes for replicas that are down or late and
     /// deliver them when the replica is back [default: on]
     #[arg(long, env = "QKV_HINTED_HANDOFF", value_enum)]
@@ -346,6 +353,8 @@ pub struct Config {
     pub tombstone_grace: Duration,
     /// Repair throttle, bytes/s (`--repair-bytes-per-sec`).
     pub repair_bytes_per_sec: u64,
+    /// Row cache capacity in bytes (`--row-cache-mb`; 0: off).
+    pub row_cache_bytes: u64,
     /// Whether hints are written.
     pub hinted_handoff: bool,
     /// Hints older than this are dropped.
@@ -565,6 +574,12 @@ impl Config {
                 1024,
                 1 << 40,
             )?,
+            row_cache_bytes: in_range(
+                "--row-cache-mb",
+                pick!(row_cache_mb).unwrap_or(64),
+                0,
+                1 << 20,
+            )? << 20,
             read_digests: pick!(read_digests).unwrap_or(Switch::Off) == Switch::On,
             hinted_handoff: pick!(hinted_handoff).unwrap_or(Switch::On) == Switch::On,
             max_hint_window: Duration::from_secs(in_range(

@@ -118,7 +118,8 @@ impl Node {
         )
         .map_err(storage)?;
         let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
-        let replica = Replica::open(id.clone(), actor, store).map_err(storage)?;
+        let replica = Replica::with_row_cache(id.clone(), actor, store, config.row_cache_bytes)
+            .map_err(storage)?;
         let cluster = Cluster::single(
             LocalNode {
                 id,

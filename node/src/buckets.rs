@@ -304,10 +304,14 @@ impl Buckets {
         if self.read().get(name).is_some_and(|s| s.has_data) {
             return Ok(false);
         }
-        let (props, updated_ms) = match self.read().get(name) {
-            Some(s) => (s.props.clone(), s.updated_ms),
-            None => (self.props_for_keys(name), 0),
-        };
+        // The guard must be gone before `props_for_keys` reads again: a
+        // second read lock on this thread waits behind a queued writer
+        // (another first write's `persist`), which waits for the first one.
+        let known = self
+            .read()
+            .get(name)
+            .map(|s| (s.props.clone(), s.updated_ms));
+        let (props, updated_ms) = known.unwrap_or_else(|| (self.props_for_keys(name), 0));
         let stored = Stored {
             props,
             has_data: true,

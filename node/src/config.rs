@@ -576,7 +576,7 @@ impl Config {
             )?,
             row_cache_bytes: in_range(
                 "--row-cache-mb",
-                pick!(row_cache_mb).unwrap_or(64),
+                pick!(row_cache_mb).unwrap_or(crate::replica::DEFAULT_ROW_CACHE_BYTES >> 20),
                 0,
                 1 << 20,
             )? << 20,

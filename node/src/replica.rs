@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::buckets::Conflicts;
-use crate::storage::{StorageError, Store};
+use crate::storage::{StorageError, Store, data_key};
 use crate::version::{Clock, Context, Dvvs, Timestamp, Value};
 
 const STRIPES: usize = 4096;
@@ -45,8 +45,8 @@ impl quick_cache::Weighter<Vec<u8>, Arc<[u8]>> for ByBytes {
     }
 }
 
-/// The encoded versions of recently written keys, by `bucket NUL key`
-/// (see the module docs for when it is filled and emptied).
+/// The encoded versions of recently written keys, by their storage key
+/// ([`data_key`]; see the module docs for when it is filled and emptied).
 struct RowCache(Option<quick_cache::sync::Cache<Vec<u8>, Arc<[u8]>, ByBytes>>);
 
 impl RowCache {
@@ -59,27 +59,19 @@ impl RowCache {
         }))
     }
 
-    fn key(bucket: &str, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
-        k.extend_from_slice(bucket.as_bytes());
-        k.push(0);
-        k.extend_from_slice(key);
-        k
-    }
-
     fn get(&self, bucket: &str, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.0.as_ref()?.get(&Self::key(bucket, key))
+        self.0.as_ref()?.get(&data_key(bucket, key))
     }
 
     fn put(&self, bucket: &str, key: &[u8], bytes: Arc<[u8]>) {
         if let Some(c) = &self.0 {
-            c.insert(Self::key(bucket, key), bytes);
+            c.insert(data_key(bucket, key), bytes);
         }
     }
 
     fn forget(&self, bucket: &str, key: &[u8]) {
         if let Some(c) = &self.0 {
-            c.remove(&Self::key(bucket, key));
+            c.remove(&data_key(bucket, key));
         }
     }
 }
@@ -215,18 +207,21 @@ impl Replica {
     /// The stored versions and their encoded size (what the byte counters
     /// need, without encoding the object again).
     fn read_sized(&self, bucket: &str, key: &[u8]) -> Result<Option<(Dvvs, usize)>, StorageError> {
-        let cached = self.cache.get(bucket, key);
-        let stored = match &cached {
-            Some(_) => None,
-            None => self.store.get(bucket, key)?,
-        };
-        match cached.as_deref().or(stored.as_deref()) {
-            None => Ok(None),
-            Some(bytes) => Dvvs::decode(bytes)
-                .map(|object| Some((object, bytes.len())))
+        let decode = |bytes: &[u8]| {
+            Dvvs::decode(bytes)
+                .map(|object| (object, bytes.len()))
                 .map_err(|e| {
                     StorageError::Corrupt(format!("stored versions of a key in {bucket}: {e}"))
-                }),
+                })
+        };
+        match self.cache.get(bucket, key) {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => self
+                .store
+                .get(bucket, key)?
+                .as_deref()
+                .map(decode)
+                .transpose(),
         }
     }
 
@@ -310,14 +305,14 @@ impl Replica {
     /// the stored bytes freed (0: nothing was stored).
     pub async fn forget(&self, bucket: &str, key: &[u8]) -> Result<u64, StorageError> {
         let _guard = self.stripe(bucket, key).lock().await;
-        let Some((_, size)) = self.read_sized(bucket, key)? else {
+        let Some(old) = self.store.get(bucket, key)? else {
             return Ok(0);
         };
         self.cache.forget(bucket, key);
         self.store.delete(bucket, key).await?;
         self.keys.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(size as i64, Ordering::Relaxed);
-        Ok(size as u64)
+        self.bytes.fetch_sub(old.len() as i64, Ordering::Relaxed);
+        Ok(old.len() as u64)
     }
 
     /// Removes the key from storage if its versions still have `digest`

@@ -16,18 +16,19 @@
 //! replica wrote or merged since it started, so that reads and the read of
 //! a read-modify-write skip the storage engine's search (its memtable
 //! skiplist was the largest user-space cost of a request). It is filled
-//! only by successful writes, under the key's lock, and emptied for a key
-//! *before* its write starts: a write whose future is dropped half-way (a
-//! deadline) leaves no entry, and reads fall back to storage, which is the
-//! truth. Reads never fill it: an unlocked read that filled it could put a
-//! value back that a concurrent write had just replaced.
+//! only by successful writes, under the key's lock, and a write that does
+//! not complete — it fails, or its future is dropped half-way at a
+//! deadline — empties the key's entry ([`Pending`]), so reads fall back to
+//! storage, which is the truth. Reads never fill it: an unlocked read that
+//! filled it could put a value back that a concurrent write had just
+//! replaced.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::buckets::Conflicts;
-use crate::storage::{StorageError, Store, data_key};
+use crate::storage::{DataKey, StorageError, Store};
 use crate::version::{Clock, Context, Dvvs, Timestamp, Value};
 
 const STRIPES: usize = 4096;
@@ -59,19 +60,46 @@ impl RowCache {
         }))
     }
 
-    fn get(&self, bucket: &str, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.0.as_ref()?.get(&data_key(bucket, key))
+    fn get(&self, key: &DataKey) -> Option<Arc<[u8]>> {
+        self.0.as_ref()?.get(key.as_bytes())
     }
 
-    fn put(&self, bucket: &str, key: &[u8], bytes: Arc<[u8]>) {
+    fn forget(&self, key: &DataKey) {
         if let Some(c) = &self.0 {
-            c.insert(data_key(bucket, key), bytes);
+            c.remove(key.as_bytes());
         }
     }
 
-    fn forget(&self, bucket: &str, key: &[u8]) {
-        if let Some(c) = &self.0 {
-            c.remove(&data_key(bucket, key));
+    /// Starts a write of `key`: see [`Pending`].
+    fn pending<'a>(&'a self, key: &'a DataKey) -> Pending<'a> {
+        Pending {
+            cache: self,
+            key: Some(key),
+        }
+    }
+}
+
+/// A write of one key in progress: unless [`Pending::done`] records what
+/// it stored, dropping it (the write failed, or its future was dropped)
+/// empties the key's cache entry, which may no longer match storage.
+struct Pending<'a> {
+    cache: &'a RowCache,
+    key: Option<&'a DataKey>,
+}
+
+impl Pending<'_> {
+    /// The write is durable: cache what it stored.
+    fn done(mut self, bytes: Arc<[u8]>) {
+        if let (Some(c), Some(key)) = (&self.cache.0, self.key.take()) {
+            c.insert(key.as_bytes().to_vec(), bytes);
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.cache.forget(key);
         }
     }
 }
@@ -194,19 +222,23 @@ impl Replica {
         )
     }
 
-    fn stripe(&self, bucket: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
-        let t = quorumkv_ring::token_of(bucket.as_bytes(), key);
-        &self.locks[(t % STRIPES as u64) as usize]
+    fn stripe(&self, key: &DataKey) -> &tokio::sync::Mutex<()> {
+        &self.locks[(key.token() % STRIPES as u64) as usize]
     }
 
     /// The versions this node stores for a key.
     pub fn read(&self, bucket: &str, key: &[u8]) -> Result<Option<Dvvs>, StorageError> {
-        Ok(self.read_sized(bucket, key)?.map(|(object, _)| object))
+        let k = DataKey::new(bucket, key)?;
+        Ok(self.read_sized(bucket, &k)?.map(|(object, _)| object))
     }
 
     /// The stored versions and their encoded size (what the byte counters
     /// need, without encoding the object again).
-    fn read_sized(&self, bucket: &str, key: &[u8]) -> Result<Option<(Dvvs, usize)>, StorageError> {
+    fn read_sized(
+        &self,
+        bucket: &str,
+        key: &DataKey,
+    ) -> Result<Option<(Dvvs, usize)>, StorageError> {
         let decode = |bytes: &[u8]| {
             Dvvs::decode(bytes)
                 .map(|object| (object, bytes.len()))
@@ -214,14 +246,9 @@ impl Replica {
                     StorageError::Corrupt(format!("stored versions of a key in {bucket}: {e}"))
                 })
         };
-        match self.cache.get(bucket, key) {
+        match self.cache.get(key) {
             Some(bytes) => decode(&bytes).map(Some),
-            None => self
-                .store
-                .get(bucket, key)?
-                .as_deref()
-                .map(decode)
-                .transpose(),
+            None => self.store.get_at(key)?.as_deref().map(decode).transpose(),
         }
     }
 
@@ -248,8 +275,9 @@ impl Replica {
         mutation: Mutation,
         conflicts: Conflicts,
     ) -> Result<WriteOutcome, StorageError> {
-        let _guard = self.stripe(bucket, key).lock().await;
-        let (old, old_size) = self.read_sized(bucket, key)?.unzip();
+        let k = DataKey::new(bucket, key)?;
+        let _guard = self.stripe(&k).lock().await;
+        let (old, old_size) = self.read_sized(bucket, &k)?.unzip();
         let mut object = old.unwrap_or_default();
         let ts = self.now_after(object.max_timestamp());
         let value = match mutation {
@@ -261,7 +289,7 @@ impl Replica {
             Conflicts::Lww => object.resolve_lww(),
             Conflicts::Siblings => 0,
         };
-        self.persist(bucket, key, &object, old_size).await?;
+        self.persist(&k, &object, old_size).await?;
         Ok(WriteOutcome {
             object,
             lww_dropped,
@@ -277,8 +305,9 @@ impl Replica {
         remote: &Dvvs,
         conflicts: Conflicts,
     ) -> Result<WriteOutcome, StorageError> {
-        let _guard = self.stripe(bucket, key).lock().await;
-        let (old, old_size) = self.read_sized(bucket, key)?.unzip();
+        let k = DataKey::new(bucket, key)?;
+        let _guard = self.stripe(&k).lock().await;
+        let (old, old_size) = self.read_sized(bucket, &k)?.unzip();
         if let Some(t) = remote.max_timestamp() {
             let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
             clock.observe(t, wall_ms());
@@ -292,7 +321,7 @@ impl Replica {
             Conflicts::Siblings => 0,
         };
         if old.as_ref() != Some(&object) {
-            self.persist(bucket, key, &object, old_size).await?;
+            self.persist(&k, &object, old_size).await?;
         }
         Ok(WriteOutcome {
             object,
@@ -304,12 +333,13 @@ impl Replica {
     /// change), under the key's lock, keeping the counters right. Returns
     /// the stored bytes freed (0: nothing was stored).
     pub async fn forget(&self, bucket: &str, key: &[u8]) -> Result<u64, StorageError> {
-        let _guard = self.stripe(bucket, key).lock().await;
-        let Some(old) = self.store.get(bucket, key)? else {
+        let k = DataKey::new(bucket, key)?;
+        let _guard = self.stripe(&k).lock().await;
+        let Some(old) = self.store.get_at(&k)? else {
             return Ok(0);
         };
-        self.cache.forget(bucket, key);
-        self.store.delete(bucket, key).await?;
+        self.cache.forget(&k);
+        self.store.delete_at(&k).await?;
         self.keys.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(old.len() as i64, Ordering::Relaxed);
         Ok(old.len() as u64)
@@ -319,15 +349,16 @@ impl Replica {
     /// (what purge decided on): a write or merge that changed them since
     /// keeps the key. Returns whether it was removed.
     pub async fn purge(&self, bucket: &str, key: &[u8], digest: u64) -> Result<bool, StorageError> {
-        let _guard = self.stripe(bucket, key).lock().await;
-        let Some((object, size)) = self.read_sized(bucket, key)? else {
+        let k = DataKey::new(bucket, key)?;
+        let _guard = self.stripe(&k).lock().await;
+        let Some((object, size)) = self.read_sized(bucket, &k)? else {
             return Ok(false);
         };
         if object.digest() != digest {
             return Ok(false);
         }
-        self.cache.forget(bucket, key);
-        self.store.delete(bucket, key).await?;
+        self.cache.forget(&k);
+        self.store.delete_at(&k).await?;
         self.keys.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(size as i64, Ordering::Relaxed);
         Ok(true)
@@ -335,17 +366,16 @@ impl Replica {
 
     async fn persist(
         &self,
-        bucket: &str,
-        key: &[u8],
+        key: &DataKey,
         object: &Dvvs,
         old_size: Option<usize>,
     ) -> Result<(), StorageError> {
         let bytes = object.encode();
         let new_size = bytes.len() as i64;
         let cached: Arc<[u8]> = bytes.as_slice().into();
-        self.cache.forget(bucket, key);
-        self.store.put(bucket, key, bytes).await?;
-        self.cache.put(bucket, key, cached);
+        let pending = self.cache.pending(key);
+        self.store.put_at(key, bytes).await?;
+        pending.done(cached);
         match old_size {
             None => {
                 self.keys.fetch_add(1, Ordering::Relaxed);
@@ -444,12 +474,73 @@ mod tests {
         assert_eq!(r.stored(), (0, 0));
     }
 
+    /// Open or shut; writes wait while it is shut.
+    #[derive(Default)]
+    struct Gate {
+        shut: Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn set(&self, shut: bool) {
+            *self.shut.lock().unwrap_or_else(|p| p.into_inner()) = shut;
+            self.opened.notify_all();
+        }
+    }
+
+    /// A memory engine whose writes wait while its gate is shut: a write
+    /// can be caught between its start and its commit.
+    struct Gated {
+        inner: crate::storage::MemoryEngine,
+        gate: Arc<Gate>,
+    }
+
+    impl crate::storage::Engine for Gated {
+        fn get(
+            &self,
+            p: crate::storage::Partition,
+            key: &[u8],
+        ) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(p, key)
+        }
+        fn apply(&self, ops: Vec<crate::storage::Op>) -> Result<(), StorageError> {
+            let shut = self.gate.shut.lock().unwrap_or_else(|p| p.into_inner());
+            let _open = self
+                .gate
+                .opened
+                .wait_while(shut, |shut| *shut)
+                .unwrap_or_else(|p| p.into_inner());
+            self.inner.apply(ops)
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+        fn scan(
+            &self,
+            p: crate::storage::Partition,
+            start: &[u8],
+            end: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<crate::storage::KvPairs, StorageError> {
+            self.inner.scan(p, start, end, limit)
+        }
+        fn close(&self) -> Result<(), StorageError> {
+            self.inner.close()
+        }
+    }
+
     /// A write dropped while it waits for its commit (a deadline) may
     /// still reach storage: the cache must not keep serving the value it
     /// replaced.
     #[tokio::test]
     async fn a_write_dropped_mid_commit_leaves_no_stale_cache_entry() {
-        let store = Store::memory();
+        let gate = Arc::new(Gate::default());
+        let engine = Gated {
+            inner: crate::storage::MemoryEngine::new(),
+            gate: gate.clone(),
+        };
+        let store =
+            Store::with_engine(Arc::new(engine), crate::storage::SyncMode::Always).expect("store");
         let r = Replica::open("n1".into(), "n1".into(), store.clone()).expect("open");
         let first = r
             .write("b", b"k", &Context::new(), put("v1"), Conflicts::Siblings)
@@ -459,13 +550,16 @@ mod tests {
             live(&r.read("b", b"k").expect("read").expect("some")),
             [b"v1".to_vec()]
         );
+        gate.set(true);
         {
             let ctx = first.object.context();
             let second = r.write("b", b"k", &ctx, put("v2"), Conflicts::Siblings);
             let mut second = std::pin::pin!(second);
-            // One poll queues the commit; then the future is dropped.
-            let _ = futures::poll!(second.as_mut());
+            // One poll queues the commit, which waits at the gate; then the
+            // future is dropped.
+            assert!(futures::poll!(second.as_mut()).is_pending());
         }
+        gate.set(false);
         // Wait until the commit has reached storage.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {

@@ -30,6 +30,38 @@ pub fn data_key(bucket: &str, key: &[u8]) -> Vec<u8> {
     data_key_at(token_of(bucket.as_bytes(), key), bucket, key)
 }
 
+/// A key's data-partition key, built once with its bucket checked: a
+/// replica uses one for the key's lock stripe, its row cache entry and the
+/// engine, instead of hashing and encoding the key for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKey {
+    token: Token,
+    bytes: Vec<u8>,
+}
+
+impl DataKey {
+    /// The data key of `key` in `bucket`; an invalid bucket name is
+    /// refused as [`StorageError::InvalidKey`].
+    pub fn new(bucket: &str, key: &[u8]) -> Result<DataKey, StorageError> {
+        check_bucket(bucket)?;
+        let token = token_of(bucket.as_bytes(), key);
+        Ok(DataKey {
+            token,
+            bytes: data_key_at(token, bucket, key),
+        })
+    }
+
+    /// The key's ring token.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The encoded key, as the engine stores it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// The data-partition key layout with the token given: for keys read back
 /// from storage, whose scans must resume in the engine's order from the
 /// token as stored.

@@ -97,7 +97,7 @@ pub use self::commit::{CommitStats, MAX_GROUP_BYTES, MAX_GROUP_WRITES, MIN_FLUSH
 pub use self::engine::{Engine, KvPairs, Op, Partition};
 pub use self::error::StorageError;
 pub use self::fjall::{CACHE_BYTES, FjallEngine};
-pub use self::keys::{MAX_ENGINE_KEY_LEN, data_key, decode_data_key};
+pub use self::keys::{DataKey, MAX_ENGINE_KEY_LEN, data_key, decode_data_key};
 pub use self::memory::MemoryEngine;
 pub use quorumkv_ring::Token;
 
@@ -242,19 +242,25 @@ impl Store {
 
     /// Reads the value stored for `key` in `bucket`.
     pub fn get(&self, bucket: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        keys::check_bucket(bucket)?;
-        self.inner
-            .engine
-            .get(Partition::Data, &data_key(bucket, key))
+        self.get_at(&DataKey::new(bucket, key)?)
+    }
+
+    /// [`Store::get`] with the data key built.
+    pub fn get_at(&self, key: &DataKey) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.engine.get(Partition::Data, key.as_bytes())
     }
 
     /// Stores `value` for `key` in `bucket`; durable per the sync mode when
     /// it returns `Ok` (see the module docs).
     pub async fn put(&self, bucket: &str, key: &[u8], value: Vec<u8>) -> Result<(), StorageError> {
-        keys::check_bucket(bucket)?;
+        self.put_at(&DataKey::new(bucket, key)?, value).await
+    }
+
+    /// [`Store::put`] with the data key built.
+    pub async fn put_at(&self, key: &DataKey, value: Vec<u8>) -> Result<(), StorageError> {
         self.write(vec![Op::Put {
             partition: Partition::Data,
-            key: data_key(bucket, key),
+            key: key.as_bytes().to_vec(),
             value,
         }])
         .await
@@ -264,10 +270,14 @@ impl Store {
     /// [`Store::put`]. (Replica deletes are tombstone versions written with
     /// `put`; this removes the entry itself, e.g. when a tombstone is purged.)
     pub async fn delete(&self, bucket: &str, key: &[u8]) -> Result<(), StorageError> {
-        keys::check_bucket(bucket)?;
+        self.delete_at(&DataKey::new(bucket, key)?).await
+    }
+
+    /// [`Store::delete`] with the data key built.
+    pub async fn delete_at(&self, key: &DataKey) -> Result<(), StorageError> {
         self.write(vec![Op::Delete {
             partition: Partition::Data,
-            key: data_key(bucket, key),
+            key: key.as_bytes().to_vec(),
         }])
         .await
     }

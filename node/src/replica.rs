@@ -89,8 +89,8 @@ struct Pending<'a> {
 
 impl Pending<'_> {
     /// The write is durable: cache what it stored.
-    fn done(mut self, bytes: Arc<[u8]>) {
-        if let (Some(c), Some(key)) = (&self.cache.0, self.key.take()) {
+    fn done(mut self, bytes: Option<Arc<[u8]>>) {
+        if let (Some(c), Some(key), Some(bytes)) = (&self.cache.0, self.key.take(), bytes) {
             c.insert(key.as_bytes().to_vec(), bytes);
         }
     }
@@ -372,7 +372,8 @@ impl Replica {
     ) -> Result<(), StorageError> {
         let bytes = object.encode();
         let new_size = bytes.len() as i64;
-        let cached: Arc<[u8]> = bytes.as_slice().into();
+        // The store takes the bytes; the cache (when there is one) a copy.
+        let cached = self.cache.0.as_ref().map(|_| Arc::from(bytes.as_slice()));
         let pending = self.cache.pending(key);
         self.store.put_at(key, bytes).await?;
         pending.done(cached);

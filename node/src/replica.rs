@@ -12,97 +12,33 @@
 //! store's group commit). The lock is a tokio mutex because it is held
 //! across the `.await` of the durable write.
 //!
-//! A row cache ([`RowCache`]) keeps the encoded versions of the keys this
+//! A row cache ([`cache::RowCache`]) keeps the encoded versions of the keys this
 //! replica wrote or merged since it started, so that reads and the read of
 //! a read-modify-write skip the storage engine's search (its memtable
 //! skiplist was the largest user-space cost of a request). It is filled
 //! only by successful writes, under the key's lock, and a write that does
 //! not complete — it fails, or its future is dropped half-way at a
-//! deadline — empties the key's entry ([`Pending`]), so reads fall back to
+//! deadline — empties the key's entry ([`cache::Pending`]), so reads fall back to
 //! storage, which is the truth. Reads never fill it: an unlocked read that
 //! filled it could put a value back that a concurrent write had just
 //! replaced.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::buckets::Conflicts;
 use crate::storage::{DataKey, StorageError, Store};
 use crate::version::{Clock, Context, Dvvs, Timestamp, Value};
 
+mod cache;
+
+use cache::RowCache;
+
 const STRIPES: usize = 4096;
 
 /// Default row cache capacity (`--row-cache-mb`).
 pub const DEFAULT_ROW_CACHE_BYTES: u64 = 64 << 20;
-
-/// Charges an entry its key and value bytes plus a fixed overhead.
-#[derive(Clone)]
-struct ByBytes;
-
-impl quick_cache::Weighter<Vec<u8>, Arc<[u8]>> for ByBytes {
-    fn weight(&self, key: &Vec<u8>, val: &Arc<[u8]>) -> u64 {
-        (key.len() + val.len() + 64) as u64
-    }
-}
-
-/// The encoded versions of recently written keys, by their storage key
-/// ([`data_key`]; see the module docs for when it is filled and emptied).
-struct RowCache(Option<quick_cache::sync::Cache<Vec<u8>, Arc<[u8]>, ByBytes>>);
-
-impl RowCache {
-    fn new(bytes: u64) -> RowCache {
-        RowCache((bytes > 0).then(|| {
-            // Items are ~200 bytes in the common case; the estimate only
-            // sizes the table up front.
-            let items = (bytes / 256).clamp(1024, 1 << 22) as usize;
-            quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes)
-        }))
-    }
-
-    fn get(&self, key: &DataKey) -> Option<Arc<[u8]>> {
-        self.0.as_ref()?.get(key.as_bytes())
-    }
-
-    fn forget(&self, key: &DataKey) {
-        if let Some(c) = &self.0 {
-            c.remove(key.as_bytes());
-        }
-    }
-
-    /// Starts a write of `key`: see [`Pending`].
-    fn pending<'a>(&'a self, key: &'a DataKey) -> Pending<'a> {
-        Pending {
-            cache: self,
-            key: Some(key),
-        }
-    }
-}
-
-/// A write of one key in progress: unless [`Pending::done`] records what
-/// it stored, dropping it (the write failed, or its future was dropped)
-/// empties the key's cache entry, which may no longer match storage.
-struct Pending<'a> {
-    cache: &'a RowCache,
-    key: Option<&'a DataKey>,
-}
-
-impl Pending<'_> {
-    /// The write is durable: cache what it stored.
-    fn done(mut self, bytes: Option<Arc<[u8]>>) {
-        if let (Some(c), Some(key), Some(bytes)) = (&self.cache.0, self.key.take(), bytes) {
-            c.insert(key.as_bytes().to_vec(), bytes);
-        }
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.cache.forget(key);
-        }
-    }
-}
 
 /// What a client asked to store: a value, or a deletion.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -247,7 +183,7 @@ impl Replica {
                 })
         };
         match self.cache.get(key) {
-            Some(bytes) => decode(&bytes).map(Some),
+            Some(bytes) => decode(&bytes[..]).map(Some),
             None => self.store.get_at(key)?.as_deref().map(decode).transpose(),
         }
     }
@@ -373,10 +309,10 @@ impl Replica {
         let bytes = object.encode();
         let new_size = bytes.len() as i64;
         // The store takes the bytes; the cache (when there is one) a copy.
-        let cached = self.cache.0.as_ref().map(|_| Arc::from(bytes.as_slice()));
+        let entry = self.cache.entry(key, &bytes);
         let pending = self.cache.pending(key);
         self.store.put_at(key, bytes).await?;
-        pending.done(cached);
+        pending.done(entry);
         match old_size {
             None => {
                 self.keys.fetch_add(1, Ordering::Relaxed);
@@ -393,6 +329,8 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use proptest::prelude::*;
 
     use super::*;

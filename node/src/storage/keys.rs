@@ -51,6 +51,16 @@ impl DataKey {
         })
     }
 
+    /// A data key under a chosen token, to test what happens when two
+    /// keys share one.
+    #[cfg(test)]
+    pub fn with_token_for_tests(token: Token, bucket: &str, key: &[u8]) -> DataKey {
+        DataKey {
+            token,
+            bytes: data_key_at(token, bucket, key),
+        }
+    }
+
     /// The key's ring token.
     pub fn token(&self) -> Token {
         self.token

@@ -318,13 +318,6 @@ async fn coordinate(
         node: n.clone(),
         hint_for: None,
     }));
-    if others.is_empty() && required <= 1 {
-        // This node is the only target (N=1): nothing to wait for.
-        note(&a.trace, || {
-            format!("1 of {required} acknowledgements: answering")
-        });
-        return Ok((object, 1));
-    }
     let (tx, mut rx) = mpsc::channel(others.len().max(1));
     for t in &others {
         tokio::spawn(replicate(

@@ -1,46 +1,30 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of two qkvd builds on this 2-core machine: a fresh
-# single node (N=1, --sync periodic) per run, pinned to core 1, the load
-# generator on core 0, builds alternating A B A B... so that the machine's
-# slow drifts hit both alike. No ceiling: the node saturates its core, so
+# Side-by-side comparison of two qkvd builds on this 2-core machine: runs
+# `bench.sh periodic` without the ceiling (a fresh single node per run,
+# pinned as there) for each build in turn, A B A B..., so that the
+# machine's slow drifts hit both alike. The node saturates its core, so
 # ops/s and CPU per request compare the builds directly.
 #
 #   client/scripts/ab.sh OLD_QKVD NEW_QKVD [rounds (default 6)]
 #
 # A build can be a wrapper script that sets environment variables and
 # `exec`s a qkvd. Prints each run, then the medians and the per-round
-# NEW/OLD ratios. Uses the qkv next to this checkout's release target
-# (QKV overrides).
+# NEW/OLD ratios. Uses the qkv of this checkout's release target (QKV
+# overrides).
 set -euo pipefail
 
 a=${1:?usage: $0 OLD_QKVD NEW_QKVD [rounds]}
 b=${2:?usage: $0 OLD_QKVD NEW_QKVD [rounds]}
 rounds=${3:-6}
-root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+here=$(dirname "$0")
+root=$(git -C "$here" rev-parse --show-toplevel)
 qkv=${QKV:-${CARGO_TARGET_DIR:-$root/target}/release/qkv}
-http=127.0.0.1:${HTTP_PORT:-18601}
-listen=127.0.0.1:${LISTEN_PORT:-17601}
-
-dir=$(mktemp -d -t qkv-ab-XXXXXX)
-pid=
-cleanup() {
-    [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    rm -rf "$dir"
-}
-trap cleanup EXIT
 
 results=()
 for r in $(seq "$rounds"); do
     for which in A B; do
         bin=$([[ $which == A ]] && echo "$a" || echo "$b")
-        rm -rf "$dir/data"
-        taskset -c 1 "$bin" --id ab --http "$http" --listen "$listen" --data-dir "$dir/data" \
-            --default-n 1 --sync periodic >"$dir/qkvd.log" 2>&1 &
-        pid=$!
-        for _ in $(seq 100); do curl -sf "http://$http/health" >/dev/null && break; sleep 0.1; done
-        curl -sf "http://$http/health" >/dev/null || { tail -5 "$dir/qkvd.log" >&2; exit 1; }
-        out=$("$qkv" --node "http://$http" bench --duration 8s --warmup 2s --cpu 0 --server-pid "$pid")
-        kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
+        out=$(QKVD=$bin QKV=$qkv CEILING=0 "$here/bench.sh" periodic --duration 8s)
         ops=$(awk '/^  total/ {print $2}' <<<"$out")
         cpu=$(sed -n 's/^  cpu .*server \([0-9]*\)%.*/\1/p' <<<"$out")
         echo "round $r $which: $ops ops/s, node CPU $cpu%"

@@ -9,6 +9,7 @@
 #   NODES=3 NODE_CPU=0,1 CEILING_CPU=1 client/scripts/bench.sh periodic
 #                                                 # nodes free on both cores
 #   QKVD_FLAGS="--read-digests on" ...            # extra qkvd flags
+#   CEILING=0 ...                                  # the node only, no ceiling run
 #
 # Builds release binaries (unless QKVD/QKV point at existing ones), starts the
 # node on a fresh temporary data dir, waits for /health, runs
@@ -75,6 +76,12 @@ done
 
 node_flags=()
 for u in "${urls[@]}"; do node_flags+=(--node "$u"); done
-echo "$nodes qkvd (pids ${pids[*]}, N=$n) on core(s) $node_cpu (sync=$sync), generator on core $gen_cpu, ceiling server on core ${CEILING_CPU:-$node_cpu}"
+ceiling=(--ceiling --ceiling-cpu "${CEILING_CPU:-$node_cpu}")
+where="ceiling server on core ${CEILING_CPU:-$node_cpu}"
+if [[ "${CEILING:-1}" == 0 ]]; then
+    ceiling=()
+    where="no ceiling"
+fi
+echo "$nodes qkvd (pids ${pids[*]}, N=$n) on core(s) $node_cpu (sync=$sync), generator on core $gen_cpu, $where"
 "$qkv" "${node_flags[@]}" bench --keys 100000 --value-size 100 --read-ratio 0.5 \
-    --concurrency 32 --duration 10s --warmup 2s --ceiling --cpu "$gen_cpu" --ceiling-cpu "${CEILING_CPU:-$node_cpu}" --server-pid "$pid" "$@"
+    --concurrency 32 --duration 10s --warmup 2s --cpu "$gen_cpu" "${ceiling[@]}" --server-pid "$pid" "$@"

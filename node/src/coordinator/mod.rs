@@ -150,7 +150,11 @@ pub fn fallbacks(
 
 /// The placement of a key of `bucket` as this node sees the cluster now.
 pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
-    let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
+    placement_at(node, quorumkv_ring::token_of(bucket.as_bytes(), key), props)
+}
+
+/// [`placement`] of the key at `token`.
+fn placement_at(node: &Node, token: quorumkv_ring::Token, props: &BucketProps) -> Placement {
     let ring = node.cluster.ring();
     let replicas = ring.preference_list(token, props.n as usize);
     let extended = if props.sloppy_quorum {
@@ -168,7 +172,7 @@ pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> 
 pub fn write_placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
     let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
     let pending = node.cluster.pending(token, props.n as usize);
-    placement(node, bucket, key, props).with_pending(pending, |r| node.cluster.is_alive(r))
+    placement_at(node, token, props).with_pending(pending, |r| node.cluster.is_alive(r))
 }
 
 /// Counting: whether enough targets are alive.

@@ -14,8 +14,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::net::{CallError, Handler, Net, PeerInfo};
-use crate::proto::{RemoteError, Request, Response};
+use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::server::Node;
+use crate::storage::StorageError;
 
 /// Why a request to a peer failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -185,7 +186,7 @@ pub fn hint_delivery(node: &Arc<Node>) -> crate::hints::DeliverFn {
             let req = Request::Replicate {
                 bucket: h.bucket,
                 key: h.key,
-                object: h.object,
+                object: Encoded::of(&h.object),
                 hint_for: None,
             };
             match call(&node, &h.target, req, HINT_DELIVERY_TIMEOUT).await {
@@ -208,6 +209,9 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             hint_for,
         } => {
             let props = node.buckets.props_for_keys(&bucket);
+            let object = object
+                .decode()
+                .map_err(|e| RemoteError::Bad(format!("versions that do not decode: {e}")))?;
             node.replica
                 .merge(&bucket, &key, &object, props.conflicts)
                 .await
@@ -223,14 +227,13 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             digest,
         } => {
             node.faults.storage_delay().await;
-            let found = node
-                .replica
-                .read(&bucket, &key)
-                .map_err(|e| RemoteError::Storage(e.to_string()))?;
+            let storage = |e: StorageError| RemoteError::Storage(e.to_string());
             Ok(if digest {
+                let found = node.replica.read(&bucket, &key).map_err(storage)?;
                 Response::Digest(found.map(|o| o.digest()))
             } else {
-                Response::Object(found)
+                let found = node.replica.read_encoded(&bucket, &key).map_err(storage)?;
+                Response::Object(found.map(Encoded::from))
             })
         }
         Request::Bucket {

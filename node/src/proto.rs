@@ -14,7 +14,7 @@ use crate::buckets::BucketProps;
 use crate::error::{ApiError, ReplicaFailure};
 use crate::merkle::MerkleTree;
 use crate::replica::Mutation;
-use crate::version::Dvvs;
+use crate::version::{Dvvs, VersionError};
 
 /// A request from one node to another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,8 +33,9 @@ pub enum Request {
         /// The key.
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        /// The versions to merge.
-        object: Dvvs,
+        /// The versions to merge, encoded once for every replica the
+        /// write goes to.
+        object: Encoded,
         /// Set when the receiver is a sloppy-quorum fallback standing in
         /// for this replica: it keeps a hint for it as well as the data.
         hint_for: Option<String>,
@@ -236,6 +237,39 @@ pub struct WriteRequest {
     pub trace: bool,
 }
 
+/// A key's versions as [`Dvvs::encode`] writes them, which is also the
+/// form a replica stores. A replica answers a read with its stored bytes as
+/// they are (from the row cache or storage), and a coordinator encodes a
+/// write once and shares the bytes among every replica it sends them to,
+/// instead of each of these decoding or encoding the object again. The
+/// receiver decodes, which checks every invariant.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encoded(bytes::Bytes);
+
+impl Encoded {
+    /// Encodes `object`.
+    pub fn of(object: &Dvvs) -> Encoded {
+        Encoded(object.encode().into())
+    }
+
+    /// The versions, checked.
+    pub fn decode(&self) -> Result<Dvvs, VersionError> {
+        Dvvs::decode(&self.0)
+    }
+}
+
+impl From<Vec<u8>> for Encoded {
+    fn from(bytes: Vec<u8>) -> Encoded {
+        Encoded(bytes.into())
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded({} bytes)", self.0.len())
+    }
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
@@ -246,7 +280,7 @@ pub enum Response {
     /// Answer to [`Request::Replicate`] and [`Request::Bucket`]: stored.
     Ack,
     /// Answer to [`Request::Read`] with `digest: false`.
-    Object(Option<Dvvs>),
+    Object(Option<Encoded>),
     /// Answer to [`Request::Read`] with `digest: true` (`None`: no versions).
     Digest(Option<u64>),
     /// Answer to [`Request::Tree`].

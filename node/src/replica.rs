@@ -168,6 +168,16 @@ impl Replica {
         Ok(self.read_sized(bucket, &k)?.map(|(object, _)| object))
     }
 
+    /// The versions this node stores for a key, encoded as they are stored
+    /// (what a remote read answers: nothing to decode and encode again).
+    pub fn read_encoded(&self, bucket: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = DataKey::new(bucket, key)?;
+        match self.cache.get(&k) {
+            Some(bytes) => Ok(Some(bytes.to_vec())),
+            None => self.store.get_at(&k),
+        }
+    }
+
     /// The stored versions and their encoded size (what the byte counters
     /// need, without encoding the object again).
     fn read_sized(

@@ -21,7 +21,7 @@ use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
 use crate::error::{ApiError, ReplicaFailure};
 use crate::metrics::RepairKind;
 use crate::peers::{self, PeerError};
-use crate::proto::{RemoteError, Request, Response};
+use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::server::Node;
 use crate::version::Dvvs;
 
@@ -105,7 +105,12 @@ impl Gather<'_> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         tokio::spawn(async move {
             let result = match peers::call(&node, &target, req, left).await {
-                Ok(Response::Object(o)) => Ok(Got::Full(o)),
+                Ok(Response::Object(o)) => match o.as_ref().map(Encoded::decode).transpose() {
+                    Ok(o) => Ok(Got::Full(o)),
+                    Err(e) => Err(PeerError::Remote(RemoteError::Bad(format!(
+                        "versions that do not decode: {e}"
+                    )))),
+                },
                 Ok(Response::Digest(d)) => Ok(Got::Digest(d)),
                 Ok(other) => Err(PeerError::Remote(RemoteError::Bad(format!(
                     "unexpected answer {other:?}"
@@ -148,11 +153,19 @@ impl Gather<'_> {
 
     /// The DVVSet merge of every full answer (`None`: no versions).
     fn merged(&self) -> Option<Dvvs> {
-        let mut m = self
-            .full
-            .iter()
-            .filter_map(|(_, o)| o.as_ref())
-            .fold(Dvvs::default(), |acc, o| acc.sync(o));
+        let mut answers = self.full.iter().filter_map(|(_, o)| o.as_ref());
+        let first = answers.next()?;
+        // Replicas usually agree: an answer equal to the merge so far adds
+        // nothing (sync is idempotent), and comparing costs far less than
+        // building the merge again.
+        let mut merge: Option<Dvvs> = None;
+        for o in answers {
+            let so_far = merge.as_ref().unwrap_or(first);
+            if o != so_far {
+                merge = Some(so_far.sync(o));
+            }
+        }
+        let mut m = merge.unwrap_or_else(|| first.clone());
         if self.a.props.conflicts == Conflicts::Lww {
             m.resolve_lww();
         }
@@ -282,7 +295,11 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
         });
         for (n, r) in futures::future::join_all(fetches).await {
             match r {
-                Ok(Response::Object(o)) => g.full.push((n, o)),
+                Ok(Response::Object(o))
+                    if let Ok(o) = o.as_ref().map(Encoded::decode).transpose() =>
+                {
+                    g.full.push((n, o))
+                }
                 Ok(_) | Err(_) => {
                     // Its digest said it differs: repair it with the merge.
                     g.full.push((n, None));
@@ -408,7 +425,7 @@ async fn repair(
         let req = Request::Replicate {
             bucket: bucket.to_string(),
             key: key.to_vec(),
-            object: merged.clone(),
+            object: Encoded::of(merged),
             hint_for: None,
         };
         let left = deadline.saturating_duration_since(Instant::now());

@@ -14,7 +14,9 @@ use super::{Placement, Quorum, Target, hint, timeout_error, write_placement};
 use crate::buckets::{BucketProps, Consistency};
 use crate::error::{ApiError, ReplicaFailure};
 use crate::peers::{self, PeerError};
-use crate::proto::{RemoteError, Request, Response, WireApiError, WriteReply, WriteRequest};
+use crate::proto::{
+    Encoded, RemoteError, Request, Response, WireApiError, WriteReply, WriteRequest,
+};
 use crate::replica::Mutation;
 use crate::server::Node;
 use crate::version::{Context, Dvvs};
@@ -319,17 +321,21 @@ async fn coordinate(
         hint_for: None,
     }));
     let (tx, mut rx) = mpsc::channel(others.len().max(1));
-    for t in &others {
-        tokio::spawn(replicate(
-            node.clone(),
-            t.clone(),
-            a.bucket.clone(),
-            a.key.clone(),
-            object.clone(),
-            deadline,
-            tx.clone(),
-            a.trace.clone(),
-        ));
+    if !others.is_empty() {
+        // Encoded once; every target's request shares the bytes.
+        let encoded = Encoded::of(&object);
+        for t in &others {
+            tokio::spawn(replicate(
+                node.clone(),
+                t.clone(),
+                a.bucket.clone(),
+                a.key.clone(),
+                encoded.clone(),
+                deadline,
+                tx.clone(),
+                a.trace.clone(),
+            ));
+        }
     }
     drop(tx);
     let mut acks = 1;
@@ -388,7 +394,7 @@ async fn replicate(
     t: Target,
     bucket: String,
     key: Vec<u8>,
-    object: Dvvs,
+    object: Encoded,
     deadline: Instant,
     done: mpsc::Sender<(String, Result<(), PeerError>)>,
     trace: Option<Trace>,
@@ -413,7 +419,10 @@ async fn replicate(
         Err(e) => {
             note(&trace, || format!("{} failed: {e}", t.node));
             let owner = t.hint_for.as_deref().unwrap_or(&t.node);
-            if hint(&node, owner, &bucket, &key, &object).await {
+            // This node encoded the object itself: it decodes.
+            if let Ok(object) = object.decode()
+                && hint(&node, owner, &bucket, &key, &object).await
+            {
                 note(&trace, || format!("hint stored for {owner}"));
             }
         }

@@ -82,8 +82,9 @@ pub use rpc::{CallError, Handler};
 use crate::proto;
 
 /// The internode protocol version, exchanged in the handshake. Peers of
-/// another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// another version are refused. 2: versions travel encoded
+/// ([`proto::Encoded`]) in replication requests and read answers.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest handshake frame accepted (before the peer is authenticated).
 const HANDSHAKE_MAX_FRAME: usize = 64 << 10;

@@ -13,7 +13,7 @@ use super::{RangeReport, RepairError};
 use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
 use crate::peers::call;
-use crate::proto::{RangeEntry, Request, Response};
+use crate::proto::{Encoded, RangeEntry, Request, Response};
 use crate::purge::{now_ms, past_grace};
 use crate::server::Node;
 use crate::storage::{StorageError, Store};
@@ -158,7 +158,7 @@ async fn exchange(
             let req = Request::Replicate {
                 bucket: e.bucket,
                 key: e.key,
-                object: e.object,
+                object: Encoded::of(&e.object),
                 hint_for: None,
             };
             match rpc(node, peer, req, PUSH_TIMEOUT).await? {

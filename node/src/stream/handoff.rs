@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::hints::Hint;
 use crate::peers::call;
-use crate::proto::{Request, Response};
+use crate::proto::{Encoded, Request, Response};
 use crate::server::Node;
 
 /// How long one heir may take to store one hint.
@@ -59,7 +59,7 @@ pub async fn hand_off_down(node: &Arc<Node>) -> (u64, u64) {
                     let req = Request::Replicate {
                         bucket: hint.bucket,
                         key: hint.key,
-                        object: hint.object,
+                        object: Encoded::of(&hint.object),
                         hint_for: Some(hint.target),
                     };
                     match call(&node, &heir, req, HANDOFF_TIMEOUT).await {

@@ -781,6 +781,10 @@ mod tests {
             prop_assert_eq!(a.sync(&b), b.sync(&a));
             prop_assert_eq!(a.sync(&b).sync(&c), a.sync(&b.sync(&c)));
             prop_assert_eq!(a.sync(&a), a.clone());
+            // The empty set is the identity (a coordinator takes a lone
+            // answer, or agreeing answers, as their merge).
+            prop_assert_eq!(Dvvs::default().sync(&a), a.clone());
+            prop_assert_eq!(a.sync(&Dvvs::default()), a.clone());
             // Absorption: merging in something already merged changes nothing.
             let ab = a.sync(&b);
             prop_assert_eq!(ab.sync(&a), ab.clone());

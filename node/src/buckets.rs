@@ -7,6 +7,7 @@
 //! from then on its `n` is fixed, because changing the replica count of
 //! data already placed would silently strand copies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -132,16 +133,33 @@ pub enum ReadRepair {
 pub struct BucketProps {
     /// Replicas per key.
     pub n: u32,
-    /// Default read consistency.
-    pub r: String,
+    /// Default read consistency. (A `Cow`: every request copies its
+    /// bucket's properties, and the usual names, [`consistency_name`],
+    /// then cost no allocation.)
+    #[serde(deserialize_with = "de_consistency")]
+    pub r: Cow<'static, str>,
     /// Default write consistency.
-    pub w: String,
+    #[serde(deserialize_with = "de_consistency")]
+    pub w: Cow<'static, str>,
     /// Conflict resolution.
     pub conflicts: Conflicts,
     /// Dynamo's sloppy quorum (fallback nodes count toward W).
     pub sloppy_quorum: bool,
     /// Read-repair mode.
     pub read_repair: ReadRepair,
+}
+
+/// A consistency setting's name, shared when it is one of the usual ones.
+pub fn consistency_name(s: String) -> Cow<'static, str> {
+    const NAMES: [&str; 6] = ["one", "two", "three", "quorum", "all", "any"];
+    match NAMES.iter().find(|n| **n == s) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(s),
+    }
+}
+
+fn de_consistency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
+    String::deserialize(d).map(consistency_name)
 }
 
 impl BucketProps {
@@ -354,11 +372,11 @@ impl Buckets {
         }
         if let Some(r) = update.r {
             parse_consistency(&r, "r", false)?.required(props.n, "r")?;
-            props.r = r;
+            props.r = consistency_name(r);
         }
         if let Some(w) = update.w {
             parse_consistency(&w, "w", true)?.required(props.n, "w")?;
-            props.w = w;
+            props.w = consistency_name(w);
         }
         // A new n must still fit the defaults already stored.
         parse_consistency(&props.r, "r", false)?.required(props.n, "r")?;
@@ -454,6 +472,23 @@ impl Buckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_properties_read_back_the_same_and_share_the_usual_names() {
+        let mut props = BucketProps::defaults(3);
+        props.w = consistency_name("2".into());
+        for bytes in [
+            rmp_serde::to_vec(&props).expect("encode"),
+            serde_json::to_vec(&props).expect("json"),
+        ] {
+            let back: BucketProps = rmp_serde::from_slice(&bytes)
+                .or_else(|_| serde_json::from_slice(&bytes))
+                .expect("decode");
+            assert_eq!(back, props);
+            assert!(matches!(back.r, Cow::Borrowed("quorum")));
+            assert!(matches!(back.w, Cow::Owned(ref w) if w == "2"));
+        }
+    }
 
     #[test]
     fn consistency_levels_resolve_against_n() {

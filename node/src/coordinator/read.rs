@@ -60,7 +60,11 @@ struct Gather<'a> {
     node: &'a Arc<Node>,
     a: &'a ReadArgs,
     deadline: Instant,
-    tx: mpsc::Sender<Answer>,
+    /// Where asked replicas answer; made by the first remote ask (a read
+    /// of this node's copy alone needs none).
+    answers: Option<(mpsc::Sender<Answer>, mpsc::Receiver<Answer>)>,
+    /// How many replicas one read may ask at most (the channel's bound).
+    most: usize,
     waiting: Vec<String>,
     full: Vec<(String, Option<Dvvs>)>,
     digests: Vec<(String, Option<u64>)>,
@@ -101,7 +105,9 @@ impl Gather<'_> {
             key: a.key.clone(),
             digest,
         };
-        let (node, target, tx) = (node.clone(), target.to_string(), self.tx.clone());
+        let most = self.most;
+        let (tx, _) = self.answers.get_or_insert_with(|| mpsc::channel(most));
+        let (node, target, tx) = (node.clone(), target.to_string(), tx.clone());
         let left = self.deadline.saturating_duration_since(Instant::now());
         tokio::spawn(async move {
             let result = match peers::call(&node, &target, req, left).await {
@@ -179,9 +185,9 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
     let deadline = Instant::now() + a.timeout;
     let p = placement(node, &a.bucket, &a.key, &a.props);
     Quorum::check(&a.bucket, a.props.n, &p, required)?;
-    let me = node.replica.id().to_string();
+    let me = node.replica.id();
     // This node first: its copy costs no round trip.
-    let mut order: Vec<String> = p.targets.iter().map(|t| t.node.clone()).collect();
+    let mut order: Vec<&str> = p.targets.iter().map(|t| t.node.as_str()).collect();
     if let Some(i) = order.iter().position(|n| *n == me) {
         let mine = order.remove(i);
         order.insert(0, mine);
@@ -190,12 +196,12 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
         format!("reading r={required} from [{}]", order.join(", "))
     });
 
-    let (tx, mut rx) = mpsc::channel::<Answer>(order.len().max(1));
     let mut g = Gather {
         node,
         a: &a,
         deadline,
-        tx,
+        answers: None,
+        most: order.len().max(1),
         waiting: Vec::new(),
         full: Vec::new(),
         digests: Vec::new(),
@@ -204,7 +210,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
     let mut spares = order.into_iter();
     for i in 0..required {
         if let Some(n) = spares.next() {
-            g.ask(&n, i > 0 && node.config.read_digests).await;
+            g.ask(n, i > 0 && node.config.read_digests).await;
         }
     }
     let mut speculate_at = Instant::now() + SPECULATE_AFTER;
@@ -232,7 +238,14 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
             }
         }
         let wake = speculate_at.min(deadline);
-        match tokio::time::timeout_at(wake.into(), rx.recv()).await {
+        // Nothing is waiting without the channel (only remote asks wait).
+        let next = async {
+            match &mut g.answers {
+                Some((_, rx)) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        match tokio::time::timeout_at(wake.into(), next).await {
             Err(_) if Instant::now() >= deadline => {
                 let acks = g.answered();
                 g.failed.extend(g.waiting.drain(..).map(|n| ReplicaFailure {
@@ -253,8 +266,8 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                     g.ask(&n, false).await;
                 }
             }
-            // `g.tx` lives until the end of this function: the channel
-            // cannot close here.
+            // `g.answers` holds a sender until the end of this function:
+            // the channel cannot close here.
             Ok(None) => {}
             Ok(Some((from, result))) => g.take(from, result),
         }
@@ -374,7 +387,11 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
             merged.clone(),
         );
         let conflicts = a.props.conflicts;
-        drop(g);
+        // Only remote asks wait, and they made the channel. Without our
+        // sender it closes once the last of them has answered.
+        let Some((_, mut rx)) = g.answers.take() else {
+            return Ok(merged);
+        };
         tokio::spawn(async move {
             while let Ok(Some((from, Ok(Got::Full(theirs))))) =
                 tokio::time::timeout_at(deadline.into(), rx.recv()).await

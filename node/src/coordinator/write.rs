@@ -320,8 +320,11 @@ async fn coordinate(
         node: n.clone(),
         hint_for: None,
     }));
-    let (tx, mut rx) = mpsc::channel(others.len().max(1));
+    // Where the targets answer (nothing to make when there are none).
+    let mut answers = None;
     if !others.is_empty() {
+        let (tx, rx) = mpsc::channel(others.len());
+        answers = Some(rx);
         // Encoded once; every target's request shares the bytes.
         let encoded = Encoded::of(&object);
         for t in &others {
@@ -337,7 +340,6 @@ async fn coordinate(
             ));
         }
     }
-    drop(tx);
     let mut acks = 1;
     let mut waiting: Vec<String> = others.iter().map(|t| t.node.clone()).collect();
     let mut failed = Vec::new();
@@ -354,7 +356,13 @@ async fn coordinate(
                 failed,
             });
         }
-        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+        let next = async {
+            match &mut answers {
+                Some(rx) => rx.recv().await,
+                None => None,
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), next).await {
             Err(_) | Ok(None) => {
                 failed.extend(waiting.into_iter().map(|n| ReplicaFailure {
                     node: n,

@@ -220,7 +220,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
             // Ask a spare (for its versions) for every replica that failed.
             match spares.next() {
                 Some(n) => {
-                    g.ask(&n, false).await;
+                    g.ask(n, false).await;
                     continue;
                 }
                 None if g.waiting.is_empty() => {
@@ -263,7 +263,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                 speculate_at = deadline;
                 if let Some(n) = spares.next() {
                     note(&a.trace, || format!("slow replicas; also asking {n}"));
-                    g.ask(&n, false).await;
+                    g.ask(n, false).await;
                 }
             }
             // `g.answers` holds a sender until the end of this function:

@@ -397,9 +397,10 @@ impl Ring {
     /// the ring has two or more racks), as owned names. Convenient; the
     /// request path should prefer [`Ring::preference_into`].
     pub fn preference_list(&self, token: Token, n: usize) -> Vec<NodeId> {
-        self.preference_list_refs(token, n)
-            .into_iter()
-            .map(str::to_string)
+        let mut idx = Vec::with_capacity(n.min(self.nodes.len()));
+        self.preference_into(token, n, &mut idx);
+        idx.iter()
+            .map(|&i| self.nodes[i as usize].clone())
             .collect()
     }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 use warp::http::{Method, header};
 
 use super::request::{Request, decode_key};
-use super::{Reply, json, respond};
+use super::{CONTEXT_HEADER, Reply, json, respond};
 use crate::buckets::{parse_consistency, validate_bucket_name};
 use crate::coordinator::{self, ReadArgs, WriteArgs, trace::Trace};
 use crate::error::ApiError;
@@ -30,9 +30,9 @@ pub async fn handle(node: &Arc<Node>, bucket: &str, raw_key: &str, req: Request)
     validate_bucket_name(bucket)?;
     let key = decode_key(raw_key)?;
     match req.method {
-        Method::GET | Method::HEAD => get(node, bucket, &key, req).await,
-        Method::PUT | Method::POST => put(node, bucket, &key, req).await,
-        Method::DELETE => delete(node, bucket, &key, req).await,
+        Method::GET | Method::HEAD => get(node, bucket, key, req).await,
+        Method::PUT | Method::POST => write(node, bucket, key, req, false).await,
+        Method::DELETE => write(node, bucket, key, req, true).await,
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
     }
 }
@@ -90,7 +90,7 @@ fn traced_error(e: ApiError, trace: &Option<Trace>) -> Reply {
     }
 }
 
-async fn get(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply {
+async fn get(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request) -> Reply {
     let props = node.buckets.props_for_keys(bucket);
     let r = match req.query.get("r") {
         Some(s) => parse_consistency(s, "r", false)?,
@@ -100,7 +100,7 @@ async fn get(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply 
     let trace = trace_of(node, &req);
     let args = ReadArgs {
         bucket: bucket.to_string(),
-        key: key.to_vec(),
+        key,
         props,
         r,
         timeout,
@@ -123,7 +123,7 @@ async fn get(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply 
 /// Renders a read's versions per the contract (with the timeline in the
 /// JSON body too when one was asked for).
 fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>) -> Reply {
-    let ctx = object.context().encode();
+    let ctx = object.context_token();
     let values = object.values();
     if values.is_empty() || object.is_deleted() {
         return Err(ApiError::KeyNotFound {
@@ -154,7 +154,7 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>)
         json(300, &json!({"context": ctx, "siblings": list}))
     };
     if let Ok(v) = header::HeaderValue::from_str(&ctx) {
-        resp.headers_mut().insert("x-causal-context", v);
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     if req.method == Method::HEAD {
         *resp.body_mut() = Default::default();
@@ -162,7 +162,7 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>)
     Ok(resp)
 }
 
-async fn write(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request, delete: bool) -> Reply {
+async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delete: bool) -> Reply {
     let props = node.buckets.props_for_keys(bucket);
     let w = match req.query.get("w") {
         Some(s) => parse_consistency(s, "w", true)?,
@@ -189,7 +189,7 @@ async fn write(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request, delete:
     };
     let args = WriteArgs {
         bucket: bucket.to_string(),
-        key: key.to_vec(),
+        key,
         props,
         ctx,
         mutation,
@@ -201,20 +201,12 @@ async fn write(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request, delete:
         Ok(o) => o,
         Err(e) => return traced_error(e, &trace),
     };
-    let mut resp = respond(204, "text/plain", bytes::Bytes::new());
-    resp.headers_mut().remove(header::CONTENT_TYPE);
-    if let Ok(v) = header::HeaderValue::from_str(&object.context().encode()) {
-        resp.headers_mut().insert("x-causal-context", v);
+    let mut resp = WarpResponse::new(Default::default());
+    *resp.status_mut() = warp::http::StatusCode::NO_CONTENT;
+    if let Ok(v) = header::HeaderValue::from_str(&object.context_token()) {
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     Ok(with_trace(resp, &trace))
-}
-
-async fn put(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply {
-    write(node, bucket, key, req, false).await
-}
-
-async fn delete(node: &Arc<Node>, bucket: &str, key: &[u8], req: Request) -> Reply {
-    write(node, bucket, key, req, true).await
 }
 
 /// `GET /internal/local/...`: what this node alone stores for a key.
@@ -240,7 +232,7 @@ pub fn local_view(node: &Node, bucket: &str, raw_key: &str) -> Reply {
             "node": me,
             "values": values,
             "tombstone": object.has_tombstone(),
-            "context": object.context().encode(),
+            "context": object.context_token(),
         }),
     ))
 }

@@ -27,6 +27,11 @@ use crate::server::Node;
 
 pub use request::{Query, decode_key};
 
+/// `X-Causal-Context`, named once (a name given as text is parsed and
+/// copied on every insert).
+pub(crate) const CONTEXT_HEADER: header::HeaderName =
+    header::HeaderName::from_static("x-causal-context");
+
 /// A reply body.
 pub(crate) type Reply = Result<WarpResponse, ApiError>;
 
@@ -53,7 +58,7 @@ pub(crate) fn error_response(err: &ApiError) -> WarpResponse {
     if let ApiError::KeyNotFound { context: Some(ctx) } = err
         && let Ok(v) = header::HeaderValue::from_str(ctx)
     {
-        resp.headers_mut().insert("x-causal-context", v);
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     resp
 }

@@ -173,23 +173,7 @@ impl Context {
     /// module docs), base64url without padding. Clients must treat it as
     /// opaque; only [`Context::decode`] reads it.
     pub fn encode(&self) -> String {
-        debug_assert!(
-            self.entries.len() <= MAX_ENTRIES,
-            "context too large to encode"
-        );
-        let mut buf = Vec::with_capacity(HEADER_LEN + 1 + self.entries.len() * 12 + CHECKSUM_LEN);
-        buf.extend_from_slice(&MAGIC);
-        buf.push(FORMAT);
-        put_varint(&mut buf, self.entries.len() as u64);
-        for (id, n) in &self.entries {
-            debug_assert!(id.len() <= MAX_REPLICA_ID_LEN, "replica id too long: {id}");
-            put_varint(&mut buf, id.len() as u64);
-            buf.extend_from_slice(id.as_bytes());
-            put_varint(&mut buf, *n);
-        }
-        let sum = checksum(&buf);
-        buf.extend_from_slice(&sum);
-        URL_SAFE_NO_PAD.encode(buf)
+        encode_sorted(self.entries.iter().map(|(id, n)| (id.as_str(), *n)))
     }
 
     /// Reads a token [`Context::encode`] wrote, strictly: anything else —
@@ -283,6 +267,31 @@ impl FromIterator<(ReplicaId, u64)> for Context {
         }
         ctx
     }
+}
+
+/// The token of the context made of `entries`: replicas in strictly
+/// increasing order, each once, with non-zero counters (what a `Context`
+/// holds). [`crate::version::Dvvs::context_token`] encodes a version set's
+/// context with it without building the `Context` first.
+pub(crate) fn encode_sorted<'a, I>(entries: I) -> String
+where
+    I: Iterator<Item = (&'a str, u64)> + Clone,
+{
+    let count = entries.clone().count();
+    debug_assert!(count <= MAX_ENTRIES, "context too large to encode");
+    let mut buf = Vec::with_capacity(HEADER_LEN + 1 + count * 12 + CHECKSUM_LEN);
+    buf.extend_from_slice(&MAGIC);
+    buf.push(FORMAT);
+    put_varint(&mut buf, count as u64);
+    for (id, n) in entries {
+        debug_assert!(id.len() <= MAX_REPLICA_ID_LEN, "replica id too long: {id}");
+        put_varint(&mut buf, id.len() as u64);
+        buf.extend_from_slice(id.as_bytes());
+        put_varint(&mut buf, n);
+    }
+    let sum = checksum(&buf);
+    buf.extend_from_slice(&sum);
+    URL_SAFE_NO_PAD.encode(buf)
 }
 
 fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {

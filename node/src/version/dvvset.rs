@@ -286,6 +286,17 @@ impl Dvvs {
             .collect()
     }
 
+    /// `self.context().encode()`, without building the context: the
+    /// entries are already in replica order, each replica once.
+    pub fn context_token(&self) -> String {
+        super::context::encode_sorted(
+            self.entries
+                .iter()
+                .filter(|e| e.counter > 0)
+                .map(|e| (e.id.as_str(), e.counter)),
+        )
+    }
+
     /// The newest timestamp among the current versions. A coordinator
     /// should `Clock::observe` it before stamping a write to the key, so that
     /// in an LWW bucket the write always beats what it replaces, even if a
@@ -878,6 +889,13 @@ mod tests {
             }
             prop_assert_eq!(&sim.states[0], &sim.states[1]);
             prop_assert_eq!(&sim.states[1], &sim.states[2]);
+        }
+
+        #[test]
+        fn the_context_token_is_the_contexts(ops in history()) {
+            for s in Sim::run(&ops).states {
+                prop_assert_eq!(s.context_token(), s.context().encode());
+            }
         }
 
         #[test]

@@ -44,7 +44,7 @@ pub struct WriteArgs {
 
 /// Writes a key at consistency `w`; the key's versions after the write
 /// on the replica that minted it.
-pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
+pub async fn write(node: &Arc<Node>, mut a: WriteArgs) -> Result<Dvvs, ApiError> {
     let w = a.w.required(a.props.n, "w")?;
     let deadline = Instant::now() + a.timeout;
     let p = write_placement(node, &a.bucket, &a.key, &a.props);
@@ -55,7 +55,8 @@ pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
         // Cassandra's ANY: no replica is up, so this node keeps the
         // write and hints every replica; it becomes visible when one
         // returns and takes its hint.
-        return coordinate(node, &a, &p, 1, deadline, true)
+        let mutation = take_mutation(&mut a);
+        return coordinate(node, &a, mutation, &p, 1, deadline, true)
             .await
             .map(|(o, _)| o);
     }
@@ -74,7 +75,8 @@ pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
         .iter()
         .any(|t| t.node == me && t.hint_for.is_none());
     if me_replica || minter.is_some_and(|t| t.node == me) {
-        return coordinate(node, &a, &p, required, deadline, false)
+        let mutation = take_mutation(&mut a);
+        return coordinate(node, &a, mutation, &p, required, deadline, false)
             .await
             .map(|(o, _)| o);
     }
@@ -84,12 +86,19 @@ pub async fn write(node: &Arc<Node>, a: WriteArgs) -> Result<Dvvs, ApiError> {
             note(&a.trace, || {
                 "no replica took the write; keeping it here with hints (w=any)".into()
             });
-            coordinate(node, &a, &p, 1, deadline, true)
+            let mutation = take_mutation(&mut a);
+            coordinate(node, &a, mutation, &p, 1, deadline, true)
                 .await
                 .map(|(o, _)| o)
         }
         other => other,
     }
+}
+
+/// Moves the mutation out of `a` for [`coordinate`], the last thing to
+/// use it (it leaves a deletion behind, which nothing reads).
+fn take_mutation(a: &mut WriteArgs) -> Mutation {
+    std::mem::replace(&mut a.mutation, Mutation::Delete)
 }
 
 fn describe(p: &Placement) -> String {
@@ -203,34 +212,30 @@ async fn forward(
 /// Mints the new version here, stores it, replicates it to the other
 /// targets in parallel, and waits for `required` acknowledgements.
 /// `fallback`: this node is no replica and keeps the write for them
-/// (`w=any` with every replica down).
+/// (`w=any` with every replica down). The mutation is `a`'s, taken out of
+/// it (see [`take_mutation`]) so that the local write owns it uncopied.
 async fn coordinate(
     node: &Arc<Node>,
     a: &WriteArgs,
+    mutation: Mutation,
     p: &Placement,
     required: usize,
     deadline: Instant,
     fallback: bool,
 ) -> Result<(Dvvs, usize), ApiError> {
-    let me = node.replica.id().to_string();
+    let me = node.replica.id();
     if node
         .buckets
         .mark_has_data(&a.bucket)
         .await
-        .map_err(|e| ApiError::storage(&me, required, e))?
+        .map_err(|e| ApiError::storage(me, required, e))?
     {
         crate::peers::announce_bucket(node, &a.bucket);
     }
     let local = async {
         node.faults.storage_delay().await;
         node.replica
-            .write(
-                &a.bucket,
-                &a.key,
-                &a.ctx,
-                a.mutation.clone(),
-                a.props.conflicts,
-            )
+            .write(&a.bucket, &a.key, &a.ctx, mutation, a.props.conflicts)
             .await
     };
     let outcome = match tokio::time::timeout_at(deadline.into(), local).await {
@@ -239,13 +244,13 @@ async fn coordinate(
                 required,
                 0,
                 vec![ReplicaFailure {
-                    node: me,
+                    node: me.to_string(),
                     reason: "local storage did not finish before the deadline".into(),
                 }],
                 "the write may still be applied later",
             ));
         }
-        Ok(Err(e)) => return Err(ApiError::storage(&me, required, e)),
+        Ok(Err(e)) => return Err(ApiError::storage(me, required, e)),
         Ok(Ok(o)) => o,
     };
     if outcome.lww_dropped > 0 {
@@ -448,7 +453,7 @@ pub async fn serve_forwarded(node: &Arc<Node>, w: WriteRequest) -> Result<Respon
         Context::decode(&w.context).map_err(|e| RemoteError::Bad(e.to_string()))?
     };
     let trace = w.trace.then(|| Trace::new(node.replica.id()));
-    let args = WriteArgs {
+    let mut args = WriteArgs {
         bucket: w.bucket,
         key: w.key,
         props: w.props,
@@ -466,7 +471,10 @@ pub async fn serve_forwarded(node: &Arc<Node>, w: WriteRequest) -> Result<Respon
     let required = p.write_required(w);
     let result = match Quorum::check(&args.bucket, args.props.n, &p, required) {
         Err(e) => Err(e),
-        Ok(()) => coordinate(node, &args, &p, required, deadline, false).await,
+        Ok(()) => {
+            let mutation = take_mutation(&mut args);
+            coordinate(node, &args, mutation, &p, required, deadline, false).await
+        }
     };
     match result {
         Ok((object, acks)) => Ok(Response::Written(WriteReply {

@@ -153,7 +153,8 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>)
         let list: Vec<_> = values.iter().map(|v| sibling_json(v)).collect();
         json(300, &json!({"context": ctx, "siblings": list}))
     };
-    if let Ok(v) = header::HeaderValue::from_str(&ctx) {
+    // The token's own bytes become the header value, uncopied.
+    if let Ok(v) = header::HeaderValue::try_from(ctx) {
         resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     if req.method == Method::HEAD {
@@ -203,7 +204,7 @@ async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delet
     };
     let mut resp = WarpResponse::new(Default::default());
     *resp.status_mut() = warp::http::StatusCode::NO_CONTENT;
-    if let Ok(v) = header::HeaderValue::from_str(&object.context_token()) {
+    if let Ok(v) = header::HeaderValue::try_from(object.context_token()) {
         resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     Ok(with_trace(resp, &trace))

@@ -113,11 +113,11 @@ impl RowCache {
         self.0.as_ref()?;
         let k = key.as_bytes();
         let len = u32::try_from(k.len()).ok()?;
-        let mut entry = Vec::with_capacity(LEN_PREFIX + k.len() + versions.len());
-        entry.extend_from_slice(&len.to_le_bytes());
-        entry.extend_from_slice(k);
-        entry.extend_from_slice(versions);
-        Some(Entry(entry.into()))
+        // Collected from an iterator of known length: one allocation, the
+        // entry's own (a `Vec` turned into an `Arc` would be copied).
+        let bytes = len.to_le_bytes();
+        let entry = bytes.iter().chain(k).chain(versions).copied().collect();
+        Some(Entry(entry))
     }
 
     /// Starts a write of `key`: see [`Pending`].

@@ -78,16 +78,26 @@ impl Consistency {
     }
 }
 
+impl Consistency {
+    /// The level's name, for the named levels (a count has none).
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Consistency::One => "one",
+            Consistency::Two => "two",
+            Consistency::Three => "three",
+            Consistency::Quorum => "quorum",
+            Consistency::All => "all",
+            Consistency::Any => "any",
+            Consistency::Count(_) => return None,
+        })
+    }
+}
+
 impl std::fmt::Display for Consistency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Consistency::One => f.write_str("one"),
-            Consistency::Two => f.write_str("two"),
-            Consistency::Three => f.write_str("three"),
-            Consistency::Quorum => f.write_str("quorum"),
-            Consistency::All => f.write_str("all"),
-            Consistency::Any => f.write_str("any"),
             Consistency::Count(k) => write!(f, "{k}"),
+            named => f.write_str(named.name().unwrap_or_default()),
         }
     }
 }
@@ -151,9 +161,8 @@ pub struct BucketProps {
 
 /// A consistency setting's name, shared when it is one of the usual ones.
 pub fn consistency_name(s: String) -> Cow<'static, str> {
-    const NAMES: [&str; 6] = ["one", "two", "three", "quorum", "all", "any"];
-    match NAMES.iter().find(|n| **n == s) {
-        Some(n) => Cow::Borrowed(n),
+    match Consistency::parse(&s).and_then(Consistency::name) {
+        Some(name) => Cow::Borrowed(name),
         None => Cow::Owned(s),
     }
 }

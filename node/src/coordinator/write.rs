@@ -332,12 +332,12 @@ async fn coordinate(
         answers = Some(rx);
         // Encoded once; every target's request shares the bytes.
         let encoded = Encoded::of(&object);
+        let written = Arc::new((a.bucket.clone(), a.key.clone()));
         for t in &others {
             tokio::spawn(replicate(
                 node.clone(),
                 t.clone(),
-                a.bucket.clone(),
-                a.key.clone(),
+                written.clone(),
                 encoded.clone(),
                 deadline,
                 tx.clone(),
@@ -398,21 +398,21 @@ async fn coordinate(
     Ok((object, acks))
 }
 
-/// Sends the object to one target; a failure leaves a hint (for the owner
-/// when the target was a stand-in). Reports to the waiting coordinator,
-/// which may have answered already.
-#[allow(clippy::too_many_arguments)]
+/// Sends the object of the key `written` (bucket, key; shared by the
+/// write's replication tasks) to one target; a failure leaves a hint (for
+/// the owner when the target was a stand-in). Reports to the waiting
+/// coordinator, which may have answered already.
 async fn replicate(
     node: Arc<Node>,
     t: Target,
-    bucket: String,
-    key: Vec<u8>,
+    written: Arc<(String, Vec<u8>)>,
     object: Encoded,
     deadline: Instant,
     done: mpsc::Sender<(String, Result<(), PeerError>)>,
     trace: Option<Trace>,
 ) {
     let left = deadline.saturating_duration_since(Instant::now());
+    let (bucket, key) = &*written;
     let req = Request::Replicate {
         bucket: bucket.clone(),
         key: key.clone(),
@@ -434,7 +434,7 @@ async fn replicate(
             let owner = t.hint_for.as_deref().unwrap_or(&t.node);
             // This node encoded the object itself: it decodes.
             if let Ok(object) = object.decode()
-                && hint(&node, owner, &bucket, &key, &object).await
+                && hint(&node, owner, bucket, key, &object).await
             {
                 note(&trace, || format!("hint stored for {owner}"));
             }

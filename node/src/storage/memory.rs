@@ -17,10 +17,16 @@ use super::{Engine, KvPairs, Op, Partition, StorageError};
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The in-memory engine. See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryEngine {
     /// `None` once closed.
     maps: RwLock<Option<[Map; 3]>>,
+}
+
+impl Default for MemoryEngine {
+    fn default() -> Self {
+        MemoryEngine::new()
+    }
 }
 
 impl MemoryEngine {

@@ -29,7 +29,10 @@
 //!   once, and answers all of them; so a disk doing ~4,000 fdatasyncs per
 //!   second acknowledges many times that many writes under concurrency.
 //! - **`SyncMode::Periodic(interval)`** (`--sync periodic`): the write is
-//!   applied inline and `Ok` is returned at once; a background thread
+//!   applied without waiting for a disk, in one engine batch with the
+//!   other writes that are ready at the same time (the write combiner in
+//!   `commit.rs`: one journal `write(2)` for the lot instead of one each),
+//!   and `Ok` is returned once it is applied; a background thread
 //!   fdatasyncs every `interval`. Because fjall hands every committed batch
 //!   to the kernel with `write(2)` before returning, an acknowledged write
 //!   still **survives `kill -9`** of the process (it sits in the kernel's
@@ -65,7 +68,7 @@
 //!   the disk (see "Can applications recover from fsync failures?",
 //!   ATC '20).
 //! - **Blocking.** Engine calls are synchronous. `get`, `scan_tokens` and,
-//!   in `Periodic` mode, writes run on the caller's thread: microseconds
+//!   in `Periodic` mode, writes run on a runtime thread: microseconds
 //!   normally, but a write stall in fjall (compaction far behind) sleeps.
 //!   `Always` writes wait on the committer thread without blocking the
 //!   runtime.
@@ -101,7 +104,7 @@ pub use self::keys::{DataKey, MAX_ENGINE_KEY_LEN, data_key, decode_data_key};
 pub use self::memory::MemoryEngine;
 pub use quorumkv_ring::Token;
 
-use self::commit::{Committer, Counters, Flusher};
+use self::commit::{Combiner, Committer, Counters, Flusher};
 
 /// When a write counts as durable. See the module docs for what each mode
 /// survives.
@@ -156,7 +159,7 @@ struct Inner {
 
 enum Durability {
     Group(Committer),
-    Periodic(Flusher),
+    Periodic(Flusher, Combiner),
 }
 
 impl Drop for Inner {
@@ -166,7 +169,7 @@ impl Drop for Inner {
         // the engine syncs as it drops (fjall persists on drop).
         match &self.durability {
             Durability::Group(c) => drop(c.shutdown()),
-            Durability::Periodic(f) => drop(f.shutdown()),
+            Durability::Periodic(f, _) => drop(f.shutdown()),
         }
     }
 }
@@ -215,7 +218,8 @@ impl Store {
                 Durability::Group(Committer::start(engine.clone(), counters.clone())?)
             }
             SyncMode::Periodic(every) => {
-                Durability::Periodic(Flusher::start(engine.clone(), every, counters.clone())?)
+                let flusher = Flusher::start(engine.clone(), every, counters.clone())?;
+                Durability::Periodic(flusher, Combiner::new(engine.clone(), counters.clone()))
             }
         };
         Ok(Store {
@@ -296,16 +300,7 @@ impl Store {
         }
         match &self.inner.durability {
             Durability::Group(committer) => committer.commit(ops).await,
-            Durability::Periodic(_) => {
-                let n = ops.len() as u64;
-                self.inner.engine.apply(ops)?;
-                self.inner.counters.record_writes(1, n);
-                // An inline write never returns Pending; spend tokio's
-                // cooperative budget so that a task looping on writes still
-                // yields now and then and cannot starve timers and I/O.
-                tokio::task::coop::consume_budget().await;
-                Ok(())
-            }
+            Durability::Periodic(_, combiner) => combiner.apply(ops).await,
         }
     }
 
@@ -403,7 +398,7 @@ impl Store {
         }
         let thread = match &self.inner.durability {
             Durability::Group(c) => c.shutdown(),
-            Durability::Periodic(f) => f.shutdown(),
+            Durability::Periodic(f, _) => f.shutdown(),
         };
         let engine = self.inner.engine.clone();
         let counters = self.inner.counters.clone();

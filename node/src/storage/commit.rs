@@ -359,43 +359,11 @@ fn run_flusher(
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::atomic::AtomicUsize;
     use std::task::{Context, Poll, Waker};
 
-    use super::super::memory::MemoryEngine;
-    use super::super::{KvPairs, Partition};
+    use super::super::Partition;
+    use super::super::memory::CountingEngine;
     use super::*;
-
-    /// A memory engine that counts the batches applied to it.
-    struct Counting {
-        inner: MemoryEngine,
-        applies: AtomicUsize,
-    }
-
-    impl Engine for Counting {
-        fn get(&self, p: Partition, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-            self.inner.get(p, k)
-        }
-        fn apply(&self, ops: Vec<Op>) -> Result<(), StorageError> {
-            self.applies.fetch_add(1, Ordering::Relaxed);
-            self.inner.apply(ops)
-        }
-        fn sync(&self) -> Result<(), StorageError> {
-            self.inner.sync()
-        }
-        fn scan(
-            &self,
-            p: Partition,
-            s: &[u8],
-            e: Option<&[u8]>,
-            l: usize,
-        ) -> Result<KvPairs, StorageError> {
-            self.inner.scan(p, s, e, l)
-        }
-        fn close(&self) -> Result<(), StorageError> {
-            self.inner.close()
-        }
-    }
 
     fn put(key: &[u8]) -> Vec<Op> {
         vec![Op::Put {
@@ -405,11 +373,8 @@ mod tests {
         }]
     }
 
-    fn combiner() -> (Arc<Counting>, Arc<Counters>, Combiner) {
-        let engine = Arc::new(Counting {
-            inner: MemoryEngine::new(),
-            applies: AtomicUsize::new(0),
-        });
+    fn combiner() -> (Arc<CountingEngine>, Arc<Counters>, Combiner) {
+        let engine = Arc::new(CountingEngine::new());
         let counters = Arc::new(Counters::default());
         let c = Combiner::new(engine.clone(), counters.clone());
         (engine, counters, c)

@@ -115,3 +115,48 @@ impl Engine for MemoryEngine {
         Ok((map.len() as u64, map.values().map(|v| v.len() as u64).sum()))
     }
 }
+
+/// For tests: a memory engine that counts the batches applied to it and,
+/// by not overriding it, uses the trait's default (paged) `count`.
+#[cfg(test)]
+pub(crate) struct CountingEngine {
+    pub(crate) inner: MemoryEngine,
+    pub(crate) applies: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl CountingEngine {
+    pub(crate) fn new() -> Self {
+        CountingEngine {
+            inner: MemoryEngine::new(),
+            applies: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Engine for CountingEngine {
+    fn get(&self, p: Partition, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(p, k)
+    }
+    fn apply(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        self.applies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.apply(ops)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        self.inner.sync()
+    }
+    fn scan(
+        &self,
+        p: Partition,
+        s: &[u8],
+        e: Option<&[u8]>,
+        l: usize,
+    ) -> Result<KvPairs, StorageError> {
+        self.inner.scan(p, s, e, l)
+    }
+    fn close(&self) -> Result<(), StorageError> {
+        self.inner.close()
+    }
+}

@@ -221,14 +221,10 @@ pub(crate) struct Combiner {
 struct Shared {
     engine: Arc<dyn Engine>,
     counters: Arc<Counters>,
-    queue: Mutex<Queue>,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Request>,
-    /// A leader is scheduled and will take `waiting`.
-    led: bool,
+    /// The writers waiting for the scheduled leader. Non-empty exactly
+    /// while a leader is scheduled: the writer that finds it empty
+    /// schedules one, and only a leader empties it.
+    queue: Mutex<Vec<Request>>,
 }
 
 /// Applies what is queued when dropped (after its yield, or unrun).
@@ -236,14 +232,8 @@ struct Leader(Arc<Shared>);
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        let group = {
-            let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.led = false;
-            std::mem::take(&mut q.waiting)
-        };
-        if !group.is_empty() {
-            apply_group(&*self.0.engine, &self.0.counters, group, false);
-        }
+        let group = std::mem::take(&mut *self.0.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        apply_group(&*self.0.engine, &self.0.counters, group, false);
     }
 }
 
@@ -253,7 +243,7 @@ impl Combiner {
             shared: Arc::new(Shared {
                 engine,
                 counters,
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -265,8 +255,8 @@ impl Combiner {
         let (reply, done) = oneshot::channel();
         let lead = {
             let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.waiting.push(Request { ops, reply });
-            !std::mem::replace(&mut q.led, true)
+            q.push(Request { ops, reply });
+            q.len() == 1
         };
         if lead {
             let leader = Leader(self.shared.clone());

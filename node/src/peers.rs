@@ -8,9 +8,11 @@
 //! queue, an overloaded peer). [`serve`] is the other side: what a replica
 //! does with a request from a coordinator.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use crate::net::{CallError, Handler, Net, PeerInfo};
@@ -57,10 +59,24 @@ impl PeerError {
     }
 }
 
-/// This node's end of the internode transport, set once it has started.
+/// This node's end of the internode transport, set once it has started,
+/// and how many of its calls each peer has yet to answer.
 #[derive(Default)]
 pub struct Peers {
     net: OnceLock<Arc<Net>>,
+    /// Unanswered calls per node id (entries stay once made: one per
+    /// node this one has ever called).
+    outstanding: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+/// Counts one call to a peer as outstanding until dropped, however the
+/// call ends (answered, failed, timed out, or its caller gone).
+struct Outstanding(Arc<AtomicUsize>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Peers {
@@ -72,6 +88,27 @@ impl Peers {
     /// The transport, once attached.
     pub fn net(&self) -> Option<&Arc<Net>> {
         self.net.get()
+    }
+
+    /// Calls to node `to` that have not ended yet: how far behind it is
+    /// with this node's requests (the coordinator's read order).
+    pub fn outstanding(&self, to: &str) -> usize {
+        let map = self.outstanding.read().unwrap_or_else(|p| p.into_inner());
+        map.get(to).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Starts counting a call to `to`.
+    fn start_call(&self, to: &str) -> Outstanding {
+        let found = {
+            let map = self.outstanding.read().unwrap_or_else(|p| p.into_inner());
+            map.get(to).cloned()
+        };
+        let c = found.unwrap_or_else(|| {
+            let mut map = self.outstanding.write().unwrap_or_else(|p| p.into_inner());
+            map.entry(to.to_string()).or_default().clone()
+        });
+        c.fetch_add(1, Relaxed);
+        Outstanding(c)
     }
 }
 
@@ -88,6 +125,7 @@ pub async fn call(
     let Some(addr) = node.cluster.addr_of(to) else {
         return Err(PeerError::NotSent(format!("no known address for {to}")));
     };
+    let _counted = node.peers.start_call(to);
     net.call(&addr, req, timeout).await.map_err(|e| match e {
         CallError::Unreachable(why) => PeerError::NotSent(format!("unreachable: {why}")),
         CallError::QueueFull => PeerError::NotSent(format!("send queue to {to} is full")),
@@ -276,5 +314,24 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             &node.cluster.members(),
             &id,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_count_as_outstanding_until_they_end() {
+        let p = Peers::default();
+        assert_eq!(p.outstanding("n2"), 0);
+        let a = p.start_call("n2");
+        let b = p.start_call("n2");
+        let c = p.start_call("n3");
+        assert_eq!((p.outstanding("n2"), p.outstanding("n3")), (2, 1));
+        drop(a);
+        assert_eq!(p.outstanding("n2"), 1);
+        drop((b, c));
+        assert_eq!((p.outstanding("n2"), p.outstanding("n3")), (0, 0));
     }
 }

@@ -148,6 +148,36 @@ pub fn fallbacks(
         .collect()
 }
 
+/// The order in which a read asks the targets of `p`: this node first
+/// (`me`; its copy costs no round trip), then the other replicas by how
+/// many of this node's calls to each are still unanswered (`load`), then
+/// the stand-ins of a sloppy quorum, which hold only what was written
+/// while their owner was down. Ties keep preference order.
+///
+/// Cassandra's dynamic snitch in its simplest form: on a machine where the
+/// nodes share cores, or with one replica in a GC pause or a disk stall,
+/// the replica that has answered its earlier calls is the one most likely
+/// to answer this one soon. A read waits for the R it asks, where a write
+/// waits only for the first W of all N, so without this a read's tail is
+/// the tail of whichever replica comes next in the preference list.
+pub fn read_order<'a>(p: &'a Placement, me: &str, load: impl Fn(&str) -> usize) -> Vec<&'a str> {
+    let mut order: Vec<(u8, usize, &str)> = p
+        .targets
+        .iter()
+        .map(|t| {
+            let n = t.node.as_str();
+            match (n == me, &t.hint_for) {
+                (true, _) => (0, 0, n),
+                (false, None) => (1, load(n), n),
+                (false, Some(_)) => (2, 0, n),
+            }
+        })
+        .collect();
+    // Stable: equal keys keep preference order.
+    order.sort_by_key(|&(class, load, _)| (class, load));
+    order.into_iter().map(|(_, _, n)| n).collect()
+}
+
 /// The placement of a key of `bucket` as this node sees the cluster now.
 pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
     placement_at(node, quorumkv_ring::token_of(bucket.as_bytes(), key), props)
@@ -276,6 +306,30 @@ mod tests {
     }
 
     #[test]
+    fn a_read_asks_itself_then_the_least_loaded_replica_then_stand_ins() {
+        let p = place(
+            names(&["a", "b", "c", "d"]),
+            &names(&["e", "f"]),
+            true,
+            |r| r != "a",
+        );
+        assert_eq!(nodes(&p), ["b", "c", "d", "e"]);
+        let load = |n: &str| match n {
+            "b" => 5,
+            "c" => 1,
+            "e" => 0,
+            _ => 3,
+        };
+        // Not a replica: the replicas by load, the stand-in last even
+        // though nothing waits on it.
+        assert_eq!(read_order(&p, "x", load), ["c", "d", "b", "e"]);
+        // A replica: itself first whatever its load figure.
+        assert_eq!(read_order(&p, "b", load), ["b", "c", "d", "e"]);
+        // No load anywhere: preference order.
+        assert_eq!(read_order(&p, "d", |_| 0), ["d", "b", "c", "e"]);
+    }
+
+    #[test]
     fn quorum_counts_live_replicas_in_preference_order() {
         let p = place(names(&["a", "b", "c"]), &[], false, |r| r != "b");
         assert_eq!(nodes(&p), ["a", "c"]);
@@ -333,6 +387,45 @@ mod tests {
     }
 
     proptest! {
+        /// A read's order is the targets, each once: this node first when
+        /// it is one, then replicas by non-decreasing load (ties in
+        /// preference order), then stand-ins in preference order.
+        #[test]
+        fn read_order_is_a_permutation_sorted_by_load(
+            loads in proptest::collection::vec(0usize..4, 1..7),
+            me in 0usize..8,
+            stand_ins in 0usize..3,
+        ) {
+            let all: Vec<String> = (0..loads.len() + stand_ins).map(|i| format!("n{i}")).collect();
+            let (replicas, extended) = all.split_at(loads.len());
+            let down: Vec<String> = replicas.iter().take(stand_ins).cloned().collect();
+            let p = place(replicas.to_vec(), extended, true, |r| !down.iter().any(|d| d == r));
+            let me = format!("n{me}");
+            let load = |n: &str| {
+                let i: usize = n[1..].parse().unwrap_or(0);
+                loads.get(i).copied().unwrap_or(0)
+            };
+            let order = read_order(&p, &me, load);
+            let mut sorted: Vec<&str> = order.clone();
+            sorted.sort_unstable();
+            let mut expected = nodes(&p);
+            expected.sort_unstable();
+            prop_assert_eq!(sorted, expected);
+            let is_target = p.targets.iter().any(|t| t.node == me);
+            prop_assert_eq!(is_target, order.first() == Some(&me.as_str()));
+            let rest = if is_target { &order[1..] } else { &order[..] };
+            let stand_in = |n: &str| p.targets.iter().any(|t| t.node == n && t.hint_for.is_some());
+            let cut = rest.iter().position(|n| stand_in(n)).unwrap_or(rest.len());
+            prop_assert!(rest[cut..].iter().all(|n| stand_in(n)));
+            let pos = |n: &str| p.targets.iter().position(|t| t.node == n);
+            for w in rest[..cut].windows(2) {
+                prop_assert!((load(w[0]), pos(w[0])) < (load(w[1]), pos(w[1])), "{:?}", order);
+            }
+            for w in rest[cut..].windows(2) {
+                prop_assert!(pos(w[0]) < pos(w[1]));
+            }
+        }
+
         #[test]
         fn placement_uses_live_distinct_nodes_and_stands_in_only_for_down_replicas(
             total in 1usize..9,

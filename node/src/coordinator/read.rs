@@ -1,5 +1,6 @@
 //! The read path: ask R of the key's live replicas (this node first when
-//! it is one), ask a spare when one fails or is slow, merge what R of them
+//! it is one, then the others by how many of this node's calls they have
+//! yet to answer: [`read_order`]), ask a spare when one fails or is slow, merge what R of them
 //! answer with DVVSet sync, and repair the replicas that answered stale
 //! versions — before answering (`blocking`, the default: quorum reads
 //! become monotonic), after answering (`async`), or not at all (`off`).
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::trace::{Trace, note};
-use super::{Quorum, placement, timeout_error};
+use super::{Quorum, placement, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
 use crate::error::{ApiError, ReplicaFailure};
 use crate::metrics::RepairKind;
@@ -186,12 +187,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
     let p = placement(node, &a.bucket, &a.key, &a.props);
     Quorum::check(&a.bucket, a.props.n, &p, required)?;
     let me = node.replica.id();
-    // This node first: its copy costs no round trip.
-    let mut order: Vec<&str> = p.targets.iter().map(|t| t.node.as_str()).collect();
-    if let Some(i) = order.iter().position(|n| *n == me) {
-        let mine = order.remove(i);
-        order.insert(0, mine);
-    }
+    let order = read_order(&p, me, |n| node.peers.outstanding(n));
     note(&a.trace, || {
         format!("reading r={required} from [{}]", order.join(", "))
     });

@@ -160,6 +160,11 @@ pub fn fallbacks(
 /// to answer this one soon. A read waits for the R it asks, where a write
 /// waits only for the first W of all N, so without this a read's tail is
 /// the tail of whichever replica comes next in the preference list.
+///
+/// Caveat: a replica that fails calls at once (connection refused) has
+/// none outstanding, so reads keep trying it first — each failure costs
+/// no wait, only a spare's round trip — until the failure detector
+/// convicts it and it stops being a target.
 pub fn read_order<'a>(p: &'a Placement, me: &str, load: impl Fn(&str) -> usize) -> Vec<&'a str> {
     let mut order: Vec<(u8, usize, &str)> = p
         .targets

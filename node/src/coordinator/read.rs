@@ -1,9 +1,10 @@
 //! The read path: ask R of the key's live replicas (this node first when
 //! it is one, then the others by how many of this node's calls they have
-//! yet to answer: [`read_order`]), ask a spare when one fails or is slow, merge what R of them
-//! answer with DVVSet sync, and repair the replicas that answered stale
-//! versions — before answering (`blocking`, the default: quorum reads
-//! become monotonic), after answering (`async`), or not at all (`off`).
+//! yet to answer: [`read_order`]), ask a spare when one fails or is slow,
+//! merge what R of them answer with DVVSet sync, and repair the replicas
+//! that answered stale versions — before answering (`blocking`, the
+//! default: quorum reads become monotonic), after answering (`async`), or
+//! not at all (`off`).
 //!
 //! By default every replica answers with its full versions. With the
 //! hidden `--read-digests on`, one replica (this node when it is one)

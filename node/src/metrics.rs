@@ -78,6 +78,13 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+/// Labels of a per-peer figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The other node's id.
+    pub peer: String,
+}
+
 /// Labels of keys moved by anti-entropy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
@@ -128,6 +135,9 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     /// Hints not stored or thrown away, by reason.
     pub hints_dropped: Family<ReasonLabels, Counter>,
+    /// This node's calls to each peer still unanswered (refreshed when
+    /// rendered): a replica that falls behind shows here first.
+    pub peer_calls_outstanding: Family<PeerLabels, Gauge>,
     /// Internode frames written.
     pub net_frames_sent: Counter,
     /// Internode writes (flushes): frames sent / writes is the batching.
@@ -234,6 +244,12 @@ impl Metrics {
             "Hints this node holds, per target node",
             hints_pending.clone(),
         );
+        let peer_calls_outstanding = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "peer_calls_outstanding",
+            "This node's internode calls to each peer still waiting for an answer",
+            peer_calls_outstanding.clone(),
+        );
         let hints_written = Counter::default();
         registry.register("hints_written", "Hints stored", hints_written.clone());
         let hints_delivered = Counter::default();
@@ -326,6 +342,7 @@ impl Metrics {
             forwarded_writes,
             read_repairs,
             hints_pending,
+            peer_calls_outstanding,
             hints_written,
             hints_delivered,
             hints_dropped,
@@ -394,6 +411,16 @@ impl Metrics {
         }
     }
 
+    /// Sets the outstanding calls per peer (every peer ever called, so a
+    /// peer that caught up shows 0 rather than vanishing).
+    pub fn sync_outstanding(&self, outstanding: &[(String, usize)]) {
+        for (peer, n) in outstanding {
+            self.peer_calls_outstanding
+                .get_or_create(&PeerLabels { peer: peer.clone() })
+                .set(*n as i64);
+        }
+    }
+
     /// Refreshes the transport's figures from its counters.
     pub fn sync_net(&self, c: &crate::net::Counters) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -444,6 +471,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("qkv_lww_dropped_versions_total 1"), "{text}");
+    }
+
+    #[test]
+    fn outstanding_calls_show_per_peer_and_drop_back_to_zero() {
+        let m = Metrics::new();
+        m.sync_outstanding(&[("n2".into(), 3), ("n3".into(), 0)]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"qkv_peer_calls_outstanding{peer="n2"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"qkv_peer_calls_outstanding{peer="n3"} 0"#),
+            "{text}"
+        );
+        m.sync_outstanding(&[("n2".into(), 0), ("n3".into(), 1)]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"qkv_peer_calls_outstanding{peer="n2"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"qkv_peer_calls_outstanding{peer="n3"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -97,6 +97,14 @@ impl Peers {
         map.get(to).map_or(0, |c| c.load(Relaxed))
     }
 
+    /// Outstanding calls of every peer this node has called.
+    pub fn all_outstanding(&self) -> Vec<(String, usize)> {
+        let map = self.outstanding.read().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(k, c)| (k.clone(), c.load(Relaxed)))
+            .collect()
+    }
+
     /// Starts counting a call to `to`.
     fn start_call(&self, to: &str) -> Outstanding {
         let found = {
@@ -333,5 +341,8 @@ mod tests {
         assert_eq!(p.outstanding("n2"), 1);
         drop((b, c));
         assert_eq!((p.outstanding("n2"), p.outstanding("n3")), (0, 0));
+        let mut all = p.all_outstanding();
+        all.sort();
+        assert_eq!(all, [("n2".to_string(), 0), ("n3".to_string(), 0)]);
     }
 }

@@ -144,6 +144,7 @@ pub fn metrics(node: &Node, req: &Request) -> Reply {
     if let Some(net) = node.peers.net() {
         node.metrics.sync_net(net.counters());
     }
+    node.metrics.sync_outstanding(&node.peers.all_outstanding());
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -476,26 +476,14 @@ mod tests {
     #[test]
     fn outstanding_calls_show_per_peer_and_drop_back_to_zero() {
         let m = Metrics::new();
-        m.sync_outstanding(&[("n2".into(), 3), ("n3".into(), 0)]);
-        let text = m.render();
-        assert!(
-            text.contains(r#"qkv_peer_calls_outstanding{peer="n2"} 3"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"qkv_peer_calls_outstanding{peer="n3"} 0"#),
-            "{text}"
-        );
-        m.sync_outstanding(&[("n2".into(), 0), ("n3".into(), 1)]);
-        let text = m.render();
-        assert!(
-            text.contains(r#"qkv_peer_calls_outstanding{peer="n2"} 0"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"qkv_peer_calls_outstanding{peer="n3"} 1"#),
-            "{text}"
-        );
+        for (n2, n3) in [(3, 0), (0, 1)] {
+            m.sync_outstanding(&[("n2".into(), n2), ("n3".into(), n3)]);
+            let text = m.render();
+            for (peer, n) in [("n2", n2), ("n3", n3)] {
+                let line = format!("qkv_peer_calls_outstanding{{peer=\"{peer}\"}} {n}");
+                assert!(text.contains(&line), "{line} in {text}");
+            }
+        }
     }
 
     #[test]

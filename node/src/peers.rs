@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 
 use crate::net::{CallError, Handler, Net, PeerInfo};
@@ -93,30 +93,35 @@ impl Peers {
     /// Calls to node `to` that have not ended yet: how far behind it is
     /// with this node's requests (the coordinator's read order).
     pub fn outstanding(&self, to: &str) -> usize {
-        let map = self.outstanding.read().unwrap_or_else(|p| p.into_inner());
-        map.get(to).map_or(0, |c| c.load(Relaxed))
+        self.counters().get(to).map_or(0, |c| c.load(Relaxed))
     }
 
     /// Outstanding calls of every peer this node has called.
     pub fn all_outstanding(&self) -> Vec<(String, usize)> {
-        let map = self.outstanding.read().unwrap_or_else(|p| p.into_inner());
-        map.iter()
+        let counters = self.counters();
+        counters
+            .iter()
             .map(|(k, c)| (k.clone(), c.load(Relaxed)))
             .collect()
     }
 
     /// Starts counting a call to `to`.
     fn start_call(&self, to: &str) -> Outstanding {
-        let found = {
-            let map = self.outstanding.read().unwrap_or_else(|p| p.into_inner());
-            map.get(to).cloned()
-        };
+        // The read lock is released at the end of the statement, before
+        // the first call to a peer takes the write lock.
+        let found = self.counters().get(to).cloned();
         let c = found.unwrap_or_else(|| {
             let mut map = self.outstanding.write().unwrap_or_else(|p| p.into_inner());
             map.entry(to.to_string()).or_default().clone()
         });
         c.fetch_add(1, Relaxed);
         Outstanding(c)
+    }
+
+    /// The counters, read-locked. Poisoning only records a panic
+    /// elsewhere; the counts stay valid.
+    fn counters(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<AtomicUsize>>> {
+        self.outstanding.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -10,6 +10,9 @@
 #                                                 # nodes free on both cores
 #   QKVD_FLAGS="--read-digests on" ...            # extra qkvd flags
 #   CEILING=0 ...                                  # the node only, no ceiling run
+#   client/scripts/bench.sh periodic --rounds 15 --duration 3s --warmup 1s
+#                                                 # node and ceiling alternating,
+#                                                 # ratio = median of 15 pairs
 #
 # Builds release binaries (unless QKVD/QKV point at existing ones), starts the
 # node on a fresh temporary data dir, waits for /health, runs

@@ -103,6 +103,13 @@ pub struct BenchArgs {
     /// Pid of the node under test, to report its CPU use (from /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Measure in this many rounds, each a warmup and a `--duration`
+    /// window against the target and then (with `--ceiling`) the ceiling,
+    /// alternating, after one preload of each. Prints every round's ratio;
+    /// the ratio is their median, so a slow drift of the machine hits both
+    /// sides of each pair alike.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rounds: u64,
 }
 
 /// Parses `10s`, `500ms`, `1.5s`, `2m`, or bare seconds.
@@ -213,49 +220,91 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    let mut target: Option<RunFigures> = None;
-    if !a.ceiling_only {
-        let probe = affinity::CpuProbe {
-            in_process_server: None,
-            server_pid: a.server_pid,
-        };
-        let m = rt.block_on(workload::run(&g.nodes, &w, probe))?;
-        let f = figures("target", &g.nodes, &m);
-        if !g.json {
-            print!("{}", render(&f));
-            if let Some(warn) = report::saturation_warning(&f, threads) {
-                println!("{warn}");
-            }
-        }
-        target = Some(f);
-    }
-    let mut ceiling_f: Option<RunFigures> = None;
-    if with_ceiling {
+    let target_probe = affinity::CpuProbe {
+        in_process_server: None,
+        server_pid: a.server_pid,
+    };
+    let target_side = if a.ceiling_only {
+        None
+    } else {
+        Some(rt.block_on(workload::Prepared::new(&g.nodes, &w))?)
+    };
+    // The server lives until the last round is measured.
+    let ceiling_side = if with_ceiling {
         let server = ceiling::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             ceiling_cpu,
             a.ceiling_threads,
         )?;
         let urls = vec![format!("http://{}", server.addr)];
+        let prepared = rt.block_on(workload::Prepared::new(&urls, &w))?;
         let probe = affinity::CpuProbe {
             in_process_server: Some(server.cpu_clock()),
             server_pid: None,
         };
-        let m = rt.block_on(workload::run(&urls, &w, probe))?;
-        drop(server);
-        let f = figures("ceiling (built-in in-memory server)", &urls, &m);
+        Some((server, urls, prepared, probe))
+    } else {
+        None
+    };
+
+    let mut target_m: Option<workload::Measured> = None;
+    let mut ceiling_m: Option<workload::Measured> = None;
+    let mut rounds = Vec::new();
+    for round in 0..a.rounds {
+        let t = match &target_side {
+            Some(p) => Some(rt.block_on(p.measure(round, &target_probe))?),
+            None => None,
+        };
+        let c = match &ceiling_side {
+            Some((_, _, p, probe)) => Some(rt.block_on(p.measure(round, probe))?),
+            None => None,
+        };
+        let ops = |m: &Option<workload::Measured>| {
+            m.as_ref()
+                .map(|m| report::ops_per_sec(m.read.len() + m.write.len(), m.window))
+        };
+        let r = Round {
+            round: round + 1,
+            target_ops_per_sec: ops(&t),
+            ceiling_ops_per_sec: ops(&c),
+        };
+        if a.rounds > 1 && !g.json {
+            println!("{}", r.render());
+        }
+        rounds.push(r);
+        for (sum, m) in [(&mut target_m, t), (&mut ceiling_m, c)] {
+            match (sum.as_mut(), m) {
+                (Some(s), Some(m)) => s.absorb(m)?,
+                (None, m) => *sum = m,
+                (Some(_), None) => {}
+            }
+        }
+    }
+
+    let show = |f: &RunFigures| {
         if !g.json {
-            print!("{}", render(&f));
-            if let Some(warn) = report::saturation_warning(&f, threads) {
+            print!("{}", render(f));
+            if let Some(warn) = report::saturation_warning(f, threads) {
                 println!("{warn}");
             }
         }
-        ceiling_f = Some(f);
-    }
-    let ratio = match (&target, &ceiling_f) {
-        (Some(t), Some(c)) if c.ops_per_sec > 0.0 => Some(t.ops_per_sec / c.ops_per_sec),
-        _ => None,
     };
+    let target = target_m.map(|mut m| {
+        m.preload = target_side.as_ref().and_then(|p| p.preload);
+        let f = figures("target", &g.nodes, &m);
+        show(&f);
+        f
+    });
+    let ceiling_f = ceiling_side
+        .zip(ceiling_m)
+        .map(|((server, urls, p, _), mut m)| {
+            drop(server);
+            m.preload = p.preload;
+            let f = figures("ceiling (built-in in-memory server)", &urls, &m);
+            show(&f);
+            f
+        });
+    let ratio = median_ratio(&rounds);
     if g.json {
         let out = json!({
             "config": {
@@ -264,17 +313,74 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
                 "warmup_s": a.warmup.as_secs_f64(), "bucket": a.bucket,
                 "r": a.r, "w": a.w, "preload": !a.no_preload, "seed": a.seed,
                 "threads": threads, "cpu": a.cpu, "ceiling_cpu": ceiling_cpu,
-                "ceiling_threads": a.ceiling_threads,
+                "ceiling_threads": a.ceiling_threads, "rounds": a.rounds,
             },
             "target": target,
             "ceiling": ceiling_f,
             "ratio": ratio,
+            "per_round": rounds,
         });
         crate::cli::print_json(&out)?;
     } else if let Some(r) = ratio {
-        println!("ratio target/ceiling (ops/s): {r:.3}");
+        if a.rounds > 1 {
+            let each: Vec<f64> = rounds.iter().filter_map(Round::ratio).collect();
+            let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = each.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "ratio target/ceiling (ops/s): {r:.3} (median of {} rounds, {lo:.3}-{hi:.3})",
+                each.len()
+            );
+        } else {
+            println!("ratio target/ceiling (ops/s): {r:.3}");
+        }
     }
     Ok(())
+}
+
+/// One round's throughput on each side.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Round {
+    round: u64,
+    target_ops_per_sec: Option<f64>,
+    ceiling_ops_per_sec: Option<f64>,
+}
+
+impl Round {
+    fn ratio(&self) -> Option<f64> {
+        match (self.target_ops_per_sec, self.ceiling_ops_per_sec) {
+            (Some(t), Some(c)) if c > 0.0 => Some(t / c),
+            _ => None,
+        }
+    }
+
+    fn render(&self) -> String {
+        let side = |name: &str, v: Option<f64>| v.map(|v| format!(", {name} {v:.0} ops/s"));
+        format!(
+            "round {}{}{}{}",
+            self.round,
+            side("target", self.target_ops_per_sec).unwrap_or_default(),
+            side("ceiling", self.ceiling_ops_per_sec).unwrap_or_default(),
+            self.ratio()
+                .map(|r| format!(", ratio {r:.3}"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// The median of the rounds' ratios (the mean of the middle two for an
+/// even count); `None` when no round has both sides.
+fn median_ratio(rounds: &[Round]) -> Option<f64> {
+    let mut r: Vec<f64> = rounds.iter().filter_map(Round::ratio).collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    let mid = r.len() / 2;
+    Some(if r.len() % 2 == 1 {
+        r[mid]
+    } else {
+        (r[mid - 1] + r[mid]) / 2.0
+    })
 }
 
 #[cfg(test)]
@@ -322,26 +428,77 @@ mod tests {
             threads: Some(1),
             ceiling_threads: 1,
             server_pid: None,
+            rounds: 1,
         };
         let server = ceiling::start(SocketAddr::from(([127, 0, 0, 1], 0)), None, 1).unwrap();
         let urls = vec![format!("http://{}", server.addr)];
         let rt = runtime(1).unwrap();
-        let m = rt
-            .block_on(workload::run(
-                &urls,
-                &a.workload(None),
-                affinity::CpuProbe {
-                    in_process_server: Some(server.cpu_clock()),
-                    server_pid: None,
-                },
-            ))
+        let probe = affinity::CpuProbe {
+            in_process_server: Some(server.cpu_clock()),
+            server_pid: None,
+        };
+        let p = rt
+            .block_on(workload::Prepared::new(&urls, &a.workload(None)))
             .unwrap();
-        assert_eq!(m.preload.map(|p| (p.0, p.2)), Some((200, 0)));
+        assert_eq!(p.preload.map(|p| (p.0, p.2)), Some((200, 0)));
+        // Two rounds on one preload: each measures, and they add up.
+        let mut m = rt.block_on(p.measure(0, &probe)).unwrap();
+        let second = rt.block_on(p.measure(1, &probe)).unwrap();
+        let (ops1, ops2) = (
+            m.read.len() + m.write.len(),
+            second.read.len() + second.write.len(),
+        );
+        assert!(ops1 > 0 && ops2 > 0, "{ops1} {ops2}");
+        m.absorb(second).unwrap();
+        assert_eq!(m.read.len() + m.write.len(), ops1 + ops2);
+        assert_eq!(m.window, Duration::from_millis(600));
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         assert_eq!(m.not_found, 0);
         assert!(!m.read.is_empty() && !m.write.is_empty());
         assert!(m.generator_cpu.is_some() && m.server_cpu.is_some());
         let f = figures("ceiling", &urls, &m);
         assert!(f.ops_per_sec > 0.0);
+    }
+
+    fn round(t: Option<f64>, c: Option<f64>) -> Round {
+        Round {
+            round: 1,
+            target_ops_per_sec: t,
+            ceiling_ops_per_sec: c,
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_of_the_rounds_that_have_both_sides() {
+        let odd = [
+            round(Some(60.0), Some(100.0)),
+            round(Some(90.0), Some(100.0)),
+            round(Some(30.0), Some(100.0)),
+        ];
+        assert_eq!(median_ratio(&odd), Some(0.6));
+        let even = [
+            round(Some(50.0), Some(100.0)),
+            round(Some(70.0), Some(100.0)),
+        ];
+        assert_eq!(median_ratio(&even), Some(0.6));
+        // A round without a ceiling figure (or with a zero one) has no ratio.
+        let partial = [
+            round(Some(50.0), None),
+            round(Some(50.0), Some(0.0)),
+            round(Some(80.0), Some(100.0)),
+        ];
+        assert_eq!(median_ratio(&partial), Some(0.8));
+        assert_eq!(median_ratio(&[round(Some(1.0), None)]), None);
+        assert_eq!(median_ratio(&[]), None);
+    }
+
+    #[test]
+    fn a_round_renders_what_it_measured() {
+        let r = round(Some(600.0), Some(1000.0));
+        assert_eq!(
+            r.render(),
+            "round 1, target 600 ops/s, ceiling 1000 ops/s, ratio 0.600"
+        );
+        assert_eq!(round(Some(5.0), None).render(), "round 1, target 5 ops/s");
     }
 }

@@ -89,6 +89,12 @@ fn op(h: &Hist, secs: f64) -> OpFigures {
     }
 }
 
+/// `ops` over `window`, 0 for an empty window.
+pub fn ops_per_sec(ops: u64, window: std::time::Duration) -> f64 {
+    let secs = window.as_secs_f64();
+    if secs > 0.0 { ops as f64 / secs } else { 0.0 }
+}
+
 /// Computes the figures of a run.
 pub fn figures(label: &str, urls: &[String], m: &Measured) -> RunFigures {
     let secs = m.window.as_secs_f64();

@@ -340,122 +340,171 @@ async fn measure_worker(mut wk: Worker, id: u64, measure_from: Instant, end: Ins
     t
 }
 
-/// Runs the workload against base URLs `targets` (worker i uses target
-/// `i % len`) and returns what it measured.
-///
-/// `probe` says where the generator's and the server's CPU time come from.
-pub async fn run(targets: &[String], w: &Workload, probe: CpuProbe) -> anyhow::Result<Measured> {
-    if targets.is_empty() {
-        bail!("no target to benchmark");
+/// A workload ready to measure against base URLs `targets` (worker i
+/// uses target `i % len`), any number of times:
+/// connectivity checked, keys preloaded, and the causal contexts it has
+/// seen kept from one measurement to the next (a later window must not
+/// write without the contexts an earlier one learned, or every such write
+/// would add a sibling).
+pub struct Prepared {
+    shared: Arc<Shared>,
+    authorities: Vec<String>,
+    /// Preload: keys written, time taken, failures.
+    pub preload: Option<(u64, Duration, u64)>,
+}
+
+impl Prepared {
+    /// Checks that every target answers, then preloads (when the workload
+    /// says so).
+    pub async fn new(targets: &[String], w: &Workload) -> anyhow::Result<Prepared> {
+        if targets.is_empty() {
+            bail!("no target to benchmark");
+        }
+        let authorities = targets
+            .iter()
+            .map(|t| authority(t))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut value = vec![0u8; w.value_size];
+        StdRng::seed_from_u64(w.seed).fill_bytes(&mut value);
+        let q = |name: &str, level: Option<Consistency>| match level {
+            Some(l) => format!("?{name}={l}"),
+            None => String::new(),
+        };
+        let contexts = if w.blind_writes {
+            Vec::new()
+        } else {
+            let n = usize::try_from(w.keys).context("--keys is too large")?;
+            (0..n).map(|_| Mutex::new(None)).collect()
+        };
+        let shared = Arc::new(Shared {
+            bucket_path: format!("/buckets/{}/keys/", encode_segment(w.bucket.as_bytes())),
+            read_query: q("r", w.r),
+            write_query: q("w", w.w),
+            value: Bytes::from(value),
+            auth: match &w.token {
+                Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}"))?),
+                None => None,
+            },
+            contexts,
+            w: w.clone(),
+        });
+        // Fail fast, with the cause, if a target does not answer at all.
+        for a in &authorities {
+            connect(a).await?;
+        }
+        let mut prepared = Prepared {
+            shared,
+            authorities,
+            preload: None,
+        };
+        if w.preload {
+            let started = Instant::now();
+            let n = w.concurrency as u64;
+            let handles: Vec<_> = prepared
+                .workers()?
+                .into_iter()
+                .enumerate()
+                .map(|(i, wk)| tokio::spawn(preload_worker(wk, i as u64, n)))
+                .collect();
+            let (mut ok, mut failed) = (0, 0);
+            for h in handles {
+                let (o, f) = h.await?;
+                ok += o;
+                failed += f;
+            }
+            if ok == 0 && failed > 0 {
+                bail!("preload failed: none of {failed} writes succeeded");
+            }
+            prepared.preload = Some((ok, started.elapsed(), failed));
+        }
+        Ok(prepared)
     }
-    let authorities = targets
-        .iter()
-        .map(|t| authority(t))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut value = vec![0u8; w.value_size];
-    StdRng::seed_from_u64(w.seed).fill_bytes(&mut value);
-    let q = |name: &str, level: Option<Consistency>| match level {
-        Some(l) => format!("?{name}={l}"),
-        None => String::new(),
-    };
-    let contexts = if w.blind_writes {
-        Vec::new()
-    } else {
-        let n = usize::try_from(w.keys).context("--keys is too large")?;
-        (0..n).map(|_| Mutex::new(None)).collect()
-    };
-    let shared = Arc::new(Shared {
-        bucket_path: format!("/buckets/{}/keys/", encode_segment(w.bucket.as_bytes())),
-        read_query: q("r", w.r),
-        write_query: q("w", w.w),
-        value: Bytes::from(value),
-        auth: match &w.token {
-            Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}"))?),
-            None => None,
-        },
-        contexts,
-        w: w.clone(),
-    });
-    let workers = |n: usize| -> anyhow::Result<Vec<Worker>> {
-        (0..n)
+
+    fn workers(&self) -> anyhow::Result<Vec<Worker>> {
+        (0..self.shared.w.concurrency)
             .map(|i| {
-                let authority = authorities[i % authorities.len()].clone();
+                let authority = self.authorities[i % self.authorities.len()].clone();
                 Ok(Worker {
-                    shared: shared.clone(),
+                    shared: self.shared.clone(),
                     host: HeaderValue::from_str(&authority)?,
                     authority,
                     sender: None,
                 })
             })
             .collect()
-    };
-    // Fail fast, with the cause, if a target does not answer at all.
-    for a in &authorities {
-        connect(a).await?;
     }
 
-    let mut preload = None;
-    if w.preload {
-        let started = Instant::now();
-        let n = w.concurrency as u64;
-        let handles: Vec<_> = workers(w.concurrency)?
+    /// One warmup and one measured window on fresh connections. `round`
+    /// varies the workers' random streams from one measurement to the next.
+    pub async fn measure(&self, round: u64, probe: &CpuProbe) -> anyhow::Result<Measured> {
+        let w = &self.shared.w;
+        // Connect every worker before the clock starts.
+        let mut ready = self.workers()?;
+        for wk in &mut ready {
+            wk.sender = Some(connect(&wk.authority).await?);
+        }
+        let measure_from = Instant::now() + w.warmup;
+        let end = measure_from + w.duration;
+        let n = ready.len() as u64;
+        let handles: Vec<_> = ready
             .into_iter()
             .enumerate()
-            .map(|(i, wk)| tokio::spawn(preload_worker(wk, i as u64, n)))
+            .map(|(i, wk)| {
+                let id = round * n + i as u64;
+                tokio::spawn(measure_worker(wk, id, measure_from, end))
+            })
             .collect();
-        let (mut ok, mut failed) = (0, 0);
+        tokio::time::sleep_until(measure_from.into()).await;
+        let (gen0, srv0) = probe.sample();
+        tokio::time::sleep_until(end.into()).await;
+        let (gen1, srv1) = probe.sample();
+        let delta =
+            |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+        let (generator_cpu, server_cpu) = (delta(gen0, gen1), delta(srv0, srv1));
+        let mut total = Tally::new();
         for h in handles {
-            let (o, f) = h.await?;
-            ok += o;
-            failed += f;
+            let t = h.await?;
+            total.read.add(&t.read)?;
+            total.write.add(&t.write)?;
+            for (k, v) in t.errors {
+                *total.errors.entry(k).or_default() += v;
+            }
+            total.not_found += t.not_found;
+            total.siblings += t.siblings;
         }
-        if ok == 0 && failed > 0 {
-            bail!("preload failed: none of {failed} writes succeeded");
-        }
-        preload = Some((ok, started.elapsed(), failed));
+        Ok(Measured {
+            read: total.read,
+            write: total.write,
+            errors: total.errors,
+            not_found: total.not_found,
+            siblings: total.siblings,
+            window: w.duration,
+            preload: None,
+            generator_cpu,
+            server_cpu,
+        })
     }
+}
 
-    // Connect every worker before the clock starts.
-    let mut ready = workers(w.concurrency)?;
-    for wk in &mut ready {
-        wk.sender = Some(connect(&wk.authority).await?);
-    }
-    let measure_from = Instant::now() + w.warmup;
-    let end = measure_from + w.duration;
-    let handles: Vec<_> = ready
-        .into_iter()
-        .enumerate()
-        .map(|(i, wk)| tokio::spawn(measure_worker(wk, i as u64, measure_from, end)))
-        .collect();
-    tokio::time::sleep_until(measure_from.into()).await;
-    let (gen0, srv0) = probe.sample();
-    tokio::time::sleep_until(end.into()).await;
-    let (gen1, srv1) = probe.sample();
-    let delta =
-        |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
-    let (generator_cpu, server_cpu) = (delta(gen0, gen1), delta(srv0, srv1));
-    let mut total = Tally::new();
-    for h in handles {
-        let t = h.await?;
-        total.read.add(&t.read)?;
-        total.write.add(&t.write)?;
-        for (k, v) in t.errors {
-            *total.errors.entry(k).or_default() += v;
+impl Measured {
+    /// Adds `other`, a later window of the same workload, to this one:
+    /// latencies, counts, window lengths and CPU times add up (a CPU time
+    /// stays known only while both are).
+    pub fn absorb(&mut self, other: Measured) -> anyhow::Result<()> {
+        self.read.add(&other.read)?;
+        self.write.add(&other.write)?;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
         }
-        total.not_found += t.not_found;
-        total.siblings += t.siblings;
+        self.not_found += other.not_found;
+        self.siblings += other.siblings;
+        self.window += other.window;
+        self.preload = self.preload.or(other.preload);
+        let sum = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| a + b);
+        self.generator_cpu = sum(self.generator_cpu, other.generator_cpu);
+        self.server_cpu = sum(self.server_cpu, other.server_cpu);
+        Ok(())
     }
-    Ok(Measured {
-        read: total.read,
-        write: total.write,
-        errors: total.errors,
-        not_found: total.not_found,
-        siblings: total.siblings,
-        window: w.duration,
-        preload,
-        generator_cpu,
-        server_cpu,
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! `qkv bench`: a mixed PUT/GET workload over HTTP, measured against the
 //! nodes of `--node` and, with `--ceiling`, against a bare in-memory HTTP
 //! key-value server built into the benchmark (the ceiling), in the same run,
-//! with the ratio target / ceiling printed at the end.
+//! with the ratio target / ceiling printed at the end. Both sides are
+//! preloaded first; then `--rounds` rounds each measure the target and then
+//! the ceiling, and the ratio is the median of the rounds' ratios (with one
+//! round, simply target / ceiling).
 //!
 //! On a small machine the generator and the server must not share a core:
 //! `--cpu N` pins the generator (its runtime threads inherit the mask), the

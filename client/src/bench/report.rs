@@ -2,6 +2,7 @@
 //! milliseconds, errors by kind; printed as text or JSON.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -76,11 +77,11 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn op(h: &Hist, secs: f64) -> OpFigures {
+fn op(h: &Hist, window: Duration) -> OpFigures {
     let ops = h.len();
     OpFigures {
         ops,
-        ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+        ops_per_sec: ops_per_sec(ops, window),
         p50_ms: ms(h.value_at_quantile(0.50)),
         p99_ms: ms(h.value_at_quantile(0.99)),
         p999_ms: ms(h.value_at_quantile(0.999)),
@@ -90,7 +91,7 @@ fn op(h: &Hist, secs: f64) -> OpFigures {
 }
 
 /// `ops` over `window`, 0 for an empty window.
-pub fn ops_per_sec(ops: u64, window: std::time::Duration) -> f64 {
+pub fn ops_per_sec(ops: u64, window: Duration) -> f64 {
     let secs = window.as_secs_f64();
     if secs > 0.0 { ops as f64 / secs } else { 0.0 }
 }
@@ -98,15 +99,15 @@ pub fn ops_per_sec(ops: u64, window: std::time::Duration) -> f64 {
 /// Computes the figures of a run.
 pub fn figures(label: &str, urls: &[String], m: &Measured) -> RunFigures {
     let secs = m.window.as_secs_f64();
-    let read = op(&m.read, secs);
-    let write = op(&m.write, secs);
+    let read = op(&m.read, m.window);
+    let write = op(&m.write, m.window);
     let ops = read.ops + write.ops;
     RunFigures {
         label: label.to_string(),
         urls: urls.to_vec(),
         window_s: secs,
         ops,
-        ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+        ops_per_sec: ops_per_sec(ops, m.window),
         read,
         write,
         errors: m.errors.clone(),
@@ -115,11 +116,7 @@ pub fn figures(label: &str, urls: &[String], m: &Measured) -> RunFigures {
         preload: m.preload.map(|(keys, d, failed)| PreloadFigures {
             keys,
             seconds: d.as_secs_f64(),
-            ops_per_sec: if d.as_secs_f64() > 0.0 {
-                keys as f64 / d.as_secs_f64()
-            } else {
-                0.0
-            },
+            ops_per_sec: ops_per_sec(keys, d),
             failed,
         }),
         generator_cpu_pct: m

@@ -4,7 +4,9 @@
 //!
 //! Phases: preload (every key written once, keys split among workers, so
 //! reads hit), then warmup (same loop, not recorded), then the measured
-//! window: an operation counts when it STARTED inside the window.
+//! window: an operation counts when it STARTED inside the window. A
+//! [`Prepared`] workload repeats warmup and window as often as asked (the
+//! rounds of `--rounds`), on one preload.
 //!
 //! Writes carry the newest causal context the benchmark has seen for their
 //! key (from the last write's answer or the last read), as a well-behaved

@@ -223,90 +223,65 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    let target_probe = affinity::CpuProbe {
-        in_process_server: None,
-        server_pid: a.server_pid,
-    };
     let target_side = if a.ceiling_only {
         None
     } else {
-        Some(rt.block_on(workload::Prepared::new(&g.nodes, &w))?)
+        let probe = affinity::CpuProbe {
+            in_process_server: None,
+            server_pid: a.server_pid,
+        };
+        Some(rt.block_on(Side::prepare("target", g.nodes.clone(), &w, probe))?)
     };
     // The server lives until the last round is measured.
+    let mut server = None;
     let ceiling_side = if with_ceiling {
-        let server = ceiling::start(
+        let running = server.insert(ceiling::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             ceiling_cpu,
             a.ceiling_threads,
-        )?;
-        let urls = vec![format!("http://{}", server.addr)];
-        let prepared = rt.block_on(workload::Prepared::new(&urls, &w))?;
+        )?);
+        let urls = vec![format!("http://{}", running.addr)];
         let probe = affinity::CpuProbe {
-            in_process_server: Some(server.cpu_clock()),
+            in_process_server: Some(running.cpu_clock()),
             server_pid: None,
         };
-        Some((server, urls, prepared, probe))
+        let label = "ceiling (built-in in-memory server)";
+        Some(rt.block_on(Side::prepare(label, urls, &w, probe))?)
     } else {
         None
     };
+    let mut sides = [target_side, ceiling_side];
 
-    let mut target_m: Option<workload::Measured> = None;
-    let mut ceiling_m: Option<workload::Measured> = None;
     let mut rounds = Vec::new();
     for round in 0..a.rounds {
-        let t = match &target_side {
-            Some(p) => Some(rt.block_on(p.measure(round, &target_probe))?),
-            None => None,
-        };
-        let c = match &ceiling_side {
-            Some((_, _, p, probe)) => Some(rt.block_on(p.measure(round, probe))?),
-            None => None,
-        };
-        let ops = |m: &Option<workload::Measured>| {
-            m.as_ref()
-                .map(|m| report::ops_per_sec(m.read.len() + m.write.len(), m.window))
-        };
+        let mut ops = [None, None];
+        for (side, ops) in sides.iter_mut().zip(&mut ops) {
+            if let Some(side) = side {
+                *ops = Some(rt.block_on(side.measure(round))?);
+            }
+        }
         let r = Round {
             round: round + 1,
-            target_ops_per_sec: ops(&t),
-            ceiling_ops_per_sec: ops(&c),
+            target_ops_per_sec: ops[0],
+            ceiling_ops_per_sec: ops[1],
         };
         if a.rounds > 1 && !g.json {
             println!("{}", r.render());
         }
         rounds.push(r);
-        for (sum, m) in [(&mut target_m, t), (&mut ceiling_m, c)] {
-            match (sum.as_mut(), m) {
-                (Some(s), Some(m)) => s.absorb(m)?,
-                (None, m) => *sum = m,
-                (Some(_), None) => {}
-            }
-        }
     }
+    drop(server);
 
-    let show = |f: &RunFigures| {
+    let [target, ceiling_f] = sides.map(|side| {
+        let f = side?.figures()?;
         if !g.json {
-            print!("{}", render(f));
-            if let Some(warn) = report::saturation_warning(f, threads) {
+            print!("{}", render(&f));
+            if let Some(warn) = report::saturation_warning(&f, threads) {
                 println!("{warn}");
             }
         }
-    };
-    let target = target_m.map(|mut m| {
-        m.preload = target_side.as_ref().and_then(|p| p.preload);
-        let f = figures("target", &g.nodes, &m);
-        show(&f);
-        f
+        Some(f)
     });
-    let ceiling_f = ceiling_side
-        .zip(ceiling_m)
-        .map(|((server, urls, p, _), mut m)| {
-            drop(server);
-            m.preload = p.preload;
-            let f = figures("ceiling (built-in in-memory server)", &urls, &m);
-            show(&f);
-            f
-        });
     let ratio = median_ratio(&rounds);
     if g.json {
         let out = json!({
@@ -338,6 +313,54 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One side of the comparison (the target, or the ceiling): its prepared
+/// workload, where its CPU figures come from, and what its rounds measured
+/// so far.
+struct Side {
+    label: &'static str,
+    urls: Vec<String>,
+    prepared: workload::Prepared,
+    probe: affinity::CpuProbe,
+    measured: Option<workload::Measured>,
+}
+
+impl Side {
+    async fn prepare(
+        label: &'static str,
+        urls: Vec<String>,
+        w: &Workload,
+        probe: affinity::CpuProbe,
+    ) -> anyhow::Result<Side> {
+        let prepared = workload::Prepared::new(&urls, w).await?;
+        Ok(Side {
+            label,
+            urls,
+            prepared,
+            probe,
+            measured: None,
+        })
+    }
+
+    /// Measures one round, adds it to the side's total, and returns the
+    /// round's ops/s.
+    async fn measure(&mut self, round: u64) -> anyhow::Result<f64> {
+        let m = self.prepared.measure(round, &self.probe).await?;
+        let ops = report::ops_per_sec(m.read.len() + m.write.len(), m.window);
+        match &mut self.measured {
+            Some(total) => total.absorb(m)?,
+            None => self.measured = Some(m),
+        }
+        Ok(ops)
+    }
+
+    /// The figures of every round together, with the preload.
+    fn figures(self) -> Option<RunFigures> {
+        let mut m = self.measured?;
+        m.preload = self.prepared.preload;
+        Some(figures(self.label, &self.urls, &m))
+    }
 }
 
 /// One round's throughput on each side.

@@ -463,43 +463,49 @@ impl Prepared {
         let delta =
             |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
         let (generator_cpu, server_cpu) = (delta(gen0, gen1), delta(srv0, srv1));
-        let mut total = Tally::new();
-        for h in handles {
-            let t = h.await?;
-            total.read.add(&t.read)?;
-            total.write.add(&t.write)?;
-            for (k, v) in t.errors {
-                *total.errors.entry(k).or_default() += v;
-            }
-            total.not_found += t.not_found;
-            total.siblings += t.siblings;
-        }
-        Ok(Measured {
-            read: total.read,
-            write: total.write,
-            errors: total.errors,
-            not_found: total.not_found,
-            siblings: total.siblings,
+        let mut m = Measured {
+            read: new_hist(),
+            write: new_hist(),
+            errors: BTreeMap::new(),
+            not_found: 0,
+            siblings: 0,
             window: w.duration,
             preload: None,
             generator_cpu,
             server_cpu,
-        })
+        };
+        for h in handles {
+            m.add_counts(h.await?)?;
+        }
+        Ok(m)
     }
 }
 
 impl Measured {
+    /// Adds a worker's (or another window's) outcomes: latencies, failures
+    /// by kind, misses and siblings.
+    fn add_counts(&mut self, t: Tally) -> anyhow::Result<()> {
+        self.read.add(&t.read)?;
+        self.write.add(&t.write)?;
+        for (k, v) in t.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.not_found += t.not_found;
+        self.siblings += t.siblings;
+        Ok(())
+    }
+
     /// Adds `other`, a later window of the same workload, to this one:
     /// latencies, counts, window lengths and CPU times add up (a CPU time
     /// stays known only while both are).
     pub fn absorb(&mut self, other: Measured) -> anyhow::Result<()> {
-        self.read.add(&other.read)?;
-        self.write.add(&other.write)?;
-        for (k, v) in other.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
-        self.not_found += other.not_found;
-        self.siblings += other.siblings;
+        self.add_counts(Tally {
+            read: other.read,
+            write: other.write,
+            errors: other.errors,
+            not_found: other.not_found,
+            siblings: other.siblings,
+        })?;
         self.window += other.window;
         self.preload = self.preload.or(other.preload);
         let sum = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| a + b);

@@ -87,6 +87,7 @@ mod error;
 mod fjall;
 mod keys;
 mod memory;
+mod reaper;
 
 #[cfg(test)]
 mod tests;

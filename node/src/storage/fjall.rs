@@ -28,7 +28,7 @@
 //! - **A memtable reaper** (`reaper.rs`): a low-priority thread that holds
 //!   a reference to every active memtable, so that the memtable fjall
 //!   retires is freed there rather than under fjall's version-history lock,
-//!   where freeing it stopped every read and write of the node for 100–300
+//!   where freeing it stopped every read and write of the node for 100–330
 //!   ms at each rotation.
 //!
 //! Locking: fjall takes an exclusive `flock` on `<dir>/lock` (via

@@ -9,7 +9,7 @@
 //! whole skiplist of that memtable (hundreds of thousands of nodes, each
 //! freed on its own) is freed under the lock. Every write, and every read
 //! that misses the row cache, needs that lock; on a node serving 25 000
-//! writes/s the whole runtime stopped for 100–320 ms at each rotation.
+//! writes/s the whole runtime stopped for 100–330 ms at each rotation.
 //!
 //! What the reaper does: every [`POLL`] it takes a reference to each
 //! keyspace's active memtable (an `Arc` clone, the same thing a reader's

@@ -282,7 +282,8 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
         }
         Some(f)
     });
-    let ratio = median_ratio(&rounds);
+    let ratios = sorted_ratios(&rounds);
+    let ratio = median(&ratios);
     if g.json {
         let out = json!({
             "config": {
@@ -300,13 +301,10 @@ pub fn run(g: &Globals, a: BenchArgs) -> anyhow::Result<()> {
         });
         crate::cli::print_json(&out)?;
     } else if let Some(r) = ratio {
-        if a.rounds > 1 {
-            let each: Vec<f64> = rounds.iter().filter_map(Round::ratio).collect();
-            let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = each.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if let (true, Some(lo), Some(hi)) = (a.rounds > 1, ratios.first(), ratios.last()) {
             println!(
                 "ratio target/ceiling (ops/s): {r:.3} (median of {} rounds, {lo:.3}-{hi:.3})",
-                each.len()
+                ratios.len()
             );
         } else {
             println!("ratio target/ceiling (ops/s): {r:.3}");
@@ -393,20 +391,28 @@ impl Round {
     }
 }
 
-/// The median of the rounds' ratios (the mean of the middle two for an
-/// even count); `None` when no round has both sides.
-fn median_ratio(rounds: &[Round]) -> Option<f64> {
+/// The ratios of the rounds that have both sides, smallest first.
+fn sorted_ratios(rounds: &[Round]) -> Vec<f64> {
     let mut r: Vec<f64> = rounds.iter().filter_map(Round::ratio).collect();
-    if r.is_empty() {
-        return None;
-    }
     r.sort_by(f64::total_cmp);
-    let mid = r.len() / 2;
-    Some(if r.len() % 2 == 1 {
-        r[mid]
-    } else {
-        (r[mid - 1] + r[mid]) / 2.0
-    })
+    r
+}
+
+/// The median of sorted values (the mean of the middle two for an even
+/// count); `None` when there are none.
+fn median(sorted: &[f64]) -> Option<f64> {
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
+/// The median of the rounds' ratios; `None` when no round has both sides.
+#[cfg(test)]
+fn median_ratio(rounds: &[Round]) -> Option<f64> {
+    median(&sorted_ratios(rounds))
 }
 
 #[cfg(test)]

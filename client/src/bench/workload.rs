@@ -497,7 +497,8 @@ impl Measured {
 
     /// Adds `other`, a later window of the same workload, to this one:
     /// latencies, counts, window lengths and CPU times add up (a CPU time
-    /// stays known only while both are).
+    /// stays known only while both are). A window carries no preload, so
+    /// this one's is kept.
     pub fn absorb(&mut self, other: Measured) -> anyhow::Result<()> {
         self.add_counts(Tally {
             read: other.read,
@@ -507,7 +508,6 @@ impl Measured {
             siblings: other.siblings,
         })?;
         self.window += other.window;
-        self.preload = self.preload.or(other.preload);
         let sum = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| a + b);
         self.generator_cpu = sum(self.generator_cpu, other.generator_cpu);
         self.server_cpu = sum(self.server_cpu, other.server_cpu);

@@ -144,10 +144,6 @@ pub struct Metrics {
     pub net_writes: Counter,
     /// Internode frames received.
     pub net_frames_received: Counter,
-    /// Internode requests served (replica reads and writes, repair, ...).
-    pub net_requests_served: Counter,
-    /// Of those, the ones answered without a task of their own.
-    pub net_requests_inline: Counter,
     /// Anti-entropy passes finished (manual and scheduled).
     pub repair_passes: Counter,
     /// Keys moved by anti-entropy, by direction.
@@ -286,18 +282,6 @@ impl Metrics {
             "Internode frames received",
             net_frames_received.clone(),
         );
-        let net_requests_served = Counter::default();
-        registry.register(
-            "net_requests_served",
-            "Internode requests this node served as a replica",
-            net_requests_served.clone(),
-        );
-        let net_requests_inline = Counter::default();
-        registry.register(
-            "net_requests_inline",
-            "Internode requests answered at once on their connection's task, without a task of their own",
-            net_requests_inline.clone(),
-        );
         let repair_passes = Counter::default();
         registry.register(
             "repair_passes",
@@ -365,8 +349,6 @@ impl Metrics {
             net_frames_sent,
             net_writes,
             net_frames_received,
-            net_requests_served,
-            net_requests_inline,
             hint_sync: std::sync::Mutex::new(()),
             registry,
             requests,
@@ -445,8 +427,6 @@ impl Metrics {
         catch_up(&self.net_frames_sent, c.sent.load(Relaxed));
         catch_up(&self.net_writes, c.writes.load(Relaxed));
         catch_up(&self.net_frames_received, c.received.load(Relaxed));
-        catch_up(&self.net_requests_served, c.inbound_requests.load(Relaxed));
-        catch_up(&self.net_requests_inline, c.inbound_inline.load(Relaxed));
     }
 
     /// Counts one read repair.
@@ -513,8 +493,6 @@ mod tests {
         let c = crate::net::Counters::default();
         c.sent.store(12, Relaxed);
         c.writes.store(3, Relaxed);
-        c.inbound_requests.store(7, Relaxed);
-        c.inbound_inline.store(5, Relaxed);
         m.sync_net(&c);
         c.sent.store(20, Relaxed);
         m.sync_net(&c);
@@ -522,7 +500,5 @@ mod tests {
         assert!(text.contains("qkv_net_frames_sent_total 20"), "{text}");
         assert!(text.contains("qkv_net_writes_total 3"), "{text}");
         assert!(text.contains("qkv_net_frames_received_total 0"), "{text}");
-        assert!(text.contains("qkv_net_requests_served_total 7"), "{text}");
-        assert!(text.contains("qkv_net_requests_inline_total 5"), "{text}");
     }
 }

@@ -265,9 +265,6 @@ pub struct Counters {
     pub call_failures: AtomicU64,
     /// RPC requests received.
     pub inbound_requests: AtomicU64,
-    /// Of those, the ones answered on the connection's task, without a
-    /// task of their own (their work was done at the first poll).
-    pub inbound_inline: AtomicU64,
     /// Requests answered `Overloaded` because `max_inbound` were in
     /// progress.
     pub inbound_overloaded: AtomicU64,

@@ -35,7 +35,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -67,13 +66,9 @@ pub(super) fn expired(expires_unix_ms: u64) -> bool {
 pub trait Handler: Send + Sync + 'static {
     /// Answers `req` from `from`. It is called on the connection's own
     /// task, so it should only set up the work; the work belongs in the
-    /// returned future. The transport polls that future once on the
-    /// connection's task, where a quick answer (a cached read) costs no
-    /// task of its own; so it should reach its first `.await` that waits
-    /// (disk, a lock, another node) without long computation. If it is
-    /// pending then, the transport runs it in a task of its own and drops
-    /// it when the request's deadline passes or the transport stops (so it
-    /// must tolerate being cancelled at any `.await`).
+    /// returned future, which the transport runs in a task of its own and
+    /// drops when the request's deadline passes or the transport stops
+    /// (so it must tolerate being cancelled at any `.await`).
     fn handle(
         &self,
         from: &PeerInfo,
@@ -363,18 +358,7 @@ impl Net {
             ));
             return self.answer(reply, id, Err(busy));
         };
-        let mut work = handler.handle(from, body);
-        // Most requests are answered without waiting (a read from the row
-        // cache): poll once here, and spawn a task, with its deadline timer
-        // and stop watch, only for work that is still pending. The waker is
-        // a no-op because a pending future is polled again, with the task's
-        // own waker, as soon as it is spawned.
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(result) = work.as_mut().poll(&mut cx) {
-            self.counters.inbound_inline.fetch_add(1, Relaxed);
-            drop(permit);
-            return self.answer(reply, id, result);
-        }
+        let work = handler.handle(from, body);
         let deadline = Duration::from_millis(timeout_ms.into());
         let (net, reply) = (self.clone(), reply.clone());
         let mut stop = self.stopped();

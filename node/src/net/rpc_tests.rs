@@ -42,9 +42,8 @@ fn read(bucket: &str, n: u64) -> Request {
 }
 
 /// Answers `Ping` with `Pong`, and reads by bucket: `echo` with the key as
-/// a digest, `fail` with a storage error, `later` with the key's digest
-/// after yielding once (pending at its first poll), `park` never (after
-/// saying so on `parked`).
+/// a digest, `fail` with a storage error, `park` never (after saying so on
+/// `parked`).
 struct TestHandler {
     runs: Arc<AtomicUsize>,
     parked: mpsc::UnboundedSender<()>,
@@ -70,10 +69,6 @@ impl Handler for TestHandler {
                         Ok(Response::Digest(Some(u64::from_be_bytes(n))))
                     }
                     "fail" => Err(RemoteError::Storage("disk on fire".into())),
-                    "later" => {
-                        tokio::task::yield_now().await;
-                        Ok(Response::Digest(Some(key.len() as u64)))
-                    }
                     "park" => {
                         let _ = parked.send(());
                         std::future::pending().await
@@ -133,23 +128,6 @@ async fn a_ping_gets_a_pong_between_authenticated_peers() {
     assert_eq!(runs.load(Relaxed), 1);
     assert_eq!(a.counters().calls.load(Relaxed), 1);
     assert_eq!(b.counters().inbound_requests.load(Relaxed), 1);
-    assert_eq!(a.pending_calls(), 0);
-}
-
-#[tokio::test]
-async fn ready_answers_need_no_task_and_pending_ones_still_complete() {
-    let a = start("a", None, |_| {}).await;
-    let b = start("b", None, |_| {}).await;
-    let (runs, _parked) = serve(&b);
-    let r = a.call(&addr(&b), Request::Ping, LONG).await;
-    assert!(matches!(r, Ok(Response::Pong)), "{r:?}");
-    assert_eq!(b.counters().inbound_inline.load(Relaxed), 1);
-    // Pending at the first poll: finished in a task of its own.
-    let r = a.call(&addr(&b), read("later", 7), LONG).await;
-    assert!(matches!(r, Ok(Response::Digest(Some(8)))), "{r:?}");
-    assert_eq!(runs.load(Relaxed), 2);
-    assert_eq!(b.counters().inbound_requests.load(Relaxed), 2);
-    assert_eq!(b.counters().inbound_inline.load(Relaxed), 1);
     assert_eq!(a.pending_calls(), 0);
 }
 

@@ -26,14 +26,16 @@
 //! `Store::close`, or when the last `Store` handle goes away); the committer
 //! first finishes every request already queued.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::periodic::Periodic;
 use super::{Engine, Op, StorageError};
 
 /// At most this many writes share one fsync. Bounds the latency one group
@@ -272,10 +274,7 @@ impl Combiner {
 }
 
 /// Handle to the periodic flusher thread.
-pub(crate) struct Flusher {
-    stop: Mutex<Option<mpsc::Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
+pub(crate) struct Flusher(Periodic);
 
 /// The shortest flush interval we honour; zero would spin.
 pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(1);
@@ -286,44 +285,31 @@ impl Flusher {
         interval: Duration,
         counters: Arc<Counters>,
     ) -> Result<Flusher, StorageError> {
-        let interval = interval.max(MIN_FLUSH_INTERVAL);
-        let (stop, stop_rx) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("qkv-flusher".into())
-            .spawn(move || run_flusher(&*engine, interval, &stop_rx, &counters))
-            .map_err(|e| StorageError::Engine(format!("cannot start flusher thread: {e}")))?;
-        Ok(Flusher {
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
+        let mut flush = flusher(engine, counters);
+        Periodic::start("qkv-flusher", interval.max(MIN_FLUSH_INTERVAL), move || {
+            flush()
         })
+        .map(Flusher)
+        .map_err(|e| StorageError::Engine(format!("cannot start flusher thread: {e}")))
     }
 
     /// Stops the flusher; returns the thread to join.
     pub(crate) fn shutdown(&self) -> Option<JoinHandle<()>> {
-        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.0.shutdown()
     }
 }
 
-fn run_flusher(
-    engine: &dyn Engine,
-    interval: Duration,
-    stop: &mpsc::Receiver<()>,
-    counters: &Counters,
-) {
+/// One flusher tick: syncs the engine if a write was applied since the
+/// last successful sync; breaks once the engine is closed.
+fn flusher(engine: Arc<dyn Engine>, counters: Arc<Counters>) -> impl FnMut() -> ControlFlow<()> {
     let mut synced_writes = 0u64;
     let mut failing = false;
-    loop {
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            // Either an explicit stop or every sender dropped.
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
+    move || {
         // Read the counter before syncing: everything counted was applied
         // before it was counted, so this sync covers it.
         let writes = counters.writes.load(Ordering::Acquire);
         if writes == synced_writes {
-            continue;
+            return ControlFlow::Continue(());
         }
         match engine.sync() {
             Ok(()) => {
@@ -334,7 +320,7 @@ fn run_flusher(
                     failing = false;
                 }
             }
-            Err(StorageError::Closed) => return,
+            Err(StorageError::Closed) => return ControlFlow::Break(()),
             Err(e) => {
                 // Log the transition only: a poisoned engine fails every time.
                 if !failing {
@@ -343,6 +329,7 @@ fn run_flusher(
                 }
             }
         }
+        ControlFlow::Continue(())
     }
 }
 

@@ -87,6 +87,7 @@ mod error;
 mod fjall;
 mod keys;
 mod memory;
+mod periodic;
 mod reaper;
 
 #[cfg(test)]

@@ -26,13 +26,14 @@
 //! fjall's stable API, so a fjall upgrade that changes it breaks the build
 //! here rather than anything at run time.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{AbstractTree, Keyspace};
+
+use super::periodic::Periodic;
 
 /// How often the reaper looks at the active memtables. A 64 MiB memtable
 /// lives for seconds even under the heaviest write load this node takes.
@@ -50,8 +51,7 @@ pub struct ReaperStats {
 /// A running reaper; [`Reaper::stop`] (or dropping it) ends the thread and
 /// releases everything it holds.
 pub struct Reaper {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Periodic,
     stats: Arc<ReaperStats>,
 }
 
@@ -59,15 +59,9 @@ impl Reaper {
     /// Starts reaping the memtables of `keyspaces`. The thread keeps the
     /// keyspace handles (and so fjall's directory lock) until it stops.
     pub fn start(keyspaces: Vec<Keyspace>) -> std::io::Result<Reaper> {
-        let (stop, stopped) = mpsc::channel::<()>();
         let stats = Arc::new(ReaperStats::default());
-        let shared = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("qkv-reaper".into())
-            .spawn(move || run(&keyspaces, &stopped, &shared))?;
         Ok(Reaper {
-            stop: Some(stop),
-            thread: Some(thread),
+            thread: Periodic::start("qkv-reaper", POLL, reaper(keyspaces, stats.clone()))?,
             stats,
         })
     }
@@ -79,8 +73,7 @@ impl Reaper {
     /// Ends the thread and waits for it: afterwards it holds no keyspace
     /// handle and no memtable.
     pub fn stop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take()
+        if let Some(t) = self.thread.shutdown()
             && t.join().is_err()
         {
             tracing::warn!("the memtable reaper thread panicked");
@@ -113,11 +106,17 @@ fn lower_priority() {
     }
 }
 
-fn run(keyspaces: &[Keyspace], stopped: &mpsc::Receiver<()>, stats: &ReaperStats) {
-    lower_priority();
+/// One reaper tick: takes a reference to each active memtable not held
+/// yet, and drops those only the reaper still holds. The first tick, on
+/// the reaper's own thread, lowers that thread's priority.
+fn reaper(keyspaces: Vec<Keyspace>, stats: Arc<ReaperStats>) -> impl FnMut() -> ControlFlow<()> {
     let mut held = Vec::new();
-    loop {
-        for ks in keyspaces {
+    let mut first = true;
+    move || {
+        if std::mem::take(&mut first) {
+            lower_priority();
+        }
+        for ks in &keyspaces {
             let active = ks.tree.active_memtable();
             if !held.iter().any(|m| Arc::ptr_eq(m, &active)) {
                 held.push(active);
@@ -131,10 +130,6 @@ fn run(keyspaces: &[Keyspace], stopped: &mpsc::Receiver<()>, stats: &ReaperStats
             .freed
             .fetch_add((before - held.len()) as u64, Ordering::Relaxed);
         stats.held.store(held.len() as u64, Ordering::Relaxed);
-        match stopped.recv_timeout(POLL) {
-            Err(RecvTimeoutError::Timeout) => {}
-            // Stop asked (or the engine is gone): release everything here.
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
+        ControlFlow::Continue(())
     }
 }

@@ -422,24 +422,36 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
     let (_c, api) = single(&["--fault-injection", "--max-inflight", "1"])?;
     api.put("/internal/fault", br#"{"storage_delay_ms":1500}"#)
         .await?;
-    let slow = {
-        let api = api.clone();
-        tokio::spawn(async move { api.put("/kv/held", b"v").await })
-    };
     // Poll until the slow request holds the only slot: then health (which
     // is admitted like any route) is refused. Poll for as long as the slow
     // request is under way (on a loaded machine it may reach the node
-    // late), not for a fixed number of rounds.
-    let mut saw = None;
+    // late), not for a fixed number of rounds. A probe can also reach the
+    // node first and hold the slot, so that the slow request itself is
+    // refused: then it is sent again.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !slow.is_finished() && std::time::Instant::now() < give_up {
-        let r = api.get("/health").await?;
-        if r.status == 503 {
-            saw = Some(r);
-            break;
+    let (saw, slow) = loop {
+        let slow = {
+            let api = api.clone();
+            tokio::spawn(async move { api.put("/kv/held", b"v").await })
+        };
+        let mut saw = None;
+        while !slow.is_finished() && std::time::Instant::now() < give_up {
+            let r = api.get("/health").await?;
+            if r.status == 503 {
+                saw = Some(r);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        if saw.is_some() || std::time::Instant::now() >= give_up {
+            break (saw, slow);
+        }
+        let early = slow.await??;
+        assert_eq!(
+            early.status, 503,
+            "the slow request finished without any probe being refused"
+        );
+    };
     let r = saw.expect("a request was refused while the slot was held");
     assert_error(&r, 503, "overloaded").await;
     let done = slow.await??;

@@ -113,10 +113,16 @@ impl RowCache {
         self.0.as_ref()?;
         let k = key.as_bytes();
         let len = u32::try_from(k.len()).ok()?;
-        // Collected from an iterator of known length: one allocation, the
-        // entry's own (a `Vec` turned into an `Arc` would be copied).
-        let bytes = len.to_le_bytes();
-        let entry = bytes.iter().chain(k).chain(versions).copied().collect();
+        // One allocation, the entry's own (a `Vec` turned into an `Arc`
+        // would be copied), zeroed and then filled by three copies: a
+        // chain of byte iterators collected directly is copied a byte at a
+        // time, 15x slower for a 250-byte entry.
+        let split = LEN_PREFIX + k.len();
+        let mut entry: Arc<[u8]> = std::iter::repeat_n(0, split + versions.len()).collect();
+        let fill = Arc::get_mut(&mut entry)?;
+        fill[..LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
+        fill[LEN_PREFIX..split].copy_from_slice(k);
+        fill[split..].copy_from_slice(versions);
         Some(Entry(entry))
     }
 

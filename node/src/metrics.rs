@@ -384,39 +384,31 @@ impl Metrics {
 
     /// Records one served request.
     pub fn observe(&self, route: &'static str, method: &'static str, status: u16, secs: f64) {
-        if route == "keys"
-            && let Some(m) = HOT_METHODS.iter().position(|x| *x == method)
-        {
-            let labels = RequestLabels {
-                route,
-                method,
-                status,
-            };
-            match HOT_STATUSES.iter().position(|x| *x == status) {
-                Some(s) => self.hot.requests[m][s]
-                    .get_or_init(|| self.requests.get_or_create(&labels).clone())
-                    .inc(),
-                None => self.requests.get_or_create(&labels).inc(),
-            };
-            self.hot.latency[m]
-                .get_or_init(|| {
-                    self.latency
-                        .get_or_create(&RouteLabels { route, method })
-                        .clone()
-                })
-                .observe(secs);
-            return;
+        let labels = RequestLabels {
+            route,
+            method,
+            status,
+        };
+        let hot = (route == "keys")
+            .then(|| HOT_METHODS.iter().position(|x| *x == method))
+            .flatten();
+        let counter = hot.and_then(|m| {
+            let s = HOT_STATUSES.iter().position(|x| *x == status)?;
+            self.hot.requests.get(m)?.get(s)
+        });
+        match counter {
+            Some(c) => c
+                .get_or_init(|| self.requests.get_or_create(&labels).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels).inc(),
+        };
+        let route = RouteLabels { route, method };
+        match hot.and_then(|m| self.hot.latency.get(m)) {
+            Some(h) => h
+                .get_or_init(|| self.latency.get_or_create(&route).clone())
+                .observe(secs),
+            None => self.latency.get_or_create(&route).observe(secs),
         }
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method,
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels { route, method })
-            .observe(secs);
     }
 
     /// Refreshes the hint figures from the hint store: pending per target

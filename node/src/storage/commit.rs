@@ -285,10 +285,11 @@ impl Flusher {
         interval: Duration,
         counters: Arc<Counters>,
     ) -> Result<Flusher, StorageError> {
-        let mut flush = flusher(engine, counters);
-        Periodic::start("qkv-flusher", interval.max(MIN_FLUSH_INTERVAL), move || {
-            flush()
-        })
+        Periodic::start(
+            "qkv-flusher",
+            interval.max(MIN_FLUSH_INTERVAL),
+            flusher(engine, counters),
+        )
         .map(Flusher)
         .map_err(|e| StorageError::Engine(format!("cannot start flusher thread: {e}")))
     }

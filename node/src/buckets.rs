@@ -254,13 +254,6 @@ pub struct BucketRecord {
     pub updated_ms: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn meta_key(name: &str) -> String {
     format!("bucket/{name}")
 }
@@ -404,7 +397,7 @@ impl Buckets {
             Stored {
                 props: props.clone(),
                 has_data,
-                updated_ms: now_ms().max(prev_ms + 1),
+                updated_ms: crate::clock::unix_ms().max(prev_ms + 1),
             },
         )
         .await

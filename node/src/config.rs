@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::storage::SyncMode;
 
+/// Default row cache capacity (`--row-cache-mb`), in bytes.
+pub const DEFAULT_ROW_CACHE_BYTES: u64 = 64 << 20;
+
 /// Durability of acknowledged writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -576,7 +579,7 @@ impl Config {
             )?,
             row_cache_bytes: in_range(
                 "--row-cache-mb",
-                pick!(row_cache_mb).unwrap_or(crate::replica::DEFAULT_ROW_CACHE_BYTES >> 20),
+                pick!(row_cache_mb).unwrap_or(DEFAULT_ROW_CACHE_BYTES >> 20),
                 0,
                 1 << 20,
             )? << 20,

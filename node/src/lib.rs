@@ -15,6 +15,7 @@
 //! failures to HTTP), `server` (start and stop).
 
 pub mod buckets;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -59,7 +59,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use quorumkv_ring::{RangeReplicas, Token, TokenRange};
 use serde::Serialize;
@@ -72,14 +72,6 @@ use crate::version::Dvvs;
 const REPAIRED_PREFIX: &str = "repaired";
 /// Entries per scan page.
 const PAGE: usize = 1024;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn repaired_key(n: u32, range: TokenRange) -> String {
     format!(
@@ -187,7 +179,7 @@ pub async fn purge(node: &Arc<Node>) -> Result<PurgeReport, StorageError> {
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("purge scan task failed: {e}")))??;
-        let now = now_ms();
+        let now = crate::clock::unix_ms();
         for e in page {
             report.keys_scanned += 1;
             let Some(since) = tombstone_only_since(&e.object) else {

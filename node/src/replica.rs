@@ -25,7 +25,6 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::buckets::Conflicts;
 use crate::storage::{DataKey, StorageError, Store};
@@ -36,9 +35,6 @@ mod cache;
 use cache::RowCache;
 
 const STRIPES: usize = 4096;
-
-/// Default row cache capacity (`--row-cache-mb`).
-pub const DEFAULT_ROW_CACHE_BYTES: u64 = 64 << 20;
 
 /// What a client asked to store: a value, or a deletion.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -100,19 +96,12 @@ pub struct Replica {
     cache: RowCache,
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Replica {
     /// A replica over `store` for node `id`, minting dots as `actor` (see
     /// [`actor_name`]), counting what it holds (one scan at start), with a
     /// row cache of the default size.
     pub fn open(id: String, actor: String, store: Store) -> Result<Replica, StorageError> {
-        Replica::with_row_cache(id, actor, store, DEFAULT_ROW_CACHE_BYTES)
+        Replica::with_row_cache(id, actor, store, crate::config::DEFAULT_ROW_CACHE_BYTES)
     }
 
     /// [`Replica::open`] with a row cache of `cache_bytes` (0: none).
@@ -204,7 +193,7 @@ impl Replica {
     /// clock lags the one that stamped the older version.
     pub fn now_after(&self, seen: Option<Timestamp>) -> Timestamp {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        let wall = wall_ms();
+        let wall = crate::clock::unix_ms();
         if let Some(t) = seen {
             clock.observe(t, wall);
         }
@@ -256,7 +245,7 @@ impl Replica {
         let (old, old_size) = self.read_sized(bucket, &k)?.unzip();
         if let Some(t) = remote.max_timestamp() {
             let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            clock.observe(t, wall_ms());
+            clock.observe(t, crate::clock::unix_ms());
         }
         let mut object = match &old {
             Some(o) => o.sync(remote),

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A boxed future that can cross tasks.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -43,9 +43,7 @@ impl Clock for SystemClock {
     fn wall_ms(&self) -> u64 {
         // A clock before 1970 is a broken host; age everything as new
         // rather than fail writes.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        crate::clock::unix_ms()
     }
 
     fn monotonic(&self) -> Duration {

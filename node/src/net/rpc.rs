@@ -50,16 +50,10 @@ use crate::proto::{RemoteError, Request, Response};
 /// replicated writes (a forwarded write that timed out is the client's to retry).
 pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 1000;
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Whether a request with this wall-clock deadline (0: none) is stale.
 pub(super) fn expired(expires_unix_ms: u64) -> bool {
-    expires_unix_ms != 0 && unix_ms() > expires_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS)
+    expires_unix_ms != 0
+        && crate::clock::unix_ms() > expires_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS)
 }
 
 /// What serves the requests other nodes send this one.
@@ -312,7 +306,7 @@ impl Net {
             id,
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             body: req,
-            expires_unix_ms: unix_ms().saturating_add(timeout.as_millis() as u64),
+            expires_unix_ms: crate::clock::unix_ms().saturating_add(timeout.as_millis() as u64),
         };
         self.push(to, env, true).map_err(|e| match e {
             NetError::QueueFull(_) => CallError::QueueFull,

@@ -14,7 +14,7 @@ use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
 use crate::peers::call;
 use crate::proto::{Encoded, RangeEntry, Request, Response};
-use crate::purge::{now_ms, past_grace};
+use crate::purge::past_grace;
 use crate::server::Node;
 use crate::storage::{StorageError, Store};
 
@@ -114,7 +114,7 @@ async fn exchange(
                 .map_err(|err| RepairError::Local(err.to_string()))?;
             let skip = match &ours {
                 Some(o) => o.digest() == digest,
-                None => past_grace(&e.object, now_ms(), grace),
+                None => past_grace(&e.object, crate::clock::unix_ms(), grace),
             };
             if !skip {
                 let props = node.buckets.props_for_keys(&e.bucket);
@@ -151,7 +151,7 @@ async fn exchange(
             let digest = e.object.digest();
             match theirs.get(&(e.bucket.clone(), e.key.clone())) {
                 Some(d) if *d == digest => continue,
-                None if past_grace(&e.object, now_ms(), grace) => continue,
+                None if past_grace(&e.object, crate::clock::unix_ms(), grace) => continue,
                 _ => {}
             }
             let bytes = e.object.encode().len() as u64;

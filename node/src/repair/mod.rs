@@ -89,7 +89,7 @@ pub use state::{Progress, State, Throttle};
 use crate::merkle::KeyFilter;
 use crate::metrics::{DirectionLabels, RangeLabels};
 use crate::peers::PeerError;
-use crate::purge::{self, PurgeReport, now_ms};
+use crate::purge::{self, PurgeReport};
 use crate::server::Node;
 
 /// Merkle tree depth used by [`repair_node`]: 2^10 leaves per range.
@@ -306,7 +306,7 @@ pub async fn repair_node(node: &Arc<Node>, scope: Scope) -> RepairReport {
     let mut failed: HashSet<String> = HashSet::new();
     for (n, filter, rr) in &work {
         report.ranges += 1;
-        let range_started = now_ms();
+        let range_started = crate::clock::unix_ms();
         let mut full = true;
         let mut differing = false;
         for peer in rr.replicas.iter().filter(|r| **r != me) {
@@ -422,14 +422,15 @@ pub async fn repair_node(node: &Arc<Node>, scope: Scope) -> RepairReport {
         m.repair_keys.get_or_create(&l).inc_by(keys);
         m.repair_bytes.get_or_create(&l).inc_by(bytes);
     }
-    m.repair_last_pass.set((now_ms() / 1000) as i64);
+    m.repair_last_pass
+        .set((crate::clock::unix_ms() / 1000) as i64);
     report
 }
 
 /// Refreshes the divergence metrics from the repair state and returns the
 /// divergent ranges, oldest first.
 fn publish_divergence(node: &Node) -> Vec<Divergence> {
-    let now = now_ms();
+    let now = crate::clock::unix_ms();
     let mut out: Vec<Divergence> = node
         .repair
         .divergent()

@@ -10,7 +10,7 @@ use quorumkv_gossip::{AppState, Status};
 use quorumkv_ring::Token;
 use tracing::{info, warn};
 
-use super::{Kind, PullRange, PullState, Saved, StreamRequest, StreamResponse, now_ms, save};
+use super::{Kind, PullRange, PullState, Saved, StreamRequest, StreamResponse, save};
 use crate::cluster::{NodeState, REMOVED, REMOVING};
 use crate::error::ApiError;
 use crate::peers::call;
@@ -84,7 +84,7 @@ pub async fn join(node: &Arc<Node>, tokens: Vec<Token>) -> Result<Saved, ApiErro
     let change = Saved {
         kind: Kind::Join,
         node: me,
-        started_ms: now_ms(),
+        started_ms: crate::clock::unix_ms(),
     };
     node.changes
         .claim(&node.cluster, &change.id())
@@ -132,7 +132,7 @@ pub async fn decommission(node: &Arc<Node>) -> Result<Saved, ApiError> {
     let change = Saved {
         kind: Kind::Decommission,
         node: me,
-        started_ms: now_ms(),
+        started_ms: crate::clock::unix_ms(),
     };
     begin(node, change, vec![AppState::Status(Status::Leaving)]).await
 }
@@ -164,7 +164,7 @@ pub async fn removenode(node: &Arc<Node>, target: &str) -> Result<Saved, ApiErro
     let change = Saved {
         kind: Kind::Removenode,
         node: target.to_string(),
-        started_ms: now_ms(),
+        started_ms: crate::clock::unix_ms(),
     };
     begin(
         node,

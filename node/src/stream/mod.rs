@@ -74,7 +74,6 @@ pub mod serve;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use quorumkv_gossip::driver::Handle;
 use quorumkv_ring::TokenRange;
@@ -85,14 +84,6 @@ pub use crate::proto::{PullRange, PullState, StreamRequest, StreamResponse};
 
 use crate::cluster::Cluster;
 use crate::storage::{StorageError, Store};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The kind of a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,7 +349,7 @@ impl Changes {
     /// noted, changes no longer in flight are done. Returns whether none
     /// is in flight any more (stream positions may then be dropped).
     pub fn observe(&self, cluster: &Cluster) -> bool {
-        let now = now_ms();
+        let now = crate::clock::unix_ms();
         let in_flight = cluster.in_flight();
         for f in &in_flight {
             if let Some(kind) = Kind::parse(f.kind) {

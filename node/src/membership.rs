@@ -12,8 +12,9 @@
 //!    floor follows the round interval).
 //! 2. It announces its HTTP address, rack, and — when the data dir holds
 //!    tokens — those tokens with status `normal`; otherwise `standby`.
-//! 3. The gossip driver ([`quorumkv_gossip::driver`]) runs over
-//!    [`NetTransport`], i.e. over authenticated [`crate::net`] connections,
+//! 3. The gossip driver ([`quorumkv_gossip::driver`]) runs over the
+//!    transport's gossip side (authenticated TCP connections in a real
+//!    node, [`crate::transport`]),
 //!    and every snapshot it publishes is applied to the cluster view (the
 //!    ring is rebuilt when owners change). Membership events are logged.
 //! 4. **Joining** (`--join auto`, no stored tokens): the node announces
@@ -56,12 +57,11 @@
 //!   failure detector (about 18 rounds at threshold 8).
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quorumkv_gossip::driver::{self, Handle, Snapshot, Transport};
-use quorumkv_gossip::{Addr, AppState, Event, Message, Node as GossipNode, Status};
+use quorumkv_gossip::{Addr, AppState, Event, Node as GossipNode, Status};
 use quorumkv_ring::Token;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -71,7 +71,6 @@ use tracing::{debug, info, warn};
 use crate::cluster::{REMOVED, REMOVING, ring_of};
 use crate::config::{Config, Join, TokenAllocation};
 use crate::error::ApiError;
-use crate::net::{Envelope, GossipInbox, Net, NetError};
 use crate::server::{Node, StartError};
 use crate::storage::Store;
 use crate::stream::{self, Kind};
@@ -86,33 +85,6 @@ pub const JOIN_MAX_ROUNDS: u64 = 30;
 
 /// Exchanges answered by seeds before a joining node trusts what it knows.
 const JOIN_ACKS: u64 = 2;
-
-/// The gossip driver's view of [`Net`]: gossip messages as envelopes.
-pub struct NetTransport {
-    net: Arc<Net>,
-    inbox: GossipInbox,
-}
-
-impl NetTransport {
-    /// Gossip over `net`, receiving from `inbox` (both from [`Net::start`]).
-    pub fn new(net: Arc<Net>, inbox: GossipInbox) -> Self {
-        Self { net, inbox }
-    }
-}
-
-impl Transport for NetTransport {
-    fn send(&mut self, to: &Addr, msg: Message) {
-        match self.net.send(to.as_str(), Envelope::Gossip(msg)) {
-            Ok(()) | Err(NetError::Stopped) => {}
-            // Gossip tolerates loss; the transport counts the drop.
-            Err(e) => debug!(peer = %to, error = %e, "gossip message dropped"),
-        }
-    }
-
-    fn recv(&mut self) -> impl Future<Output = Option<(Addr, Message)>> + Send {
-        self.inbox.recv()
-    }
-}
 
 /// The gossip settings this node runs with.
 pub fn gossip_config(config: &Config) -> quorumkv_gossip::Config {
@@ -167,8 +139,7 @@ fn start_error(what: &str, e: impl std::fmt::Display) -> StartError {
 /// background when it must (see the module docs). Returns once gossip runs.
 pub async fn start(
     node: Arc<Node>,
-    net: Arc<Net>,
-    inbox: GossipInbox,
+    transport: impl Transport,
     store: &Store,
 ) -> Result<Membership, StartError> {
     let config = &node.config;
@@ -225,7 +196,7 @@ pub async fn start(
             .map_err(|e| start_error("cannot announce", e))?;
     }
 
-    let (driver, handle) = driver::driver(gossip, NetTransport::new(net.clone(), inbox));
+    let (driver, handle) = driver::driver(gossip, transport);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         driver
@@ -233,7 +204,6 @@ pub async fn start(
                 let _ = stop_rx.await;
             })
             .await;
-        net.shutdown();
     });
     node.changes.attach(handle.clone());
     node.cluster.apply(&handle.snapshot());
@@ -454,11 +424,7 @@ async fn follow(node: Arc<Node>, handle: Handle) {
                     if let Event::Up { node: peer } | Event::Restarted { node: peer, .. } = &e {
                         // Calls to it may be failing fast in a connect
                         // backoff from while it was down: end that now.
-                        if let (Some(net), Some(addr)) =
-                            (node.peers.net(), node.cluster.addr_of(peer.as_str()))
-                        {
-                            net.peer_is_back(&addr);
-                        }
+                        node.peers.peer_is_back(peer.as_str());
                     }
                     if let Event::Up { node: peer } = &e {
                         crate::peers::push_buckets(&node, peer.as_str());

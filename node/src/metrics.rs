@@ -457,7 +457,7 @@ impl Metrics {
     }
 
     /// Refreshes the transport's figures from its counters.
-    pub fn sync_net(&self, c: &crate::net::Counters) {
+    pub fn sync_net(&self, c: &crate::transport::tcp::Counters) {
         use std::sync::atomic::Ordering::Relaxed;
         catch_up(&self.net_frames_sent, c.sent.load(Relaxed));
         catch_up(&self.net_writes, c.writes.load(Relaxed));
@@ -549,7 +549,7 @@ mod tests {
     fn transport_figures_follow_the_counters() {
         use std::sync::atomic::Ordering::Relaxed;
         let m = Metrics::new();
-        let c = crate::net::Counters::default();
+        let c = crate::transport::tcp::Counters::default();
         c.sent.store(12, Relaxed);
         c.writes.store(3, Relaxed);
         m.sync_net(&c);

@@ -1,163 +1,19 @@
-//! Requests to other nodes by node id, and this node's answers to theirs.
-//!
-//! The coordinator speaks in node ids; the transport (`net`) in addresses.
-//! [`call`] looks the address up in the cluster view and turns the
-//! transport's failures into [`PeerError`], which keeps the one distinction
-//! a coordinator needs: whether the request may have been applied (a
-//! timeout, a lost connection) or certainly was not (unreachable, a full
-//! queue, an overloaded peer). [`serve`] is the other side: what a replica
-//! does with a request from a coordinator.
+//! This node's answers to other nodes' requests ([`serve`]), and the
+//! background calls that keep bucket properties and hints moving.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::net::{CallError, Handler, Net, PeerInfo};
 use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::server::Node;
 use crate::storage::StorageError;
-
-/// Why a request to a peer failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PeerError {
-    /// The request never reached the peer (no address, unreachable, queue
-    /// full): certainly not applied.
-    #[error("{0}")]
-    NotSent(String),
-    /// No answer before the deadline: it may still be applied.
-    #[error("no answer within {0} ms")]
-    Timeout(u64),
-    /// Sent, then the connection dropped: it may have been applied.
-    #[error("{0}")]
-    Lost(String),
-    /// The peer answered with an error.
-    #[error("{0}")]
-    Remote(RemoteError),
-}
-
-impl PeerError {
-    /// Whether the peer may have applied the request anyway.
-    pub fn maybe_applied(&self) -> bool {
-        match self {
-            PeerError::NotSent(_) => false,
-            PeerError::Timeout(_) | PeerError::Lost(_) => true,
-            PeerError::Remote(e) => matches!(e, RemoteError::Deadline | RemoteError::Api(_)),
-        }
-    }
-
-    /// Whether the peer certainly did nothing with the request, so that
-    /// another replica may be asked instead.
-    pub fn not_applied(&self) -> bool {
-        match self {
-            PeerError::NotSent(_) => true,
-            PeerError::Remote(e) => matches!(e, RemoteError::Overloaded(_)),
-            _ => false,
-        }
-    }
-}
-
-/// This node's end of the internode transport, set once it has started,
-/// and how many of its calls each peer has yet to answer.
-#[derive(Default)]
-pub struct Peers {
-    net: OnceLock<Arc<Net>>,
-    /// Unanswered calls per node id (entries stay once made: one per
-    /// node this one has ever called).
-    outstanding: RwLock<HashMap<String, Arc<AtomicUsize>>>,
-}
-
-/// Counts one call to a peer as outstanding until dropped, however the
-/// call ends (answered, failed, timed out, or its caller gone).
-struct Outstanding(Arc<AtomicUsize>);
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-impl Peers {
-    /// Attaches the running transport.
-    pub fn attach(&self, net: Arc<Net>) {
-        let _ = self.net.set(net);
-    }
-
-    /// The transport, once attached.
-    pub fn net(&self) -> Option<&Arc<Net>> {
-        self.net.get()
-    }
-
-    /// Calls to node `to` that have not ended yet: how far behind it is
-    /// with this node's requests (the coordinator's read order).
-    pub fn outstanding(&self, to: &str) -> usize {
-        self.counters().get(to).map_or(0, |c| c.load(Relaxed))
-    }
-
-    /// Outstanding calls of every peer this node has called.
-    pub fn all_outstanding(&self) -> Vec<(String, usize)> {
-        let counters = self.counters();
-        counters
-            .iter()
-            .map(|(k, c)| (k.clone(), c.load(Relaxed)))
-            .collect()
-    }
-
-    /// Starts counting a call to `to`.
-    fn start_call(&self, to: &str) -> Outstanding {
-        // The read lock is released at the end of the statement, before
-        // the first call to a peer takes the write lock.
-        let found = self.counters().get(to).cloned();
-        let c = found.unwrap_or_else(|| {
-            let mut map = self.outstanding.write().unwrap_or_else(|p| p.into_inner());
-            map.entry(to.to_string()).or_default().clone()
-        });
-        c.fetch_add(1, Relaxed);
-        Outstanding(c)
-    }
-
-    /// The counters, read-locked. Poisoning only records a panic
-    /// elsewhere; the counts stay valid.
-    fn counters(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<AtomicUsize>>> {
-        self.outstanding.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Sends `req` to node `to` and waits at most `timeout` for its answer.
-pub async fn call(
-    node: &Node,
-    to: &str,
-    req: Request,
-    timeout: Duration,
-) -> Result<Response, PeerError> {
-    let Some(net) = node.peers.net() else {
-        return Err(PeerError::NotSent("internode transport not started".into()));
-    };
-    let Some(addr) = node.cluster.addr_of(to) else {
-        return Err(PeerError::NotSent(format!("no known address for {to}")));
-    };
-    let _counted = node.peers.start_call(to);
-    net.call(&addr, req, timeout).await.map_err(|e| match e {
-        CallError::Unreachable(why) => PeerError::NotSent(format!("unreachable: {why}")),
-        CallError::QueueFull => PeerError::NotSent(format!("send queue to {to} is full")),
-        CallError::Stopped => PeerError::NotSent("this node is shutting down".into()),
-        CallError::Timeout => PeerError::Timeout(timeout.as_millis() as u64),
-        CallError::ConnectionLost => PeerError::Lost("connection lost before the answer".into()),
-        CallError::Remote(r) => PeerError::Remote(r),
-    })
-}
+use crate::transport::{Answer, Handler};
 
 /// The transport's handler of requests from other nodes.
 pub struct RpcHandler(pub Weak<Node>);
 
 impl Handler for RpcHandler {
-    fn handle(
-        &self,
-        _from: &PeerInfo,
-        req: Request,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, RemoteError>> + Send + 'static>> {
+    fn handle(&self, _from: &str, req: Request) -> Answer {
         let node = self.0.upgrade();
         Box::pin(async move {
             match node {
@@ -190,7 +46,7 @@ pub fn announce_bucket(node: &Arc<Node>, name: &str) {
     for peer in node.cluster.others() {
         let (node, req) = (node.clone(), bucket_request(record.clone()));
         tokio::spawn(async move {
-            if let Err(e) = call(&node, &peer, req, ANNOUNCE_TIMEOUT).await {
+            if let Err(e) = node.peers.call(&peer, req, ANNOUNCE_TIMEOUT).await {
                 tracing::debug!(%peer, error = %e, "bucket announcement not delivered");
             }
         });
@@ -207,7 +63,11 @@ pub fn push_buckets(node: &Arc<Node>, peer: &str) {
     let (node, peer) = (node.clone(), peer.to_string());
     tokio::spawn(async move {
         for r in records {
-            if let Err(e) = call(&node, &peer, bucket_request(r), ANNOUNCE_TIMEOUT).await {
+            if let Err(e) = node
+                .peers
+                .call(&peer, bucket_request(r), ANNOUNCE_TIMEOUT)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "bucket push not delivered");
             }
         }
@@ -240,7 +100,7 @@ pub fn hint_delivery(node: &Arc<Node>) -> crate::hints::DeliverFn {
                 object: Encoded::of(&h.object),
                 hint_for: None,
             };
-            match call(&node, &h.target, req, HINT_DELIVERY_TIMEOUT).await {
+            match node.peers.call(&h.target, req, HINT_DELIVERY_TIMEOUT).await {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
@@ -327,27 +187,5 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             &node.cluster.members(),
             &id,
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calls_count_as_outstanding_until_they_end() {
-        let p = Peers::default();
-        assert_eq!(p.outstanding("n2"), 0);
-        let a = p.start_call("n2");
-        let b = p.start_call("n2");
-        let c = p.start_call("n3");
-        assert_eq!((p.outstanding("n2"), p.outstanding("n3")), (2, 1));
-        drop(a);
-        assert_eq!(p.outstanding("n2"), 1);
-        drop((b, c));
-        assert_eq!((p.outstanding("n2"), p.outstanding("n3")), (0, 0));
-        let mut all = p.all_outstanding();
-        all.sort();
-        assert_eq!(all, [("n2".to_string(), 0), ("n3".to_string(), 0)]);
     }
 }

@@ -21,11 +21,11 @@ use crate::faults::Faults;
 use crate::hints::{HintConfig, Hints};
 use crate::membership;
 use crate::metrics::Metrics;
-use crate::net::{self, Identity, Net};
-use crate::peers::Peers;
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
 use crate::tokens;
+use crate::transport::tcp::{self, GossipTransport, Identity, Net, TcpPeers};
+use crate::transport::{Peers, Requests};
 
 /// Why a node refused to start: one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +65,15 @@ pub struct Node {
     /// Bucket properties.
     pub buckets: Buckets,
     /// Membership and ring.
-    pub cluster: Cluster,
+    pub cluster: Arc<Cluster>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Injected faults (only with `--fault-injection`).
     pub faults: Faults,
     /// The other nodes, over internode RPC.
-    pub peers: Peers,
+    pub peers: Arc<dyn Peers>,
+    /// The TCP transport underneath `peers` (its counters), when real.
+    pub net: Option<Arc<Net>>,
     /// Hints this node holds for replicas that missed writes.
     pub hints: Arc<Hints>,
     /// Cluster changes: the one this node drives, the streams it runs.
@@ -93,8 +95,14 @@ impl Node {
         })
     }
 
-    /// Builds a node over an open store: identity, buckets, cluster view.
-    pub async fn open(config: Config, store: Store) -> Result<Node, StartError> {
+    /// Builds a node over an open store: identity, buckets, cluster view;
+    /// `peers` makes its transport handle once the cluster view (which
+    /// knows the peers' addresses) exists.
+    pub async fn open(
+        config: Config,
+        store: Store,
+        peers: impl FnOnce(&Arc<Cluster>) -> (Arc<dyn Peers>, Option<Arc<Net>>),
+    ) -> Result<Node, StartError> {
         let dir = config.data_dir.display().to_string();
         let storage = |source| StartError::Storage {
             dir: dir.clone(),
@@ -120,7 +128,7 @@ impl Node {
         let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
         let replica = Replica::with_row_cache(id.clone(), actor, store, config.row_cache_bytes)
             .map_err(storage)?;
-        let cluster = Cluster::single(
+        let cluster = Arc::new(Cluster::single(
             LocalNode {
                 id,
                 http: config.http,
@@ -129,7 +137,8 @@ impl Node {
                 rack: config.rack.clone(),
             },
             tokens,
-        );
+        ));
+        let (peers, net) = peers(&cluster);
         Ok(Node {
             inflight: Arc::new(Semaphore::new(config.max_inflight as usize)),
             replica,
@@ -137,7 +146,8 @@ impl Node {
             cluster,
             metrics: Metrics::new(),
             faults: Faults::new(config.fault_injection),
-            peers: Peers::default(),
+            peers,
+            net,
             hints: Arc::new(hints),
             changes: Default::default(),
             repair: crate::repair::State::new(config.repair_bytes_per_sec),
@@ -276,7 +286,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // tokens can ask its seeds for the ones the cluster knows (a wiped
     // data dir), before gossip announces it anew; until the handler is
     // set, peers' requests are refused as overloaded.
-    let (net, inbox) = Net::start(net::Config::new(identity), listen);
+    let (net, inbox, incoming) = Net::bind(tcp::Config::new(identity), listen);
     let storage = |source| StartError::Storage {
         dir: dir.clone(),
         source,
@@ -286,10 +296,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .await
             .map_err(storage)?;
     }
-    let node = Arc::new(Node::open(config, store.clone()).await?);
+    let peers_net = net.clone();
+    let node = Arc::new(
+        Node::open(config, store.clone(), move |cluster| {
+            let peers: Arc<dyn Peers> = Arc::new(TcpPeers::new(peers_net.clone(), cluster.clone()));
+            (peers, Some(peers_net))
+        })
+        .await?,
+    );
     let cfg = &node.config;
-    node.peers.attach(net.clone());
-    net.set_handler(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
+    Box::new(incoming).serve(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
     let replayer = tokio::spawn(node.hints.clone().run_replayer(
         crate::peers::hint_target_is_up(&node),
@@ -312,7 +328,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     // Gossip starts; a node without tokens joins the ring in the background
     // (a new cluster's first node before the API serves: see membership).
-    let mut membership = membership::start(node.clone(), net, inbox, &store).await?;
+    let mut membership = membership::start(
+        node.clone(),
+        GossipTransport::new(net.clone(), inbox),
+        &store,
+    )
+    .await?;
     if cfg.auth_enabled() {
         info!("bearer tokens configured: every route but /health needs one");
     } else if cfg.http.ip().is_loopback() {
@@ -359,6 +380,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         warn!("hint replay did not stop within 5 s");
     }
     membership.stop();
+    net.shutdown();
     store
         .close()
         .await

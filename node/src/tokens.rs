@@ -19,9 +19,9 @@ use tracing::{info, warn};
 
 use crate::cluster::{Member, NodeState};
 use crate::config::{Config, TokenAllocation};
-use crate::net::Net;
 use crate::proto::{Request, Response};
 use crate::storage::{StorageError, Store};
+use crate::transport::tcp::Net;
 
 const META_KEY: &str = "tokens";
 

@@ -22,9 +22,9 @@ use super::{Quorum, placement, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
 use crate::error::{ApiError, ReplicaFailure};
 use crate::metrics::RepairKind;
-use crate::peers::{self, PeerError};
 use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::server::Node;
+use crate::transport::PeerError;
 use crate::version::Dvvs;
 
 /// A spare replica is asked when an asked one has not answered after this
@@ -112,7 +112,7 @@ impl Gather<'_> {
         let (node, target, tx) = (node.clone(), target.to_string(), tx.clone());
         let left = self.deadline.saturating_duration_since(Instant::now());
         tokio::spawn(async move {
-            let result = match peers::call(&node, &target, req, left).await {
+            let result = match node.peers.call(&target, req, left).await {
                 Ok(Response::Object(o)) => match o.as_ref().map(Encoded::decode).transpose() {
                     Ok(o) => Ok(Got::Full(o)),
                     Err(e) => Err(PeerError::Remote(RemoteError::Bad(format!(
@@ -301,7 +301,7 @@ pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiErro
                 digest: false,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            async move { (n.clone(), peers::call(node, n, req, left).await) }
+            async move { (n.clone(), node.peers.call(n, req, left).await) }
         });
         for (n, r) in futures::future::join_all(fetches).await {
             match r {
@@ -443,7 +443,7 @@ async fn repair(
             hint_for: None,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match peers::call(node, target, req, left).await {
+        match node.peers.call(target, req, left).await {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         }

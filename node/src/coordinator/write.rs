@@ -13,12 +13,12 @@ use super::trace::{Trace, note};
 use super::{Placement, Quorum, Target, hint, timeout_error, write_placement};
 use crate::buckets::{BucketProps, Consistency};
 use crate::error::{ApiError, ReplicaFailure};
-use crate::peers::{self, PeerError};
 use crate::proto::{
     Encoded, RemoteError, Request, Response, WireApiError, WriteReply, WriteRequest,
 };
 use crate::replica::Mutation;
 use crate::server::Node;
+use crate::transport::PeerError;
 use crate::version::{Context, Dvvs};
 
 /// One client write (or delete).
@@ -159,7 +159,7 @@ async fn forward(
         let sent_at = a.trace.as_ref().map_or(0, Trace::now_us);
         note(&a.trace, || format!("forwarding to replica {}", t.node));
         node.metrics.forwarded_writes.inc();
-        match peers::call(node, &t.node, req, left).await {
+        match node.peers.call(&t.node, req, left).await {
             Ok(Response::Written(reply)) => {
                 if let Some(tr) = &a.trace {
                     tr.absorb(reply.trace, sent_at);
@@ -420,7 +420,7 @@ async fn replicate(
         hint_for: t.hint_for.clone(),
     };
     note(&trace, || format!("replicating to {}", t.node));
-    let result = match peers::call(&node, &t.node, req, left).await {
+    let result = match node.peers.call(&t.node, req, left).await {
         Ok(Response::Ack) => Ok(()),
         Ok(other) => Err(PeerError::Remote(RemoteError::Bad(format!(
             "unexpected answer {other:?}"

@@ -141,7 +141,7 @@ pub fn metrics(node: &Node, req: &Request) -> Reply {
         &node.cluster.others(),
         &node.hints.stats(),
     );
-    if let Some(net) = node.peers.net() {
+    if let Some(net) = &node.net {
         node.metrics.sync_net(net.counters());
     }
     node.metrics.sync_outstanding(&node.peers.all_outstanding());

@@ -12,7 +12,6 @@ use quorumkv_ring::TokenRange;
 use super::{RangeReport, RepairError};
 use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
-use crate::peers::call;
 use crate::proto::{Encoded, RangeEntry, Request, Response};
 use crate::purge::past_grace;
 use crate::server::Node;
@@ -278,7 +277,8 @@ async fn rpc(
     req: Request,
     timeout: Duration,
 ) -> Result<Response, RepairError> {
-    call(node, peer, req, timeout)
+    node.peers
+        .call(peer, req, timeout)
         .await
         .map_err(|error| RepairError::Peer {
             peer: peer.to_string(),

@@ -88,9 +88,9 @@ pub use state::{Progress, State, Throttle};
 
 use crate::merkle::KeyFilter;
 use crate::metrics::{DirectionLabels, RangeLabels};
-use crate::peers::PeerError;
 use crate::purge::{self, PurgeReport};
 use crate::server::Node;
+use crate::transport::PeerError;
 
 /// Merkle tree depth used by [`repair_node`]: 2^10 leaves per range.
 pub const DEFAULT_DEPTH: u8 = 10;

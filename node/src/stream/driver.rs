@@ -13,7 +13,6 @@ use tracing::{info, warn};
 use super::{Kind, PullRange, PullState, Saved, StreamRequest, StreamResponse, save};
 use crate::cluster::{NodeState, REMOVED, REMOVING};
 use crate::error::ApiError;
-use crate::peers::call;
 use crate::proto::{Request, Response};
 use crate::server::Node;
 
@@ -283,7 +282,7 @@ async fn ask_pull(
         change: id.to_string(),
         ranges: ranges.to_vec(),
     });
-    match call(node, gainer, req, Duration::from_secs(10)).await {
+    match node.peers.call(gainer, req, Duration::from_secs(10)).await {
         Ok(Response::Stream(StreamResponse::Pull(s))) => Ok(s),
         Ok(_) => Err("unexpected answer".into()),
         Err(e) => Err(e.to_string()),
@@ -304,13 +303,14 @@ async fn agree(node: &Arc<Node>) {
             if m.id == me || !node.cluster.is_alive(&m.id) || m.state == NodeState::Left {
                 continue;
             }
-            let theirs = call(
-                node,
-                &m.id,
-                Request::Stream(StreamRequest::View),
-                Duration::from_secs(2),
-            )
-            .await;
+            let theirs = node
+                .peers
+                .call(
+                    &m.id,
+                    Request::Stream(StreamRequest::View),
+                    Duration::from_secs(2),
+                )
+                .await;
             match theirs {
                 Ok(Response::Stream(StreamResponse::View {
                     fingerprint,

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::hints::Hint;
-use crate::peers::call;
 use crate::proto::{Encoded, Request, Response};
 use crate::server::Node;
 
@@ -62,7 +61,7 @@ pub async fn hand_off_down(node: &Arc<Node>) -> (u64, u64) {
                         object: Encoded::of(&hint.object),
                         hint_for: Some(hint.target),
                     };
-                    match call(&node, &heir, req, HANDOFF_TIMEOUT).await {
+                    match node.peers.call(&heir, req, HANDOFF_TIMEOUT).await {
                         Ok(Response::Ack) => Ok(()),
                         Ok(other) => Err(format!("{heir} answered {other:?}")),
                         Err(e) => Err(format!("{heir}: {e}")),

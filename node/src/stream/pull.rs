@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{PullRange, PullState, Saved, Stream, StreamRequest, StreamResponse};
-use crate::peers::call;
 use crate::proto::{RangeEntry, Request, Response};
 use crate::server::Node;
 
@@ -180,13 +179,14 @@ async fn pull_range(
         {
             *stream.from.lock().unwrap_or_else(|p| p.into_inner()) = src.clone();
             if stream.estimate.load(Relaxed) == 0
-                && let Ok(Response::Stream(StreamResponse::Count { bytes, .. })) = call(
-                    node,
-                    src,
-                    Request::Stream(StreamRequest::Count { range: pr.range }),
-                    CHUNK_TIMEOUT,
-                )
-                .await
+                && let Ok(Response::Stream(StreamResponse::Count { bytes, .. })) = node
+                    .peers
+                    .call(
+                        src,
+                        Request::Stream(StreamRequest::Count { range: pr.range }),
+                        CHUNK_TIMEOUT,
+                    )
+                    .await
             {
                 stream.estimate.store(bytes, Relaxed);
             }
@@ -225,7 +225,7 @@ async fn from_source(
             after: after.clone(),
             max_bytes: CHUNK_BYTES,
         });
-        let (payload, checksum, next) = match call(node, src, req, CHUNK_TIMEOUT).await {
+        let (payload, checksum, next) = match node.peers.call(src, req, CHUNK_TIMEOUT).await {
             Ok(Response::Stream(StreamResponse::Chunk {
                 payload,
                 checksum,

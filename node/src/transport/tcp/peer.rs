@@ -32,6 +32,8 @@ pub(super) enum Side<'a> {
     Inbound {
         /// The connection's reply queue.
         reply: &'a mpsc::Sender<Envelope>,
+        /// What serves the requests that arrive on it.
+        handler: &'a Arc<dyn crate::transport::Handler>,
     },
 }
 

@@ -14,7 +14,30 @@ use crate::proto::{RemoteError, Request, Response};
 /// A call timeout no test should reach.
 const LONG: Duration = Duration::from_secs(10);
 
-async fn start(node: &str, secret: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Arc<Net> {
+/// A bound transport whose connections are accepted once [`serve`] gives
+/// it a handler.
+struct TestNet {
+    net: Arc<Net>,
+    incoming: std::sync::Mutex<Option<Incoming>>,
+}
+
+impl std::ops::Deref for TestNet {
+    type Target = Arc<Net>;
+
+    fn deref(&self) -> &Arc<Net> {
+        &self.net
+    }
+}
+
+fn bound(config: Config, listener: TcpListener) -> TestNet {
+    let (net, _gossip, incoming) = Net::bind(config, listener);
+    TestNet {
+        net,
+        incoming: std::sync::Mutex::new(Some(incoming)),
+    }
+}
+
+async fn start(node: &str, secret: Option<&str>, tweak: impl FnOnce(&mut Config)) -> TestNet {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let identity = Identity {
         node: node.into(),
@@ -24,7 +47,7 @@ async fn start(node: &str, secret: Option<&str>, tweak: impl FnOnce(&mut Config)
     };
     let mut config = Config::new(identity);
     tweak(&mut config);
-    Net::start(config, listener).0
+    bound(config, listener)
 }
 
 fn addr(net: &Net) -> String {
@@ -50,13 +73,7 @@ struct TestHandler {
 }
 
 impl Handler for TestHandler {
-    fn handle(
-        &self,
-        _from: &PeerInfo,
-        req: Request,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response, RemoteError>> + Send + 'static>,
-    > {
+    fn handle(&self, _from: &str, req: Request) -> crate::transport::Answer {
         self.runs.fetch_add(1, Relaxed);
         let parked = self.parked.clone();
         Box::pin(async move {
@@ -81,12 +98,18 @@ impl Handler for TestHandler {
     }
 }
 
-/// Installs a [`TestHandler`] on `net`; returns how many requests it has
+/// Serves `net` with a [`TestHandler`]; returns how many requests it has
 /// run and where it reports parking.
-fn serve(net: &Net) -> (Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+fn serve(net: &TestNet) -> (Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
     let runs = Arc::new(AtomicUsize::new(0));
     let (parked, rx) = mpsc::unbounded_channel();
-    net.set_handler(Arc::new(TestHandler {
+    let incoming = net
+        .incoming
+        .lock()
+        .expect("lock")
+        .take()
+        .expect("served once");
+    incoming.serve(Arc::new(TestHandler {
         runs: runs.clone(),
         parked,
     }));
@@ -316,7 +339,7 @@ async fn a_peer_back_ends_the_backoff_at_once() {
         cluster: "c".into(),
         secret: None,
     };
-    let b = Net::start(Config::new(identity), listener).0;
+    let b = bound(Config::new(identity), listener);
     let (_runs, _parked) = serve(&b);
     let r = a.call(&to, Request::Ping, Duration::from_secs(5)).await;
     assert!(
@@ -374,16 +397,21 @@ async fn shutdown_fails_pending_and_later_calls_with_stopped() {
 }
 
 #[tokio::test]
-async fn a_node_without_a_handler_answers_overloaded() {
+async fn a_node_serves_nothing_until_it_has_its_handler_then_answers_what_waited() {
     let a = start("a", None, |_| {}).await;
     let b = start("b", None, |_| {}).await;
-    let r = a.call(&addr(&b), Request::Ping, LONG).await;
-    match r {
-        Err(CallError::Remote(RemoteError::Overloaded(why))) => {
-            assert!(why.contains("starting"), "{why}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let mut call = spawn_call(&a, &addr(&b), Request::Ping);
+    // Bound but not serving: the connection waits in the listen backlog,
+    // so the call neither fails nor is answered.
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut call).await;
+    assert!(early.is_err(), "answered before the node served: {early:?}");
+    let (runs, _parked) = serve(&b);
+    let r = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("answered once served")
+        .expect("call task");
+    assert!(matches!(r, Ok(Response::Pong)), "{r:?}");
+    assert_eq!(runs.load(Relaxed), 1);
 }
 
 #[tokio::test]

@@ -15,8 +15,14 @@
 //!   connection can also *write* (a per-connection reply queue), which is
 //!   where RPC responses go, multiplexed by request id.
 //! * **RPC** ([`rpc`]): [`Net::call`] sends a [`crate::proto::Request`]
-//!   and waits for its answer; the [`Handler`] set with
-//!   [`Net::set_handler`] serves the requests other nodes send.
+//!   and waits for its answer; the [`Handler`] given to
+//!   [`Incoming::serve`] serves the requests other nodes send.
+//! * **Binding** ([`Net::bind`]) gives the transport, its gossip inbox
+//!   and its [`Incoming`] connections, which are accepted only once the
+//!   node serves them with its finished handler. Until then a peer's
+//!   connection waits in the listen backlog (its handshake deadline
+//!   bounds how long), and its requests are served when the node is ready
+//!   instead of being refused.
 //! * **Frames**: tokio-util's `LengthDelimitedCodec` (4-byte big-endian
 //!   length, at most [`Config::max_frame`] bytes) around MessagePack
 //!   ([`Envelope`] via rmp-serde).
@@ -60,13 +66,14 @@
 
 pub mod handshake;
 mod peer;
+mod peers;
 pub mod rpc;
 #[cfg(test)]
 mod rpc_tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use quorumkv_gossip::{Addr, Message};
@@ -77,8 +84,10 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
 pub use handshake::{Identity, PeerInfo};
-pub use rpc::{CallError, Handler};
+pub use peers::{GossipTransport, TcpPeers};
+pub use rpc::CallError;
 
+use super::Handler;
 use crate::proto;
 
 /// The internode protocol version, exchanged in the handshake. Peers of
@@ -290,7 +299,6 @@ pub struct Net {
     stop: watch::Sender<bool>,
     /// Calls waiting for their answers.
     rpc: rpc::Calls,
-    handler: OnceLock<Arc<dyn Handler>>,
     /// Permits for inbound requests in progress ([`Config::max_inbound`]).
     inbound: Arc<Semaphore>,
 }
@@ -324,10 +332,32 @@ pub fn framed(stream: TcpStream, max: usize) -> Framed<TcpStream, LengthDelimite
         .new_framed(stream)
 }
 
+/// A bound listener whose connections are accepted once the node serves
+/// them ([`Incoming::serve`]).
+pub struct Incoming {
+    net: Arc<Net>,
+    listener: TcpListener,
+}
+
+impl super::Requests for Incoming {
+    fn serve(self: Box<Self>, handler: Arc<dyn Handler>) {
+        Incoming::serve(*self, handler);
+    }
+}
+
+impl Incoming {
+    /// Starts accepting peers' connections; `handler` answers their
+    /// requests.
+    pub fn serve(self, handler: Arc<dyn Handler>) {
+        tokio::spawn(accept_loop(self.net, self.listener, handler));
+    }
+}
+
 impl Net {
-    /// Starts accepting on `listener`; returns the transport and the
-    /// stream of gossip messages it receives.
-    pub fn start(config: Config, listener: TcpListener) -> (Arc<Net>, GossipInbox) {
+    /// The transport over `listener`: outbound calls and gossip work at
+    /// once; peers' connections are accepted once [`Incoming::serve`]
+    /// runs. Returns the stream of gossip messages it receives too.
+    pub fn bind(config: Config, listener: TcpListener) -> (Arc<Net>, GossipInbox, Incoming) {
         let (gossip, inbox) = mpsc::channel(GOSSIP_INBOX);
         let permits = config.max_inbound.min(Semaphore::MAX_PERMITS);
         let net = Arc::new(Net {
@@ -338,11 +368,13 @@ impl Net {
             refusals: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
             rpc: rpc::Calls::default(),
-            handler: OnceLock::new(),
             inbound: Arc::new(Semaphore::new(permits)),
         });
-        tokio::spawn(accept_loop(net.clone(), listener));
-        (net, inbox)
+        let incoming = Incoming {
+            net: net.clone(),
+            listener,
+        };
+        (net, inbox, incoming)
     }
 
     /// The settings.
@@ -455,13 +487,13 @@ impl Net {
                 body,
                 expires_unix_ms,
             } => match side {
-                peer::Side::Inbound { reply } => {
+                peer::Side::Inbound { reply, handler } => {
                     if rpc::expired(expires_unix_ms) {
                         self.counters.inbound_expired.fetch_add(1, Relaxed);
                         debug!(peer = %from.node, id, "dropping a request past its deadline");
                         return self.answer(reply, id, Err(proto::RemoteError::Deadline));
                     }
-                    self.serve(from, id, timeout_ms, body, reply)
+                    self.serve(handler, from, id, timeout_ms, body, reply)
                 }
                 // Requests come on connections their sender dialed; there
                 // is no reply queue on ours.
@@ -503,14 +535,15 @@ impl Net {
     }
 }
 
-async fn accept_loop(net: Arc<Net>, listener: TcpListener) {
+async fn accept_loop(net: Arc<Net>, listener: TcpListener, handler: Arc<dyn Handler>) {
     let mut stop = net.stopped();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
-                    tokio::spawn(serve_inbound(net.clone(), stream, remote.ip().to_string()));
+                    let (net, handler) = (net.clone(), handler.clone());
+                    tokio::spawn(serve_inbound(net, stream, remote.ip().to_string(), handler));
                 }
                 Err(e) => {
                     warn!(error = %e, "accept on --listen failed");
@@ -522,7 +555,12 @@ async fn accept_loop(net: Arc<Net>, listener: TcpListener) {
 }
 
 /// Handshake, then read frames until the peer or this node closes.
-async fn serve_inbound(net: Arc<Net>, stream: TcpStream, remote: String) {
+async fn serve_inbound(
+    net: Arc<Net>,
+    stream: TcpStream,
+    remote: String,
+    handler: Arc<dyn Handler>,
+) {
     let _ = stream.set_nodelay(true);
     let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
     let hs = tokio::time::timeout(
@@ -538,7 +576,10 @@ async fn serve_inbound(net: Arc<Net>, stream: TcpStream, remote: String) {
     conn.codec_mut().set_max_frame_length(net.config.max_frame);
     debug!(peer = %peer.node, addr = %peer.addr, "accepted internode connection");
     let (reply_tx, mut reply_rx) = mpsc::channel(net.config.queue);
-    let side = peer::Side::Inbound { reply: &reply_tx };
+    let side = peer::Side::Inbound {
+        reply: &reply_tx,
+        handler: &handler,
+    };
     if let Err(e) = peer::pump(&net, conn, &peer, None, &mut reply_rx, side).await {
         debug!(peer = %peer.node, error = %e, "inbound connection ended");
     }
@@ -557,7 +598,18 @@ mod tests {
             cluster: cluster.into(),
             secret: secret.map(Into::into),
         };
-        Net::start(Config::new(identity), listener)
+        let (net, inbox, incoming) = Net::bind(Config::new(identity), listener);
+        incoming.serve(Arc::new(NoRequests));
+        (net, inbox)
+    }
+
+    /// Accepts connections (gossip rides them) but serves no request.
+    struct NoRequests;
+
+    impl Handler for NoRequests {
+        fn handle(&self, _from: &str, _req: proto::Request) -> crate::transport::Answer {
+            Box::pin(async { Err(proto::RemoteError::Bad("no requests here".into())) })
+        }
     }
 
     fn syn(cluster: &str) -> Envelope {

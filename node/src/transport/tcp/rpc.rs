@@ -31,17 +31,16 @@
 //! [`Config::max_inbound`]: super::Config::max_inbound
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{Envelope, Net, NetError, PeerInfo, lock};
 use crate::proto::{RemoteError, Request, Response};
+use crate::transport::Handler;
 
 /// How far a request may be read past its caller's wall-clock deadline
 /// before it is dropped unrun. Covers clock skew between nodes (kept small
@@ -54,20 +53,6 @@ pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 1000;
 pub(super) fn expired(expires_unix_ms: u64) -> bool {
     expires_unix_ms != 0
         && crate::clock::unix_ms() > expires_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS)
-}
-
-/// What serves the requests other nodes send this one.
-pub trait Handler: Send + Sync + 'static {
-    /// Answers `req` from `from`. It is called on the connection's own
-    /// task, so it should only set up the work; the work belongs in the
-    /// returned future, which the transport runs in a task of its own and
-    /// drops when the request's deadline passes or the transport stops
-    /// (so it must tolerate being cancelled at any `.await`).
-    fn handle(
-        &self,
-        from: &PeerInfo,
-        req: Request,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, RemoteError>> + Send + 'static>>;
 }
 
 /// Why a [`Net::call`] got no answer.
@@ -259,14 +244,6 @@ impl Drop for Forget<'_> {
 }
 
 impl Net {
-    /// Installs what serves inbound requests. Set once, after
-    /// [`Net::start`]; until then requests are answered `Overloaded`.
-    pub fn set_handler(&self, h: Arc<dyn Handler>) {
-        if self.handler.set(h).is_err() {
-            warn!("an internode request handler is already set; keeping the first");
-        }
-    }
-
     /// Sends `req` to the peer listening at `to` and waits for its answer,
     /// at most `timeout` (which the peer also gets, to give up on its
     /// side).
@@ -333,6 +310,7 @@ impl Net {
     /// goes to that connection's `reply` queue.
     pub(super) fn serve(
         self: &Arc<Self>,
+        handler: &Arc<dyn Handler>,
         from: &PeerInfo,
         id: u64,
         timeout_ms: u32,
@@ -340,10 +318,6 @@ impl Net {
         reply: &mpsc::Sender<Envelope>,
     ) {
         self.counters.inbound_requests.fetch_add(1, Relaxed);
-        let Some(handler) = self.handler.get() else {
-            let starting = RemoteError::Overloaded("node is starting".into());
-            return self.answer(reply, id, Err(starting));
-        };
         let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
             self.counters.inbound_overloaded.fetch_add(1, Relaxed);
             let busy = RemoteError::Overloaded(format!(
@@ -352,7 +326,7 @@ impl Net {
             ));
             return self.answer(reply, id, Err(busy));
         };
-        let work = handler.handle(from, body);
+        let work = handler.handle(&from.node, body);
         let deadline = Duration::from_millis(timeout_ms.into());
         let (net, reply) = (self.clone(), reply.clone());
         let mut stop = self.stopped();

@@ -322,7 +322,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::net::framed;
+    use crate::transport::tcp::framed;
 
     fn id(node: &str, cluster: &str, secret: Option<&str>) -> Identity {
         Identity {

@@ -14,6 +14,7 @@
 //! writes), `http` (the API), `metrics`, `error` (the one mapping of
 //! failures to HTTP), `server` (start and stop).
 
+pub mod bucket_sync;
 pub mod buckets;
 pub mod clock;
 pub mod cluster;
@@ -28,7 +29,6 @@ pub mod merkle;
 pub mod metrics;
 pub mod peers;
 pub mod proto;
-pub mod purge;
 pub mod repair;
 pub mod replica;
 pub mod server;

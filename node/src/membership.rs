@@ -427,7 +427,7 @@ async fn follow(node: Arc<Node>, handle: Handle) {
                         node.peers.peer_is_back(peer.as_str());
                     }
                     if let Event::Up { node: peer } = &e {
-                        crate::peers::push_buckets(&node, peer.as_str());
+                        node.bucket_sync.push_to(peer.as_str());
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {

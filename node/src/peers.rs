@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::server::Node;
-use crate::storage::StorageError;
 use crate::transport::{Answer, Handler};
 
 /// The transport's handler of requests from other nodes.
@@ -22,56 +21,6 @@ impl Handler for RpcHandler {
             }
         })
     }
-}
-
-/// How long an announcement of bucket properties may take per peer.
-const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn bucket_request(r: crate::buckets::BucketRecord) -> Request {
-    Request::Bucket {
-        name: r.name,
-        props: r.props,
-        has_data: r.has_data,
-        updated_ms: r.updated_ms,
-    }
-}
-
-/// Tells every other member about bucket `name` (after it was set here),
-/// in the background. A member that misses it learns it when this node
-/// next sees it come up ([`push_buckets`]).
-pub fn announce_bucket(node: &Arc<Node>, name: &str) {
-    let Some(record) = node.buckets.record(name) else {
-        return;
-    };
-    for peer in node.cluster.others() {
-        let (node, req) = (node.clone(), bucket_request(record.clone()));
-        tokio::spawn(async move {
-            if let Err(e) = node.peers.call(&peer, req, ANNOUNCE_TIMEOUT).await {
-                tracing::debug!(%peer, error = %e, "bucket announcement not delivered");
-            }
-        });
-    }
-}
-
-/// Sends every bucket this node knows to `peer` (which just came up), in
-/// the background: bucket properties converge without a coordinator.
-pub fn push_buckets(node: &Arc<Node>, peer: &str) {
-    let records = node.buckets.records();
-    if records.is_empty() {
-        return;
-    }
-    let (node, peer) = (node.clone(), peer.to_string());
-    tokio::spawn(async move {
-        for r in records {
-            if let Err(e) = node
-                .peers
-                .call(&peer, bucket_request(r), ANNOUNCE_TIMEOUT)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "bucket push not delivered");
-            }
-        }
-    });
 }
 
 /// How long one hint delivery may take.
@@ -112,41 +61,22 @@ pub fn hint_delivery(node: &Arc<Node>) -> crate::hints::DeliverFn {
 pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteError> {
     match req {
         Request::Ping => Ok(Response::Pong),
-        Request::Write(w) => crate::coordinator::serve_forwarded(&node, w).await,
+        Request::Write(w) => node.coordinator.serve_forwarded(w).await,
         Request::Replicate {
             bucket,
             key,
             object,
             hint_for,
         } => {
-            let props = node.buckets.props_for_keys(&bucket);
-            let object = object
-                .decode()
-                .map_err(|e| RemoteError::Bad(format!("versions that do not decode: {e}")))?;
-            node.replica
-                .merge(&bucket, &key, &object, props.conflicts)
+            node.coordinator
+                .serve_replicate(&bucket, &key, &object, hint_for.as_deref())
                 .await
-                .map_err(|e| RemoteError::Storage(e.to_string()))?;
-            if let Some(owner) = hint_for {
-                crate::coordinator::hint(&node, &owner, &bucket, &key, &object).await;
-            }
-            Ok(Response::Ack)
         }
         Request::Read {
             bucket,
             key,
             digest,
-        } => {
-            node.faults.storage_delay().await;
-            let storage = |e: StorageError| RemoteError::Storage(e.to_string());
-            Ok(if digest {
-                let found = node.replica.read(&bucket, &key).map_err(storage)?;
-                Response::Digest(found.map(|o| o.digest()))
-            } else {
-                let found = node.replica.read_encoded(&bucket, &key).map_err(storage)?;
-                Response::Object(found.map(Encoded::from))
-            })
-        }
+        } => node.coordinator.serve_read(&bucket, &key, digest).await,
         Request::Bucket {
             name,
             props,
@@ -168,7 +98,9 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             range,
             depth,
             filter,
-        } => crate::repair::serve_tree(&node, range, depth, filter)
+        } => node
+            .repairer
+            .serve_tree(range, depth, filter)
             .await
             .map(Response::Tree)
             .map_err(|e| RemoteError::Storage(e.to_string())),
@@ -176,7 +108,9 @@ pub async fn serve(node: Arc<Node>, req: Request) -> Result<Response, RemoteErro
             range,
             after,
             limit,
-        } => crate::repair::serve_entries(&node, range, after, limit)
+        } => node
+            .repairer
+            .serve_entries(range, after, limit)
             .await
             .map(|(entries, next)| Response::Entries { entries, next })
             .map_err(|e| RemoteError::Storage(e.to_string())),

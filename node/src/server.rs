@@ -13,14 +13,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use crate::bucket_sync::BucketSync;
 use crate::buckets::Buckets;
 use crate::cluster::{Cluster, LocalNode};
 use crate::config::{Config, Engine, validate_node_id};
+use crate::coordinator::{self, Coordinator};
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::hints::{HintConfig, Hints};
 use crate::membership;
 use crate::metrics::Metrics;
+use crate::repair::{self, Repairer};
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
 use crate::tokens;
@@ -61,15 +64,15 @@ pub struct Node {
     /// Resolved configuration.
     pub config: Config,
     /// This node's replica of the data.
-    pub replica: Replica,
+    pub replica: Arc<Replica>,
     /// Bucket properties.
-    pub buckets: Buckets,
+    pub buckets: Arc<Buckets>,
     /// Membership and ring.
     pub cluster: Arc<Cluster>,
     /// Prometheus metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Injected faults (only with `--fault-injection`).
-    pub faults: Faults,
+    pub faults: Arc<Faults>,
     /// The other nodes, over internode RPC.
     pub peers: Arc<dyn Peers>,
     /// The TCP transport underneath `peers` (its counters), when real.
@@ -78,8 +81,12 @@ pub struct Node {
     pub hints: Arc<Hints>,
     /// Cluster changes: the one this node drives, the streams it runs.
     pub changes: crate::stream::Changes,
-    /// Anti-entropy's memory: divergence dates, throttle, progress.
-    pub repair: crate::repair::State,
+    /// Anti-entropy.
+    pub repairer: Arc<Repairer>,
+    /// Quorum reads and writes.
+    pub coordinator: Arc<Coordinator>,
+    /// Spreads bucket properties to the other members.
+    pub bucket_sync: Arc<BucketSync>,
     inflight: Arc<Semaphore>,
 }
 
@@ -113,7 +120,8 @@ impl Node {
         // A node without tokens chooses them once it has learned the ring
         // from gossip (`membership::start`); until then it is standby.
         let tokens = tokens::load(&store).map_err(storage)?.unwrap_or_default();
-        let buckets = Buckets::load(store.clone(), &id, config.default_n).map_err(storage)?;
+        let buckets =
+            Arc::new(Buckets::load(store.clone(), &id, config.default_n).map_err(storage)?);
         let hints = Hints::open(
             store.clone(),
             HintConfig {
@@ -126,8 +134,10 @@ impl Node {
         )
         .map_err(storage)?;
         let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
-        let replica = Replica::with_row_cache(id.clone(), actor, store, config.row_cache_bytes)
-            .map_err(storage)?;
+        let replica = Arc::new(
+            Replica::with_row_cache(id.clone(), actor, store, config.row_cache_bytes)
+                .map_err(storage)?,
+        );
         let cluster = Arc::new(Cluster::single(
             LocalNode {
                 id,
@@ -139,18 +149,57 @@ impl Node {
             tokens,
         ));
         let (peers, net) = peers(&cluster);
+        let hints = Arc::new(hints);
+        let metrics = Arc::new(Metrics::new());
+        let faults = Arc::new(Faults::new(config.fault_injection));
+        let bucket_sync = Arc::new(BucketSync::new(
+            buckets.clone(),
+            cluster.clone(),
+            peers.clone(),
+        ));
+        let coordinator = Coordinator::new(
+            coordinator::Parts {
+                replica: replica.clone(),
+                cluster: cluster.clone(),
+                buckets: buckets.clone(),
+                hints: hints.clone(),
+                peers: peers.clone(),
+                metrics: metrics.clone(),
+                faults: faults.clone(),
+                bucket_sync: bucket_sync.clone(),
+            },
+            coordinator::Options {
+                read_digests: config.read_digests,
+            },
+        );
+        let repairer = Repairer::new(
+            repair::Parts {
+                replica: replica.clone(),
+                cluster: cluster.clone(),
+                buckets: buckets.clone(),
+                peers: peers.clone(),
+                metrics: metrics.clone(),
+            },
+            repair::Options {
+                default_n: config.default_n,
+                bytes_per_sec: config.repair_bytes_per_sec,
+                tombstone_grace: config.tombstone_grace,
+            },
+        );
         Ok(Node {
             inflight: Arc::new(Semaphore::new(config.max_inflight as usize)),
             replica,
             buckets,
             cluster,
-            metrics: Metrics::new(),
-            faults: Faults::new(config.fault_injection),
+            metrics,
+            faults,
             peers,
             net,
-            hints: Arc::new(hints),
+            coordinator,
+            bucket_sync,
+            hints,
             changes: Default::default(),
-            repair: crate::repair::State::new(config.repair_bytes_per_sec),
+            repairer,
             config,
         })
     }
@@ -313,11 +362,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         background_stopped.clone(),
     ));
     if let Some(every) = cfg.anti_entropy_interval {
-        tokio::spawn(crate::repair::run_scheduler(
-            Arc::downgrade(&node),
-            every,
-            background_stopped,
-        ));
+        tokio::spawn(
+            node.repairer
+                .clone()
+                .run_scheduler(every, background_stopped),
+        );
     }
     if let Some(grace) = cfg.cleanup_grace {
         tokio::spawn(crate::stream::cleanup::run_auto(

@@ -35,14 +35,129 @@ mod read;
 pub mod trace;
 mod write;
 
-pub use read::{ReadArgs, read};
-pub use write::{WriteArgs, serve_forwarded, write};
+pub use read::ReadArgs;
+pub use write::WriteArgs;
 
-use crate::buckets::BucketProps;
+use std::sync::Arc;
+
+use crate::bucket_sync::BucketSync;
+use crate::buckets::{BucketProps, Buckets};
+use crate::cluster::Cluster;
 use crate::error::{ApiError, ReplicaFailure};
-use crate::hints::HintOutcome;
-use crate::server::Node;
+use crate::faults::Faults;
+use crate::hints::{HintOutcome, Hints};
+use crate::metrics::Metrics;
+use crate::proto::{Encoded, RemoteError, Response};
+use crate::replica::Replica;
+use crate::storage::StorageError;
+use crate::transport::Peers;
 use crate::version::Dvvs;
+
+/// The coordinator's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replicas after the first answer reads with a digest
+    /// (`--read-digests`).
+    pub read_digests: bool,
+}
+
+/// Quorum reads and writes over this node's replica and its peers.
+pub struct Coordinator {
+    replica: Arc<Replica>,
+    cluster: Arc<Cluster>,
+    buckets: Arc<Buckets>,
+    hints: Arc<Hints>,
+    peers: Arc<dyn Peers>,
+    metrics: Arc<Metrics>,
+    faults: Arc<Faults>,
+    bucket_sync: Arc<BucketSync>,
+    options: Options,
+}
+
+/// What a [`Coordinator`] works with.
+pub struct Parts {
+    /// This node's copy of the data.
+    pub replica: Arc<Replica>,
+    /// Members, ring and liveness.
+    pub cluster: Arc<Cluster>,
+    /// Bucket properties.
+    pub buckets: Arc<Buckets>,
+    /// Hinted handoff's store.
+    pub hints: Arc<Hints>,
+    /// The other nodes.
+    pub peers: Arc<dyn Peers>,
+    /// Where the coordinator counts.
+    pub metrics: Arc<Metrics>,
+    /// Injected faults.
+    pub faults: Arc<Faults>,
+    /// Announces a bucket when it first holds data.
+    pub bucket_sync: Arc<BucketSync>,
+}
+
+impl Coordinator {
+    /// A coordinator over `parts`.
+    pub fn new(parts: Parts, options: Options) -> Arc<Coordinator> {
+        Arc::new(Coordinator {
+            replica: parts.replica,
+            cluster: parts.cluster,
+            buckets: parts.buckets,
+            hints: parts.hints,
+            peers: parts.peers,
+            metrics: parts.metrics,
+            faults: parts.faults,
+            bucket_sync: parts.bucket_sync,
+            options,
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        self.replica.id()
+    }
+
+    /// Serves a replica read for another node's coordinator: the key's
+    /// versions, or only their digest.
+    pub async fn serve_read(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        digest: bool,
+    ) -> Result<Response, RemoteError> {
+        self.faults.storage_delay().await;
+        let storage = |e: StorageError| RemoteError::Storage(e.to_string());
+        Ok(if digest {
+            let found = self.replica.read(bucket, key).map_err(storage)?;
+            Response::Digest(found.map(|o| o.digest()))
+        } else {
+            let found = self.replica.read_encoded(bucket, key).map_err(storage)?;
+            Response::Object(found.map(Encoded::from))
+        })
+    }
+
+    /// Serves replication (a write's copy, a read repair, a hint's
+    /// delivery): merges `object` into this replica, and keeps a hint for
+    /// `hint_for` when this node stands in for it in a sloppy quorum.
+    pub async fn serve_replicate(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &[u8],
+        object: &Encoded,
+        hint_for: Option<&str>,
+    ) -> Result<Response, RemoteError> {
+        let props = self.buckets.props_for_keys(bucket);
+        let object = object
+            .decode()
+            .map_err(|e| RemoteError::Bad(format!("versions that do not decode: {e}")))?;
+        self.replica
+            .merge(bucket, key, &object, props.conflicts)
+            .await
+            .map_err(|e| RemoteError::Storage(e.to_string()))?;
+        if let Some(owner) = hint_for {
+            self.hint(owner, bucket, key, &object).await;
+        }
+        Ok(Response::Ack)
+    }
+}
 
 /// A node a request will use, and the replica it stands in for when it
 /// is a sloppy-quorum fallback.
@@ -183,33 +298,6 @@ pub fn read_order<'a>(p: &'a Placement, me: &str, load: impl Fn(&str) -> usize) 
     order.into_iter().map(|(_, _, n)| n).collect()
 }
 
-/// The placement of a key of `bucket` as this node sees the cluster now.
-pub fn placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
-    placement_at(node, quorumkv_ring::token_of(bucket.as_bytes(), key), props)
-}
-
-/// [`placement`] of the key at `token`.
-fn placement_at(node: &Node, token: quorumkv_ring::Token, props: &BucketProps) -> Placement {
-    let ring = node.cluster.ring();
-    let replicas = ring.preference_list(token, props.n as usize);
-    let extended = if props.sloppy_quorum {
-        fallbacks(&ring, token, &replicas)
-    } else {
-        Vec::new()
-    };
-    place(replicas, &extended, props.sloppy_quorum, |r| {
-        node.cluster.is_alive(r)
-    })
-}
-
-/// The placement of a key for a write: [`placement`] plus the key's
-/// pending owners while the ring changes.
-pub fn write_placement(node: &Node, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
-    let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
-    let pending = node.cluster.pending(token, props.n as usize);
-    placement_at(node, token, props).with_pending(pending, |r| node.cluster.is_alive(r))
-}
-
 /// Counting: whether enough targets are alive.
 #[derive(Debug, Clone, Copy)]
 pub struct Quorum;
@@ -276,20 +364,65 @@ fn timeout_error(
     }
 }
 
-/// Stores a hint of `object` for `target` on this node, unless hinted
-/// handoff is off or the target's hints are at their bound. Returns
-/// whether a hint was stored.
-pub async fn hint(node: &Node, target: &str, bucket: &str, key: &[u8], object: &Dvvs) -> bool {
-    match node.hints.add(target, bucket, key, object).await {
-        Ok(HintOutcome::Stored) => true,
-        Ok(HintOutcome::Full) => {
-            tracing::debug!(%target, "hints for this target are at their bound; not hinted");
-            false
-        }
-        Ok(HintOutcome::Disabled) => false,
-        Err(e) => {
-            tracing::warn!(%target, error = %e, "cannot store a hint");
-            false
+impl Coordinator {
+    /// The placement of a key of `bucket` as this node sees the cluster now.
+    pub fn placement(self: &Arc<Self>, bucket: &str, key: &[u8], props: &BucketProps) -> Placement {
+        self.placement_at(quorumkv_ring::token_of(bucket.as_bytes(), key), props)
+    }
+
+    /// [`placement`] of the key at `token`.
+    fn placement_at(
+        self: &Arc<Self>,
+        token: quorumkv_ring::Token,
+        props: &BucketProps,
+    ) -> Placement {
+        let ring = self.cluster.ring();
+        let replicas = ring.preference_list(token, props.n as usize);
+        let extended = if props.sloppy_quorum {
+            fallbacks(&ring, token, &replicas)
+        } else {
+            Vec::new()
+        };
+        place(replicas, &extended, props.sloppy_quorum, |r| {
+            self.cluster.is_alive(r)
+        })
+    }
+
+    /// The placement of a key for a write: [`placement`] plus the key's
+    /// pending owners while the ring changes.
+    pub fn write_placement(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &[u8],
+        props: &BucketProps,
+    ) -> Placement {
+        let token = quorumkv_ring::token_of(bucket.as_bytes(), key);
+        let pending = self.cluster.pending(token, props.n as usize);
+        self.placement_at(token, props)
+            .with_pending(pending, |r| self.cluster.is_alive(r))
+    }
+
+    /// Stores a hint of `object` for `target` on this node, unless hinted
+    /// handoff is off or the target's hints are at their bound. Returns
+    /// whether a hint was stored.
+    pub async fn hint(
+        self: &Arc<Self>,
+        target: &str,
+        bucket: &str,
+        key: &[u8],
+        object: &Dvvs,
+    ) -> bool {
+        match self.hints.add(target, bucket, key, object).await {
+            Ok(HintOutcome::Stored) => true,
+            Ok(HintOutcome::Full) => {
+                tracing::debug!(%target, "hints for this target are at their bound; not hinted");
+                false
+            }
+            Ok(HintOutcome::Disabled) => false,
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "cannot store a hint");
+                false
+            }
         }
     }
 }

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::Coordinator;
 use super::trace::{Trace, note};
-use super::{Quorum, placement, read_order, timeout_error};
+use super::{Quorum, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
 use crate::error::{ApiError, ReplicaFailure};
 use crate::metrics::RepairKind;
 use crate::proto::{Encoded, RemoteError, Request, Response};
-use crate::server::Node;
 use crate::transport::PeerError;
 use crate::version::Dvvs;
 
@@ -59,7 +59,7 @@ type Answer = (String, Result<Got, PeerError>);
 
 /// The answers of one read as they arrive.
 struct Gather<'a> {
-    node: &'a Arc<Node>,
+    node: &'a Arc<Coordinator>,
     a: &'a ReadArgs,
     deadline: Instant,
     /// Where asked replicas answer; made by the first remote ask (a read
@@ -181,278 +181,278 @@ impl Gather<'_> {
     }
 }
 
-/// Reads a key at consistency `r`; `None` when no replica has a version.
-pub async fn read(node: &Arc<Node>, a: ReadArgs) -> Result<Option<Dvvs>, ApiError> {
-    let required = a.r.required(a.props.n, "r")?;
-    let deadline = Instant::now() + a.timeout;
-    let p = placement(node, &a.bucket, &a.key, &a.props);
-    Quorum::check(&a.bucket, a.props.n, &p, required)?;
-    let me = node.replica.id();
-    let order = read_order(&p, me, |n| node.peers.outstanding(n));
-    note(&a.trace, || {
-        format!("reading r={required} from [{}]", order.join(", "))
-    });
+impl Coordinator {
+    /// Reads a key at consistency `r`; `None` when no replica has a version.
+    pub async fn read(self: &Arc<Self>, a: ReadArgs) -> Result<Option<Dvvs>, ApiError> {
+        let required = a.r.required(a.props.n, "r")?;
+        let deadline = Instant::now() + a.timeout;
+        let p = self.placement(&a.bucket, &a.key, &a.props);
+        Quorum::check(&a.bucket, a.props.n, &p, required)?;
+        let me = self.replica.id();
+        let order = read_order(&p, me, |n| self.peers.outstanding(n));
+        note(&a.trace, || {
+            format!("reading r={required} from [{}]", order.join(", "))
+        });
 
-    let mut g = Gather {
-        node,
-        a: &a,
-        deadline,
-        answers: None,
-        most: order.len().max(1),
-        waiting: Vec::new(),
-        full: Vec::new(),
-        digests: Vec::new(),
-        failed: Vec::new(),
-    };
-    let mut spares = order.into_iter();
-    for i in 0..required {
-        if let Some(n) = spares.next() {
-            g.ask(n, i > 0 && node.config.read_digests).await;
+        let mut g = Gather {
+            node: self,
+            a: &a,
+            deadline,
+            answers: None,
+            most: order.len().max(1),
+            waiting: Vec::new(),
+            full: Vec::new(),
+            digests: Vec::new(),
+            failed: Vec::new(),
+        };
+        let mut spares = order.into_iter();
+        for i in 0..required {
+            if let Some(n) = spares.next() {
+                g.ask(n, i > 0 && self.options.read_digests).await;
+            }
         }
-    }
-    let mut speculate_at = Instant::now() + SPECULATE_AFTER;
-    while g.answered() < required || g.full.is_empty() {
-        if g.answered() + g.waiting.len() < required || (g.waiting.is_empty() && g.full.is_empty())
-        {
-            // Ask a spare (for its versions) for every replica that failed.
-            match spares.next() {
-                Some(n) => {
-                    g.ask(n, false).await;
-                    continue;
+        let mut speculate_at = Instant::now() + SPECULATE_AFTER;
+        while g.answered() < required || g.full.is_empty() {
+            if g.answered() + g.waiting.len() < required
+                || (g.waiting.is_empty() && g.full.is_empty())
+            {
+                // Ask a spare (for its versions) for every replica that failed.
+                match spares.next() {
+                    Some(n) => {
+                        g.ask(n, false).await;
+                        continue;
+                    }
+                    None if g.waiting.is_empty() => {
+                        let acks = g.answered();
+                        return Err(ApiError::Timeout {
+                            required,
+                            acks,
+                            message: format!(
+                                "{acks} of {required} replicas answered; the others failed"
+                            ),
+                            failed: g.failed,
+                        });
+                    }
+                    None => {}
                 }
-                None if g.waiting.is_empty() => {
+            }
+            let wake = speculate_at.min(deadline);
+            // Nothing is waiting without the channel (only remote asks wait).
+            let next = async {
+                match &mut g.answers {
+                    Some((_, rx)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            match tokio::time::timeout_at(wake.into(), next).await {
+                Err(_) if Instant::now() >= deadline => {
                     let acks = g.answered();
-                    return Err(ApiError::Timeout {
+                    g.failed.extend(g.waiting.drain(..).map(|n| ReplicaFailure {
+                        node: n,
+                        reason: "no answer before the deadline".into(),
+                    }));
+                    return Err(timeout_error(
                         required,
                         acks,
-                        message: format!(
-                            "{acks} of {required} replicas answered; the others failed"
-                        ),
-                        failed: g.failed,
-                    });
+                        g.failed,
+                        "retry, or ask for a lower r",
+                    ));
                 }
-                None => {}
+                Err(_) => {
+                    speculate_at = deadline;
+                    if let Some(n) = spares.next() {
+                        note(&a.trace, || format!("slow replicas; also asking {n}"));
+                        g.ask(n, false).await;
+                    }
+                }
+                // `g.answers` holds a sender until the end of this function:
+                // the channel cannot close here.
+                Ok(None) => {}
+                Ok(Some((from, result))) => g.take(from, result),
             }
         }
-        let wake = speculate_at.min(deadline);
-        // Nothing is waiting without the channel (only remote asks wait).
-        let next = async {
-            match &mut g.answers {
-                Some((_, rx)) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        match tokio::time::timeout_at(wake.into(), next).await {
-            Err(_) if Instant::now() >= deadline => {
-                let acks = g.answered();
-                g.failed.extend(g.waiting.drain(..).map(|n| ReplicaFailure {
-                    node: n,
-                    reason: "no answer before the deadline".into(),
-                }));
-                return Err(timeout_error(
-                    required,
-                    acks,
-                    g.failed,
-                    "retry, or ask for a lower r",
-                ));
-            }
-            Err(_) => {
-                speculate_at = deadline;
-                if let Some(n) = spares.next() {
-                    note(&a.trace, || format!("slow replicas; also asking {n}"));
-                    g.ask(n, false).await;
-                }
-            }
-            // `g.answers` holds a sender until the end of this function:
-            // the channel cannot close here.
-            Ok(None) => {}
-            Ok(Some((from, result))) => g.take(from, result),
-        }
-    }
 
-    if g.full.len() == 1
-        && g.digests.is_empty()
-        && g.waiting.is_empty()
-        && a.props.conflicts == Conflicts::Siblings
-    {
-        // One answer (r=1, the common single-replica read): it is the
-        // merge, and no replica read can be stale against it. Take it
-        // rather than copy it.
-        note(&a.trace, || "answering".to_string());
-        return Ok(g.full.pop().and_then(|(_, o)| o).filter(|o| !o.is_empty()));
-    }
-    // Digests that differ from the merge: fetch those replicas' versions.
-    let mut merged = g.merged();
-    let digest = merged.as_ref().map(Dvvs::digest);
-    let differing: Vec<String> = g
-        .digests
-        .iter()
-        .filter(|(_, d)| *d != digest)
-        .map(|(n, _)| n.clone())
-        .collect();
-    if !differing.is_empty() {
-        note(&a.trace, || {
-            format!("digests differ: [{}]", differing.join(", "))
-        });
-        let fetches = differing.iter().map(|n| {
-            let req = Request::Read {
-                bucket: a.bucket.clone(),
-                key: a.key.clone(),
-                digest: false,
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            async move { (n.clone(), node.peers.call(n, req, left).await) }
-        });
-        for (n, r) in futures::future::join_all(fetches).await {
-            match r {
-                Ok(Response::Object(o))
-                    if let Ok(o) = o.as_ref().map(Encoded::decode).transpose() =>
-                {
-                    g.full.push((n, o))
+        if g.full.len() == 1
+            && g.digests.is_empty()
+            && g.waiting.is_empty()
+            && a.props.conflicts == Conflicts::Siblings
+        {
+            // One answer (r=1, the common single-replica read): it is the
+            // merge, and no replica read can be stale against it. Take it
+            // rather than copy it.
+            note(&a.trace, || "answering".to_string());
+            return Ok(g.full.pop().and_then(|(_, o)| o).filter(|o| !o.is_empty()));
+        }
+        // Digests that differ from the merge: fetch those replicas' versions.
+        let mut merged = g.merged();
+        let digest = merged.as_ref().map(Dvvs::digest);
+        let differing: Vec<String> = g
+            .digests
+            .iter()
+            .filter(|(_, d)| *d != digest)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !differing.is_empty() {
+            note(&a.trace, || {
+                format!("digests differ: [{}]", differing.join(", "))
+            });
+            let fetches = differing.iter().map(|n| {
+                let req = Request::Read {
+                    bucket: a.bucket.clone(),
+                    key: a.key.clone(),
+                    digest: false,
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                async move { (n.clone(), self.peers.call(n, req, left).await) }
+            });
+            for (n, r) in futures::future::join_all(fetches).await {
+                match r {
+                    Ok(Response::Object(o))
+                        if let Ok(o) = o.as_ref().map(Encoded::decode).transpose() =>
+                    {
+                        g.full.push((n, o))
+                    }
+                    Ok(_) | Err(_) => {
+                        // Its digest said it differs: repair it with the merge.
+                        g.full.push((n, None));
+                    }
                 }
-                Ok(_) | Err(_) => {
-                    // Its digest said it differs: repair it with the merge.
-                    g.full.push((n, None));
+            }
+            merged = g.merged();
+        }
+        let stale: Vec<String> = g
+            .full
+            .iter()
+            .filter(|(_, o)| *o != merged)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Some(m) = &merged
+            && !stale.is_empty()
+        {
+            note(&a.trace, || format!("stale: [{}]", stale.join(", ")));
+            match a.props.read_repair {
+                ReadRepair::Blocking => {
+                    let repairs = stale.iter().map(|n| {
+                        self.repair(
+                            n,
+                            &a.bucket,
+                            &a.key,
+                            m,
+                            a.props.conflicts,
+                            deadline,
+                            RepairKind::Blocking,
+                            &a.trace,
+                        )
+                    });
+                    futures::future::join_all(repairs).await;
                 }
+                ReadRepair::Async => {
+                    for n in stale {
+                        let (node, bucket, key, m, trace) = (
+                            self.clone(),
+                            a.bucket.clone(),
+                            a.key.clone(),
+                            m.clone(),
+                            a.trace.clone(),
+                        );
+                        let until = Instant::now() + a.timeout;
+                        let conflicts = a.props.conflicts;
+                        tokio::spawn(async move {
+                            node.repair(
+                                &n,
+                                &bucket,
+                                &key,
+                                &m,
+                                conflicts,
+                                until,
+                                RepairKind::Async,
+                                &trace,
+                            )
+                            .await;
+                        });
+                    }
+                }
+                ReadRepair::Off => {}
             }
         }
-        merged = g.merged();
-    }
-    let stale: Vec<String> = g
-        .full
-        .iter()
-        .filter(|(_, o)| *o != merged)
-        .map(|(n, _)| n.clone())
-        .collect();
-    if let Some(m) = &merged
-        && !stale.is_empty()
-    {
-        note(&a.trace, || format!("stale: [{}]", stale.join(", ")));
-        match a.props.read_repair {
-            ReadRepair::Blocking => {
-                let repairs = stale.iter().map(|n| {
-                    repair(
-                        node,
-                        n,
-                        &a.bucket,
-                        &a.key,
-                        m,
-                        a.props.conflicts,
-                        deadline,
-                        RepairKind::Blocking,
-                        &a.trace,
-                    )
-                });
-                futures::future::join_all(repairs).await;
-            }
-            ReadRepair::Async => {
-                for n in stale {
-                    let (node, bucket, key, m, trace) = (
-                        node.clone(),
-                        a.bucket.clone(),
-                        a.key.clone(),
-                        m.clone(),
-                        a.trace.clone(),
-                    );
-                    let until = Instant::now() + a.timeout;
-                    let conflicts = a.props.conflicts;
-                    tokio::spawn(async move {
-                        repair(
-                            &node,
-                            &n,
+        if !g.waiting.is_empty() && a.props.read_repair != ReadRepair::Off {
+            // Spares asked but not needed: repair them too when they answer.
+            let (node, bucket, key, merged) = (
+                self.clone(),
+                a.bucket.clone(),
+                a.key.clone(),
+                merged.clone(),
+            );
+            let conflicts = a.props.conflicts;
+            // Only remote asks wait, and they made the channel. Without our
+            // sender it closes once the last of them has answered.
+            let Some((_, mut rx)) = g.answers.take() else {
+                return Ok(merged);
+            };
+            tokio::spawn(async move {
+                while let Ok(Some((from, Ok(Got::Full(theirs))))) =
+                    tokio::time::timeout_at(deadline.into(), rx.recv()).await
+                {
+                    if let Some(m) = &merged
+                        && theirs.as_ref() != Some(m)
+                    {
+                        node.repair(
+                            &from,
                             &bucket,
                             &key,
-                            &m,
+                            m,
                             conflicts,
-                            until,
-                            RepairKind::Async,
-                            &trace,
+                            deadline,
+                            RepairKind::Background,
+                            &None,
                         )
                         .await;
-                    });
+                    }
                 }
-            }
-            ReadRepair::Off => {}
+            });
         }
+        note(&a.trace, || "answering".to_string());
+        Ok(merged)
     }
-    if !g.waiting.is_empty() && a.props.read_repair != ReadRepair::Off {
-        // Spares asked but not needed: repair them too when they answer.
-        let (node, bucket, key, merged) = (
-            node.clone(),
-            a.bucket.clone(),
-            a.key.clone(),
-            merged.clone(),
-        );
-        let conflicts = a.props.conflicts;
-        // Only remote asks wait, and they made the channel. Without our
-        // sender it closes once the last of them has answered.
-        let Some((_, mut rx)) = g.answers.take() else {
-            return Ok(merged);
-        };
-        tokio::spawn(async move {
-            while let Ok(Some((from, Ok(Got::Full(theirs))))) =
-                tokio::time::timeout_at(deadline.into(), rx.recv()).await
-            {
-                if let Some(m) = &merged
-                    && theirs.as_ref() != Some(m)
-                {
-                    repair(
-                        &node,
-                        &from,
-                        &bucket,
-                        &key,
-                        m,
-                        conflicts,
-                        deadline,
-                        RepairKind::Background,
-                        &None,
-                    )
-                    .await;
-                }
-            }
-        });
-    }
-    note(&a.trace, || "answering".to_string());
-    Ok(merged)
-}
 
-/// Brings one replica up to `merged`.
-#[allow(clippy::too_many_arguments)]
-async fn repair(
-    node: &Arc<Node>,
-    target: &str,
-    bucket: &str,
-    key: &[u8],
-    merged: &Dvvs,
-    conflicts: Conflicts,
-    deadline: Instant,
-    kind: RepairKind,
-    trace: &Option<Trace>,
-) {
-    let result = if target == node.replica.id() {
-        node.replica
-            .merge(bucket, key, merged, conflicts)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    } else {
-        let req = Request::Replicate {
-            bucket: bucket.to_string(),
-            key: key.to_vec(),
-            object: Encoded::of(merged),
-            hint_for: None,
+    /// Brings one replica up to `merged`.
+    #[allow(clippy::too_many_arguments)]
+    async fn repair(
+        self: &Arc<Self>,
+        target: &str,
+        bucket: &str,
+        key: &[u8],
+        merged: &Dvvs,
+        conflicts: Conflicts,
+        deadline: Instant,
+        kind: RepairKind,
+        trace: &Option<Trace>,
+    ) {
+        let result = if target == self.replica.id() {
+            self.replica
+                .merge(bucket, key, merged, conflicts)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            let req = Request::Replicate {
+                bucket: bucket.to_string(),
+                key: key.to_vec(),
+                object: Encoded::of(merged),
+                hint_for: None,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.peers.call(target, req, left).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        match node.peers.call(target, req, left).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+        match result {
+            Ok(()) => {
+                self.metrics.repaired(kind);
+                note(trace, || format!("repaired {target} ({})", kind.label()));
+            }
+            Err(e) => note(trace, || format!("repair of {target} failed: {e}")),
         }
-    };
-    match result {
-        Ok(()) => {
-            node.metrics.repaired(kind);
-            note(trace, || format!("repaired {target} ({})", kind.label()));
-        }
-        Err(e) => note(trace, || format!("repair of {target} failed: {e}")),
     }
 }

@@ -57,7 +57,7 @@ pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
                 })?
             };
             let props = node.buckets.update(name, update).await?;
-            crate::peers::announce_bucket(node, name);
+            node.bucket_sync.announce(name);
             Ok(json(200, &json!(props)))
         }
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
@@ -108,7 +108,7 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
     let ring = node.cluster.ring();
     let replicas = ring.preference_list(token, props.n as usize);
     let fallbacks = crate::coordinator::fallbacks(&ring, token, &replicas);
-    let placement = crate::coordinator::placement(node, bucket, &key, &props);
+    let placement = node.coordinator.placement(bucket, &key, &props);
     let targets: Vec<_> = placement
         .targets
         .iter()
@@ -165,14 +165,17 @@ pub fn internal_local(node: &Node, bucket: &str, raw_key: &str, req: &Request) -
 pub async fn repair(node: &Arc<Node>, req: Request) -> Reply {
     only(&req, &[Method::POST, Method::GET])?;
     if req.method == Method::GET {
-        return Ok(json(200, &json!(node.repair.progress())));
+        return Ok(json(200, &json!(node.repairer.state().progress())));
     }
     let bucket = req.query.get("bucket").map(str::to_string);
     if let Some(b) = &bucket {
         crate::buckets::validate_bucket_name(b)?;
     }
     drop(req);
-    let report = crate::repair::repair_node(node, crate::repair::Scope { bucket }).await;
+    let report = node
+        .repairer
+        .repair_node(crate::repair::Scope { bucket })
+        .await;
     Ok(json(200, &json!(report)))
 }
 

@@ -16,7 +16,7 @@ use warp::http::{Method, header};
 use super::request::{Request, decode_key};
 use super::{CONTEXT_HEADER, Reply, json, respond};
 use crate::buckets::{parse_consistency, validate_bucket_name};
-use crate::coordinator::{self, ReadArgs, WriteArgs, trace::Trace};
+use crate::coordinator::{ReadArgs, WriteArgs, trace::Trace};
 use crate::error::ApiError;
 use crate::replica::Mutation;
 use crate::server::Node;
@@ -106,7 +106,7 @@ async fn get(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request) -> Repl
         timeout,
         trace: trace.clone(),
     };
-    let found = match coordinator::read(node, args).await {
+    let found = match node.coordinator.read(args).await {
         Ok(f) => f,
         Err(e) => return traced_error(e, &trace),
     };
@@ -198,7 +198,7 @@ async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delet
         timeout,
         trace: trace.clone(),
     };
-    let object = match coordinator::write(node, args).await {
+    let object = match node.coordinator.write(args).await {
         Ok(o) => o,
         Err(e) => return traced_error(e, &trace),
     };

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use quorumkv_ring::TokenRange;
 
+use super::Repairer;
+use super::purge::past_grace;
 use super::{RangeReport, RepairError};
 use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
 use crate::proto::{Encoded, RangeEntry, Request, Response};
-use crate::purge::past_grace;
-use crate::server::Node;
 use crate::storage::{StorageError, Store};
 
 /// Entries per [`Request::Entries`] page.
@@ -25,156 +25,6 @@ const TREE_TIMEOUT: Duration = Duration::from_secs(60);
 const ENTRIES_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one pushed key may take.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Repairs `range` between this node and `peer`: compare trees at `depth`
-/// of the keys `filter` admits, then exchange the entries of the differing
-/// sub-ranges both ways.
-pub async fn repair_with(
-    node: &Arc<Node>,
-    peer: &str,
-    range: TokenRange,
-    depth: u8,
-    filter: &KeyFilter,
-) -> Result<RangeReport, RepairError> {
-    let (store, f) = (node.replica.store().clone(), filter.clone());
-    let local = blocking(move || build_filtered(&store, range, depth, &f)).await?;
-    let req = Request::Tree {
-        range,
-        depth,
-        filter: filter.clone(),
-    };
-    let remote = match rpc(node, peer, req, TREE_TIMEOUT).await? {
-        Response::Tree(t) => t,
-        other => return Err(unexpected(peer, "a tree", &other)),
-    };
-    let diff_leaves = local
-        .diff_leaves(&remote)
-        .map_err(|e| protocol(peer, e.to_string()))?;
-    let mut report = RangeReport {
-        leaves_differing: diff_leaves.len() as u64,
-        ..RangeReport::default()
-    };
-    if diff_leaves.is_empty() {
-        return Ok(report);
-    }
-    let sub_ranges = local
-        .diff(&remote)
-        .map_err(|e| protocol(peer, e.to_string()))?;
-    for sub in sub_ranges {
-        exchange(node, peer, sub, filter, &mut report).await?;
-    }
-    Ok(report)
-}
-
-/// Makes this node and `peer` agree on `sub` (the keys `filter` admits):
-/// pull and merge what differs there, then push what it lacks here.
-///
-/// A tombstone-only object past its grace period moves only to a node
-/// that holds the key in another state ([`crate::purge`]): a node that
-/// holds nothing may have purged it, and handing it back would make
-/// replicas that purge at different times pass it to and fro forever.
-async fn exchange(
-    node: &Arc<Node>,
-    peer: &str,
-    sub: TokenRange,
-    filter: &KeyFilter,
-    report: &mut RangeReport,
-) -> Result<(), RepairError> {
-    let grace = node.config.tombstone_grace;
-    // Pull. Keep the peer's digest of every key so that the push below
-    // sends only what the peer does not already hold exactly.
-    let mut theirs: HashMap<(String, Vec<u8>), u64> = HashMap::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let req = Request::Entries {
-            range: sub,
-            after: after.clone(),
-            limit: PAGE,
-        };
-        let (entries, next) = match rpc(node, peer, req, ENTRIES_TIMEOUT).await? {
-            Response::Entries { entries, next } => (entries, next),
-            other => return Err(unexpected(peer, "entries", &other)),
-        };
-        for e in entries {
-            let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
-            if !sub.contains(token) {
-                return Err(protocol(
-                    peer,
-                    format!("sent a key at token {token}, outside {sub}"),
-                ));
-            }
-            if !filter.admits(&e.bucket) {
-                continue;
-            }
-            let digest = e.object.digest();
-            let ours = node
-                .replica
-                .read(&e.bucket, &e.key)
-                .map_err(|err| RepairError::Local(err.to_string()))?;
-            let skip = match &ours {
-                Some(o) => o.digest() == digest,
-                None => past_grace(&e.object, crate::clock::unix_ms(), grace),
-            };
-            if !skip {
-                let props = node.buckets.props_for_keys(&e.bucket);
-                node.replica
-                    .merge(&e.bucket, &e.key, &e.object, props.conflicts)
-                    .await
-                    .map_err(|err| RepairError::Local(err.to_string()))?;
-                let bytes = e.object.encode().len() as u64;
-                report.keys_received += 1;
-                report.bytes_received += bytes;
-                node.repair.throttle(bytes).await;
-            }
-            theirs.insert((e.bucket, e.key), digest);
-        }
-        match next {
-            // A peer that answers the same cursor again would loop forever.
-            Some(n) if Some(&n) != after.as_ref() => after = Some(n),
-            Some(_) => return Err(protocol(peer, "paging did not advance".into())),
-            None => break,
-        }
-    }
-    // Push: our copy of `sub` now holds the union; send every key whose
-    // digest differs from what the peer showed us.
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let store = node.replica.store().clone();
-        let cursor = after.take();
-        let (page, next) =
-            blocking(move || entries_page(&store, sub, cursor.as_deref(), PAGE as usize)).await?;
-        for e in page {
-            if !filter.admits(&e.bucket) {
-                continue;
-            }
-            let digest = e.object.digest();
-            match theirs.get(&(e.bucket.clone(), e.key.clone())) {
-                Some(d) if *d == digest => continue,
-                None if past_grace(&e.object, crate::clock::unix_ms(), grace) => continue,
-                _ => {}
-            }
-            let bytes = e.object.encode().len() as u64;
-            let req = Request::Replicate {
-                bucket: e.bucket,
-                key: e.key,
-                object: Encoded::of(&e.object),
-                hint_for: None,
-            };
-            match rpc(node, peer, req, PUSH_TIMEOUT).await? {
-                Response::Ack => {}
-                other => return Err(unexpected(peer, "an ack", &other)),
-            }
-            report.keys_sent += 1;
-            report.bytes_sent += bytes;
-            node.repair.throttle(bytes).await;
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
-    Ok(())
-}
 
 /// One page of the entries this node stores in `range`, in ring order,
 /// resuming strictly after the stored data key `after`; and the cursor of
@@ -229,36 +79,6 @@ pub fn entries_page(
     Ok((out, None))
 }
 
-/// The tree [`Request::Tree`] answers: built off the async runtime, since
-/// it scans the whole range.
-pub async fn serve_tree(
-    node: &Node,
-    range: TokenRange,
-    depth: u8,
-    filter: KeyFilter,
-) -> Result<MerkleTree, StorageError> {
-    let store = node.replica.store().clone();
-    flatten(
-        tokio::task::spawn_blocking(move || build_filtered(&store, range, depth, &filter)).await,
-    )
-}
-
-/// The page [`Request::Entries`] answers, read off the async runtime.
-pub async fn serve_entries(
-    node: &Node,
-    range: TokenRange,
-    after: Option<Vec<u8>>,
-    limit: u32,
-) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
-    let store = node.replica.store().clone();
-    // A peer may ask for any limit; cap what one frame carries.
-    let limit = (limit as usize).clamp(1, 4 * PAGE as usize);
-    flatten(
-        tokio::task::spawn_blocking(move || entries_page(&store, range, after.as_deref(), limit))
-            .await,
-    )
-}
-
 pub(crate) fn flatten<T>(
     r: Result<Result<T, StorageError>, tokio::task::JoinError>,
 ) -> Result<T, StorageError> {
@@ -269,21 +89,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, RepairError> {
     flatten(tokio::task::spawn_blocking(f).await).map_err(|e| RepairError::Local(e.to_string()))
-}
-
-async fn rpc(
-    node: &Node,
-    peer: &str,
-    req: Request,
-    timeout: Duration,
-) -> Result<Response, RepairError> {
-    node.peers
-        .call(peer, req, timeout)
-        .await
-        .map_err(|error| RepairError::Peer {
-            peer: peer.to_string(),
-            error,
-        })
 }
 
 fn protocol(peer: &str, why: String) -> RepairError {
@@ -306,6 +111,207 @@ fn unexpected(peer: &str, wanted: &str, got: &Response) -> RepairError {
         Response::Tokens(_) => "tokens",
     };
     protocol(peer, format!("answered {kind} where {wanted} was expected"))
+}
+
+impl Repairer {
+    /// Repairs `range` between this node and `peer`: compare trees at `depth`
+    /// of the keys `filter` admits, then exchange the entries of the differing
+    /// sub-ranges both ways.
+    pub async fn repair_with(
+        self: &Arc<Self>,
+        peer: &str,
+        range: TokenRange,
+        depth: u8,
+        filter: &KeyFilter,
+    ) -> Result<RangeReport, RepairError> {
+        let (store, f) = (self.replica.store().clone(), filter.clone());
+        let local = blocking(move || build_filtered(&store, range, depth, &f)).await?;
+        let req = Request::Tree {
+            range,
+            depth,
+            filter: filter.clone(),
+        };
+        let remote = match self.rpc(peer, req, TREE_TIMEOUT).await? {
+            Response::Tree(t) => t,
+            other => return Err(unexpected(peer, "a tree", &other)),
+        };
+        let diff_leaves = local
+            .diff_leaves(&remote)
+            .map_err(|e| protocol(peer, e.to_string()))?;
+        let mut report = RangeReport {
+            leaves_differing: diff_leaves.len() as u64,
+            ..RangeReport::default()
+        };
+        if diff_leaves.is_empty() {
+            return Ok(report);
+        }
+        let sub_ranges = local
+            .diff(&remote)
+            .map_err(|e| protocol(peer, e.to_string()))?;
+        for sub in sub_ranges {
+            self.exchange(peer, sub, filter, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Makes this node and `peer` agree on `sub` (the keys `filter` admits):
+    /// pull and merge what differs there, then push what it lacks here.
+    ///
+    /// A tombstone-only object past its grace period moves only to a node
+    /// that holds the key in another state (`purge.rs`): a node that
+    /// holds nothing may have purged it, and handing it back would make
+    /// replicas that purge at different times pass it to and fro forever.
+    async fn exchange(
+        self: &Arc<Self>,
+        peer: &str,
+        sub: TokenRange,
+        filter: &KeyFilter,
+        report: &mut RangeReport,
+    ) -> Result<(), RepairError> {
+        let grace = self.options.tombstone_grace;
+        // Pull. Keep the peer's digest of every key so that the push below
+        // sends only what the peer does not already hold exactly.
+        let mut theirs: HashMap<(String, Vec<u8>), u64> = HashMap::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let req = Request::Entries {
+                range: sub,
+                after: after.clone(),
+                limit: PAGE,
+            };
+            let (entries, next) = match self.rpc(peer, req, ENTRIES_TIMEOUT).await? {
+                Response::Entries { entries, next } => (entries, next),
+                other => return Err(unexpected(peer, "entries", &other)),
+            };
+            for e in entries {
+                let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
+                if !sub.contains(token) {
+                    return Err(protocol(
+                        peer,
+                        format!("sent a key at token {token}, outside {sub}"),
+                    ));
+                }
+                if !filter.admits(&e.bucket) {
+                    continue;
+                }
+                let digest = e.object.digest();
+                let ours = self
+                    .replica
+                    .read(&e.bucket, &e.key)
+                    .map_err(|err| RepairError::Local(err.to_string()))?;
+                let skip = match &ours {
+                    Some(o) => o.digest() == digest,
+                    None => past_grace(&e.object, crate::clock::unix_ms(), grace),
+                };
+                if !skip {
+                    let props = self.buckets.props_for_keys(&e.bucket);
+                    self.replica
+                        .merge(&e.bucket, &e.key, &e.object, props.conflicts)
+                        .await
+                        .map_err(|err| RepairError::Local(err.to_string()))?;
+                    let bytes = e.object.encode().len() as u64;
+                    report.keys_received += 1;
+                    report.bytes_received += bytes;
+                    self.state.throttle(bytes).await;
+                }
+                theirs.insert((e.bucket, e.key), digest);
+            }
+            match next {
+                // A peer that answers the same cursor again would loop forever.
+                Some(n) if Some(&n) != after.as_ref() => after = Some(n),
+                Some(_) => return Err(protocol(peer, "paging did not advance".into())),
+                None => break,
+            }
+        }
+        // Push: our copy of `sub` now holds the union; send every key whose
+        // digest differs from what the peer showed us.
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let store = self.replica.store().clone();
+            let cursor = after.take();
+            let (page, next) =
+                blocking(move || entries_page(&store, sub, cursor.as_deref(), PAGE as usize))
+                    .await?;
+            for e in page {
+                if !filter.admits(&e.bucket) {
+                    continue;
+                }
+                let digest = e.object.digest();
+                match theirs.get(&(e.bucket.clone(), e.key.clone())) {
+                    Some(d) if *d == digest => continue,
+                    None if past_grace(&e.object, crate::clock::unix_ms(), grace) => continue,
+                    _ => {}
+                }
+                let bytes = e.object.encode().len() as u64;
+                let req = Request::Replicate {
+                    bucket: e.bucket,
+                    key: e.key,
+                    object: Encoded::of(&e.object),
+                    hint_for: None,
+                };
+                match self.rpc(peer, req, PUSH_TIMEOUT).await? {
+                    Response::Ack => {}
+                    other => return Err(unexpected(peer, "an ack", &other)),
+                }
+                report.keys_sent += 1;
+                report.bytes_sent += bytes;
+                self.state.throttle(bytes).await;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The tree [`Request::Tree`] answers: built off the async runtime, since
+    /// it scans the whole range.
+    pub async fn serve_tree(
+        self: &Arc<Self>,
+        range: TokenRange,
+        depth: u8,
+        filter: KeyFilter,
+    ) -> Result<MerkleTree, StorageError> {
+        let store = self.replica.store().clone();
+        flatten(
+            tokio::task::spawn_blocking(move || build_filtered(&store, range, depth, &filter))
+                .await,
+        )
+    }
+
+    /// The page [`Request::Entries`] answers, read off the async runtime.
+    pub async fn serve_entries(
+        self: &Arc<Self>,
+        range: TokenRange,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
+        let store = self.replica.store().clone();
+        // A peer may ask for any limit; cap what one frame carries.
+        let limit = (limit as usize).clamp(1, 4 * PAGE as usize);
+        flatten(
+            tokio::task::spawn_blocking(move || {
+                entries_page(&store, range, after.as_deref(), limit)
+            })
+            .await,
+        )
+    }
+
+    async fn rpc(
+        self: &Arc<Self>,
+        peer: &str,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, RepairError> {
+        self.peers
+            .call(peer, req, timeout)
+            .await
+            .map_err(|error| RepairError::Peer {
+                peer: peer.to_string(),
+                error,
+            })
+    }
 }
 
 #[cfg(test)]

@@ -54,8 +54,8 @@
 //!   failing makes a range fail outright, and that too is reported.
 //! * **Full repairs and purge.** A range compared with *every* other
 //!   replica without an error is recorded with the time its comparison
-//!   began ([`crate::purge::record_repaired`]); after the pass,
-//!   [`crate::purge::purge`] removes tombstone-only keys past the grace
+//!   began ([`purge::record_repaired`]); after the pass,
+//!   [`Repairer::purge`] removes tombstone-only keys past the grace
 //!   period whose range was fully repaired after the delete. A
 //!   `--bucket` pass records nothing (it did not compare the other buckets).
 //! * **Divergence age.** Per (n, range), the time a pass first found it
@@ -83,14 +83,60 @@ use std::time::Instant;
 use quorumkv_ring::TokenRange;
 use serde::Serialize;
 
-pub use exchange::{PAGE, entries_page, repair_with, serve_entries, serve_tree};
+pub use exchange::{PAGE, entries_page};
 pub use state::{Progress, State, Throttle};
 
+use crate::buckets::Buckets;
+use crate::cluster::Cluster;
 use crate::merkle::KeyFilter;
+use crate::metrics::Metrics;
 use crate::metrics::{DirectionLabels, RangeLabels};
-use crate::purge::{self, PurgeReport};
-use crate::server::Node;
-use crate::transport::PeerError;
+use crate::replica::Replica;
+use crate::transport::{PeerError, Peers};
+
+mod purge;
+
+pub use purge::{PurgeReport, may_purge, past_grace, range_of, repaired_at, tombstone_only_since};
+
+/// The repairer's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The replica count of buckets without one of their own
+    /// (`--default-n`).
+    pub default_n: u32,
+    /// Bytes per second a pass may exchange (`--repair-bytes-per-sec`).
+    pub bytes_per_sec: u64,
+    /// How long a tombstone is kept before it may be purged
+    /// (`--tombstone-grace`).
+    pub tombstone_grace: std::time::Duration,
+}
+
+/// What a [`Repairer`] works with.
+pub struct Parts {
+    /// This node's copy of the data.
+    pub replica: Arc<Replica>,
+    /// Members, ring and liveness.
+    pub cluster: Arc<Cluster>,
+    /// Bucket properties (each bucket's n).
+    pub buckets: Arc<Buckets>,
+    /// The other replicas.
+    pub peers: Arc<dyn Peers>,
+    /// Where repair counts.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Anti-entropy: compares this node's ranges with their other replicas
+/// and exchanges what differs; purges tombstones once every replica
+/// compared them.
+pub struct Repairer {
+    replica: Arc<Replica>,
+    cluster: Arc<Cluster>,
+    buckets: Arc<Buckets>,
+    peers: Arc<dyn Peers>,
+    metrics: Arc<Metrics>,
+    state: State,
+    options: Options,
+}
 
 /// Merkle tree depth used by [`repair_node`]: 2^10 leaves per range.
 pub const DEFAULT_DEPTH: u8 = 10;
@@ -260,227 +306,250 @@ fn range_label(r: TokenRange) -> String {
     format!("{}-{}", r.start, r.end)
 }
 
-/// Runs one repair pass over `scope`: every range this node replicates,
-/// with every other live replica of it, then purge. See the module docs.
-pub async fn repair_node(node: &Arc<Node>, scope: Scope) -> RepairReport {
-    let _one_at_a_time = node.repair.pass.lock().await;
-    let started = Instant::now();
-    let me = node.replica.id().to_string();
-    let ring = node.cluster.ring();
-    let buckets: Vec<(String, u32)> = node
-        .buckets
-        .records()
-        .into_iter()
-        .map(|r| (r.name, r.props.n))
-        .collect();
-    let only = scope
-        .bucket
-        .as_deref()
-        .map(|b| (b, node.buckets.props_for_keys(b).n));
-    let passes = sub_passes(node.config.default_n, &buckets, only);
-    let mut report = RepairReport {
-        node: me.clone(),
-        n: node.config.default_n,
-        ns: passes.iter().map(|(n, _)| *n).collect(),
-        bucket: scope.bucket.clone(),
-        depth: DEFAULT_DEPTH,
-        bytes_per_sec_limit: node.config.repair_bytes_per_sec,
-        ..RepairReport::default()
-    };
-    let work: Vec<(u32, KeyFilter, quorumkv_ring::RangeReplicas)> = passes
-        .iter()
-        .flat_map(|(n, f)| {
-            ring.ranges(*n as usize)
-                .into_iter()
-                .filter(|rr| rr.replicas.contains(&me))
-                .map(move |rr| (*n, f.clone(), rr))
+impl Repairer {
+    /// A repairer of `parts.replica`'s ranges with their other replicas.
+    pub fn new(parts: Parts, options: Options) -> Arc<Repairer> {
+        Arc::new(Repairer {
+            state: State::new(options.bytes_per_sec),
+            replica: parts.replica,
+            cluster: parts.cluster,
+            buckets: parts.buckets,
+            peers: parts.peers,
+            metrics: parts.metrics,
+            options,
         })
-        .collect();
-    let comparisons: u64 = work
-        .iter()
-        .map(|(_, _, rr)| rr.replicas.len() as u64 - 1)
-        .sum();
-    node.repair.begin(comparisons);
-    // Peers that failed in this pass: the rest of their ranges would only
-    // cost a timeout each.
-    let mut failed: HashSet<String> = HashSet::new();
-    for (n, filter, rr) in &work {
-        report.ranges += 1;
-        let range_started = crate::clock::unix_ms();
-        let mut full = true;
-        let mut differing = false;
-        for peer in rr.replicas.iter().filter(|r| **r != me) {
-            let entry = report.peers.entry(peer.clone()).or_default();
-            node.repair.update_progress(|p| p.comparisons_done += 1);
-            if failed.contains(peer) {
-                entry.ranges_skipped += 1;
-                full = false;
-                continue;
-            }
-            if !node.cluster.is_alive(peer) {
-                entry.ranges_skipped += 1;
-                entry.errors.push(format!("{peer} is down"));
-                failed.insert(peer.clone());
-                full = false;
-                continue;
-            }
-            match repair_with(node, peer, rr.range, DEFAULT_DEPTH, filter).await {
-                Ok(r) => {
-                    entry.ranges_compared += 1;
-                    if r.leaves_differing > 0 {
-                        entry.ranges_differing += 1;
-                        differing = true;
-                    }
-                    entry.totals.add(&r);
-                    node.repair.update_progress(|p| {
-                        p.keys_received += r.keys_received;
-                        p.keys_sent += r.keys_sent;
-                        p.bytes_received += r.bytes_received;
-                        p.bytes_sent += r.bytes_sent;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, range = %rr.range, error = %e, "repair of a range failed");
-                    full = false;
-                    // Our own storage failing is not the peer's fault: keep
-                    // trying it on the other ranges.
-                    if e.peer_failed() {
-                        failed.insert(peer.clone());
-                    }
-                    entry.errors.push(format!("range {}: {e}", rr.range));
-                }
-            }
-        }
-        let found = if differing {
-            Some(true)
-        } else if full {
-            Some(false)
-        } else {
-            None
-        };
-        // A --bucket pass saw one bucket only: it may date a divergence,
-        // never clear one nor vouch for the range.
-        let found = match (&scope.bucket, found) {
-            (Some(_), Some(false)) => None,
-            (_, f) => f,
-        };
-        node.repair.observe(*n, rr.range, found, range_started);
-        if full && scope.bucket.is_none() {
-            report.ranges_fully_repaired += 1;
-            if let Err(e) =
-                purge::record_repaired(node.replica.store(), *n, rr.range, range_started).await
-            {
-                tracing::warn!(range = %rr.range, error = %e, "cannot record a full repair");
-            }
-        }
     }
-    for p in report.peers.values() {
-        report.ranges_compared += p.ranges_compared;
-        report.ranges_differing += p.ranges_differing;
-        report.totals.add(&p.totals);
-        report.errors += p.errors.len() as u64;
-    }
-    if scope.bucket.is_none() {
-        match purge::purge(node).await {
-            Ok(p) => report.purge = Some(p),
-            Err(e) => {
-                tracing::warn!(error = %e, "tombstone purge failed");
-                report.purge_error = Some(e.to_string());
-                report.errors += 1;
-            }
-        }
-    }
-    report.divergent_ranges = publish_divergence(node);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    node.repair.end();
-    tracing::info!(
-        ranges = report.ranges,
-        compared = report.ranges_compared,
-        fully_repaired = report.ranges_fully_repaired,
-        leaves_differing = report.totals.leaves_differing,
-        keys_received = report.totals.keys_received,
-        keys_sent = report.totals.keys_sent,
-        purged = report.purge.as_ref().map_or(0, |p| p.purged),
-        divergent = report.divergent_ranges.len(),
-        errors = report.errors,
-        ms = report.duration_ms,
-        "repair pass done"
-    );
-    let m = &node.metrics;
-    m.repair_passes.inc();
-    m.repair_leaves_differing
-        .inc_by(report.totals.leaves_differing);
-    for (direction, keys, bytes) in [
-        (
-            "received",
-            report.totals.keys_received,
-            report.totals.bytes_received,
-        ),
-        ("sent", report.totals.keys_sent, report.totals.bytes_sent),
-    ] {
-        let l = DirectionLabels { direction };
-        m.repair_keys.get_or_create(&l).inc_by(keys);
-        m.repair_bytes.get_or_create(&l).inc_by(bytes);
-    }
-    m.repair_last_pass
-        .set((crate::clock::unix_ms() / 1000) as i64);
-    report
-}
 
-/// Refreshes the divergence metrics from the repair state and returns the
-/// divergent ranges, oldest first.
-fn publish_divergence(node: &Node) -> Vec<Divergence> {
-    let now = crate::clock::unix_ms();
-    let mut out: Vec<Divergence> = node
-        .repair
-        .divergent()
-        .into_iter()
-        .map(|((n, range), since_ms)| Divergence {
-            n,
-            range: range_label(range),
-            since_ms,
-            age_secs: now.saturating_sub(since_ms) / 1000,
-        })
-        .collect();
-    out.sort_by_key(|d| d.since_ms);
-    let m = &node.metrics;
-    m.repair_divergence_age.clear();
-    for d in &out {
-        m.repair_divergence_age
-            .get_or_create(&RangeLabels {
-                n: d.n,
-                range: d.range.clone(),
+    /// Anti-entropy's memory: divergence dates, throttle, progress.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Runs [`Repairer::repair_node`] every `interval` until `stop` turns
+    /// true (or its sender goes). The first pass waits one interval plus
+    /// a random part of another, so that nodes started together do not
+    /// all compare trees at once and a freshly started node serves before
+    /// it repairs; a pass already running when `stop` turns is abandoned
+    /// (repair is idempotent: the next pass redoes what it did not
+    /// finish).
+    pub async fn run_scheduler(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut wait = interval + interval.mul_f64(rand::random::<f64>());
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            wait = interval;
+            tokio::select! {
+                _ = self.repair_node(Scope::default()) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Runs one repair pass over `scope`: every range this node replicates,
+    /// with every other live replica of it, then purge. See the module docs.
+    pub async fn repair_node(self: &Arc<Self>, scope: Scope) -> RepairReport {
+        let _one_at_a_time = self.state.pass.lock().await;
+        let started = Instant::now();
+        let me = self.replica.id().to_string();
+        let ring = self.cluster.ring();
+        let buckets: Vec<(String, u32)> = self
+            .buckets
+            .records()
+            .into_iter()
+            .map(|r| (r.name, r.props.n))
+            .collect();
+        let only = scope
+            .bucket
+            .as_deref()
+            .map(|b| (b, self.buckets.props_for_keys(b).n));
+        let passes = sub_passes(self.options.default_n, &buckets, only);
+        let mut report = RepairReport {
+            node: me.clone(),
+            n: self.options.default_n,
+            ns: passes.iter().map(|(n, _)| *n).collect(),
+            bucket: scope.bucket.clone(),
+            depth: DEFAULT_DEPTH,
+            bytes_per_sec_limit: self.options.bytes_per_sec,
+            ..RepairReport::default()
+        };
+        let work: Vec<(u32, KeyFilter, quorumkv_ring::RangeReplicas)> = passes
+            .iter()
+            .flat_map(|(n, f)| {
+                ring.ranges(*n as usize)
+                    .into_iter()
+                    .filter(|rr| rr.replicas.contains(&me))
+                    .map(move |rr| (*n, f.clone(), rr))
             })
-            .set(d.age_secs as i64);
+            .collect();
+        let comparisons: u64 = work
+            .iter()
+            .map(|(_, _, rr)| rr.replicas.len() as u64 - 1)
+            .sum();
+        self.state.begin(comparisons);
+        // Peers that failed in this pass: the rest of their ranges would only
+        // cost a timeout each.
+        let mut failed: HashSet<String> = HashSet::new();
+        for (n, filter, rr) in &work {
+            report.ranges += 1;
+            let range_started = crate::clock::unix_ms();
+            let mut full = true;
+            let mut differing = false;
+            for peer in rr.replicas.iter().filter(|r| **r != me) {
+                let entry = report.peers.entry(peer.clone()).or_default();
+                self.state.update_progress(|p| p.comparisons_done += 1);
+                if failed.contains(peer) {
+                    entry.ranges_skipped += 1;
+                    full = false;
+                    continue;
+                }
+                if !self.cluster.is_alive(peer) {
+                    entry.ranges_skipped += 1;
+                    entry.errors.push(format!("{peer} is down"));
+                    failed.insert(peer.clone());
+                    full = false;
+                    continue;
+                }
+                match self
+                    .repair_with(peer, rr.range, DEFAULT_DEPTH, filter)
+                    .await
+                {
+                    Ok(r) => {
+                        entry.ranges_compared += 1;
+                        if r.leaves_differing > 0 {
+                            entry.ranges_differing += 1;
+                            differing = true;
+                        }
+                        entry.totals.add(&r);
+                        self.state.update_progress(|p| {
+                            p.keys_received += r.keys_received;
+                            p.keys_sent += r.keys_sent;
+                            p.bytes_received += r.bytes_received;
+                            p.bytes_sent += r.bytes_sent;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, range = %rr.range, error = %e, "repair of a range failed");
+                        full = false;
+                        // Our own storage failing is not the peer's fault: keep
+                        // trying it on the other ranges.
+                        if e.peer_failed() {
+                            failed.insert(peer.clone());
+                        }
+                        entry.errors.push(format!("range {}: {e}", rr.range));
+                    }
+                }
+            }
+            let found = if differing {
+                Some(true)
+            } else if full {
+                Some(false)
+            } else {
+                None
+            };
+            // A --bucket pass saw one bucket only: it may date a divergence,
+            // never clear one nor vouch for the range.
+            let found = match (&scope.bucket, found) {
+                (Some(_), Some(false)) => None,
+                (_, f) => f,
+            };
+            self.state.observe(*n, rr.range, found, range_started);
+            if full && scope.bucket.is_none() {
+                report.ranges_fully_repaired += 1;
+                if let Err(e) =
+                    purge::record_repaired(self.replica.store(), *n, rr.range, range_started).await
+                {
+                    tracing::warn!(range = %rr.range, error = %e, "cannot record a full repair");
+                }
+            }
+        }
+        for p in report.peers.values() {
+            report.ranges_compared += p.ranges_compared;
+            report.ranges_differing += p.ranges_differing;
+            report.totals.add(&p.totals);
+            report.errors += p.errors.len() as u64;
+        }
+        if scope.bucket.is_none() {
+            match self.purge().await {
+                Ok(p) => report.purge = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "tombstone purge failed");
+                    report.purge_error = Some(e.to_string());
+                    report.errors += 1;
+                }
+            }
+        }
+        report.divergent_ranges = self.publish_divergence();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        self.state.end();
+        tracing::info!(
+            ranges = report.ranges,
+            compared = report.ranges_compared,
+            fully_repaired = report.ranges_fully_repaired,
+            leaves_differing = report.totals.leaves_differing,
+            keys_received = report.totals.keys_received,
+            keys_sent = report.totals.keys_sent,
+            purged = report.purge.as_ref().map_or(0, |p| p.purged),
+            divergent = report.divergent_ranges.len(),
+            errors = report.errors,
+            ms = report.duration_ms,
+            "repair pass done"
+        );
+        let m = &self.metrics;
+        m.repair_passes.inc();
+        m.repair_leaves_differing
+            .inc_by(report.totals.leaves_differing);
+        for (direction, keys, bytes) in [
+            (
+                "received",
+                report.totals.keys_received,
+                report.totals.bytes_received,
+            ),
+            ("sent", report.totals.keys_sent, report.totals.bytes_sent),
+        ] {
+            let l = DirectionLabels { direction };
+            m.repair_keys.get_or_create(&l).inc_by(keys);
+            m.repair_bytes.get_or_create(&l).inc_by(bytes);
+        }
+        m.repair_last_pass
+            .set((crate::clock::unix_ms() / 1000) as i64);
+        report
     }
-    m.repair_divergence_max_age
-        .set(out.first().map_or(0, |d| d.age_secs as i64));
-    out
-}
 
-/// Runs [`repair_node`] every `interval` until `stop` turns true (or its
-/// sender goes). The first pass waits one interval plus a random part of
-/// another, so that nodes started together do not all compare trees at
-/// once and a freshly started node serves before it repairs; a pass
-/// already running when `stop` turns is abandoned (repair is idempotent:
-/// the next pass redoes what it did not finish).
-pub async fn run_scheduler(
-    node: std::sync::Weak<Node>,
-    interval: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut wait = interval + interval.mul_f64(rand::random::<f64>());
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+    /// Refreshes the divergence metrics from the repair state and returns the
+    /// divergent ranges, oldest first.
+    fn publish_divergence(self: &Arc<Self>) -> Vec<Divergence> {
+        let now = crate::clock::unix_ms();
+        let mut out: Vec<Divergence> = self
+            .state
+            .divergent()
+            .into_iter()
+            .map(|((n, range), since_ms)| Divergence {
+                n,
+                range: range_label(range),
+                since_ms,
+                age_secs: now.saturating_sub(since_ms) / 1000,
+            })
+            .collect();
+        out.sort_by_key(|d| d.since_ms);
+        let m = &self.metrics;
+        m.repair_divergence_age.clear();
+        for d in &out {
+            m.repair_divergence_age
+                .get_or_create(&RangeLabels {
+                    n: d.n,
+                    range: d.range.clone(),
+                })
+                .set(d.age_secs as i64);
         }
-        wait = interval;
-        let Some(node) = node.upgrade() else { return };
-        tokio::select! {
-            _ = repair_node(&node, Scope::default()) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+        m.repair_divergence_max_age
+            .set(out.first().map_or(0, |d| d.age_secs as i64));
+        out
     }
 }
 

@@ -64,7 +64,7 @@ use std::time::Duration;
 use quorumkv_ring::{RangeReplicas, Token, TokenRange};
 use serde::Serialize;
 
-use crate::server::Node;
+use super::Repairer;
 use crate::storage::{StorageError, Store};
 use crate::version::Dvvs;
 
@@ -162,75 +162,77 @@ pub struct PurgeReport {
     pub kept_unrepaired: u64,
 }
 
-/// Removes every tombstone-only key this node may purge (module docs).
-pub async fn purge(node: &Arc<Node>) -> Result<PurgeReport, StorageError> {
-    let grace = node.config.tombstone_grace;
-    let ring = node.cluster.ring();
-    let store = node.replica.store().clone();
-    let mut ranges: HashMap<u32, Vec<RangeReplicas>> = HashMap::new();
-    let mut records: HashMap<(u32, TokenRange), Option<u64>> = HashMap::new();
-    let mut report = PurgeReport::default();
-    let whole = TokenRange { start: 0, end: 0 };
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let (s, cursor) = (store.clone(), after.take());
-        let (page, next) = tokio::task::spawn_blocking(move || {
-            crate::repair::entries_page(&s, whole, cursor.as_deref(), PAGE)
-        })
-        .await
-        .map_err(|e| StorageError::Corrupt(format!("purge scan task failed: {e}")))??;
-        let now = crate::clock::unix_ms();
-        for e in page {
-            report.keys_scanned += 1;
-            let Some(since) = tombstone_only_since(&e.object) else {
-                continue;
-            };
-            report.tombstones += 1;
-            if now.saturating_sub(since) <= grace.as_millis() as u64 {
-                report.kept_in_grace += 1;
-                continue;
+impl Repairer {
+    /// Removes every tombstone-only key this node may purge (module docs).
+    pub async fn purge(self: &Arc<Self>) -> Result<PurgeReport, StorageError> {
+        let grace = self.options.tombstone_grace;
+        let ring = self.cluster.ring();
+        let store = self.replica.store().clone();
+        let mut ranges: HashMap<u32, Vec<RangeReplicas>> = HashMap::new();
+        let mut records: HashMap<(u32, TokenRange), Option<u64>> = HashMap::new();
+        let mut report = PurgeReport::default();
+        let whole = TokenRange { start: 0, end: 0 };
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (s, cursor) = (store.clone(), after.take());
+            let (page, next) = tokio::task::spawn_blocking(move || {
+                crate::repair::entries_page(&s, whole, cursor.as_deref(), PAGE)
+            })
+            .await
+            .map_err(|e| StorageError::Corrupt(format!("purge scan task failed: {e}")))??;
+            let now = crate::clock::unix_ms();
+            for e in page {
+                report.keys_scanned += 1;
+                let Some(since) = tombstone_only_since(&e.object) else {
+                    continue;
+                };
+                report.tombstones += 1;
+                if now.saturating_sub(since) <= grace.as_millis() as u64 {
+                    report.kept_in_grace += 1;
+                    continue;
+                }
+                let n = self.buckets.props_for_keys(&e.bucket).n;
+                let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
+                let rs = ranges.entry(n).or_insert_with(|| ring.ranges(n as usize));
+                let repaired = match range_of(rs, token) {
+                    Some(rr) => match records.get(&(n, rr.range)) {
+                        Some(r) => *r,
+                        None => {
+                            let r = repaired_at(&store, n, rr.range)?;
+                            records.insert((n, rr.range), r);
+                            r
+                        }
+                    },
+                    None => None,
+                };
+                if !may_purge(since, repaired, now, grace) {
+                    report.kept_unrepaired += 1;
+                    continue;
+                }
+                if self
+                    .replica
+                    .purge(&e.bucket, &e.key, e.object.digest())
+                    .await?
+                {
+                    report.purged += 1;
+                }
             }
-            let n = node.buckets.props_for_keys(&e.bucket).n;
-            let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
-            let rs = ranges.entry(n).or_insert_with(|| ring.ranges(n as usize));
-            let repaired = match range_of(rs, token) {
-                Some(rr) => match records.get(&(n, rr.range)) {
-                    Some(r) => *r,
-                    None => {
-                        let r = repaired_at(&store, n, rr.range)?;
-                        records.insert((n, rr.range), r);
-                        r
-                    }
-                },
-                None => None,
-            };
-            if !may_purge(since, repaired, now, grace) {
-                report.kept_unrepaired += 1;
-                continue;
-            }
-            if node
-                .replica
-                .purge(&e.bucket, &e.key, e.object.digest())
-                .await?
-            {
-                report.purged += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
-        match next {
-            Some(n) => after = Some(n),
-            None => break,
+        self.metrics.tombstones_purged.inc_by(report.purged);
+        if report.purged > 0 {
+            tracing::info!(
+                purged = report.purged,
+                kept_in_grace = report.kept_in_grace,
+                kept_unrepaired = report.kept_unrepaired,
+                "tombstones purged"
+            );
         }
+        Ok(report)
     }
-    node.metrics.tombstones_purged.inc_by(report.purged);
-    if report.purged > 0 {
-        tracing::info!(
-            purged = report.purged,
-            kept_in_grace = report.kept_in_grace,
-            kept_unrepaired = report.kept_unrepaired,
-            "tombstones purged"
-        );
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@
 //!    cluster change driven by a live node is in flight (one change at a
 //!    time). Finally it chooses tokens with the ring crate's allocator
 //!    against the ring it learned and hands over to
-//!    [`crate::stream::driver::join`]: tokens persisted, announced as
+//!    [`ChangeDriver::join`]: tokens persisted, announced as
 //!    `joining`, every gained range streamed, then `normal`. With
 //!    `--join manual` it announces `standby` and waits for
 //!    `POST /cluster/join`.
@@ -63,18 +63,18 @@ use std::time::Duration;
 use quorumkv_gossip::driver::{self, Handle, Snapshot, Transport};
 use quorumkv_gossip::{Addr, AppState, Event, Node as GossipNode, Status};
 use quorumkv_ring::Token;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::cluster::{REMOVED, REMOVING, ring_of};
+use crate::bucket_sync::BucketSync;
+use crate::cluster::{Cluster, REMOVED, REMOVING, ring_of};
 use crate::config::{Config, Join, TokenAllocation};
 use crate::error::ApiError;
-use crate::server::{Node, StartError};
 use crate::storage::Store;
-use crate::stream::{self, Kind};
+use crate::stream::{self, ChangeDriver, Kind};
 use crate::tokens;
+use crate::transport::Peers;
 
 /// A joining node waits at most this many gossip rounds for seeds' answers.
 pub const JOIN_ROUNDS: u64 = 3;
@@ -108,58 +108,60 @@ fn has_other_seeds(config: &Config) -> bool {
     config.seeds.iter().any(|s| *s != config.listen)
 }
 
-/// Running membership; dropping it does not stop gossip, [`stop`] does.
-///
-/// [`stop`]: Membership::stop
-pub struct Membership {
+/// Gossip built but not yet running: its [`Handle`] exists, so that the
+/// services that announce through gossip (the change driver) can be built
+/// with it before [`Prepared::start`] runs the driver.
+pub struct Prepared<T> {
+    driver: driver::Driver<ChaCha8Rng, T>,
     handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
+    /// The change this node was driving at its last stop.
+    saved: Option<stream::Saved>,
+    /// Whether this node was decommissioned.
+    left: bool,
+    /// The tokens the data dir holds (empty: none yet).
+    stored: Vec<Token>,
 }
 
-impl Membership {
-    /// The driver's handle (snapshots, events, announcements).
-    pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
-    /// Stops gossiping (peers will convict this node).
-    pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// Why membership could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gossip settings do not work (e.g. an interval of 0).
+    #[error("invalid gossip settings: {0}")]
+    Settings(String),
+    /// This node's state could not be set for gossip.
+    #[error("cannot announce: {0}")]
+    Announce(String),
+    /// The store could not say what change was in flight.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// A new cluster's first node could not take the ring.
+    #[error("cannot join the ring: {0}")]
+    Join(String),
 }
 
-fn start_error(what: &str, e: impl std::fmt::Display) -> StartError {
-    StartError::Membership(format!("{what}: {e}"))
-}
-
-/// Starts gossip for `node` over `net`, announces this node's state, and
-/// starts joining the ring (or resumes the change in flight) in the
-/// background when it must (see the module docs). Returns once gossip runs.
-pub async fn start(
-    node: Arc<Node>,
-    transport: impl Transport,
+/// Builds this node's gossip over `transport` and announces its state
+/// (see the module docs); nothing is sent until [`Prepared::start`].
+/// `rng` drives gossip's choices of peers.
+pub fn prepare<T: Transport>(
+    config: &Config,
+    cluster: &Cluster,
     store: &Store,
-) -> Result<Membership, StartError> {
-    let config = &node.config;
-    let local = node.cluster.local().clone();
-    let stored = node.cluster.ring().node_tokens(&local.id);
+    transport: T,
+    rng: ChaCha8Rng,
+) -> Result<Prepared<T>, Error> {
+    let local = cluster.local().clone();
+    let stored = cluster.ring().node_tokens(&local.id);
     let mut gossip = GossipNode::new(
         local.id.as_str().into(),
         local.listen.to_string().into(),
         local.generation,
         gossip_config(config),
-        ChaCha8Rng::from_os_rng(),
+        rng,
     )
-    .map_err(|e| start_error("invalid gossip settings", e))?;
-    let storage = |source| StartError::Storage {
-        dir: config.data_dir.display().to_string(),
-        source,
-    };
-    let saved = stream::saved(store).map_err(storage)?;
-    let left = stream::has_left(store).map_err(storage)?;
-    let removed = stream::removed_by_me(store).map_err(storage)?;
+    .map_err(|e| Error::Settings(e.to_string()))?;
+    let saved = stream::saved(store)?;
+    let left = stream::has_left(store)?;
+    let removed = stream::removed_by_me(store)?;
     let mut announce = vec![AppState::HttpAddr(local.http.to_string().into())];
     if let Some(rack) = &local.rack {
         announce.push(AppState::Rack(rack.as_str().into()));
@@ -193,60 +195,122 @@ pub async fn start(
     for value in announce {
         gossip
             .set_local(value)
-            .map_err(|e| start_error("cannot announce", e))?;
+            .map_err(|e| Error::Announce(e.to_string()))?;
     }
-
     let (driver, handle) = driver::driver(gossip, transport);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        driver
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-    });
-    node.changes.attach(handle.clone());
-    node.cluster.apply(&handle.snapshot());
-    tokio::spawn(follow(node.clone(), handle.clone()));
-    let membership = Membership {
+    Ok(Prepared {
+        driver,
         handle,
-        stop: Some(stop_tx),
-    };
+        saved,
+        left,
+        stored,
+    })
+}
 
-    if left {
-        info!("this node was decommissioned: it stays out of the ring");
-    } else if let Some(s) = saved
-        && (!stored.is_empty() || s.kind == Kind::Removenode)
-    {
-        stream::driver::resume(&node, s);
-    } else if stored.is_empty() && config.join == Join::Auto && !has_other_seeds(config) {
-        // A new cluster: nothing to stream, so the node serves only once
-        // it owns the ring (clients may write at once).
-        join(&node, &membership.handle)
-            .await
-            .map_err(|e| start_error("cannot join the ring", e))?;
-        let began = std::time::Instant::now();
-        while node.changes.busy() && began.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    } else if stored.is_empty() && config.join == Join::Auto {
-        let (node, handle) = (node.clone(), membership.handle.clone());
-        tokio::spawn(async move {
-            if let Err(e) = join(&node, &handle).await {
-                warn!(error = %e, "cannot join the ring");
-            }
-        });
-    } else if stored.is_empty() {
-        info!("--join manual: in gossip as standby, without tokens, until POST /cluster/join");
+/// What membership works with once gossip runs.
+pub struct Parts {
+    /// The node's settings (seeds, joining, token allocation).
+    pub config: Arc<Config>,
+    /// The cluster view every snapshot is applied to.
+    pub cluster: Arc<Cluster>,
+    /// Joins, and resumes the change in flight at the last stop.
+    pub changes: Arc<ChangeDriver>,
+    /// The other nodes (told when a peer is back).
+    pub peers: Arc<dyn Peers>,
+    /// Pushes bucket properties to a member that comes up.
+    pub bucket_sync: Arc<BucketSync>,
+    /// This node's store (stream positions are dropped once no change is
+    /// in flight).
+    pub store: Store,
+}
+
+/// Running membership: gossip, the cluster view kept up to date, joining.
+pub struct Membership {
+    parts: Parts,
+    handle: Handle,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl<T: Transport> Prepared<T> {
+    /// The gossip handle (snapshots, events, announcements).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
-    Ok(membership)
+
+    /// Runs gossip, keeps `parts.cluster` up to date, and starts joining
+    /// the ring (or resumes the change in flight) in the background when
+    /// it must (see the module docs). A new cluster's first node joins
+    /// before this returns.
+    pub async fn start(self, parts: Parts) -> Result<Arc<Membership>, Error> {
+        let Prepared {
+            driver,
+            handle,
+            saved,
+            left,
+            stored,
+        } = self;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            driver
+                .run(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        parts.cluster.apply(&handle.snapshot());
+        let m = Arc::new(Membership {
+            parts,
+            handle,
+            stop: std::sync::Mutex::new(Some(stop_tx)),
+        });
+        tokio::spawn(m.clone().follow());
+        let config = m.parts.config.clone();
+        if left {
+            info!("this node was decommissioned: it stays out of the ring");
+        } else if let Some(s) = saved
+            && (!stored.is_empty() || s.kind == Kind::Removenode)
+        {
+            m.parts.changes.resume(s);
+        } else if stored.is_empty() && config.join == Join::Auto && !has_other_seeds(&config) {
+            // A new cluster: nothing to stream, so the node serves only once
+            // it owns the ring (clients may write at once).
+            m.join().await.map_err(Error::Join)?;
+            let began = std::time::Instant::now();
+            while m.parts.changes.changes().busy() && began.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } else if stored.is_empty() && config.join == Join::Auto {
+            let joiner = m.clone();
+            tokio::spawn(async move {
+                if let Err(e) = joiner.join().await {
+                    warn!(error = %e, "cannot join the ring");
+                }
+            });
+        } else if stored.is_empty() {
+            info!("--join manual: in gossip as standby, without tokens, until POST /cluster/join");
+        }
+        Ok(m)
+    }
+}
+
+impl Membership {
+    /// The gossip handle (snapshots, events, announcements).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops gossiping (peers will convict this node).
+    pub fn stop(&self) {
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// Chooses this node's tokens against `snapshot`'s ring with the
 /// configured allocator, never one someone already announced.
-pub fn choose_tokens(node: &Node, snapshot: &Snapshot) -> Result<Vec<Token>, String> {
-    let config = &node.config;
-    let id = &node.cluster.local().id;
+pub fn choose_tokens(config: &Config, id: &str, snapshot: &Snapshot) -> Result<Vec<Token>, String> {
     let ring = ring_of(snapshot);
     let taken: HashSet<Token> = snapshot
         .members
@@ -267,66 +331,69 @@ pub fn choose_tokens(node: &Node, snapshot: &Snapshot) -> Result<Vec<Token>, Str
     Ok(chosen)
 }
 
-/// Waits to learn the ring and for its turn, chooses tokens against the
-/// ring, and starts the join (streaming in the background).
-async fn join(node: &Arc<Node>, handle: &Handle) -> Result<(), String> {
-    let config = &node.config;
-    let id = node.cluster.local().id.clone();
-    let learned = if has_other_seeds(config) {
-        learn(handle, &id, config.gossip_interval).await
-    } else {
-        handle.snapshot()
-    };
-    // The rounds count from which a crashed joiner without tokens stops
-    // holding this node up (restarted whenever another change ran).
-    let mut idle_since = learned.rounds;
-    loop {
-        let snapshot = handle.snapshot();
-        node.cluster.apply(&snapshot);
-        // One change at a time: wait while a live node drives another,
-        // then for nodes with smaller ids that wait too.
-        let busy: Vec<String> = node
-            .cluster
-            .in_flight()
-            .into_iter()
-            .filter(|f| f.by != id && node.cluster.is_alive(&f.by))
-            .map(|f| format!("{} of {}", f.kind, f.node))
-            .collect();
-        if !busy.is_empty() {
-            idle_since = snapshot.rounds;
-        }
-        let ahead = snapshot.rounds <= idle_since + JOIN_MAX_ROUNDS
-            && snapshot.members.iter().any(|m| {
-                !m.is_local
-                    && m.live
-                    && m.id.as_str() < id.as_str()
-                    && m.state.status() == Some(Status::Joining)
-                    && m.state.tokens().is_empty()
-            });
-        if !busy.is_empty() || ahead {
-            debug!(?busy, ahead, "joining: waiting for its turn");
-            tokio::time::sleep(config.gossip_interval).await;
-            continue;
-        }
-        let chosen = choose_tokens(node, &snapshot)?;
-        match stream::driver::join(node, chosen.clone()).await {
-            Ok(change) => {
-                info!(
-                    count = chosen.len(),
-                    strategy = ?config.token_allocation,
-                    learned_nodes = ring_of(&snapshot).node_count(),
-                    members = snapshot.members.len(),
-                    rounds = snapshot.rounds,
-                    change = %change.id(),
-                    "chose ring tokens against the learned ring; joining (streaming the ranges it gains)"
-                );
-                return Ok(());
+impl Membership {
+    /// Waits to learn the ring and for its turn, chooses tokens against the
+    /// ring, and starts the join (streaming in the background).
+    async fn join(self: &Arc<Self>) -> Result<(), String> {
+        let (config, handle) = (&self.parts.config, &self.handle);
+        let id = self.parts.cluster.local().id.clone();
+        let learned = if has_other_seeds(config) {
+            learn(handle, &id, config.gossip_interval).await
+        } else {
+            handle.snapshot()
+        };
+        // The rounds count from which a crashed joiner without tokens stops
+        // holding this node up (restarted whenever another change ran).
+        let mut idle_since = learned.rounds;
+        loop {
+            let snapshot = handle.snapshot();
+            self.parts.cluster.apply(&snapshot);
+            // One change at a time: wait while a live node drives another,
+            // then for nodes with smaller ids that wait too.
+            let busy: Vec<String> = self
+                .parts
+                .cluster
+                .in_flight()
+                .into_iter()
+                .filter(|f| f.by != id && self.parts.cluster.is_alive(&f.by))
+                .map(|f| format!("{} of {}", f.kind, f.node))
+                .collect();
+            if !busy.is_empty() {
+                idle_since = snapshot.rounds;
             }
-            Err(ApiError::Conflict(why)) => {
-                debug!(%why, "joining: another change started first; waiting");
+            let ahead = snapshot.rounds <= idle_since + JOIN_MAX_ROUNDS
+                && snapshot.members.iter().any(|m| {
+                    !m.is_local
+                        && m.live
+                        && m.id.as_str() < id.as_str()
+                        && m.state.status() == Some(Status::Joining)
+                        && m.state.tokens().is_empty()
+                });
+            if !busy.is_empty() || ahead {
+                debug!(?busy, ahead, "joining: waiting for its turn");
                 tokio::time::sleep(config.gossip_interval).await;
+                continue;
             }
-            Err(e) => return Err(e.to_string()),
+            let chosen = choose_tokens(config, &id, &snapshot)?;
+            match self.parts.changes.join(chosen.clone()).await {
+                Ok(change) => {
+                    info!(
+                        count = chosen.len(),
+                        strategy = ?config.token_allocation,
+                        learned_nodes = ring_of(&snapshot).node_count(),
+                        members = snapshot.members.len(),
+                        rounds = snapshot.rounds,
+                        change = %change.id(),
+                        "chose ring tokens against the learned ring; joining (streaming the ranges it gains)"
+                    );
+                    return Ok(());
+                }
+                Err(ApiError::Conflict(why)) => {
+                    debug!(%why, "joining: another change started first; waiting");
+                    tokio::time::sleep(config.gossip_interval).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 }
@@ -391,50 +458,53 @@ async fn learn(handle: &Handle, me: &str, interval: Duration) -> Arc<Snapshot> {
     snap
 }
 
-/// Applies every snapshot to the cluster view and logs membership events,
-/// until the driver stops.
-async fn follow(node: Arc<Node>, handle: Handle) {
-    let mut snapshots = handle.watch();
-    let mut events = handle.events();
-    loop {
-        tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let snap = snapshots.borrow_and_update().clone();
-                if node.cluster.apply(&snap) {
-                    let ring = node.cluster.ring();
-                    info!(nodes = ring.node_count(), tokens = ring.vnode_count(), "ring changed");
-                }
-                if node.changes.observe(&node.cluster) {
-                    // No change in flight: stream positions are history.
-                    let store = node.replica.store();
-                    if store.raw_scan(crate::storage::Partition::Meta, b"stream/", Some(b"stream0"), 1)
-                        .is_ok_and(|r| !r.is_empty())
-                        && let Err(e) = stream::forget_positions(store).await
-                    {
-                        debug!(error = %e, "cannot drop old stream positions");
+impl Membership {
+    /// Applies every snapshot to the cluster view and logs membership events,
+    /// until the driver stops.
+    async fn follow(self: Arc<Self>) {
+        let (node, handle) = (&self.parts, &self.handle);
+        let mut snapshots = handle.watch();
+        let mut events = handle.events();
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let snap = snapshots.borrow_and_update().clone();
+                    if node.cluster.apply(&snap) {
+                        let ring = node.cluster.ring();
+                        info!(nodes = ring.node_count(), tokens = ring.vnode_count(), "ring changed");
+                    }
+                    if node.changes.changes().observe(&node.cluster) {
+                        // No change in flight: stream positions are history.
+                        let store = &node.store;
+                        if store.raw_scan(crate::storage::Partition::Meta, b"stream/", Some(b"stream0"), 1)
+                            .is_ok_and(|r| !r.is_empty())
+                            && let Err(e) = stream::forget_positions(store).await
+                        {
+                            debug!(error = %e, "cannot drop old stream positions");
+                        }
                     }
                 }
+                event = events.recv() => match event {
+                    Ok(e) => {
+                        log_event(&e);
+                        if let Event::Up { node: peer } | Event::Restarted { node: peer, .. } = &e {
+                            // Calls to it may be failing fast in a connect
+                            // backoff from while it was down: end that now.
+                            node.peers.peer_is_back(peer.as_str());
+                        }
+                        if let Event::Up { node: peer } = &e {
+                            node.bucket_sync.push_to(peer.as_str());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        debug!(missed = n, "membership event log lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
             }
-            event = events.recv() => match event {
-                Ok(e) => {
-                    log_event(&e);
-                    if let Event::Up { node: peer } | Event::Restarted { node: peer, .. } = &e {
-                        // Calls to it may be failing fast in a connect
-                        // backoff from while it was down: end that now.
-                        node.peers.peer_is_back(peer.as_str());
-                    }
-                    if let Event::Up { node: peer } = &e {
-                        node.bucket_sync.push_to(peer.as_str());
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    debug!(missed = n, "membership event log lagged");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
         }
     }
 }

@@ -1,6 +1,28 @@
 //! Starting and stopping a node: open the store, establish the node's
-//! identity (id, generation, tokens), bind the ports, serve until SIGINT or
-//! SIGTERM, then stop accepting, finish in-flight requests, flush storage.
+//! identity (id, generation, tokens), bind the ports, wire the services,
+//! serve until SIGINT or SIGTERM, then stop accepting, finish in-flight
+//! requests, stop the background work, flush storage.
+//!
+//! This is the one place that wires the node's services together. Each is
+//! built once, in dependency order, from the ones before it, and none
+//! reaches for another through a shared node object:
+//!
+//! ```text
+//! store ─┬─ buckets, hints, replica, cluster view   (state)
+//!        │
+//! transport (TCP or in-memory): peers ─┬─ bucket_sync
+//!                                      ├─ coordinator ── replica, cluster, buckets, hints, peers
+//!                                      ├─ repairer ───── replica, cluster, buckets, peers
+//! gossip (prepared) ───────────────────┼─ change driver ─ replica, cluster, buckets, hints, peers, gossip
+//!                                      ├─ rpc ────────── coordinator, repairer, change driver, buckets
+//!                                      │    (handed to the transport's request inbox: serving starts)
+//!                                      ├─ membership ─── cluster, change driver, peers, bucket_sync
+//!                                      └─ http api ───── every service above
+//! ```
+//!
+//! [`start`] does the wiring over any transport — the TCP one in [`run`],
+//! the in-memory network in the simulations — and returns the running
+//! [`Running`] node; [`run`] adds the ports, the signals and the HTTP server.
 //!
 //! Every reason not to start (unusable data dir, a port in use, a data dir
 //! that belongs to another node id) becomes one [`StartError`] line.
@@ -9,8 +31,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::bucket_sync::BucketSync;
@@ -18,14 +43,16 @@ use crate::buckets::Buckets;
 use crate::cluster::{Cluster, LocalNode};
 use crate::config::{Config, Engine, validate_node_id};
 use crate::coordinator::{self, Coordinator};
-use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::hints::{HintConfig, Hints};
-use crate::membership;
+use crate::http::Api;
+use crate::membership::{self, Membership};
 use crate::metrics::Metrics;
 use crate::repair::{self, Repairer};
 use crate::replica::Replica;
+use crate::rpc::Rpc;
 use crate::storage::{StorageError, Store};
+use crate::stream::{self, ChangeDriver};
 use crate::tokens;
 use crate::transport::tcp::{self, GossipTransport, Identity, Net, TcpPeers};
 use crate::transport::{Peers, Requests};
@@ -59,70 +86,79 @@ pub enum StartError {
     Membership(String),
 }
 
-/// Everything a running node shares between its tasks.
-pub struct Node {
-    /// Resolved configuration.
-    pub config: Config,
-    /// This node's replica of the data.
-    pub replica: Arc<Replica>,
-    /// Bucket properties.
-    pub buckets: Arc<Buckets>,
-    /// Membership and ring.
-    pub cluster: Arc<Cluster>,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Injected faults (only with `--fault-injection`).
-    pub faults: Arc<Faults>,
-    /// The other nodes, over internode RPC.
+/// A bound transport, as [`start`] wires it.
+pub struct Transport<G> {
+    /// Outbound calls, by node id.
     pub peers: Arc<dyn Peers>,
-    /// The TCP transport underneath `peers` (its counters), when real.
+    /// Gossip's side of the transport.
+    pub gossip: G,
+    /// The request inbox; served once the RPC service exists.
+    pub requests: Box<dyn Requests>,
+    /// The TCP transport underneath, when it is one (metrics, shutdown).
     pub net: Option<Arc<Net>>,
-    /// Hints this node holds for replicas that missed writes.
-    pub hints: Arc<Hints>,
-    /// Cluster changes: the one this node drives, the streams it runs.
-    pub changes: crate::stream::Changes,
-    /// Anti-entropy.
-    pub repairer: Arc<Repairer>,
-    /// Quorum reads and writes.
-    pub coordinator: Arc<Coordinator>,
-    /// Spreads bucket properties to the other members.
-    pub bucket_sync: Arc<BucketSync>,
-    inflight: Arc<Semaphore>,
 }
 
-impl Node {
-    /// Admits one request, or refuses with `overloaded` when
-    /// `--max-inflight` requests are already being served.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.inflight.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Overloaded(format!(
-                "{} requests in flight (--max-inflight); retry with backoff",
-                self.config.max_inflight
-            ))
-        })
+/// A started node: its services (through the HTTP API's handle) and what
+/// stopping it needs.
+pub struct Running {
+    api: Arc<Api>,
+    membership: Arc<Membership>,
+    store: Store,
+    net: Option<Arc<Net>>,
+    stop_background: watch::Sender<bool>,
+    replayer: JoinHandle<()>,
+}
+
+impl Running {
+    /// The services, as the HTTP API sees them.
+    pub fn api(&self) -> &Arc<Api> {
+        &self.api
     }
 
-    /// Builds a node over an open store: identity, buckets, cluster view;
-    /// `peers` makes its transport handle once the cluster view (which
-    /// knows the peers' addresses) exists.
-    pub async fn open(
-        config: Config,
-        store: Store,
-        peers: impl FnOnce(&Arc<Cluster>) -> (Arc<dyn Peers>, Option<Arc<Net>>),
-    ) -> Result<Node, StartError> {
-        let dir = config.data_dir.display().to_string();
-        let storage = |source| StartError::Storage {
-            dir: dir.clone(),
-            source,
-        };
-        let id = resolve_id(&config, &store).await?;
-        let generation = next_generation(&store).await.map_err(storage)?;
-        // A node without tokens chooses them once it has learned the ring
-        // from gossip (`membership::start`); until then it is standby.
-        let tokens = tokens::load(&store).map_err(storage)?.unwrap_or_default();
-        let buckets =
-            Arc::new(Buckets::load(store.clone(), &id, config.default_n).map_err(storage)?);
-        let hints = Hints::open(
+    /// Stops the background work, gossip and the transport, then closes
+    /// the store.
+    pub async fn stop(self) -> Result<(), StorageError> {
+        self.stop_background.send_replace(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.replayer)
+            .await
+            .is_err()
+        {
+            warn!("hint replay did not stop within 5 s");
+        }
+        self.membership.stop();
+        if let Some(net) = &self.net {
+            net.shutdown();
+        }
+        self.store.close().await
+    }
+}
+
+/// Wires a node's services over `store` for node `id` (see the module
+/// docs for the order): `bind` makes the transport once the cluster view
+/// exists (the TCP transport looks peers' addresses up in it); `rng`
+/// drives gossip's choices. Returns once the node serves other nodes and
+/// gossips (a new cluster's first node once it owns the ring).
+pub async fn start<G: quorumkv_gossip::driver::Transport>(
+    config: Config,
+    store: Store,
+    id: String,
+    bind: impl FnOnce(&Arc<Cluster>) -> Transport<G>,
+    rng: ChaCha8Rng,
+) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let dir = config.data_dir.display().to_string();
+    let storage = |source| StartError::Storage {
+        dir: dir.clone(),
+        source,
+    };
+    // State.
+    let generation = next_generation(&store).await.map_err(storage)?;
+    // A node without tokens chooses them once it has learned the ring
+    // from gossip (`membership`); until then it is standby.
+    let tokens = tokens::load(&store).map_err(storage)?.unwrap_or_default();
+    let buckets = Arc::new(Buckets::load(store.clone(), &id, config.default_n).map_err(storage)?);
+    let hints = Arc::new(
+        Hints::open(
             store.clone(),
             HintConfig {
                 enabled: config.hinted_handoff,
@@ -132,80 +168,155 @@ impl Node {
                 check_every: Duration::from_secs(1),
             },
         )
-        .map_err(storage)?;
-        let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
-        let replica = Arc::new(
-            Replica::with_row_cache(id.clone(), actor, store, config.row_cache_bytes)
-                .map_err(storage)?,
-        );
-        let cluster = Arc::new(Cluster::single(
-            LocalNode {
-                id,
-                http: config.http,
-                listen: config.listen,
-                generation,
-                rack: config.rack.clone(),
-            },
-            tokens,
-        ));
-        let (peers, net) = peers(&cluster);
-        let hints = Arc::new(hints);
-        let metrics = Arc::new(Metrics::new());
-        let faults = Arc::new(Faults::new(config.fault_injection));
-        let bucket_sync = Arc::new(BucketSync::new(
-            buckets.clone(),
-            cluster.clone(),
-            peers.clone(),
-        ));
-        let coordinator = Coordinator::new(
-            coordinator::Parts {
-                replica: replica.clone(),
-                cluster: cluster.clone(),
-                buckets: buckets.clone(),
-                hints: hints.clone(),
-                peers: peers.clone(),
-                metrics: metrics.clone(),
-                faults: faults.clone(),
-                bucket_sync: bucket_sync.clone(),
-            },
-            coordinator::Options {
-                read_digests: config.read_digests,
-            },
-        );
-        let repairer = Repairer::new(
-            repair::Parts {
-                replica: replica.clone(),
-                cluster: cluster.clone(),
-                buckets: buckets.clone(),
-                peers: peers.clone(),
-                metrics: metrics.clone(),
-            },
-            repair::Options {
-                default_n: config.default_n,
-                bytes_per_sec: config.repair_bytes_per_sec,
-                tombstone_grace: config.tombstone_grace,
-            },
-        );
-        Ok(Node {
-            inflight: Arc::new(Semaphore::new(config.max_inflight as usize)),
-            replica,
-            buckets,
-            cluster,
-            metrics,
-            faults,
-            peers,
-            net,
-            coordinator,
-            bucket_sync,
-            hints,
-            changes: Default::default(),
-            repairer,
-            config,
-        })
+        .map_err(storage)?,
+    );
+    let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
+    let replica = Arc::new(
+        Replica::with_row_cache(id.clone(), actor, store.clone(), config.row_cache_bytes)
+            .map_err(storage)?,
+    );
+    let cluster = Arc::new(Cluster::single(
+        LocalNode {
+            id,
+            http: config.http,
+            listen: config.listen,
+            generation,
+            rack: config.rack.clone(),
+        },
+        tokens,
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let faults = Arc::new(Faults::new(config.fault_injection));
+
+    // Services over the transport.
+    let transport = bind(&cluster);
+    let peers = transport.peers.clone();
+    let bucket_sync = Arc::new(BucketSync::new(
+        buckets.clone(),
+        cluster.clone(),
+        peers.clone(),
+    ));
+    let coordinator = Coordinator::new(
+        coordinator::Parts {
+            replica: replica.clone(),
+            cluster: cluster.clone(),
+            buckets: buckets.clone(),
+            hints: hints.clone(),
+            peers: peers.clone(),
+            metrics: metrics.clone(),
+            faults: faults.clone(),
+            bucket_sync: bucket_sync.clone(),
+        },
+        coordinator::Options {
+            read_digests: config.read_digests,
+        },
+    );
+    let repairer = Repairer::new(
+        repair::Parts {
+            replica: replica.clone(),
+            cluster: cluster.clone(),
+            buckets: buckets.clone(),
+            peers: peers.clone(),
+            metrics: metrics.clone(),
+        },
+        repair::Options {
+            default_n: config.default_n,
+            bytes_per_sec: config.repair_bytes_per_sec,
+            tombstone_grace: config.tombstone_grace,
+        },
+    );
+    let membership_error = |e: membership::Error| match e {
+        membership::Error::Storage(source) => StartError::Storage {
+            dir: dir.clone(),
+            source,
+        },
+        e => StartError::Membership(e.to_string()),
+    };
+    let gossip = membership::prepare(&config, &cluster, &store, transport.gossip, rng)
+        .map_err(membership_error)?;
+    let changes = ChangeDriver::new(
+        stream::Parts {
+            replica: replica.clone(),
+            cluster: cluster.clone(),
+            buckets: buckets.clone(),
+            hints: hints.clone(),
+            peers: peers.clone(),
+            gossip: gossip.handle().clone(),
+        },
+        stream::Options {
+            default_n: config.default_n,
+            timeout: config.timeout,
+            stream_bytes_per_sec: config.stream_bytes_per_sec,
+        },
+    );
+    transport.requests.serve(Arc::new(Rpc {
+        coordinator: coordinator.clone(),
+        repairer: repairer.clone(),
+        changes: changes.clone(),
+        buckets: buckets.clone(),
+        cluster: cluster.clone(),
+    }));
+
+    // Background work.
+    let (stop_background, background_stopped) = watch::channel(false);
+    let replayer = tokio::spawn(hints.clone().run_replayer(
+        coordinator::hint_target_is_up(cluster.clone()),
+        coordinator::hint_delivery(peers.clone()),
+        background_stopped.clone(),
+    ));
+    if let Some(every) = config.anti_entropy_interval {
+        tokio::spawn(repairer.clone().run_scheduler(every, background_stopped));
     }
+    if let Some(grace) = config.cleanup_grace {
+        tokio::spawn(
+            changes
+                .clone()
+                .run_auto_cleanup(grace, stop_background.subscribe()),
+        );
+    }
+    // Gossip starts; a node without tokens joins the ring in the background
+    // (a new cluster's first node before the API serves: see membership).
+    let membership = gossip
+        .start(membership::Parts {
+            config: config.clone(),
+            cluster: cluster.clone(),
+            changes: changes.clone(),
+            peers: peers.clone(),
+            bucket_sync: bucket_sync.clone(),
+            store: store.clone(),
+        })
+        .await
+        .map_err(membership_error)?;
+    let api = Arc::new(Api {
+        inflight: Arc::new(Semaphore::new(config.max_inflight as usize)),
+        config,
+        replica,
+        cluster,
+        buckets,
+        hints,
+        metrics,
+        faults,
+        peers,
+        net: transport.net.clone(),
+        coordinator,
+        repairer,
+        changes,
+        membership: membership.clone(),
+        bucket_sync,
+    });
+    Ok(Running {
+        api,
+        membership,
+        store,
+        net: transport.net,
+        stop_background,
+        replayer,
+    })
 }
 
-async fn resolve_id(config: &Config, store: &Store) -> Result<String, StartError> {
+/// The node id of the data dir in `store`: the stored one, or — for a
+/// new data dir — `--id` (or a random one), stored with a new incarnation.
+pub async fn resolve_id(config: &Config, store: &Store) -> Result<String, StartError> {
     let dir = config.data_dir.display().to_string();
     let storage = |source| StartError::Storage {
         dir: dir.clone(),
@@ -331,10 +442,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if config.cluster_secret.is_none() {
         info!("no --cluster-secret-file: internode peers are not authenticated");
     }
-    // The transport starts before the node so that a node without stored
-    // tokens can ask its seeds for the ones the cluster knows (a wiped
-    // data dir), before gossip announces it anew; until the handler is
-    // set, peers' requests are refused as overloaded.
+    // The transport is bound before the services so that a node without
+    // stored tokens can ask its seeds for the ones the cluster knows (a
+    // wiped data dir), before gossip announces it anew. Peers' connections
+    // wait in the listen backlog until the RPC service serves them.
     let (net, inbox, incoming) = Net::bind(tcp::Config::new(identity), listen);
     let storage = |source| StartError::Storage {
         dir: dir.clone(),
@@ -345,44 +456,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .await
             .map_err(storage)?;
     }
-    let peers_net = net.clone();
-    let node = Arc::new(
-        Node::open(config, store.clone(), move |cluster| {
-            let peers: Arc<dyn Peers> = Arc::new(TcpPeers::new(peers_net.clone(), cluster.clone()));
-            (peers, Some(peers_net))
-        })
-        .await?,
-    );
-    let cfg = &node.config;
-    Box::new(incoming).serve(Arc::new(crate::peers::RpcHandler(Arc::downgrade(&node))));
-    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
-    let replayer = tokio::spawn(node.hints.clone().run_replayer(
-        crate::peers::hint_target_is_up(&node),
-        crate::peers::hint_delivery(&node),
-        background_stopped.clone(),
-    ));
-    if let Some(every) = cfg.anti_entropy_interval {
-        tokio::spawn(
-            node.repairer
-                .clone()
-                .run_scheduler(every, background_stopped),
-        );
-    }
-    if let Some(grace) = cfg.cleanup_grace {
-        tokio::spawn(crate::stream::cleanup::run_auto(
-            Arc::downgrade(&node),
-            grace,
-            stop_background.subscribe(),
-        ));
-    }
-    // Gossip starts; a node without tokens joins the ring in the background
-    // (a new cluster's first node before the API serves: see membership).
-    let mut membership = membership::start(
-        node.clone(),
-        GossipTransport::new(net.clone(), inbox),
-        &store,
-    )
-    .await?;
+    let transport = |cluster: &Arc<Cluster>| {
+        let peers: Arc<dyn Peers> = Arc::new(TcpPeers::new(net.clone(), cluster.clone()));
+        Transport {
+            peers,
+            gossip: GossipTransport::new(net.clone(), inbox),
+            requests: Box::new(incoming),
+            net: Some(net.clone()),
+        }
+    };
+    let node = start(config, store, id, transport, ChaCha8Rng::from_os_rng()).await?;
+    let api = node.api().clone();
+    let cfg = &api.config;
     if cfg.auth_enabled() {
         info!("bearer tokens configured: every route but /health needs one");
     } else if cfg.http.ip().is_loopback() {
@@ -390,22 +475,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     } else {
         warn!(addr = %cfg.http, "no bearer tokens configured and the API is NOT on loopback: anyone who can reach it can read and write");
     }
-    let ring = node.cluster.ring();
+    let ring = api.cluster.ring();
     info!(
-        id = node.replica.id(),
-        actor = node.replica.actor(),
+        id = api.replica.id(),
+        actor = api.replica.actor(),
         http = %cfg.http,
         listen = %cfg.listen,
         data_dir = %dir,
         sync = ?cfg.sync,
-        tokens = ring.node_tokens(&node.cluster.local().id).len(),
-        generation = node.cluster.local().generation,
+        tokens = ring.node_tokens(&api.cluster.local().id).len(),
+        generation = api.cluster.local().generation,
         cluster = %cfg.cluster_name,
         seeds = ?cfg.seeds,
         "qkvd serving"
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(crate::http::routes(node.clone()))
+    let server = warp::serve(crate::http::routes(api.clone()))
         .incoming(http)
         .graceful(async move {
             let _ = rx.await;
@@ -421,17 +506,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
-    stop_background.send_replace(true);
-    if tokio::time::timeout(Duration::from_secs(5), replayer)
-        .await
-        .is_err()
-    {
-        warn!("hint replay did not stop within 5 s");
-    }
-    membership.stop();
-    net.shutdown();
-    store
-        .close()
+    drop(api);
+    node.stop()
         .await
         .map_err(|source| StartError::Storage { dir, source })?;
     info!("storage flushed; bye");

@@ -348,6 +348,35 @@ impl Quorum {
     }
 }
 
+/// How long one hint delivery may take.
+const HINT_DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The hint replayer's view of whether a hint's target can take it: up
+/// by the failure detector.
+pub fn hint_target_is_up(cluster: Arc<Cluster>) -> crate::hints::IsUpFn {
+    Arc::new(move |target: &str| cluster.is_alive(target))
+}
+
+/// Delivers one hint: the target merges the versions (idempotent, so a
+/// hint delivered twice after a crash does no harm).
+pub fn hint_delivery(peers: Arc<dyn Peers>) -> crate::hints::DeliverFn {
+    Arc::new(move |h: crate::hints::Hint| {
+        let peers = peers.clone();
+        Box::pin(async move {
+            let req = crate::proto::Request::Replicate {
+                bucket: h.bucket,
+                key: h.key,
+                object: Encoded::of(&h.object),
+                hint_for: None,
+            };
+            match peers.call(&h.target, req, HINT_DELIVERY_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
+}
+
 /// The 504 of a request whose deadline passed with `acks` of `required`;
 /// `what_now` tells the client what that means for it.
 fn timeout_error(

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde_json::json;
 use warp::http::Method;
 
+use super::Api;
 use super::request::{Request, decode_key};
 use super::{Reply, json, respond};
 use crate::buckets::{BucketUpdate, validate_bucket_name};
 use crate::error::ApiError;
 use crate::faults::FaultSettings;
-use crate::server::Node;
 
 fn only(req: &Request, allowed: &[Method]) -> Result<(), ApiError> {
     if allowed.contains(&req.method) {
@@ -23,19 +23,19 @@ fn only(req: &Request, allowed: &[Method]) -> Result<(), ApiError> {
 }
 
 /// `GET /health`.
-pub fn health(node: &Node, req: &Request) -> Reply {
+pub fn health(api: &Api, req: &Request) -> Reply {
     only(req, &[Method::GET, Method::HEAD])?;
     Ok(json(
         200,
-        &json!({"status": "ok", "node": node.replica.id()}),
+        &json!({"status": "ok", "node": api.replica.id()}),
     ))
 }
 
 /// `GET|PUT /buckets/{bucket}`.
-pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
+pub async fn bucket(api: &Arc<Api>, name: &str, req: Request) -> Reply {
     validate_bucket_name(name)?;
     match req.method {
-        Method::GET | Method::HEAD => match node.buckets.get(name) {
+        Method::GET | Method::HEAD => match api.buckets.get(name) {
             Some(p) => Ok(json(200, &json!(p))),
             None => Err(ApiError::NotFound(format!(
                 "bucket {name:?} does not exist; PUT /buckets/{name} creates it, and so does writing a key to it"
@@ -56,8 +56,8 @@ pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
                     ApiError::BadRequest(format!("bucket properties are not valid: {e}"))
                 })?
             };
-            let props = node.buckets.update(name, update).await?;
-            node.bucket_sync.announce(name);
+            let props = api.buckets.update(name, update).await?;
+            api.bucket_sync.announce(name);
             Ok(json(200, &json!(props)))
         }
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
@@ -65,13 +65,13 @@ pub async fn bucket(node: &Arc<Node>, name: &str, req: Request) -> Reply {
 }
 
 /// `GET /cluster/members`.
-pub fn members(node: &Node, req: &Request) -> Reply {
+pub fn members(api: &Api, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
-    let mut list = json!(node.cluster.members());
+    let mut list = json!(api.cluster.members());
     if let Some(items) = list.as_array_mut() {
         for m in items {
             let id = m["id"].as_str().unwrap_or_default().to_string();
-            m["hints_pending"] = json!(node.hints.pending_for(&id));
+            m["hints_pending"] = json!(api.hints.pending_for(&id));
         }
     }
     Ok(json(200, &list))
@@ -81,10 +81,10 @@ pub fn members(node: &Node, req: &Request) -> Reply {
 /// of the token space (`ownership`, sums to 1), and — additions to the
 /// contract — the racks, the default replica count `rf` and each node's
 /// replicated ownership for it (what `qkv ring show` and `plan` read).
-pub fn ring(node: &Node, req: &Request) -> Reply {
+pub fn ring(api: &Api, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
-    let ring = node.cluster.ring();
-    let rf = node.config.default_n as usize;
+    let ring = api.cluster.ring();
+    let rf = api.config.default_n as usize;
     let mut file = quorumkv_ring::RingFile::from_ring(&ring);
     file.rf = Some(rf);
     let mut body = json!(file);
@@ -98,17 +98,17 @@ pub fn ring(node: &Node, req: &Request) -> Reply {
 }
 
 /// `GET /cluster/locate/{key}?bucket=`.
-pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
+pub fn locate(api: &Api, raw_key: &str, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
     let bucket = req.query.get("bucket").unwrap_or("default");
     validate_bucket_name(bucket)?;
     let key = decode_key(raw_key)?;
-    let props = node.buckets.props_for_keys(bucket);
+    let props = api.buckets.props_for_keys(bucket);
     let token = quorumkv_ring::token_of(bucket.as_bytes(), &key);
-    let ring = node.cluster.ring();
+    let ring = api.cluster.ring();
     let replicas = ring.preference_list(token, props.n as usize);
     let fallbacks = crate::coordinator::fallbacks(&ring, token, &replicas);
-    let placement = node.coordinator.placement(bucket, &key, &props);
+    let placement = api.coordinator.placement(bucket, &key, &props);
     let targets: Vec<_> = placement
         .targets
         .iter()
@@ -125,54 +125,54 @@ pub fn locate(node: &Node, raw_key: &str, req: &Request) -> Reply {
             "fallbacks": fallbacks,
             "targets": targets,
             "down": placement.down,
-            "pending": node.cluster.pending(token, props.n as usize),
+            "pending": api.cluster.pending(token, props.n as usize),
         }),
     ))
 }
 
 /// `GET /metrics`.
-pub fn metrics(node: &Node, req: &Request) -> Reply {
+pub fn metrics(api: &Api, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
-    let (keys, bytes) = node.replica.stored();
-    node.metrics.keys_stored.set(keys);
-    node.metrics.bytes_stored.set(bytes);
-    node.metrics.sync_hints(
-        &node.hints.pending(),
-        &node.cluster.others(),
-        &node.hints.stats(),
+    let (keys, bytes) = api.replica.stored();
+    api.metrics.keys_stored.set(keys);
+    api.metrics.bytes_stored.set(bytes);
+    api.metrics.sync_hints(
+        &api.hints.pending(),
+        &api.cluster.others(),
+        &api.hints.stats(),
     );
-    if let Some(net) = &node.net {
-        node.metrics.sync_net(net.counters());
+    if let Some(net) = &api.net {
+        api.metrics.sync_net(net.counters());
     }
-    node.metrics.sync_outstanding(&node.peers.all_outstanding());
+    api.metrics.sync_outstanding(&api.peers.all_outstanding());
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
-        node.metrics.render(),
+        api.metrics.render(),
     ))
 }
 
 /// `GET /internal/local/buckets/{bucket}/keys/{key}`.
-pub fn internal_local(node: &Node, bucket: &str, raw_key: &str, req: &Request) -> Reply {
+pub fn internal_local(api: &Api, bucket: &str, raw_key: &str, req: &Request) -> Reply {
     only(req, &[Method::GET])?;
-    super::keys::local_view(node, bucket, raw_key)
+    super::keys::local_view(api, bucket, raw_key)
 }
 
 /// `POST /internal/repair[?bucket=B]`: one anti-entropy pass of this node
 /// with every other replica of its ranges (only bucket B's keys when
 /// given); answers the report when it is done. `GET /internal/repair`: the
 /// progress of the pass under way (or the last one).
-pub async fn repair(node: &Arc<Node>, req: Request) -> Reply {
+pub async fn repair(api: &Arc<Api>, req: Request) -> Reply {
     only(&req, &[Method::POST, Method::GET])?;
     if req.method == Method::GET {
-        return Ok(json(200, &json!(node.repairer.state().progress())));
+        return Ok(json(200, &json!(api.repairer.state().progress())));
     }
     let bucket = req.query.get("bucket").map(str::to_string);
     if let Some(b) = &bucket {
         crate::buckets::validate_bucket_name(b)?;
     }
     drop(req);
-    let report = node
+    let report = api
         .repairer
         .repair_node(crate::repair::Scope { bucket })
         .await;
@@ -180,21 +180,21 @@ pub async fn repair(node: &Arc<Node>, req: Request) -> Reply {
 }
 
 /// `GET|PUT /internal/fault`: the injected faults (`--fault-injection` only).
-pub async fn fault(node: &Node, req: Request) -> Reply {
-    if !node.faults.enabled() {
+pub async fn fault(api: &Api, req: Request) -> Reply {
+    if !api.faults.enabled() {
         return Err(ApiError::NotFound(
             "fault injection is disabled; start qkvd with --fault-injection".into(),
         ));
     }
     match req.method {
-        Method::GET => Ok(json(200, &json!(node.faults.settings()))),
+        Method::GET => Ok(json(200, &json!(api.faults.settings()))),
         Method::PUT | Method::POST => {
             let Request { headers, body, .. } = req;
             let raw = body.read(&headers, 64 * 1024).await?;
             let s: FaultSettings = serde_json::from_slice(&raw)
                 .map_err(|e| ApiError::BadRequest(format!("fault settings are not valid: {e}")))?;
-            node.faults.set(&s);
-            Ok(json(200, &json!(node.faults.settings())))
+            api.faults.set(&s);
+            Ok(json(200, &json!(api.faults.settings())))
         }
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
     }

@@ -9,12 +9,11 @@ use serde::Deserialize;
 use serde_json::json;
 use warp::http::Method;
 
+use super::Api;
 use super::request::Request;
 use super::{Reply, json};
 use crate::cluster::NodeState;
 use crate::error::ApiError;
-use crate::server::Node;
-use crate::stream::{cleanup, driver};
 
 fn only(req: &Request, m: Method) -> Result<(), ApiError> {
     if req.method == m {
@@ -42,11 +41,11 @@ struct JoinBody {
 
 /// `POST /cluster/join`: a standby node joins with the given tokens or
 /// ones its allocator chooses against the current ring.
-pub async fn join(node: &Arc<Node>, req: Request) -> Reply {
+pub async fn join(api: &Arc<Api>, req: Request) -> Reply {
     only(&req, Method::POST)?;
     let b: JoinBody = body(req).await?;
-    let me = node.replica.id().to_string();
-    let m = node.cluster.member(&me);
+    let me = api.replica.id().to_string();
+    let m = api.cluster.member(&me);
     let standby = m
         .as_ref()
         .is_some_and(|m| m.state == NodeState::Standby && m.tokens.is_empty());
@@ -59,19 +58,16 @@ pub async fn join(node: &Arc<Node>, req: Request) -> Reply {
     }
     let tokens = match b.tokens {
         Some(t) => {
-            check_tokens(node, &t)?;
+            check_tokens(api, &t)?;
             t
         }
         None => {
-            let snap = node
-                .changes
-                .gossip()
-                .map(|h| h.snapshot())
-                .ok_or_else(|| ApiError::Conflict("gossip has not started yet".into()))?;
-            crate::membership::choose_tokens(node, &snap).map_err(ApiError::BadRequest)?
+            let snap = api.membership.handle().snapshot();
+            crate::membership::choose_tokens(&api.config, &me, &snap)
+                .map_err(ApiError::BadRequest)?
         }
     };
-    driver::join(node, tokens.clone()).await?;
+    api.changes.join(tokens.clone()).await?;
     Ok(json(
         202,
         &json!({"node": me, "state": "joining", "tokens": tokens}),
@@ -79,7 +75,7 @@ pub async fn join(node: &Arc<Node>, req: Request) -> Reply {
 }
 
 /// Tokens given to a join: 1 to 1024, distinct, owned by nobody.
-fn check_tokens(node: &Node, tokens: &[u64]) -> Result<(), ApiError> {
+fn check_tokens(api: &Api, tokens: &[u64]) -> Result<(), ApiError> {
     if tokens.is_empty() || tokens.len() > 1024 {
         return Err(ApiError::BadRequest(format!(
             "{} tokens given; a node takes 1 to 1024",
@@ -90,7 +86,7 @@ fn check_tokens(node: &Node, tokens: &[u64]) -> Result<(), ApiError> {
     if distinct.len() != tokens.len() {
         return Err(ApiError::BadRequest("tokens must be distinct".into()));
     }
-    for m in node.cluster.members() {
+    for m in api.cluster.members() {
         if let Some(t) = m.tokens.iter().find(|t| distinct.contains(t)) {
             return Err(ApiError::BadRequest(format!(
                 "token {t} is already owned by {}",
@@ -102,9 +98,9 @@ fn check_tokens(node: &Node, tokens: &[u64]) -> Result<(), ApiError> {
 }
 
 /// `POST /cluster/decommission`.
-pub async fn decommission(node: &Arc<Node>, req: Request) -> Reply {
+pub async fn decommission(api: &Arc<Api>, req: Request) -> Reply {
     only(&req, Method::POST)?;
-    let change = driver::decommission(node).await?;
+    let change = api.changes.decommission().await?;
     Ok(json(202, &json!({"node": change.node, "state": "leaving"})))
 }
 
@@ -115,7 +111,7 @@ struct RemoveBody {
 }
 
 /// `POST /cluster/removenode {"node":"n5"}`.
-pub async fn removenode(node: &Arc<Node>, req: Request) -> Reply {
+pub async fn removenode(api: &Arc<Api>, req: Request) -> Reply {
     only(&req, Method::POST)?;
     let b: RemoveBody = body(req).await?;
     let Some(target) = b.node.filter(|n| !n.is_empty()) else {
@@ -123,26 +119,26 @@ pub async fn removenode(node: &Arc<Node>, req: Request) -> Reply {
             "the body must name the node: {\"node\":\"n5\"}".into(),
         ));
     };
-    driver::removenode(node, &target).await?;
+    api.changes.removenode(&target).await?;
     Ok(json(
         202,
-        &json!({"node": target, "state": "removing", "by": node.replica.id()}),
+        &json!({"node": target, "state": "removing", "by": api.replica.id()}),
     ))
 }
 
 /// `GET /cluster/changes`.
-pub fn changes(node: &Node, req: &Request) -> Reply {
+pub fn changes(api: &Api, req: &Request) -> Reply {
     if req.method != Method::GET {
         return Err(ApiError::MethodNotAllowed(req.method.to_string()));
     }
-    node.changes.observe(&node.cluster);
-    Ok(json(200, &node.changes.report(node.replica.id())))
+    api.changes.changes().observe(&api.cluster);
+    Ok(json(200, &api.changes.changes().report(api.replica.id())))
 }
 
 /// `POST /cluster/cleanup`.
-pub async fn cleanup(node: &Arc<Node>, req: Request) -> Reply {
+pub async fn cleanup(api: &Arc<Api>, req: Request) -> Reply {
     only(&req, Method::POST)?;
     drop(req);
-    let report = cleanup::cleanup(node).await?;
+    let report = api.changes.cleanup().await?;
     Ok(json(200, &json!(report)))
 }

@@ -13,26 +13,26 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 use warp::http::{Method, header};
 
+use super::Api;
 use super::request::{Request, decode_key};
 use super::{CONTEXT_HEADER, Reply, json, respond};
 use crate::buckets::{parse_consistency, validate_bucket_name};
 use crate::coordinator::{ReadArgs, WriteArgs, trace::Trace};
 use crate::error::ApiError;
 use crate::replica::Mutation;
-use crate::server::Node;
 use crate::version::{Context, Dvvs, Value};
 use warp::reply::Response as WarpResponse;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Serves one key request.
-pub async fn handle(node: &Arc<Node>, bucket: &str, raw_key: &str, req: Request) -> Reply {
+pub async fn handle(api: &Arc<Api>, bucket: &str, raw_key: &str, req: Request) -> Reply {
     validate_bucket_name(bucket)?;
     let key = decode_key(raw_key)?;
     match req.method {
-        Method::GET | Method::HEAD => get(node, bucket, key, req).await,
-        Method::PUT | Method::POST => write(node, bucket, key, req, false).await,
-        Method::DELETE => write(node, bucket, key, req, true).await,
+        Method::GET | Method::HEAD => get(api, bucket, key, req).await,
+        Method::PUT | Method::POST => write(api, bucket, key, req, false).await,
+        Method::DELETE => write(api, bucket, key, req, true).await,
         ref m => Err(ApiError::MethodNotAllowed(m.to_string())),
     }
 }
@@ -65,10 +65,10 @@ fn sibling_json(v: &Value) -> serde_json::Value {
 }
 
 /// The timeline of `?trace=true`, started when asked for.
-fn trace_of(node: &Node, req: &Request) -> Option<Trace> {
+fn trace_of(api: &Api, req: &Request) -> Option<Trace> {
     req.query
         .flag("trace")
-        .then(|| Trace::new(node.replica.id()))
+        .then(|| Trace::new(api.replica.id()))
 }
 
 /// Puts the timeline on a response: the `X-Trace` header (compact JSON).
@@ -90,14 +90,14 @@ fn traced_error(e: ApiError, trace: &Option<Trace>) -> Reply {
     }
 }
 
-async fn get(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request) -> Reply {
-    let props = node.buckets.props_for_keys(bucket);
+async fn get(api: &Arc<Api>, bucket: &str, key: Vec<u8>, req: Request) -> Reply {
+    let props = api.buckets.props_for_keys(bucket);
     let r = match req.query.get("r") {
         Some(s) => parse_consistency(s, "r", false)?,
         None => props.default_r(),
     };
-    let timeout = req.query.timeout()?.unwrap_or(node.config.timeout);
-    let trace = trace_of(node, &req);
+    let timeout = req.query.timeout()?.unwrap_or(api.config.timeout);
+    let trace = trace_of(api, &req);
     let args = ReadArgs {
         bucket: bucket.to_string(),
         key,
@@ -106,13 +106,13 @@ async fn get(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request) -> Repl
         timeout,
         trace: trace.clone(),
     };
-    let found = match node.coordinator.read(args).await {
+    let found = match api.coordinator.read(args).await {
         Ok(f) => f,
         Err(e) => return traced_error(e, &trace),
     };
     let rendered = match found {
         None => Err(ApiError::KeyNotFound { context: None }),
-        Some(object) => render_read(node, &object, &req, &trace),
+        Some(object) => render_read(api, &object, &req, &trace),
     };
     match rendered {
         Ok(resp) => Ok(with_trace(resp, &trace)),
@@ -122,7 +122,7 @@ async fn get(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request) -> Repl
 
 /// Renders a read's versions per the contract (with the timeline in the
 /// JSON body too when one was asked for).
-fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>) -> Reply {
+fn render_read(api: &Api, object: &Dvvs, req: &Request, trace: &Option<Trace>) -> Reply {
     let ctx = object.context_token();
     let values = object.values();
     if values.is_empty() || object.is_deleted() {
@@ -131,8 +131,8 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>)
         });
     }
     if values.len() > 1 {
-        node.metrics.conflicted_reads.inc();
-        node.metrics.siblings_returned.inc_by(values.len() as u64);
+        api.metrics.conflicted_reads.inc();
+        api.metrics.siblings_returned.inc_by(values.len() as u64);
     }
     let mut resp = if req.wants_json() {
         let list: Vec<_> = values.iter().map(|v| sibling_json(v)).collect();
@@ -163,17 +163,17 @@ fn render_read(node: &Node, object: &Dvvs, req: &Request, trace: &Option<Trace>)
     Ok(resp)
 }
 
-async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delete: bool) -> Reply {
-    let props = node.buckets.props_for_keys(bucket);
+async fn write(api: &Arc<Api>, bucket: &str, key: Vec<u8>, req: Request, delete: bool) -> Reply {
+    let props = api.buckets.props_for_keys(bucket);
     let w = match req.query.get("w") {
         Some(s) => parse_consistency(s, "w", true)?,
         None => props.default_w(),
     };
     // Validate everything cheap before reading the body.
     w.required(props.n, "w")?;
-    let timeout = req.query.timeout()?.unwrap_or(node.config.timeout);
+    let timeout = req.query.timeout()?.unwrap_or(api.config.timeout);
     let ctx = context_header(&req)?;
-    let trace = trace_of(node, &req);
+    let trace = trace_of(api, &req);
     let mutation = if delete {
         Mutation::Delete
     } else {
@@ -182,7 +182,7 @@ async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delet
             .unwrap_or(DEFAULT_CONTENT_TYPE)
             .to_string();
         let Request { headers, body, .. } = req;
-        let data = body.read(&headers, node.config.max_value_bytes).await?;
+        let data = body.read(&headers, api.config.max_value_bytes).await?;
         Mutation::Put {
             data: data.to_vec(),
             content_type,
@@ -198,7 +198,7 @@ async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delet
         timeout,
         trace: trace.clone(),
     };
-    let object = match node.coordinator.write(args).await {
+    let object = match api.coordinator.write(args).await {
         Ok(o) => o,
         Err(e) => return traced_error(e, &trace),
     };
@@ -211,11 +211,11 @@ async fn write(node: &Arc<Node>, bucket: &str, key: Vec<u8>, req: Request, delet
 }
 
 /// `GET /internal/local/...`: what this node alone stores for a key.
-pub fn local_view(node: &Node, bucket: &str, raw_key: &str) -> Reply {
+pub fn local_view(api: &Api, bucket: &str, raw_key: &str) -> Reply {
     validate_bucket_name(bucket)?;
     let key = decode_key(raw_key)?;
-    let me = node.replica.id().to_string();
-    let object = node
+    let me = api.replica.id().to_string();
+    let object = api
         .replica
         .read(bucket, &key)
         .map_err(|e| ApiError::storage(&me, 1, e))?;

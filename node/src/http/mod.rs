@@ -22,8 +22,23 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::bucket_sync::BucketSync;
+use crate::buckets::Buckets;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::coordinator::Coordinator;
 use crate::error::ApiError;
-use crate::server::Node;
+use crate::faults::Faults;
+use crate::hints::Hints;
+use crate::membership::Membership;
+use crate::metrics::Metrics;
+use crate::repair::Repairer;
+use crate::replica::Replica;
+use crate::stream::ChangeDriver;
+use crate::transport::Peers;
+use crate::transport::tcp::Net;
 
 pub use request::{Query, decode_key};
 
@@ -63,27 +78,75 @@ pub(crate) fn error_response(err: &ApiError) -> WarpResponse {
     resp
 }
 
-/// The warp filter serving the whole API for `node`.
+/// What the HTTP API serves from: the node's services, and the admission
+/// limit of `--max-inflight`.
+pub struct Api {
+    /// The node's settings.
+    pub config: Arc<Config>,
+    /// This node's copy of the data (`/internal/local`, counts).
+    pub replica: Arc<Replica>,
+    /// Members and ring.
+    pub cluster: Arc<Cluster>,
+    /// Bucket properties.
+    pub buckets: Arc<Buckets>,
+    /// Hints held (metrics).
+    pub hints: Arc<Hints>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Injected faults (`/internal/fault`).
+    pub faults: Arc<Faults>,
+    /// The other nodes (outstanding calls, for metrics).
+    pub peers: Arc<dyn Peers>,
+    /// The TCP transport's counters, when the node runs on one.
+    pub net: Option<Arc<Net>>,
+    /// Key reads and writes.
+    pub coordinator: Arc<Coordinator>,
+    /// `/internal/repair`.
+    pub repairer: Arc<Repairer>,
+    /// `/cluster/*` changes and cleanup.
+    pub changes: Arc<ChangeDriver>,
+    /// Gossip's view, for a join without tokens.
+    pub membership: Arc<Membership>,
+    /// Announces bucket properties set here.
+    pub bucket_sync: Arc<BucketSync>,
+    /// Permits of `--max-inflight`.
+    pub inflight: Arc<Semaphore>,
+}
+
+impl Api {
+    /// Admits one request, or refuses with `overloaded` when
+    /// `--max-inflight` requests are already being served.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inflight.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded(format!(
+                "{} requests in flight (--max-inflight); retry with backoff",
+                self.config.max_inflight
+            ))
+        })
+    }
+}
+
+/// The warp filter serving the whole API from `api`.
 pub fn routes(
-    node: Arc<Node>,
+    api: Arc<Api>,
 ) -> impl Filter<Extract = (WarpResponse,), Error = warp::Rejection> + Clone {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::any()
-        .map(move || node.clone())
+        .map(move || api.clone())
         .and(warp::method())
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            |node: Arc<Node>,
+            |api: Arc<Api>,
              method: Method,
              path: warp::path::FullPath,
              query: String,
              headers: HeaderMap,
              body| async move {
                 let body = request::Body::new(body);
-                serve(node, method, path.as_str(), &query, headers, body).await
+                serve(api, method, path.as_str(), &query, headers, body).await
             },
         )
 }
@@ -100,7 +163,7 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 async fn serve(
-    node: Arc<Node>,
+    api: Arc<Api>,
     method: Method,
     path: &str,
     query: &str,
@@ -110,9 +173,9 @@ async fn serve(
     let start = Instant::now();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let route = route_label(&segments);
-    let result = match node.admit() {
+    let result = match api.admit() {
         Err(e) => Err(e),
-        Ok(_permit) => match request::check_auth(&node, &headers, route) {
+        Ok(_permit) => match request::check_auth(&api, &headers, route) {
             Err(e) => Err(e),
             Ok(()) => {
                 let req = request::Request {
@@ -121,7 +184,7 @@ async fn serve(
                     headers,
                     body,
                 };
-                dispatch(&node, &segments, req).await
+                dispatch(&api, &segments, req).await
             }
         },
     };
@@ -129,12 +192,12 @@ async fn serve(
         Ok(r) => r,
         Err(e) => {
             if matches!(e, ApiError::Overloaded(_)) {
-                node.metrics.overloaded.inc();
+                api.metrics.overloaded.inc();
             }
             error_response(&e)
         }
     };
-    node.metrics.observe(
+    api.metrics.observe(
         route,
         method_label(&method),
         resp.status().as_u16(),
@@ -163,26 +226,26 @@ fn route_label(segments: &[&str]) -> &'static str {
     }
 }
 
-async fn dispatch(node: &Arc<Node>, segments: &[&str], req: request::Request) -> Reply {
+async fn dispatch(api: &Arc<Api>, segments: &[&str], req: request::Request) -> Reply {
     match segments {
-        ["health"] => admin::health(node, &req),
-        ["kv", key] => keys::handle(node, "default", key, req).await,
-        ["buckets", bucket, "keys", key] => keys::handle(node, bucket, key, req).await,
-        ["buckets", bucket] => admin::bucket(node, bucket, req).await,
-        ["cluster", "members"] => admin::members(node, &req),
-        ["cluster", "ring"] => admin::ring(node, &req),
-        ["cluster", "locate", key] => admin::locate(node, key, &req),
-        ["cluster", "join"] => changes::join(node, req).await,
-        ["cluster", "decommission"] => changes::decommission(node, req).await,
-        ["cluster", "removenode"] => changes::removenode(node, req).await,
-        ["cluster", "cleanup"] => changes::cleanup(node, req).await,
-        ["cluster", "changes"] => changes::changes(node, &req),
-        ["cluster", "ranges"] => ranges::ranges(node, req).await,
-        ["metrics"] => admin::metrics(node, &req),
-        ["internal", "fault"] => admin::fault(node, req).await,
-        ["internal", "repair"] => admin::repair(node, req).await,
+        ["health"] => admin::health(api, &req),
+        ["kv", key] => keys::handle(api, "default", key, req).await,
+        ["buckets", bucket, "keys", key] => keys::handle(api, bucket, key, req).await,
+        ["buckets", bucket] => admin::bucket(api, bucket, req).await,
+        ["cluster", "members"] => admin::members(api, &req),
+        ["cluster", "ring"] => admin::ring(api, &req),
+        ["cluster", "locate", key] => admin::locate(api, key, &req),
+        ["cluster", "join"] => changes::join(api, req).await,
+        ["cluster", "decommission"] => changes::decommission(api, req).await,
+        ["cluster", "removenode"] => changes::removenode(api, req).await,
+        ["cluster", "cleanup"] => changes::cleanup(api, req).await,
+        ["cluster", "changes"] => changes::changes(api, &req),
+        ["cluster", "ranges"] => ranges::ranges(api, req).await,
+        ["metrics"] => admin::metrics(api, &req),
+        ["internal", "fault"] => admin::fault(api, req).await,
+        ["internal", "repair"] => admin::repair(api, req).await,
         ["internal", "local", "buckets", bucket, "keys", key] => {
-            admin::internal_local(node, bucket, key, &req)
+            admin::internal_local(api, bucket, key, &req)
         }
         _ => Err(ApiError::NotFound(format!(
             "no route for /{}; see docs/API.md",

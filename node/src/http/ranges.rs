@@ -19,10 +19,10 @@ use serde::Serialize;
 use serde_json::json;
 use warp::http::Method;
 
+use super::Api;
 use super::request::Request;
 use super::{Reply, json};
 use crate::error::ApiError;
-use crate::server::Node;
 use crate::storage::{StorageError, Store};
 
 /// One range of the answer.
@@ -39,17 +39,17 @@ pub struct RangeCount {
 }
 
 /// `GET /cluster/ranges`.
-pub async fn ranges(node: &Node, req: Request) -> Reply {
+pub async fn ranges(api: &Api, req: Request) -> Reply {
     if req.method != Method::GET {
         return Err(ApiError::MethodNotAllowed(req.method.to_string()));
     }
     // The request holds the body stream, which is not `Sync`: it must not
     // live across the scan's await.
     drop(req);
-    let me = node.replica.id().to_string();
-    let ring = node.cluster.ring();
-    let n = node.config.default_n as usize;
-    let store = node.replica.store().clone();
+    let me = api.replica.id().to_string();
+    let ring = api.cluster.ring();
+    let n = api.config.default_n as usize;
+    let store = api.replica.store().clone();
     let who = me.clone();
     let counted = tokio::task::spawn_blocking(move || count_ranges(&store, &ring, &who, n))
         .await

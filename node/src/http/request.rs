@@ -9,8 +9,8 @@ use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
 use warp::http::{HeaderMap, Method, header};
 
+use super::Api;
 use crate::error::ApiError;
-use crate::server::Node;
 
 /// Longest key, in bytes, after percent-decoding.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -170,8 +170,8 @@ fn same(a: &str, b: &str) -> bool {
 /// `/health` is open, `/internal/...`, `/cluster/ranges` and the
 /// cluster-change routes (`cluster_change`) need the admin token,
 /// everything else a client or the admin token.
-pub fn check_auth(node: &Node, headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
-    let cfg = &node.config;
+pub fn check_auth(api: &Api, headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
+    let cfg = &api.config;
     if !cfg.auth_enabled() || route == "health" {
         return Ok(());
     }

@@ -7,13 +7,12 @@
 //! old copies still exist).
 
 use std::sync::Arc;
-use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::ChangeDriver;
 use crate::error::ApiError;
-use crate::server::Node;
 
 /// Entries scanned per page.
 const PAGE: usize = 1024;
@@ -31,134 +30,132 @@ pub struct CleanupReport {
     pub duration_ms: u64,
 }
 
-/// Deletes the keys this node does not replicate. 409 `conflict` while a
-/// change is in flight, or when one starts meanwhile (the ring it judged
-/// by is no longer the one keys will be placed by).
-pub async fn cleanup(node: &Arc<Node>) -> Result<CleanupReport, ApiError> {
-    let started = Instant::now();
-    let me = node.replica.id().to_string();
-    node.changes
-        .claim(&node.cluster, &format!("cleanup on {me}"))
-        .map_err(|e| ApiError::Conflict(format!("cannot clean up while {e}")))?;
-    let result = sweep(node, &me).await;
-    node.changes.release();
-    let (keys_removed, bytes_removed) = result?;
-    let report = CleanupReport {
-        node: me,
-        keys_removed,
-        bytes_removed,
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    tracing::info!(
-        keys = report.keys_removed,
-        bytes = report.bytes_removed,
-        ms = report.duration_ms,
-        "cleanup done"
-    );
-    Ok(report)
-}
-
-async fn sweep(node: &Arc<Node>, me: &str) -> Result<(u64, u64), ApiError> {
-    let ring = node.cluster.ring();
-    let storage = |e: crate::storage::StorageError| ApiError::storage(me, 1, e);
-    let (mut keys, mut bytes) = (0u64, 0u64);
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let store = node.replica.store().clone();
-        let cursor = after.take();
-        let page = tokio::task::spawn_blocking(move || {
-            store.scan_tokens(0, u64::MAX, cursor.as_deref(), PAGE)
-        })
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("cleanup scan failed: {e}")))?
-        .map_err(storage)?;
-        let full = page.len() == PAGE;
-        for e in &page {
-            let n = node.buckets.props_for_keys(&e.bucket).n as usize;
-            let replicas = ring.preference_list_refs(e.token, n);
-            if replicas.contains(&me) || replicas.is_empty() {
+impl ChangeDriver {
+    /// Runs [`ChangeDriver::cleanup`] once the ring has stayed the same, with no change in
+    /// flight, for `grace` after it last changed (checked every `grace / 4`,
+    /// at most every 10 s). A ring that has not changed since this process
+    /// started is not cleaned: nothing was given up meanwhile. A cleanup
+    /// refused because a change started is retried after the next quiet grace.
+    pub async fn run_auto_cleanup(
+        self: Arc<Self>,
+        grace: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let first = self.cluster.fingerprint();
+        // The ring last cleaned for (or found at start), and since when the
+        // ring has looked as it does now.
+        let mut cleaned = first;
+        let mut stable: Option<(u64, Instant)> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => return,
+            }
+            if !self.cluster.in_flight().is_empty() || self.cluster.rings().1.is_some() {
+                stable = None;
                 continue;
             }
-            let (current, future) = node.cluster.rings();
-            if future.is_some() || !Arc::ptr_eq(&current, &ring) {
-                return Err(ApiError::Conflict(
-                    "the ring changed during cleanup; run it again once the change is done".into(),
-                ));
+            let now = self.cluster.fingerprint();
+            if now == cleaned {
+                stable = None;
+                continue;
             }
-            bytes += node
-                .replica
-                .forget(&e.bucket, &e.key)
-                .await
-                .map_err(storage)?;
-            keys += 1;
-        }
-        match page.last() {
-            Some(last) if full => after = Some(last.stored_key()),
-            _ => return Ok((keys, bytes)),
-        }
-    }
-}
-
-/// Runs [`cleanup`] once the ring has stayed the same, with no change in
-/// flight, for `grace` after it last changed (checked every `grace / 4`,
-/// at most every 10 s). A ring that has not changed since this process
-/// started is not cleaned: nothing was given up meanwhile. A cleanup
-/// refused because a change started is retried after the next quiet grace.
-pub async fn run_auto(
-    node: Weak<Node>,
-    grace: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
-    let Some(first) = node.upgrade().map(|n| n.cluster.fingerprint()) else {
-        return;
-    };
-    // The ring last cleaned for (or found at start), and since when the
-    // ring has looked as it does now.
-    let mut cleaned = first;
-    let mut stable: Option<(u64, Instant)> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = stop.changed() => return,
-        }
-        let Some(node) = node.upgrade() else {
-            return;
-        };
-        if !node.cluster.in_flight().is_empty() || node.cluster.rings().1.is_some() {
-            stable = None;
-            continue;
-        }
-        let now = node.cluster.fingerprint();
-        if now == cleaned {
-            stable = None;
-            continue;
-        }
-        match stable {
-            Some((f, since)) if f == now => {
-                if since.elapsed() < grace {
+            match stable {
+                Some((f, since)) if f == now => {
+                    if since.elapsed() < grace {
+                        continue;
+                    }
+                }
+                _ => {
+                    stable = Some((now, Instant::now()));
                     continue;
                 }
             }
-            _ => {
-                stable = Some((now, Instant::now()));
-                continue;
+            match self.cleanup().await {
+                Ok(r) => {
+                    tracing::info!(
+                        keys = r.keys_removed,
+                        bytes = r.bytes_removed,
+                        grace_secs = grace.as_secs(),
+                        "automatic cleanup after the ring change"
+                    );
+                    cleaned = now;
+                    stable = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "automatic cleanup postponed");
+                    stable = None;
+                }
             }
         }
-        match cleanup(&node).await {
-            Ok(r) => {
-                tracing::info!(
-                    keys = r.keys_removed,
-                    bytes = r.bytes_removed,
-                    grace_secs = grace.as_secs(),
-                    "automatic cleanup after the ring change"
-                );
-                cleaned = now;
-                stable = None;
+    }
+
+    /// Deletes the keys this node does not replicate. 409 `conflict` while a
+    /// change is in flight, or when one starts meanwhile (the ring it judged
+    /// by is no longer the one keys will be placed by).
+    pub async fn cleanup(self: &Arc<Self>) -> Result<CleanupReport, ApiError> {
+        let started = Instant::now();
+        let me = self.replica.id().to_string();
+        self.changes
+            .claim(&self.cluster, &format!("cleanup on {me}"))
+            .map_err(|e| ApiError::Conflict(format!("cannot clean up while {e}")))?;
+        let result = self.sweep(&me).await;
+        self.changes.release();
+        let (keys_removed, bytes_removed) = result?;
+        let report = CleanupReport {
+            node: me,
+            keys_removed,
+            bytes_removed,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(
+            keys = report.keys_removed,
+            bytes = report.bytes_removed,
+            ms = report.duration_ms,
+            "cleanup done"
+        );
+        Ok(report)
+    }
+
+    async fn sweep(self: &Arc<Self>, me: &str) -> Result<(u64, u64), ApiError> {
+        let ring = self.cluster.ring();
+        let storage = |e: crate::storage::StorageError| ApiError::storage(me, 1, e);
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let store = self.replica.store().clone();
+            let cursor = after.take();
+            let page = tokio::task::spawn_blocking(move || {
+                store.scan_tokens(0, u64::MAX, cursor.as_deref(), PAGE)
+            })
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cleanup scan failed: {e}")))?
+            .map_err(storage)?;
+            let full = page.len() == PAGE;
+            for e in &page {
+                let n = self.buckets.props_for_keys(&e.bucket).n as usize;
+                let replicas = ring.preference_list_refs(e.token, n);
+                if replicas.contains(&me) || replicas.is_empty() {
+                    continue;
+                }
+                let (current, future) = self.cluster.rings();
+                if future.is_some() || !Arc::ptr_eq(&current, &ring) {
+                    return Err(ApiError::Conflict(
+                        "the ring changed during cleanup; run it again once the change is done"
+                            .into(),
+                    ));
+                }
+                bytes += self
+                    .replica
+                    .forget(&e.bucket, &e.key)
+                    .await
+                    .map_err(storage)?;
+                keys += 1;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "automatic cleanup postponed");
-                stable = None;
+            match page.last() {
+                Some(last) if full => after = Some(last.stored_key()),
+                _ => return Ok((keys, bytes)),
             }
         }
     }

@@ -73,7 +73,8 @@ pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quorumkv_gossip::driver::Handle;
 use quorumkv_ring::TokenRange;
@@ -82,8 +83,78 @@ use serde_json::{Value as Json, json};
 
 pub use crate::proto::{PullRange, PullState, StreamRequest, StreamResponse};
 
+use crate::buckets::Buckets;
 use crate::cluster::Cluster;
+use crate::hints::Hints;
+use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
+use crate::transport::Peers;
+
+/// The change driver's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The replica count of buckets without one of their own
+    /// (`--default-n`): its ranges move too.
+    pub default_n: u32,
+    /// The request timeout (`--timeout-ms`): how long writes placed with
+    /// an old view may take to land before streaming starts.
+    pub timeout: Duration,
+    /// How fast this node receives streams (`--stream-bytes-per-sec`).
+    pub stream_bytes_per_sec: u64,
+}
+
+/// What a [`ChangeDriver`] works with.
+pub struct Parts {
+    /// This node's copy of the data (and its store, where changes persist).
+    pub replica: Arc<Replica>,
+    /// Members, rings (current and future) and liveness.
+    pub cluster: Arc<Cluster>,
+    /// Bucket properties (the replica counts whose ranges move).
+    pub buckets: Arc<Buckets>,
+    /// Hints a leaving node drains or hands over.
+    pub hints: Arc<Hints>,
+    /// The other nodes.
+    pub peers: Arc<dyn Peers>,
+    /// Where changes are announced: this node's gossip state.
+    pub gossip: Handle,
+}
+
+/// Cluster changes as this node takes part in them: the change it drives
+/// (join, decommission, removenode), the pulls it runs as a gaining node,
+/// the chunks it serves as a source, and cleanup.
+pub struct ChangeDriver {
+    changes: Changes,
+    replica: Arc<Replica>,
+    cluster: Arc<Cluster>,
+    buckets: Arc<Buckets>,
+    hints: Arc<Hints>,
+    peers: Arc<dyn Peers>,
+    gossip: Handle,
+    throttle: pull::Throttle,
+    options: Options,
+}
+
+impl ChangeDriver {
+    /// A driver over `parts`.
+    pub fn new(parts: Parts, options: Options) -> Arc<ChangeDriver> {
+        Arc::new(ChangeDriver {
+            changes: Changes::default(),
+            replica: parts.replica,
+            cluster: parts.cluster,
+            buckets: parts.buckets,
+            hints: parts.hints,
+            peers: parts.peers,
+            gossip: parts.gossip,
+            throttle: pull::Throttle::new(options.stream_bytes_per_sec),
+            options,
+        })
+    }
+
+    /// What this node knows of changes: the claim, records, pulls.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+}
 
 /// The kind of a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,30 +324,13 @@ const KEEP_DONE: usize = 16;
 /// runs, and what it knows of changes in flight.
 #[derive(Default)]
 pub struct Changes {
-    gossip: OnceLock<Handle>,
     /// The id of the change this node drives (or the cleanup it runs).
     active: Mutex<Option<String>>,
     records: Mutex<Vec<Record>>,
     pulls: Mutex<HashMap<String, Arc<Mutex<PullState>>>>,
-    throttle: OnceLock<pull::Throttle>,
 }
 
 impl Changes {
-    /// Attaches the gossip handle changes are announced through.
-    pub fn attach(&self, handle: Handle) {
-        let _ = self.gossip.set(handle);
-    }
-
-    /// The gossip handle, once membership started.
-    pub fn gossip(&self) -> Option<&Handle> {
-        self.gossip.get()
-    }
-
-    fn throttle(&self, bytes_per_sec: u64) -> &pull::Throttle {
-        self.throttle
-            .get_or_init(|| pull::Throttle::new(bytes_per_sec))
-    }
-
     /// Claims the right to drive `id` on this node: `Err` with what is in
     /// flight when a change is (here or, per `cluster`, anywhere).
     pub fn claim(&self, cluster: &Cluster, id: &str) -> Result<(), String> {

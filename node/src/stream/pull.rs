@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::ChangeDriver;
 use super::{PullRange, PullState, Saved, Stream, StreamRequest, StreamResponse};
 use crate::proto::{RangeEntry, Request, Response};
-use crate::server::Node;
 
 /// Bytes a receiver asks per chunk.
 pub const CHUNK_BYTES: u32 = 1 << 20;
@@ -48,228 +48,230 @@ impl Throttle {
     }
 }
 
-/// Starts pulling `ranges` for change `id` unless that pull is already
-/// running or done here; returns its state (shared with the task).
-pub fn start(
-    node: &Arc<Node>,
-    id: &str,
-    ranges: Vec<PullRange>,
-) -> Result<Arc<Mutex<PullState>>, String> {
-    let change = Saved::parse_id(id).ok_or_else(|| format!("bad change id {id:?}"))?;
-    let mut pulls = node.changes.pulls.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = pulls.get(id) {
-        let failed = matches!(
-            *s.lock().unwrap_or_else(|p| p.into_inner()),
-            PullState::Failed(_)
-        );
-        if !failed {
-            return Ok(s.clone());
-        }
-    }
-    let state = Arc::new(Mutex::new(PullState::Running {
-        done: 0,
-        total: ranges.len() as u32,
-    }));
-    pulls.insert(id.to_string(), state.clone());
-    drop(pulls);
-    let (node, id, task_state) = (node.clone(), id.to_string(), state.clone());
-    tokio::spawn(async move {
-        let result = pull_all(&node, &change, &id, ranges, &task_state).await;
-        let mut s = task_state.lock().unwrap_or_else(|p| p.into_inner());
-        *s = match result {
-            Ok((keys, bytes)) => PullState::Done { keys, bytes },
-            Err(e) => {
-                warn!(change = %id, error = %e, "pull failed");
-                PullState::Failed(e)
-            }
-        };
-    });
-    Ok(state)
-}
-
-async fn pull_all(
-    node: &Arc<Node>,
-    change: &Saved,
-    id: &str,
-    ranges: Vec<PullRange>,
-    state: &Mutex<PullState>,
-) -> Result<(u64, u64), String> {
-    let started = Instant::now();
-    let me = node.replica.id().to_string();
-    let total = ranges.len() as u32;
-    let streams: Vec<(PullRange, Arc<Stream>)> = ranges
-        .into_iter()
-        .map(|pr| {
-            let s = Arc::new(Stream::new(pr.range, &me));
-            node.changes.add_stream(change, s.clone());
-            (pr, s)
-        })
-        .collect();
-    let mut done = 0u32;
-    let mut queue = streams.iter();
-    let mut running = futures::stream::FuturesUnordered::new();
-    use futures::StreamExt;
-    loop {
-        while running.len() < PARALLEL {
-            let Some((pr, s)) = queue.next() else { break };
-            running.push(pull_range(node, id, pr, s.clone()));
-        }
-        match running.next().await {
-            None => break,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(())) => {
-                done += 1;
-                *state.lock().unwrap_or_else(|p| p.into_inner()) =
-                    PullState::Running { done, total };
-            }
-        }
-    }
-    let (keys, bytes) = streams.iter().fold((0, 0), |(k, b), (_, s)| {
-        (
-            k + s.keys.load(std::sync::atomic::Ordering::Relaxed),
-            b + s.bytes.load(std::sync::atomic::Ordering::Relaxed),
-        )
-    });
-    let secs = started.elapsed().as_secs_f64();
-    info!(
-        change = %id,
-        ranges = total,
-        keys,
-        bytes,
-        secs,
-        mb_per_sec = bytes as f64 / 1e6 / secs.max(1e-3),
-        "pulled every range"
-    );
-    Ok((keys, bytes))
-}
-
 fn position_key(id: &str, pr: &PullRange) -> String {
     format!("stream/{id}/{}-{}", pr.range.start, pr.range.end)
 }
 
-/// Streams one range, trying its sources in order (live ones only), each
-/// from the persisted position.
-async fn pull_range(
-    node: &Arc<Node>,
-    id: &str,
-    pr: &PullRange,
-    stream: Arc<Stream>,
-) -> Result<(), String> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let store = node.replica.store();
-    let key = position_key(id, pr);
-    let mut after = match store.meta_get(&key).map_err(|e| e.to_string())? {
-        Some(p) if p == DONE => {
-            stream.done.store(true, Relaxed);
-            return Ok(());
-        }
-        Some(p) if !p.is_empty() => Some(p),
-        _ => None,
-    };
-    let me = node.replica.id().to_string();
-    let mut last_error = String::from("no live source");
-    for round in 0..ROUNDS {
-        if round > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        for src in pr
-            .sources
-            .iter()
-            .filter(|s| **s != me && node.cluster.is_alive(s))
-        {
-            *stream.from.lock().unwrap_or_else(|p| p.into_inner()) = src.clone();
-            if stream.estimate.load(Relaxed) == 0
-                && let Ok(Response::Stream(StreamResponse::Count { bytes, .. })) = node
-                    .peers
-                    .call(
-                        src,
-                        Request::Stream(StreamRequest::Count { range: pr.range }),
-                        CHUNK_TIMEOUT,
-                    )
-                    .await
-            {
-                stream.estimate.store(bytes, Relaxed);
+impl ChangeDriver {
+    /// Starts pulling `ranges` for change `id` unless that pull is already
+    /// running or done here; returns its state (shared with the task).
+    pub fn start_pull(
+        self: &Arc<Self>,
+        id: &str,
+        ranges: Vec<PullRange>,
+    ) -> Result<Arc<Mutex<PullState>>, String> {
+        let change = Saved::parse_id(id).ok_or_else(|| format!("bad change id {id:?}"))?;
+        let mut pulls = self.changes.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = pulls.get(id) {
+            let failed = matches!(
+                *s.lock().unwrap_or_else(|p| p.into_inner()),
+                PullState::Failed(_)
+            );
+            if !failed {
+                return Ok(s.clone());
             }
-            match from_source(node, src, pr, &key, &mut after, &stream).await {
-                Ok(()) => {
-                    stream.done.store(true, Relaxed);
-                    return Ok(());
-                }
+        }
+        let state = Arc::new(Mutex::new(PullState::Running {
+            done: 0,
+            total: ranges.len() as u32,
+        }));
+        pulls.insert(id.to_string(), state.clone());
+        drop(pulls);
+        let (node, id, task_state) = (self.clone(), id.to_string(), state.clone());
+        tokio::spawn(async move {
+            let result = node.pull_all(&change, &id, ranges, &task_state).await;
+            let mut s = task_state.lock().unwrap_or_else(|p| p.into_inner());
+            *s = match result {
+                Ok((keys, bytes)) => PullState::Done { keys, bytes },
                 Err(e) => {
-                    warn!(source = %src, range = %pr.range, error = %e, "stream from this source failed; trying another");
-                    last_error = format!("{src}: {e}");
+                    warn!(change = %id, error = %e, "pull failed");
+                    PullState::Failed(e)
+                }
+            };
+        });
+        Ok(state)
+    }
+
+    async fn pull_all(
+        self: &Arc<Self>,
+        change: &Saved,
+        id: &str,
+        ranges: Vec<PullRange>,
+        state: &Mutex<PullState>,
+    ) -> Result<(u64, u64), String> {
+        let started = Instant::now();
+        let me = self.replica.id().to_string();
+        let total = ranges.len() as u32;
+        let streams: Vec<(PullRange, Arc<Stream>)> = ranges
+            .into_iter()
+            .map(|pr| {
+                let s = Arc::new(Stream::new(pr.range, &me));
+                self.changes.add_stream(change, s.clone());
+                (pr, s)
+            })
+            .collect();
+        let mut done = 0u32;
+        let mut queue = streams.iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        use futures::StreamExt;
+        loop {
+            while running.len() < PARALLEL {
+                let Some((pr, s)) = queue.next() else { break };
+                running.push(self.pull_range(id, pr, s.clone()));
+            }
+            match running.next().await {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(())) => {
+                    done += 1;
+                    *state.lock().unwrap_or_else(|p| p.into_inner()) =
+                        PullState::Running { done, total };
                 }
             }
         }
-    }
-    Err(format!(
-        "range {} could not be streamed from any of {:?}: {last_error}",
-        pr.range, pr.sources
-    ))
-}
-
-/// Streams `pr` from `src` from position `after` to the end.
-async fn from_source(
-    node: &Arc<Node>,
-    src: &str,
-    pr: &PullRange,
-    key: &str,
-    after: &mut Option<Vec<u8>>,
-    stream: &Stream,
-) -> Result<(), String> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let throttle = node.changes.throttle(node.config.stream_bytes_per_sec);
-    loop {
-        let req = Request::Stream(StreamRequest::Chunk {
-            range: pr.range,
-            after: after.clone(),
-            max_bytes: CHUNK_BYTES,
+        let (keys, bytes) = streams.iter().fold((0, 0), |(k, b), (_, s)| {
+            (
+                k + s.keys.load(std::sync::atomic::Ordering::Relaxed),
+                b + s.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            )
         });
-        let (payload, checksum, next) = match node.peers.call(src, req, CHUNK_TIMEOUT).await {
-            Ok(Response::Stream(StreamResponse::Chunk {
-                payload,
-                checksum,
-                next,
-            })) => (payload, checksum, next),
-            Ok(_) => return Err("answered something other than a chunk".into()),
-            Err(e) => return Err(e.to_string()),
-        };
-        if xxhash_rust::xxh3::xxh3_64(&payload) != checksum {
-            return Err("chunk checksum mismatch".into());
-        }
-        let entries: Vec<RangeEntry> =
-            rmp_serde::from_slice(&payload).map_err(|e| format!("undecodable chunk: {e}"))?;
-        for e in &entries {
-            let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
-            if !pr.range.contains(token) {
-                return Err(format!("sent a key at token {token}, outside {}", pr.range));
+        let secs = started.elapsed().as_secs_f64();
+        info!(
+            change = %id,
+            ranges = total,
+            keys,
+            bytes,
+            secs,
+            mb_per_sec = bytes as f64 / 1e6 / secs.max(1e-3),
+            "pulled every range"
+        );
+        Ok((keys, bytes))
+    }
+
+    /// Streams one range, trying its sources in order (live ones only), each
+    /// from the persisted position.
+    async fn pull_range(
+        self: &Arc<Self>,
+        id: &str,
+        pr: &PullRange,
+        stream: Arc<Stream>,
+    ) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = self.replica.store();
+        let key = position_key(id, pr);
+        let mut after = match store.meta_get(&key).map_err(|e| e.to_string())? {
+            Some(p) if p == DONE => {
+                stream.done.store(true, Relaxed);
+                return Ok(());
             }
-            let props = node.buckets.props_for_keys(&e.bucket);
-            node.replica
-                .merge(&e.bucket, &e.key, &e.object, props.conflicts)
+            Some(p) if !p.is_empty() => Some(p),
+            _ => None,
+        };
+        let me = self.replica.id().to_string();
+        let mut last_error = String::from("no live source");
+        for round in 0..ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            for src in pr
+                .sources
+                .iter()
+                .filter(|s| **s != me && self.cluster.is_alive(s))
+            {
+                *stream.from.lock().unwrap_or_else(|p| p.into_inner()) = src.clone();
+                if stream.estimate.load(Relaxed) == 0
+                    && let Ok(Response::Stream(StreamResponse::Count { bytes, .. })) = self
+                        .peers
+                        .call(
+                            src,
+                            Request::Stream(StreamRequest::Count { range: pr.range }),
+                            CHUNK_TIMEOUT,
+                        )
+                        .await
+                {
+                    stream.estimate.store(bytes, Relaxed);
+                }
+                match self.from_source(src, pr, &key, &mut after, &stream).await {
+                    Ok(()) => {
+                        stream.done.store(true, Relaxed);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        warn!(source = %src, range = %pr.range, error = %e, "stream from this source failed; trying another");
+                        last_error = format!("{src}: {e}");
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "range {} could not be streamed from any of {:?}: {last_error}",
+            pr.range, pr.sources
+        ))
+    }
+
+    /// Streams `pr` from `src` from position `after` to the end.
+    async fn from_source(
+        self: &Arc<Self>,
+        src: &str,
+        pr: &PullRange,
+        key: &str,
+        after: &mut Option<Vec<u8>>,
+        stream: &Stream,
+    ) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let throttle = &self.throttle;
+        loop {
+            let req = Request::Stream(StreamRequest::Chunk {
+                range: pr.range,
+                after: after.clone(),
+                max_bytes: CHUNK_BYTES,
+            });
+            let (payload, checksum, next) = match self.peers.call(src, req, CHUNK_TIMEOUT).await {
+                Ok(Response::Stream(StreamResponse::Chunk {
+                    payload,
+                    checksum,
+                    next,
+                })) => (payload, checksum, next),
+                Ok(_) => return Err("answered something other than a chunk".into()),
+                Err(e) => return Err(e.to_string()),
+            };
+            if xxhash_rust::xxh3::xxh3_64(&payload) != checksum {
+                return Err("chunk checksum mismatch".into());
+            }
+            let entries: Vec<RangeEntry> =
+                rmp_serde::from_slice(&payload).map_err(|e| format!("undecodable chunk: {e}"))?;
+            for e in &entries {
+                let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
+                if !pr.range.contains(token) {
+                    return Err(format!("sent a key at token {token}, outside {}", pr.range));
+                }
+                let props = self.buckets.props_for_keys(&e.bucket);
+                self.replica
+                    .merge(&e.bucket, &e.key, &e.object, props.conflicts)
+                    .await
+                    .map_err(|err| format!("local storage: {err}"))?;
+                stream.keys.fetch_add(1, Relaxed);
+                stream
+                    .bytes
+                    .fetch_add(e.object.encode().len() as u64, Relaxed);
+            }
+            if next.is_some() && next == *after {
+                return Err("paging did not advance".into());
+            }
+            let position = next.clone().unwrap_or_else(|| DONE.to_vec());
+            self.replica
+                .store()
+                .meta_put(key, position)
                 .await
                 .map_err(|err| format!("local storage: {err}"))?;
-            stream.keys.fetch_add(1, Relaxed);
-            stream
-                .bytes
-                .fetch_add(e.object.encode().len() as u64, Relaxed);
-        }
-        if next.is_some() && next == *after {
-            return Err("paging did not advance".into());
-        }
-        let position = next.clone().unwrap_or_else(|| DONE.to_vec());
-        node.replica
-            .store()
-            .meta_put(key, position)
-            .await
-            .map_err(|err| format!("local storage: {err}"))?;
-        let wait = throttle.charge(payload.len(), Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        match next {
-            None => return Ok(()),
-            Some(n) => *after = Some(n),
+            let wait = throttle.charge(payload.len(), Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            match next {
+                None => return Ok(()),
+                Some(n) => *after = Some(n),
+            }
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use quorumkv_ring::TokenRange;
 
+use super::ChangeDriver;
 use super::{StreamRequest, StreamResponse};
 use crate::proto::{RangeEntry, RemoteError};
-use crate::server::Node;
 use crate::storage::{StorageError, Store};
 
 /// Entries read per storage page while filling a chunk.
@@ -16,49 +16,6 @@ const PAGE: usize = 32;
 /// The largest chunk a source builds, whatever the receiver asks: well
 /// below the transport's 4 MiB frame.
 pub const MAX_CHUNK_BYTES: u32 = 2 << 20;
-
-/// Answers one stream request.
-pub async fn serve(node: Arc<Node>, req: StreamRequest) -> Result<StreamResponse, RemoteError> {
-    let storage = |e: StorageError| RemoteError::Storage(e.to_string());
-    match req {
-        StreamRequest::View => Ok(StreamResponse::View {
-            fingerprint: node.cluster.fingerprint(),
-            keys: node.replica.stored().0.max(0) as u64,
-        }),
-        StreamRequest::Count { range } => {
-            let store = node.replica.store().clone();
-            let (keys, bytes) = blocking(move || count(&store, range))
-                .await
-                .map_err(storage)?;
-            Ok(StreamResponse::Count { keys, bytes })
-        }
-        StreamRequest::Chunk {
-            range,
-            after,
-            max_bytes,
-        } => {
-            let store = node.replica.store().clone();
-            let max = max_bytes.clamp(1, MAX_CHUNK_BYTES) as usize;
-            let (entries, next) = blocking(move || chunk(&store, range, after, max))
-                .await
-                .map_err(storage)?;
-            let payload = rmp_serde::to_vec(&entries)
-                .map_err(|e| RemoteError::Storage(format!("cannot encode a chunk: {e}")))?;
-            let checksum = xxhash_rust::xxh3::xxh3_64(&payload);
-            Ok(StreamResponse::Chunk {
-                payload,
-                checksum,
-                next,
-            })
-        }
-        StreamRequest::Pull { change, ranges } => {
-            let state = super::pull::start(&node, &change, ranges)
-                .map_err(|e| RemoteError::Bad(e.to_string()))?;
-            let s = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            Ok(StreamResponse::Pull(s))
-        }
-    }
-}
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
@@ -109,6 +66,52 @@ pub fn chunk(
             None => return Ok((out, None)),
             Some(n) if size >= max_bytes => return Ok((out, Some(n))),
             Some(n) => after = Some(n),
+        }
+    }
+}
+
+impl ChangeDriver {
+    /// Answers one stream request.
+    pub async fn serve(self: Arc<Self>, req: StreamRequest) -> Result<StreamResponse, RemoteError> {
+        let storage = |e: StorageError| RemoteError::Storage(e.to_string());
+        match req {
+            StreamRequest::View => Ok(StreamResponse::View {
+                fingerprint: self.cluster.fingerprint(),
+                keys: self.replica.stored().0.max(0) as u64,
+            }),
+            StreamRequest::Count { range } => {
+                let store = self.replica.store().clone();
+                let (keys, bytes) = blocking(move || count(&store, range))
+                    .await
+                    .map_err(storage)?;
+                Ok(StreamResponse::Count { keys, bytes })
+            }
+            StreamRequest::Chunk {
+                range,
+                after,
+                max_bytes,
+            } => {
+                let store = self.replica.store().clone();
+                let max = max_bytes.clamp(1, MAX_CHUNK_BYTES) as usize;
+                let (entries, next) = blocking(move || chunk(&store, range, after, max))
+                    .await
+                    .map_err(storage)?;
+                let payload = rmp_serde::to_vec(&entries)
+                    .map_err(|e| RemoteError::Storage(format!("cannot encode a chunk: {e}")))?;
+                let checksum = xxhash_rust::xxh3::xxh3_64(&payload);
+                Ok(StreamResponse::Chunk {
+                    payload,
+                    checksum,
+                    next,
+                })
+            }
+            StreamRequest::Pull { change, ranges } => {
+                let state = self
+                    .start_pull(&change, ranges)
+                    .map_err(|e| RemoteError::Bad(e.to_string()))?;
+                let s = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Ok(StreamResponse::Pull(s))
+            }
         }
     }
 }

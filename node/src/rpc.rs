@@ -1,0 +1,117 @@
+//! The RPC service: what this node does with other nodes' requests. It
+//! routes each [`Request`] to the service that owns the work — the
+//! coordinator (forwarded writes, replica reads and merges), the repairer
+//! (Merkle trees and entry pages), the change driver (streams), the
+//! bucket catalogue — and is the [`Handler`] the transport serves with,
+//! handed to it once every service exists.
+
+use std::sync::Arc;
+
+use crate::buckets::{BucketRecord, Buckets};
+use crate::cluster::Cluster;
+use crate::coordinator::Coordinator;
+use crate::proto::{RemoteError, Request, Response};
+use crate::repair::Repairer;
+use crate::stream::ChangeDriver;
+use crate::transport::{Answer, Handler};
+
+/// Answers other nodes' requests.
+pub struct Rpc {
+    /// Forwarded writes, replica reads, replication.
+    pub coordinator: Arc<Coordinator>,
+    /// Anti-entropy's trees and pages.
+    pub repairer: Arc<Repairer>,
+    /// Streams of cluster changes.
+    pub changes: Arc<ChangeDriver>,
+    /// Bucket properties announced by other nodes.
+    pub buckets: Arc<Buckets>,
+    /// The tokens this node knows of a member.
+    pub cluster: Arc<Cluster>,
+}
+
+impl Handler for Rpc {
+    fn handle(&self, _from: &str, req: Request) -> Answer {
+        match req {
+            Request::Ping => Box::pin(async { Ok(Response::Pong) }),
+            Request::Write(w) => {
+                let c = self.coordinator.clone();
+                Box::pin(async move { c.serve_forwarded(w).await })
+            }
+            Request::Replicate {
+                bucket,
+                key,
+                object,
+                hint_for,
+            } => {
+                let c = self.coordinator.clone();
+                Box::pin(async move {
+                    c.serve_replicate(&bucket, &key, &object, hint_for.as_deref())
+                        .await
+                })
+            }
+            Request::Read {
+                bucket,
+                key,
+                digest,
+            } => {
+                let c = self.coordinator.clone();
+                Box::pin(async move { c.serve_read(&bucket, &key, digest).await })
+            }
+            Request::Bucket {
+                name,
+                props,
+                has_data,
+                updated_ms,
+            } => {
+                let buckets = self.buckets.clone();
+                Box::pin(async move {
+                    let record = BucketRecord {
+                        name,
+                        props,
+                        has_data,
+                        updated_ms,
+                    };
+                    buckets
+                        .apply_remote(record)
+                        .await
+                        .map_err(|e| RemoteError::Storage(e.to_string()))?;
+                    Ok(Response::Ack)
+                })
+            }
+            Request::Tree {
+                range,
+                depth,
+                filter,
+            } => {
+                let r = self.repairer.clone();
+                Box::pin(async move {
+                    r.serve_tree(range, depth, filter)
+                        .await
+                        .map(Response::Tree)
+                        .map_err(|e| RemoteError::Storage(e.to_string()))
+                })
+            }
+            Request::Entries {
+                range,
+                after,
+                limit,
+            } => {
+                let r = self.repairer.clone();
+                Box::pin(async move {
+                    r.serve_entries(range, after, limit)
+                        .await
+                        .map(|(entries, next)| Response::Entries { entries, next })
+                        .map_err(|e| RemoteError::Storage(e.to_string()))
+                })
+            }
+            Request::Stream(s) => {
+                let changes = self.changes.clone();
+                Box::pin(async move { changes.serve(s).await.map(Response::Stream) })
+            }
+            Request::NodeTokens { node } => {
+                let tokens = crate::tokens::known_tokens(&self.cluster.members(), &node);
+                Box::pin(async move { Ok(Response::Tokens(tokens)) })
+            }
+        }
+    }
+}

@@ -32,6 +32,8 @@ pub mod repair;
 pub mod replica;
 pub mod rpc;
 pub mod server;
+#[cfg(test)]
+mod sim;
 pub mod storage;
 pub mod stream;
 pub mod tokens;

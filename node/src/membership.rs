@@ -275,7 +275,7 @@ impl<T: Transport> Prepared<T> {
             // A new cluster: nothing to stream, so the node serves only once
             // it owns the ring (clients may write at once).
             m.join().await.map_err(Error::Join)?;
-            let began = std::time::Instant::now();
+            let began = tokio::time::Instant::now();
             while m.parts.changes.changes().busy() && began.elapsed() < Duration::from_secs(10) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -13,7 +13,9 @@
 //! versions. docs/PERFORMANCE.md compares the two.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -87,7 +89,7 @@ impl Gather<'_> {
                 node.faults.storage_delay().await;
                 node.replica.read(&a.bucket, &a.key)
             };
-            let result = match tokio::time::timeout_at(self.deadline.into(), local).await {
+            let result = match tokio::time::timeout_at(self.deadline, local).await {
                 Err(_) => Err(PeerError::Timeout(0)),
                 Ok(Err(e)) => Err(PeerError::Remote(RemoteError::Storage(e.to_string()))),
                 Ok(Ok(o)) => Ok(Got::Full(o)),
@@ -244,7 +246,7 @@ impl Coordinator {
                     None => std::future::pending().await,
                 }
             };
-            match tokio::time::timeout_at(wake.into(), next).await {
+            match tokio::time::timeout_at(wake, next).await {
                 Err(_) if Instant::now() >= deadline => {
                     let acks = g.answered();
                     g.failed.extend(g.waiting.drain(..).map(|n| ReplicaFailure {
@@ -391,7 +393,7 @@ impl Coordinator {
             };
             tokio::spawn(async move {
                 while let Ok(Some((from, Ok(Got::Full(theirs))))) =
-                    tokio::time::timeout_at(deadline.into(), rx.recv()).await
+                    tokio::time::timeout_at(deadline, rx.recv()).await
                 {
                     if let Some(m) = &merged
                         && theirs.as_ref() != Some(m)

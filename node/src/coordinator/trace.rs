@@ -4,7 +4,7 @@
 //! hold an `Option<Trace>` and format an event only when it is `Some`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::proto::TraceEvent;
 

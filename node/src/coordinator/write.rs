@@ -5,7 +5,9 @@
 //! get a durable hint.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -241,7 +243,7 @@ impl Coordinator {
                 .write(&a.bucket, &a.key, &a.ctx, mutation, a.props.conflicts)
                 .await
         };
-        let outcome = match tokio::time::timeout_at(deadline.into(), local).await {
+        let outcome = match tokio::time::timeout_at(deadline, local).await {
             Err(_) => {
                 return Err(timeout_error(
                     required,
@@ -369,7 +371,7 @@ impl Coordinator {
                     None => None,
                 }
             };
-            match tokio::time::timeout_at(deadline.into(), next).await {
+            match tokio::time::timeout_at(deadline, next).await {
                 Err(_) | Ok(None) => {
                     failed.extend(waiting.into_iter().map(|n| ReplicaFailure {
                         node: n,

@@ -51,10 +51,8 @@ pub async fn ranges(api: &Api, req: Request) -> Reply {
     let n = api.config.default_n as usize;
     let store = api.replica.store().clone();
     let who = me.clone();
-    let counted = tokio::task::spawn_blocking(move || count_ranges(&store, &ring, &who, n))
+    let counted = crate::storage::blocking(move || count_ranges(&store, &ring, &who, n))
         .await
-        .map_err(|e| StorageError::Corrupt(format!("storage task failed: {e}")))
-        .and_then(|r| r)
         .map_err(|e| ApiError::storage(&me, 1, e))?;
     Ok(json(200, &json!({"node": me, "ranges": counted})))
 }

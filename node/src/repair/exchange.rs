@@ -79,16 +79,12 @@ pub fn entries_page(
     Ok((out, None))
 }
 
-pub(crate) fn flatten<T>(
-    r: Result<Result<T, StorageError>, tokio::task::JoinError>,
-) -> Result<T, StorageError> {
-    r.map_err(|e| StorageError::Corrupt(format!("storage task failed: {e}")))?
-}
-
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, RepairError> {
-    flatten(tokio::task::spawn_blocking(f).await).map_err(|e| RepairError::Local(e.to_string()))
+    crate::storage::blocking(f)
+        .await
+        .map_err(|e| RepairError::Local(e.to_string()))
 }
 
 fn protocol(peer: &str, why: String) -> RepairError {
@@ -274,10 +270,7 @@ impl Repairer {
         filter: KeyFilter,
     ) -> Result<MerkleTree, StorageError> {
         let store = self.replica.store().clone();
-        flatten(
-            tokio::task::spawn_blocking(move || build_filtered(&store, range, depth, &filter))
-                .await,
-        )
+        crate::storage::blocking(move || build_filtered(&store, range, depth, &filter)).await
     }
 
     /// The page [`Request::Entries`] answers, read off the async runtime.
@@ -290,12 +283,7 @@ impl Repairer {
         let store = self.replica.store().clone();
         // A peer may ask for any limit; cap what one frame carries.
         let limit = (limit as usize).clamp(1, 4 * PAGE as usize);
-        flatten(
-            tokio::task::spawn_blocking(move || {
-                entries_page(&store, range, after.as_deref(), limit)
-            })
-            .await,
-        )
+        crate::storage::blocking(move || entries_page(&store, range, after.as_deref(), limit)).await
     }
 
     async fn rpc(

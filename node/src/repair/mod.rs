@@ -78,7 +78,7 @@ mod state;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use quorumkv_ring::TokenRange;
 use serde::Serialize;

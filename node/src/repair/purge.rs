@@ -175,11 +175,10 @@ impl Repairer {
         let mut after: Option<Vec<u8>> = None;
         loop {
             let (s, cursor) = (store.clone(), after.take());
-            let (page, next) = tokio::task::spawn_blocking(move || {
+            let (page, next) = crate::storage::blocking(move || {
                 crate::repair::entries_page(&s, whole, cursor.as_deref(), PAGE)
             })
-            .await
-            .map_err(|e| StorageError::Corrupt(format!("purge scan task failed: {e}")))??;
+            .await?;
             let now = crate::clock::unix_ms();
             for e in page {
                 report.keys_scanned += 1;

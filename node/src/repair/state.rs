@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use quorumkv_ring::TokenRange;
 use serde::Serialize;
@@ -99,7 +101,7 @@ impl State {
             .unwrap_or_else(|p| p.into_inner())
             .reserve(bytes, Instant::now());
         if let Some(t) = until {
-            tokio::time::sleep_until(t.into()).await;
+            tokio::time::sleep_until(t).await;
         }
     }
 

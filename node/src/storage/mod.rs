@@ -90,6 +90,24 @@ mod memory;
 mod periodic;
 mod reaper;
 
+/// Runs a scan or another long storage job `f` off the async workers: on
+/// a blocking thread in a multi-threaded runtime (a real node), so that
+/// a scan of many pages does not stall the requests sharing its worker;
+/// inline in a single-threaded runtime (the simulations), where there is
+/// no other worker to protect, and where a paused clock would otherwise
+/// jump past every deadline while the runtime waits for the thread.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("storage task failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -7,7 +7,9 @@
 //! old copies still exist).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -126,11 +128,10 @@ impl ChangeDriver {
         loop {
             let store = self.replica.store().clone();
             let cursor = after.take();
-            let page = tokio::task::spawn_blocking(move || {
+            let page = crate::storage::blocking(move || {
                 store.scan_tokens(0, u64::MAX, cursor.as_deref(), PAGE)
             })
             .await
-            .map_err(|e| ApiError::BadRequest(format!("cleanup scan failed: {e}")))?
             .map_err(storage)?;
             let full = page.len() == PAGE;
             for e in &page {

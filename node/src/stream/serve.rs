@@ -17,13 +17,7 @@ const PAGE: usize = 32;
 /// below the transport's 4 MiB frame.
 pub const MAX_CHUNK_BYTES: u32 = 2 << 20;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::Corrupt(format!("storage task failed: {e}")))?
-}
+use crate::storage::blocking;
 
 /// Keys and stored bytes in `range`: a scan of the range.
 pub fn count(store: &Store, range: TokenRange) -> Result<(u64, u64), StorageError> {

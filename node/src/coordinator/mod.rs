@@ -31,7 +31,9 @@
 //! missed. It is refused up front (503) when fewer are alive. Reads use
 //! the current replicas only.
 
+mod gather;
 mod read;
+mod tally;
 pub mod trace;
 mod write;
 

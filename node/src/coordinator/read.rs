@@ -20,10 +20,11 @@ use tokio::time::Instant;
 use tokio::sync::mpsc;
 
 use super::Coordinator;
+use super::gather::{Ask, Gather, Got, Step};
 use super::trace::{Trace, note};
 use super::{Quorum, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
-use crate::error::{ApiError, ReplicaFailure};
+use crate::error::ApiError;
 use crate::metrics::RepairKind;
 use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::transport::PeerError;
@@ -49,18 +50,13 @@ pub struct ReadArgs {
     pub trace: Option<Trace>,
 }
 
-/// What a replica answered.
-enum Got {
-    /// Its versions.
-    Full(Option<Dvvs>),
-    /// A digest of them.
-    Digest(Option<u64>),
-}
-
+/// A replica's answer as it reaches the read: who, and what.
 type Answer = (String, Result<Got, PeerError>);
 
-/// The answers of one read as they arrive.
-struct Gather<'a> {
+/// The I/O side of a read: asks replicas — this node inline, another
+/// over RPC in a task that reports on the channel — and logs what they
+/// answer to the trace. What to ask and when is [`Gather`]'s decision.
+struct Asker<'a> {
     node: &'a Arc<Coordinator>,
     a: &'a ReadArgs,
     deadline: Instant,
@@ -69,21 +65,17 @@ struct Gather<'a> {
     answers: Option<(mpsc::Sender<Answer>, mpsc::Receiver<Answer>)>,
     /// How many replicas one read may ask at most (the channel's bound).
     most: usize,
-    waiting: Vec<String>,
-    full: Vec<(String, Option<Dvvs>)>,
-    digests: Vec<(String, Option<u64>)>,
-    failed: Vec<ReplicaFailure>,
 }
 
-impl Gather<'_> {
-    fn answered(&self) -> usize {
-        self.full.len() + self.digests.len()
-    }
-
-    /// Asks one replica: this node inline, another over RPC in a task that
-    /// reports on `tx`.
-    async fn ask(&mut self, target: &str, digest: bool) {
+impl Asker<'_> {
+    /// Asks one replica; this node's own copy is read inline and its
+    /// answer returned at once.
+    async fn ask(&mut self, ask: Ask) -> Option<Answer> {
         let (node, a) = (self.node, self.a);
+        let (target, digest) = match ask {
+            Ask::Versions(n) => (n, false),
+            Ask::Digest(n) => (n, true),
+        };
         if target == node.replica.id() {
             let local = async {
                 node.faults.storage_delay().await;
@@ -94,8 +86,7 @@ impl Gather<'_> {
                 Ok(Err(e)) => Err(PeerError::Remote(RemoteError::Storage(e.to_string()))),
                 Ok(Ok(o)) => Ok(Got::Full(o)),
             };
-            self.take(target.to_string(), result);
-            return;
+            return Some((target, result));
         }
         note(&a.trace, || {
             format!(
@@ -103,7 +94,6 @@ impl Gather<'_> {
                 if digest { " for a digest" } else { "" }
             )
         });
-        self.waiting.push(target.to_string());
         let req = Request::Read {
             bucket: a.bucket.clone(),
             key: a.key.clone(),
@@ -111,7 +101,7 @@ impl Gather<'_> {
         };
         let most = self.most;
         let (tx, _) = self.answers.get_or_insert_with(|| mpsc::channel(most));
-        let (node, target, tx) = (node.clone(), target.to_string(), tx.clone());
+        let (node, tx) = (node.clone(), tx.clone());
         let left = self.deadline.saturating_duration_since(Instant::now());
         tokio::spawn(async move {
             let result = match node.peers.call(&target, req, left).await {
@@ -129,57 +119,40 @@ impl Gather<'_> {
             };
             let _ = tx.send((target, result)).await;
         });
+        None
     }
 
-    fn take(&mut self, from: String, result: Result<Got, PeerError>) {
-        self.waiting.retain(|n| *n != from);
+    /// Logs `answer` to the trace and hands it to the gather.
+    fn take(&self, g: &mut Gather, (from, result): Answer) -> Step {
         let trace = &self.a.trace;
-        match result {
-            Ok(Got::Full(o)) => {
-                note(trace, || {
-                    format!(
-                        "{from} answered: {}",
-                        o.as_ref().map_or("nothing".to_string(), |o| format!(
-                            "{} versions",
-                            o.sibling_count()
-                        ))
-                    )
-                });
-                self.full.push((from, o));
-            }
-            Ok(Got::Digest(d)) => {
-                note(trace, || format!("{from} answered a digest"));
-                self.digests.push((from, d));
-            }
-            Err(e) => {
-                note(trace, || format!("{from} failed: {e}"));
-                self.failed.push(ReplicaFailure {
-                    node: from,
-                    reason: e.to_string(),
-                });
-            }
+        match &result {
+            Ok(Got::Full(o)) => note(trace, || {
+                format!(
+                    "{from} answered: {}",
+                    o.as_ref().map_or("nothing".to_string(), |o| format!(
+                        "{} versions",
+                        o.sibling_count()
+                    ))
+                )
+            }),
+            Ok(Got::Digest(_)) => note(trace, || format!("{from} answered a digest")),
+            Err(e) => note(trace, || format!("{from} failed: {e}")),
         }
+        g.on_answer(&from, result.map_err(|e| e.to_string()))
     }
 
-    /// The DVVSet merge of every full answer (`None`: no versions).
-    fn merged(&self) -> Option<Dvvs> {
-        let mut answers = self.full.iter().filter_map(|(_, o)| o.as_ref());
-        let first = answers.next()?;
-        // Replicas usually agree: an answer equal to the merge so far adds
-        // nothing (sync is idempotent), and comparing costs far less than
-        // building the merge again.
-        let mut merge: Option<Dvvs> = None;
-        for o in answers {
-            let so_far = merge.as_ref().unwrap_or(first);
-            if o != so_far {
-                merge = Some(so_far.sync(o));
-            }
+    /// Asks every replica of `asks`; feeds the inline answers to `g` and
+    /// returns its step after them.
+    async fn ask_all(&mut self, g: &mut Gather, asks: Vec<Ask>) -> Step {
+        let mut inline = Vec::new();
+        for ask in asks {
+            inline.extend(self.ask(ask).await);
         }
-        let mut m = merge.unwrap_or_else(|| first.clone());
-        if self.a.props.conflicts == Conflicts::Lww {
-            m.resolve_lww();
+        let mut step = g.step();
+        for answer in inline {
+            step = self.take(g, answer);
         }
-        (!m.is_empty()).then_some(m)
+        step
     }
 }
 
@@ -196,104 +169,91 @@ impl Coordinator {
             format!("reading r={required} from [{}]", order.join(", "))
         });
 
-        let mut g = Gather {
+        let mut io = Asker {
             node: self,
             a: &a,
             deadline,
             answers: None,
             most: order.len().max(1),
-            waiting: Vec::new(),
-            full: Vec::new(),
-            digests: Vec::new(),
-            failed: Vec::new(),
         };
-        let mut spares = order.into_iter();
-        for i in 0..required {
-            if let Some(n) = spares.next() {
-                g.ask(n, i > 0 && self.options.read_digests).await;
-            }
-        }
+        let order = order.into_iter().map(str::to_string).collect();
+        let (mut g, first) = Gather::start(order, required, self.options.read_digests);
+        let mut step = io.ask_all(&mut g, first).await;
         let mut speculate_at = Instant::now() + SPECULATE_AFTER;
-        while g.answered() < required || g.full.is_empty() {
-            if g.answered() + g.waiting.len() < required
-                || (g.waiting.is_empty() && g.full.is_empty())
-            {
-                // Ask a spare (for its versions) for every replica that failed.
-                match spares.next() {
-                    Some(n) => {
-                        g.ask(n, false).await;
-                        continue;
-                    }
-                    None if g.waiting.is_empty() => {
-                        let acks = g.answered();
-                        return Err(ApiError::Timeout {
-                            required,
-                            acks,
-                            message: format!(
-                                "{acks} of {required} replicas answered; the others failed"
-                            ),
-                            failed: g.failed,
-                        });
-                    }
-                    None => {}
+        loop {
+            match step {
+                Step::Done => break,
+                Step::Failed(s) => {
+                    let acks = s.acks;
+                    return Err(ApiError::Timeout {
+                        required,
+                        acks,
+                        message: format!(
+                            "{acks} of {required} replicas answered; the others failed"
+                        ),
+                        failed: s.failed,
+                    });
                 }
+                Step::Ask(asks) => {
+                    step = io.ask_all(&mut g, asks).await;
+                    continue;
+                }
+                Step::Wait => {}
             }
             let wake = speculate_at.min(deadline);
             // Nothing is waiting without the channel (only remote asks wait).
             let next = async {
-                match &mut g.answers {
+                match &mut io.answers {
                     Some((_, rx)) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
-            match tokio::time::timeout_at(wake, next).await {
+            step = match tokio::time::timeout_at(wake, next).await {
                 Err(_) if Instant::now() >= deadline => {
-                    let acks = g.answered();
-                    g.failed.extend(g.waiting.drain(..).map(|n| ReplicaFailure {
-                        node: n,
-                        reason: "no answer before the deadline".into(),
-                    }));
+                    let s = g.on_deadline();
                     return Err(timeout_error(
                         required,
-                        acks,
-                        g.failed,
+                        s.acks,
+                        s.failed,
                         "retry, or ask for a lower r",
                     ));
                 }
                 Err(_) => {
                     speculate_at = deadline;
-                    if let Some(n) = spares.next() {
-                        note(&a.trace, || format!("slow replicas; also asking {n}"));
-                        g.ask(n, false).await;
+                    let step = g.on_slow();
+                    if let Step::Ask(asks) = &step {
+                        note(&a.trace, || {
+                            let names: Vec<&str> = asks
+                                .iter()
+                                .map(|a| match a {
+                                    Ask::Versions(n) | Ask::Digest(n) => n.as_str(),
+                                })
+                                .collect();
+                            format!("slow replicas; also asking {}", names.join(", "))
+                        });
                     }
+                    step
                 }
-                // `g.answers` holds a sender until the end of this function:
-                // the channel cannot close here.
-                Ok(None) => {}
-                Ok(Some((from, result))) => g.take(from, result),
-            }
+                // `io.answers` holds a sender until the end of this
+                // function: the channel cannot close here.
+                Ok(None) => Step::Wait,
+                Ok(Some(answer)) => io.take(&mut g, answer),
+            };
         }
 
-        if g.full.len() == 1
-            && g.digests.is_empty()
-            && g.waiting.is_empty()
-            && a.props.conflicts == Conflicts::Siblings
+        if a.props.conflicts == Conflicts::Siblings
+            && let Some(only) = g.take_single()
         {
             // One answer (r=1, the common single-replica read): it is the
             // merge, and no replica read can be stale against it. Take it
             // rather than copy it.
             note(&a.trace, || "answering".to_string());
-            return Ok(g.full.pop().and_then(|(_, o)| o).filter(|o| !o.is_empty()));
+            return Ok(only.filter(|o| !o.is_empty()));
         }
         // Digests that differ from the merge: fetch those replicas' versions.
-        let mut merged = g.merged();
-        let digest = merged.as_ref().map(Dvvs::digest);
-        let differing: Vec<String> = g
-            .digests
-            .iter()
-            .filter(|(_, d)| *d != digest)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let lww = a.props.conflicts == Conflicts::Lww;
+        let mut merged = g.merged(lww);
+        let differing = g.differing(merged.as_ref());
         if !differing.is_empty() {
             note(&a.trace, || {
                 format!("digests differ: [{}]", differing.join(", "))
@@ -312,22 +272,17 @@ impl Coordinator {
                     Ok(Response::Object(o))
                         if let Ok(o) = o.as_ref().map(Encoded::decode).transpose() =>
                     {
-                        g.full.push((n, o))
+                        g.add_fetched(n, o)
                     }
                     Ok(_) | Err(_) => {
                         // Its digest said it differs: repair it with the merge.
-                        g.full.push((n, None));
+                        g.add_fetched(n, None);
                     }
                 }
             }
-            merged = g.merged();
+            merged = g.merged(lww);
         }
-        let stale: Vec<String> = g
-            .full
-            .iter()
-            .filter(|(_, o)| *o != merged)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let stale = g.stale(&merged);
         if let Some(m) = &merged
             && !stale.is_empty()
         {
@@ -377,7 +332,7 @@ impl Coordinator {
                 ReadRepair::Off => {}
             }
         }
-        if !g.waiting.is_empty() && a.props.read_repair != ReadRepair::Off {
+        if !g.waiting().is_empty() && a.props.read_repair != ReadRepair::Off {
             // Spares asked but not needed: repair them too when they answer.
             let (node, bucket, key, merged) = (
                 self.clone(),
@@ -388,7 +343,7 @@ impl Coordinator {
             let conflicts = a.props.conflicts;
             // Only remote asks wait, and they made the channel. Without our
             // sender it closes once the last of them has answered.
-            let Some((_, mut rx)) = g.answers.take() else {
+            let Some((_, mut rx)) = io.answers.take() else {
                 return Ok(merged);
             };
             tokio::spawn(async move {

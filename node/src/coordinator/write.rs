@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio::sync::mpsc;
 
 use super::Coordinator;
+use super::tally::{Tally, Verdict};
 use super::trace::{Trace, note};
 use super::{Placement, Quorum, Target, timeout_error};
 use crate::buckets::{BucketProps, Consistency};
@@ -349,21 +350,25 @@ impl Coordinator {
                 ));
             }
         }
-        let mut acks = 1;
-        let mut waiting: Vec<String> = others.iter().map(|t| t.node.clone()).collect();
-        let mut failed = Vec::new();
-        while acks < required {
-            if waiting.is_empty() {
-                // Decided: W can no longer be reached, and every target has
-                // answered (so `acks` is exact).
-                return Err(ApiError::Timeout {
-                    required,
-                    acks,
-                    message: format!(
-                        "{acks} of {required} replicas acknowledged; the others failed. The write is stored on {acks} and may become visible"
-                    ),
-                    failed,
-                });
+        let targets = others.iter().map(|t| t.node.clone()).collect();
+        let mut tally = Tally::new(required, 1, targets);
+        let acks = loop {
+            match tally.verdict() {
+                Verdict::Acknowledged { acks } => break acks,
+                // Decided: W can no longer be reached, and every target
+                // has answered (so `acks` is exact).
+                Verdict::Failed(s) => {
+                    let acks = s.acks;
+                    return Err(ApiError::Timeout {
+                        required,
+                        acks,
+                        message: format!(
+                            "{acks} of {required} replicas acknowledged; the others failed. The write is stored on {acks} and may become visible"
+                        ),
+                        failed: s.failed,
+                    });
+                }
+                Verdict::Waiting => {}
             }
             let next = async {
                 match &mut answers {
@@ -373,29 +378,21 @@ impl Coordinator {
             };
             match tokio::time::timeout_at(deadline, next).await {
                 Err(_) | Ok(None) => {
-                    failed.extend(waiting.into_iter().map(|n| ReplicaFailure {
-                        node: n,
-                        reason: "no answer before the deadline".into(),
-                    }));
+                    let Verdict::Failed(s) = tally.on_deadline() else {
+                        continue;
+                    };
                     return Err(timeout_error(
                         required,
-                        acks,
-                        failed,
+                        s.acks,
+                        s.failed,
                         "the write may still be applied on the others later",
                     ));
                 }
                 Ok(Some((from, result))) => {
-                    waiting.retain(|n| *n != from);
-                    match result {
-                        Ok(()) => acks += 1,
-                        Err(e) => failed.push(ReplicaFailure {
-                            node: from,
-                            reason: e.to_string(),
-                        }),
-                    }
+                    tally.on_answer(&from, result.map_err(|e| e.to_string()));
                 }
             }
-        }
+        };
         note(&a.trace, || {
             format!("{acks} of {required} acknowledgements: answering")
         });

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The benchmark of issue 2 on this 2-core machine: one qkvd (N=1) pinned to
-# core 1, the load generator pinned to core 0, and the built-in ceiling server
-# on core 1 too, so the node and the ceiling get the same single core.
+# The HTTP benchmark against its ceiling on this 2-core machine: one qkvd
+# (N=1) pinned to core 1, the load generator pinned to core 0, and the
+# built-in ceiling server on core 1 too, so the node and the ceiling get the
+# same single core.
 #
 #   client/scripts/bench.sh [periodic|always] [more `qkv bench` flags...]
-#   NODES=3 client/scripts/bench.sh periodic     # issue 5: 3 nodes, N=3,
+#   NODES=3 client/scripts/bench.sh periodic     # 3 nodes, N=3, quorum,
 #                                                 # all on NODE_CPU (default 1)
 #   NODES=3 NODE_CPU=0,1 CEILING_CPU=1 client/scripts/bench.sh periodic
 #                                                 # nodes free on both cores
@@ -16,7 +17,7 @@
 #
 # Builds release binaries (unless QKVD/QKV point at existing ones), starts the
 # node on a fresh temporary data dir, waits for /health, runs
-# `qkv bench --ceiling --cpu 0` with the issue's workload (100 000 keys,
+# `qkv bench --ceiling --cpu 0` with the reference workload (100 000 keys,
 # 100-byte values, 50% reads, 32 connections, 10 s after 2 s warmup), then
 # stops the node and deletes the data. Extra flags override the defaults
 # (e.g. `--duration 30s`, `--json`).

@@ -11,7 +11,7 @@
 #   RUNS=2 SECS=20 client/scripts/instructions.sh OLD NEW   # OLD NEW OLD NEW
 #
 # For each run: a fresh node (N=1, --sync periodic) under callgrind with
-# instrumentation off, `qkv bench` preloads the issue's 100 000 keys, then
+# instrumentation off, `qkv bench` preloads the benchmark's 100 000 keys, then
 # instrumentation goes on for a SECS-second window (default 20) of the
 # benchmark's workload (100-byte values, 50% reads, 32 connections,
 # seed 1), and the instructions of that window are divided by the requests

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Streaming benchmark of issue 6: a 3-node cluster (N=3, --sync periodic)
+# Streaming benchmark, a node joining: a 3-node cluster (N=3, --sync periodic)
 # is loaded with KEYS keys of VALUE bytes (default 1 100 000 x 1000 B, a bit
 # over 1 GB of values on every node), then a fourth node started with
 # `--join manual` joins through `qkv ring plan --add n4` + `qkv ring apply

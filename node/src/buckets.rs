@@ -13,14 +13,14 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, QuorumError};
 use crate::storage::{Partition, StorageError, Store};
 
 /// The most replicas a bucket may ask for.
 pub const MAX_N: u32 = 16;
 
 /// How many replicas a read or write waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Consistency {
     /// 1 replica.
     One,
@@ -59,7 +59,7 @@ impl Consistency {
 
     /// The number of replicas this level needs for a bucket with `n`
     /// replicas, or a `bad_consistency` error naming `what` (`r` or `w`).
-    pub fn required(self, n: u32, what: &str) -> Result<usize, ApiError> {
+    pub fn required(self, n: u32, what: &str) -> Result<usize, QuorumError> {
         let k = match self {
             Consistency::One | Consistency::Any => 1,
             Consistency::Two => 2,
@@ -69,7 +69,7 @@ impl Consistency {
             Consistency::Count(k) => k,
         };
         if k == 0 || k > n {
-            return Err(ApiError::BadConsistency(format!(
+            return Err(QuorumError::BadConsistency(format!(
                 "{what}={} asks for {k} replicas but the bucket has n={n}",
                 self
             )));

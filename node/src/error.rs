@@ -1,9 +1,17 @@
 //! The errors a request can end in, and their one mapping to HTTP.
 //!
+//! Two layers. [`QuorumError`] is how a quorum read or write fails — too
+//! few replicas alive, too few answering in time, an r/w the bucket cannot
+//! satisfy — as the coordinator says it; it is plain data, so a replica
+//! coordinator's failure reaches the node that forwarded the write as
+//! itself, over the wire. [`ApiError`] is what an HTTP client gets.
+//!
 //! Handlers return `Result<_, ApiError>`; [`ApiError::status`] and
 //! [`ApiError::body`] are the only place where an error becomes a status
 //! code and the contract's JSON body (`{"error": code, "message": text,
-//! ...}`), so the codes of API.md cannot drift between routes.
+//! ...}`), so the codes of API.md cannot drift between routes; the
+//! conversions into [`ApiError`] (from [`QuorumError`] and from the
+//! cluster-change driver's errors) are here too.
 
 use serde_json::{Value as Json, json};
 
@@ -17,6 +25,85 @@ pub struct ReplicaFailure {
     pub node: String,
     /// What went wrong, for a person.
     pub reason: String,
+}
+
+/// How a quorum read or write failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum QuorumError {
+    /// `r` or `w` is not a valid consistency for the bucket.
+    #[error("{0}")]
+    BadConsistency(String),
+    /// Fewer live replicas than required; nothing was done.
+    #[error("{message}")]
+    Unavailable {
+        /// Replicas that had to answer.
+        required: usize,
+        /// Replicas alive.
+        alive: usize,
+        /// What happened and how to fix it.
+        message: String,
+        /// Replicas that failed, with why.
+        failed: Vec<ReplicaFailure>,
+    },
+    /// The deadline passed (or too many replicas failed) before enough
+    /// replicas answered; a write may still be applied.
+    #[error("{message}")]
+    Timeout {
+        /// Replicas that had to answer.
+        required: usize,
+        /// Replicas that answered in time.
+        acks: usize,
+        /// What happened.
+        message: String,
+        /// Replicas that failed or were late, with why.
+        failed: Vec<ReplicaFailure>,
+    },
+}
+
+impl QuorumError {
+    /// A local storage failure seen by a request that needed `required`
+    /// replicas: this replica is out, so the request is unavailable.
+    pub fn storage(node: &str, required: usize, err: StorageError) -> QuorumError {
+        QuorumError::Unavailable {
+            required,
+            alive: 0,
+            message: format!("replica {node} could not use its storage: {err}"),
+            failed: vec![ReplicaFailure {
+                node: node.to_string(),
+                reason: err.to_string(),
+            }],
+        }
+    }
+}
+
+impl From<QuorumError> for ApiError {
+    fn from(e: QuorumError) -> ApiError {
+        match e {
+            QuorumError::BadConsistency(m) => ApiError::BadConsistency(m),
+            QuorumError::Unavailable {
+                required,
+                alive,
+                message,
+                failed,
+            } => ApiError::Unavailable {
+                required,
+                alive,
+                message,
+                failed,
+            },
+            QuorumError::Timeout {
+                required,
+                acks,
+                message,
+                failed,
+            } => ApiError::Timeout {
+                required,
+                acks,
+                message,
+                failed,
+            },
+        }
+    }
 }
 
 /// An error answered to an HTTP client.
@@ -148,15 +235,7 @@ impl ApiError {
     /// A local storage failure seen by a request that needed `required`
     /// replicas: this replica is out, so the request is unavailable.
     pub fn storage(node: &str, required: usize, err: StorageError) -> ApiError {
-        ApiError::Unavailable {
-            required,
-            alive: 0,
-            message: format!("replica {node} could not use its storage: {err}"),
-            failed: vec![ReplicaFailure {
-                node: node.to_string(),
-                reason: err.to_string(),
-            }],
-        }
+        QuorumError::storage(node, required, err).into()
     }
 }
 

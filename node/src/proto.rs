@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use quorumkv_ring::TokenRange;
 
 use crate::buckets::BucketProps;
-use crate::error::{ApiError, ReplicaFailure};
+use crate::buckets::Consistency;
+use crate::error::QuorumError;
 use crate::merkle::MerkleTree;
 use crate::replica::Mutation;
+use crate::version::Context;
 use crate::version::{Dvvs, VersionError};
 
 /// A request from one node to another.
@@ -221,14 +223,14 @@ pub struct WriteRequest {
     /// The key.
     #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
-    /// The client's causal context token (empty: none).
-    pub context: String,
+    /// The client's causal context (empty: none).
+    pub context: Context,
     /// The value or the deletion.
     pub mutation: Mutation,
     /// The bucket's properties as the first coordinator saw them.
     pub props: BucketProps,
-    /// The write consistency, as the client spelled it.
-    pub w: String,
+    /// The write consistency.
+    pub w: Consistency,
     /// How long the replica coordinator has to answer, in ms (a little
     /// less than the forwarder's own deadline, so that its detailed 504
     /// arrives before the forwarder gives up).
@@ -351,94 +353,19 @@ pub enum RemoteError {
     /// The replica could not make sense of the request.
     #[error("bad request: {0}")]
     Bad(String),
-    /// The replica coordinator of a forwarded write answered an API error.
-    #[error("{}", .0.message)]
-    Api(WireApiError),
-}
-
-/// An [`ApiError`] in transit between a replica coordinator and the node
-/// the client asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireApiError {
-    /// The contract's error code.
-    pub code: String,
-    /// The message for a person.
-    pub message: String,
-    /// Replicas required.
-    pub required: usize,
-    /// Replicas alive (for `unavailable`).
-    pub alive: usize,
-    /// Acknowledgements (for `timeout`).
-    pub acks: usize,
-    /// Replicas that failed, with why.
-    pub failed: Vec<ReplicaFailure>,
-}
-
-impl From<&ApiError> for WireApiError {
-    fn from(e: &ApiError) -> Self {
-        let (required, alive, acks, failed) = match e {
-            ApiError::Unavailable {
-                required,
-                alive,
-                failed,
-                ..
-            } => (*required, *alive, 0, failed.clone()),
-            ApiError::Timeout {
-                required,
-                acks,
-                failed,
-                ..
-            } => (*required, 0, *acks, failed.clone()),
-            _ => (0, 0, 0, Vec::new()),
-        };
-        WireApiError {
-            code: e.code().to_string(),
-            message: e.to_string(),
-            required,
-            alive,
-            acks,
-            failed,
-        }
-    }
-}
-
-impl From<WireApiError> for ApiError {
-    fn from(w: WireApiError) -> Self {
-        match w.code.as_str() {
-            "unavailable" => ApiError::Unavailable {
-                required: w.required,
-                alive: w.alive,
-                message: w.message,
-                failed: w.failed,
-            },
-            "timeout" => ApiError::Timeout {
-                required: w.required,
-                acks: w.acks,
-                message: w.message,
-                failed: w.failed,
-            },
-            "overloaded" => ApiError::Overloaded(w.message),
-            "bad_consistency" => ApiError::BadConsistency(w.message),
-            "key_too_long" | "value_too_large" | "bad_request" => ApiError::BadRequest(w.message),
-            // Anything else from a peer is a replica that could not do the
-            // write: the request is unavailable, and says why.
-            _ => ApiError::Unavailable {
-                required: w.required.max(1),
-                alive: 0,
-                message: w.message,
-                failed: w.failed,
-            },
-        }
-    }
+    /// The replica coordinator of a forwarded write could not complete it.
+    #[error("{0}")]
+    Quorum(QuorumError),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ReplicaFailure;
 
     #[test]
-    fn api_errors_survive_the_wire() {
-        let e = ApiError::Timeout {
+    fn quorum_errors_cross_the_wire_as_themselves() {
+        let e = QuorumError::Timeout {
             required: 2,
             acks: 1,
             message: "1 of 2".into(),
@@ -447,15 +374,9 @@ mod tests {
                 reason: "late".into(),
             }],
         };
-        let wire = WireApiError::from(&e);
-        let bytes = rmp_serde::to_vec(&RemoteError::Api(wire)).expect("encode");
+        let bytes = rmp_serde::to_vec(&RemoteError::Quorum(e.clone())).expect("encode");
         let back: RemoteError = rmp_serde::from_slice(&bytes).expect("decode");
-        let RemoteError::Api(w) = back else {
-            panic!("not an api error: {back:?}")
-        };
-        let e2 = ApiError::from(w);
-        assert_eq!(e2.status(), 504);
-        assert_eq!(e2.body(), e.body());
+        assert_eq!(back, RemoteError::Quorum(e));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use crate::bucket_sync::BucketSync;
 use crate::buckets::{BucketProps, Buckets};
 use crate::cluster::Cluster;
-use crate::error::{ApiError, ReplicaFailure};
+use crate::error::{QuorumError, ReplicaFailure};
 use crate::faults::Faults;
 use crate::hints::{HintOutcome, Hints};
 use crate::metrics::Metrics;
@@ -310,7 +310,7 @@ impl Quorum {
     /// `n` is the bucket's replica count and `bucket` its name, used only to
     /// explain a refusal (the preference list is shorter than `n` when the
     /// ring has fewer nodes).
-    pub fn check(bucket: &str, n: u32, p: &Placement, required: usize) -> Result<(), ApiError> {
+    pub fn check(bucket: &str, n: u32, p: &Placement, required: usize) -> Result<(), QuorumError> {
         let alive = p.targets.len() + p.pending_live.len();
         if alive >= required {
             return Ok(());
@@ -341,7 +341,7 @@ impl Quorum {
                 "{alive} of {required} required replicas alive for this key (n={n}); retry when the down replicas return, or ask for a lower r/w"
             )
         };
-        Err(ApiError::Unavailable {
+        Err(QuorumError::Unavailable {
             required,
             alive,
             message,
@@ -386,8 +386,8 @@ fn timeout_error(
     acks: usize,
     failed: Vec<ReplicaFailure>,
     what_now: &str,
-) -> ApiError {
-    ApiError::Timeout {
+) -> QuorumError {
+    QuorumError::Timeout {
         required,
         acks,
         message: format!("{acks} of {required} replicas answered before the deadline; {what_now}"),
@@ -504,7 +504,8 @@ mod tests {
         assert_eq!(nodes(&p), ["a", "c"]);
         assert_eq!(p.down, names(&["b"]));
         Quorum::check("default", 3, &p, 2).expect("2 of 3 alive");
-        let err = Quorum::check("default", 3, &p, 3).expect_err("all");
+        let err =
+            crate::error::ApiError::from(Quorum::check("default", 3, &p, 3).expect_err("all"));
         let body = err.body();
         assert_eq!(
             (body["required"].as_u64(), body["alive"].as_u64()),
@@ -527,7 +528,8 @@ mod tests {
     #[test]
     fn a_ring_smaller_than_n_says_how_to_fix_it() {
         let p = place(names(&["a"]), &[], false, |_| true);
-        let err = Quorum::check("default", 3, &p, 2).expect_err("1 < 2");
+        let err =
+            crate::error::ApiError::from(Quorum::check("default", 3, &p, 2).expect_err("1 < 2"));
         let msg = err.to_string();
         assert!(msg.contains("n=3") && msg.contains("\"n\":1"), "{msg}");
         assert_eq!(err.status(), 503);
@@ -544,14 +546,17 @@ mod tests {
         let p = place(names(&["a", "b", "c"]), &[], false, |r| r != "c")
             .with_pending(names(&["d"]), |r| r != "d");
         assert_eq!(p.down, names(&["c", "d"]));
-        let err = Quorum::check("default", 3, &p, p.write_required(2)).expect_err("2 < 3");
+        let err = crate::error::ApiError::from(
+            Quorum::check("default", 3, &p, p.write_required(2)).expect_err("2 < 3"),
+        );
         assert!(err.to_string().contains("pending"), "{err}");
     }
 
     #[test]
     fn an_empty_ring_is_unavailable() {
         let p = place(Vec::new(), &[], false, |_| true);
-        let err = Quorum::check("default", 1, &p, 1).expect_err("no nodes");
+        let err =
+            crate::error::ApiError::from(Quorum::check("default", 1, &p, 1).expect_err("no nodes"));
         assert_eq!(err.code(), "unavailable");
     }
 

@@ -24,7 +24,7 @@ use super::gather::{Ask, Gather, Got, Step};
 use super::trace::{Trace, note};
 use super::{Quorum, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
-use crate::error::ApiError;
+use crate::error::QuorumError;
 use crate::metrics::RepairKind;
 use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::transport::PeerError;
@@ -158,7 +158,7 @@ impl Asker<'_> {
 
 impl Coordinator {
     /// Reads a key at consistency `r`; `None` when no replica has a version.
-    pub async fn read(self: &Arc<Self>, a: ReadArgs) -> Result<Option<Dvvs>, ApiError> {
+    pub async fn read(self: &Arc<Self>, a: ReadArgs) -> Result<Option<Dvvs>, QuorumError> {
         let required = a.r.required(a.props.n, "r")?;
         let deadline = Instant::now() + a.timeout;
         let p = self.placement(&a.bucket, &a.key, &a.props);
@@ -185,7 +185,7 @@ impl Coordinator {
                 Step::Done => break,
                 Step::Failed(s) => {
                     let acks = s.acks;
-                    return Err(ApiError::Timeout {
+                    return Err(QuorumError::Timeout {
                         required,
                         acks,
                         message: format!(

@@ -16,10 +16,8 @@ use super::tally::{Tally, Verdict};
 use super::trace::{Trace, note};
 use super::{Placement, Quorum, Target, timeout_error};
 use crate::buckets::{BucketProps, Consistency};
-use crate::error::{ApiError, ReplicaFailure};
-use crate::proto::{
-    Encoded, RemoteError, Request, Response, WireApiError, WriteReply, WriteRequest,
-};
+use crate::error::{QuorumError, ReplicaFailure};
+use crate::proto::{Encoded, RemoteError, Request, Response, WriteReply, WriteRequest};
 use crate::replica::Mutation;
 use crate::transport::PeerError;
 use crate::version::{Context, Dvvs};
@@ -75,7 +73,7 @@ fn describe(p: &Placement) -> String {
 impl Coordinator {
     /// Writes a key at consistency `w`; the key's versions after the write
     /// on the replica that minted it.
-    pub async fn write(self: &Arc<Self>, mut a: WriteArgs) -> Result<Dvvs, ApiError> {
+    pub async fn write(self: &Arc<Self>, mut a: WriteArgs) -> Result<Dvvs, QuorumError> {
         let w = a.w.required(a.props.n, "w")?;
         let deadline = Instant::now() + a.timeout;
         let p = self.write_placement(&a.bucket, &a.key, &a.props);
@@ -115,7 +113,7 @@ impl Coordinator {
         }
         match self.forward(&a, &p, required, deadline).await {
             // w=any: no replica took it, so this node keeps it with hints.
-            Err(ApiError::Unavailable { .. }) if a.w == Consistency::Any => {
+            Err(QuorumError::Unavailable { .. }) if a.w == Consistency::Any => {
                 note(&a.trace, || {
                     "no replica took the write; keeping it here with hints (w=any)".into()
                 });
@@ -135,7 +133,7 @@ impl Coordinator {
         p: &Placement,
         required: usize,
         deadline: Instant,
-    ) -> Result<Dvvs, ApiError> {
+    ) -> Result<Dvvs, QuorumError> {
         let mut failed = Vec::new();
         // Real replicas first, stand-ins after.
         let mut order: Vec<&Target> = p.targets.iter().filter(|t| t.hint_for.is_none()).collect();
@@ -151,14 +149,10 @@ impl Coordinator {
             let req = Request::Write(WriteRequest {
                 bucket: a.bucket.clone(),
                 key: a.key.clone(),
-                context: if a.ctx.is_empty() {
-                    String::new()
-                } else {
-                    a.ctx.encode()
-                },
+                context: a.ctx.clone(),
                 mutation: a.mutation.clone(),
                 props: a.props.clone(),
-                w: a.w.to_string(),
+                w: a.w,
                 timeout_ms: inner.as_millis().min(u32::MAX as u128) as u32,
                 trace: a.trace.is_some(),
             });
@@ -177,9 +171,9 @@ impl Coordinator {
                     node: t.node.clone(),
                     reason: format!("unexpected answer {other:?}"),
                 }),
-                Err(PeerError::Remote(RemoteError::Api(e))) => {
-                    note(&a.trace, || format!("{} answered {}", t.node, e.code));
-                    return Err(ApiError::from(e));
+                Err(PeerError::Remote(RemoteError::Quorum(e))) => {
+                    note(&a.trace, || format!("{} answered: {e}", t.node));
+                    return Err(e);
                 }
                 Err(e) if e.not_applied() => {
                     note(&a.trace, || {
@@ -195,7 +189,7 @@ impl Coordinator {
                         node: t.node.clone(),
                         reason: e.to_string(),
                     });
-                    return Err(ApiError::Timeout {
+                    return Err(QuorumError::Timeout {
                         required,
                         acks: 0,
                         message: format!(
@@ -207,7 +201,7 @@ impl Coordinator {
                 }
             }
         }
-        Err(ApiError::Unavailable {
+        Err(QuorumError::Unavailable {
             required,
             alive: 0,
             message: "no live replica of the key could take the write".into(),
@@ -228,13 +222,13 @@ impl Coordinator {
         required: usize,
         deadline: Instant,
         fallback: bool,
-    ) -> Result<(Dvvs, usize), ApiError> {
+    ) -> Result<(Dvvs, usize), QuorumError> {
         let me = self.replica.id();
         if self
             .buckets
             .mark_has_data(&a.bucket)
             .await
-            .map_err(|e| ApiError::storage(me, required, e))?
+            .map_err(|e| QuorumError::storage(me, required, e))?
         {
             self.bucket_sync.announce(&a.bucket);
         }
@@ -256,7 +250,7 @@ impl Coordinator {
                     "the write may still be applied later",
                 ));
             }
-            Ok(Err(e)) => return Err(ApiError::storage(me, required, e)),
+            Ok(Err(e)) => return Err(QuorumError::storage(me, required, e)),
             Ok(Ok(o)) => o,
         };
         if outcome.lww_dropped > 0 {
@@ -309,7 +303,7 @@ impl Coordinator {
             return if hinted > 0 {
                 Ok((object, hinted))
             } else {
-                Err(ApiError::Unavailable {
+                Err(QuorumError::Unavailable {
                     required: 1,
                     alive: 0,
                     message: "w=any: no replica is up and no hint could be stored here".into(),
@@ -359,7 +353,7 @@ impl Coordinator {
                 // has answered (so `acks` is exact).
                 Verdict::Failed(s) => {
                     let acks = s.acks;
-                    return Err(ApiError::Timeout {
+                    return Err(QuorumError::Timeout {
                         required,
                         acks,
                         message: format!(
@@ -449,13 +443,8 @@ impl Coordinator {
         self: &Arc<Self>,
         w: WriteRequest,
     ) -> Result<Response, RemoteError> {
-        let consistency = Consistency::parse(&w.w)
-            .ok_or_else(|| RemoteError::Bad(format!("unknown consistency {:?}", w.w)))?;
-        let ctx = if w.context.is_empty() {
-            Context::default()
-        } else {
-            Context::decode(&w.context).map_err(|e| RemoteError::Bad(e.to_string()))?
-        };
+        let consistency = w.w;
+        let ctx = w.context;
         let trace = w.trace.then(|| Trace::new(self.replica.id()));
         let mut args = WriteArgs {
             bucket: w.bucket,
@@ -469,7 +458,7 @@ impl Coordinator {
         };
         let w = consistency
             .required(args.props.n, "w")
-            .map_err(|e| RemoteError::Api(WireApiError::from(&e)))?;
+            .map_err(RemoteError::Quorum)?;
         let deadline = Instant::now() + args.timeout;
         let p = self.write_placement(&args.bucket, &args.key, &args.props);
         let required = p.write_required(w);
@@ -487,7 +476,7 @@ impl Coordinator {
                 acks: acks as u32,
                 trace: trace.map(|t| t.events()).unwrap_or_default(),
             })),
-            Err(e) => Err(RemoteError::Api(WireApiError::from(&e))),
+            Err(e) => Err(RemoteError::Quorum(e)),
         }
     }
 }

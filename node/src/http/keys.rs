@@ -108,7 +108,7 @@ async fn get(api: &Arc<Api>, bucket: &str, key: Vec<u8>, req: Request) -> Reply 
     };
     let found = match api.coordinator.read(args).await {
         Ok(f) => f,
-        Err(e) => return traced_error(e, &trace),
+        Err(e) => return traced_error(e.into(), &trace),
     };
     let rendered = match found {
         None => Err(ApiError::KeyNotFound { context: None }),
@@ -200,7 +200,7 @@ async fn write(api: &Arc<Api>, bucket: &str, key: Vec<u8>, req: Request, delete:
     };
     let object = match api.coordinator.write(args).await {
         Ok(o) => o,
-        Err(e) => return traced_error(e, &trace),
+        Err(e) => return traced_error(e.into(), &trace),
     };
     let mut resp = WarpResponse::new(Default::default());
     *resp.status_mut() = warp::http::StatusCode::NO_CONTENT;

@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::buckets::{BucketUpdate, Consistency};
 use crate::config::{Args, Config};
 use crate::coordinator::{ReadArgs, WriteArgs};
-use crate::error::ApiError;
+use crate::error::QuorumError;
 use crate::http::Api;
 use crate::replica::Mutation;
 use crate::server::{self, Running, Transport};
@@ -290,7 +290,7 @@ impl Sim {
         value: &str,
         w: Consistency,
         ctx: &Context,
-    ) -> Result<Dvvs, ApiError> {
+    ) -> Result<Dvvs, QuorumError> {
         let api = self.api(via);
         api.coordinator
             .write(WriteArgs {
@@ -316,7 +316,7 @@ impl Sim {
         bucket: &str,
         key: &str,
         r: Consistency,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, QuorumError> {
         let api = self.api(via);
         let found = api
             .coordinator

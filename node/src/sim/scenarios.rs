@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::Sim;
 use crate::buckets::{BucketUpdate, Consistency, ReadRepair};
-use crate::error::ApiError;
+use crate::error::QuorumError;
 use crate::metrics::RepairKind;
 use crate::replica::INCARNATION_SEPARATOR;
 use crate::transport::memory::Link;
@@ -216,7 +216,7 @@ async fn w_any_is_kept_as_a_hint_while_every_replica_is_down_and_delivered_after
     sim.until_seen(0, owner, false).await;
     let refused = sim.put(0, "one", &key, "v", Consistency::One, &NONE).await;
     assert!(
-        matches!(refused, Err(ApiError::Unavailable { .. })),
+        matches!(refused, Err(QuorumError::Unavailable { .. })),
         "w=one needs the replica: {refused:?}"
     );
     sim.put(0, "one", &key, "v", Consistency::Any, &NONE)
@@ -285,7 +285,7 @@ async fn a_partitioned_minority_is_refused_where_the_majority_can_write() {
         .put(0, "default", &in_majority, "v", Consistency::Quorum, &NONE)
         .await;
     match refused {
-        Err(ApiError::Unavailable {
+        Err(QuorumError::Unavailable {
             required, alive, ..
         }) => assert_eq!((required, alive), (2, 0)),
         other => panic!("the minority sees no replica: {other:?}"),
@@ -298,7 +298,7 @@ async fn a_partitioned_minority_is_refused_where_the_majority_can_write() {
         .put(2, "default", &split, "v", Consistency::Quorum, &NONE)
         .await;
     assert!(
-        matches!(refused, Err(ApiError::Unavailable { .. })),
+        matches!(refused, Err(QuorumError::Unavailable { .. })),
         "{refused:?}"
     );
 }
@@ -312,7 +312,7 @@ async fn replicas_that_do_not_answer_make_a_504_and_the_write_stays_where_it_was
         .put(0, "default", "k", "v", Consistency::All, &NONE)
         .await;
     match r {
-        Err(ApiError::Timeout { required, acks, .. }) => assert_eq!((required, acks), (3, 1)),
+        Err(QuorumError::Timeout { required, acks, .. }) => assert_eq!((required, acks), (3, 1)),
         other => panic!("expected a 504: {other:?}"),
     }
     assert_eq!(

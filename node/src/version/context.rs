@@ -106,9 +106,32 @@ pub enum ContextError {
 ///
 /// Invariant: no entry has counter 0 (an absent entry means 0), so derived
 /// equality is equality of version vectors.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(
+    try_from = "BTreeMap<ReplicaId, u64>",
+    into = "BTreeMap<ReplicaId, u64>"
+)]
 pub struct Context {
     entries: BTreeMap<ReplicaId, u64>,
+}
+
+impl From<Context> for BTreeMap<ReplicaId, u64> {
+    fn from(c: Context) -> Self {
+        c.entries
+    }
+}
+
+/// A context as it crosses the internode wire: refused when an entry
+/// breaks the invariant (a zero counter).
+impl TryFrom<BTreeMap<ReplicaId, u64>> for Context {
+    type Error = ContextError;
+
+    fn try_from(entries: BTreeMap<ReplicaId, u64>) -> Result<Context, ContextError> {
+        if entries.values().any(|&n| n == 0) {
+            return Err(ContextError::Malformed("an entry with counter 0"));
+        }
+        Ok(Context { entries })
+    }
 }
 
 impl Context {

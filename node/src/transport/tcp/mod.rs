@@ -92,8 +92,10 @@ use crate::proto;
 
 /// The internode protocol version, exchanged in the handshake. Peers of
 /// another version are refused. 2: versions travel encoded
-/// ([`proto::Encoded`]) in replication requests and read answers.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// ([`proto::Encoded`]) in replication requests and read answers. 3: a
+/// forwarded write's context and consistency travel typed, and a replica
+/// coordinator's failure as a [`crate::error::QuorumError`].
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest handshake frame accepted (before the peer is authenticated).
 const HANDSHAKE_MAX_FRAME: usize = 64 << 10;

@@ -90,7 +90,9 @@ impl CallError {
         match self {
             CallError::Timeout | CallError::ConnectionLost => true,
             CallError::Remote(RemoteError::Deadline) => true,
-            CallError::Remote(RemoteError::Api(w)) => w.code == "timeout",
+            CallError::Remote(RemoteError::Quorum(e)) => {
+                matches!(e, crate::error::QuorumError::Timeout { .. })
+            }
             _ => false,
         }
     }
@@ -109,7 +111,7 @@ impl CallError {
                 RemoteError::Overloaded(_) => "overloaded",
                 RemoteError::Deadline => "deadline passed",
                 RemoteError::Bad(_) => "bad request",
-                RemoteError::Api(_) => "replica coordinator error",
+                RemoteError::Quorum(_) => "replica coordinator error",
             },
         }
     }

@@ -60,22 +60,32 @@ pub(super) fn check_key(key: &KeyOps<'_>, v: &mut BucketVerdict) {
         reads.push(Read { op, nodes });
     }
 
+    // What each context stood for: the union of the values its reads
+    // returned, computed once however many writes carry it.
+    let mut stood_for: HashMap<&str, Vec<u32>> = HashMap::new();
     let parents: Vec<Vec<u32>> = writes
         .iter()
         .enumerate()
         .map(|(i, w)| {
             key.note_context(w, v);
-            let mut ps: Vec<u32> = key
-                .context_reads(w)
-                .unwrap_or(&[])
+            let (Some(c), Some(from)) = (w.context.as_deref(), key.context_reads(w)) else {
+                return Vec::new();
+            };
+            let nodes = stood_for.entry(c).or_insert_with(|| {
+                let mut ns: Vec<u32> = from
+                    .iter()
+                    .filter_map(|r| nodes_of_read.get(&r.invoke_pos))
+                    .flat_map(|&r| reads[r].nodes.iter().copied())
+                    .collect();
+                ns.sort_unstable();
+                ns.dedup();
+                ns
+            });
+            nodes
                 .iter()
-                .filter_map(|r| nodes_of_read.get(&r.invoke_pos))
-                .flat_map(|&r| reads[r].nodes.iter().copied())
+                .copied()
                 .filter(|&p| (p as usize) < i)
-                .collect();
-            ps.sort_unstable();
-            ps.dedup();
-            ps
+                .collect()
         })
         .collect();
 

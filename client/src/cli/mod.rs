@@ -3,6 +3,7 @@
 
 mod bucket;
 mod cleanup;
+mod exp;
 mod kv;
 mod local;
 pub mod output;
@@ -92,6 +93,9 @@ pub enum Command {
     Local(local::LocalCommand),
     /// Mixed PUT/GET load over HTTP, optionally against a built-in ceiling.
     Bench(crate::bench::BenchArgs),
+    /// Fault experiments: check a recorded history.
+    #[command(subcommand)]
+    Exp(exp::ExpCommand),
 }
 
 /// Global options every command may need.
@@ -144,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Repair(a) => repair::run(&g, a).await,
             Command::Cleanup(a) => cleanup::run(&g, a).await,
             Command::Local(c) => local::run(&g, c).await,
+            Command::Exp(c) => exp::run(&g, c).await,
             Command::Bench(_) => unreachable!("handled above"),
         }
     })
@@ -246,6 +251,16 @@ mod tests {
                 "one",
             ],
             &["qkv", "bench", "--serve-ceiling", "127.0.0.1:9000"],
+            &[
+                "qkv",
+                "exp",
+                "check",
+                "h.jsonl",
+                "--json",
+                "--fail-on-anomaly",
+                "--n",
+                "5",
+            ],
         ];
         for line in lines {
             if let Err(e) = Cli::try_parse_from(*line) {

@@ -13,7 +13,7 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, QuorumError};
+use crate::failure::QuorumError;
 use crate::storage::{Partition, StorageError, Store};
 
 /// The most replicas a bucket may ask for.
@@ -103,13 +103,13 @@ impl std::fmt::Display for Consistency {
 }
 
 /// Parses `r`/`w` from a query string: a `bad_consistency` error otherwise.
-pub fn parse_consistency(s: &str, what: &str, allow_any: bool) -> Result<Consistency, ApiError> {
+pub fn parse_consistency(s: &str, what: &str, allow_any: bool) -> Result<Consistency, QuorumError> {
     match Consistency::parse(s) {
-        Some(Consistency::Any) if !allow_any => Err(ApiError::BadConsistency(format!(
+        Some(Consistency::Any) if !allow_any => Err(QuorumError::BadConsistency(format!(
             "{what}=any is only valid for writes"
         ))),
         Some(c) => Ok(c),
-        None => Err(ApiError::BadConsistency(format!(
+        None => Err(QuorumError::BadConsistency(format!(
             "{what}={s:?} is not one of one, two, three, quorum, all{}, or an integer from 1 to the bucket's n",
             if allow_any { ", any" } else { "" }
         ))),
@@ -213,8 +213,27 @@ pub struct BucketUpdate {
     pub read_repair: Option<ReadRepair>,
 }
 
+/// Why bucket properties could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad name or property value.
+    #[error("{0}")]
+    Invalid(String),
+    /// An `r` or `w` that does not fit the bucket.
+    #[error(transparent)]
+    Consistency(#[from] QuorumError),
+    /// This node could not store the properties.
+    #[error("{node} could not store the bucket's properties: {source}")]
+    Storage {
+        /// This node.
+        node: String,
+        /// What failed.
+        source: StorageError,
+    },
+}
+
 /// Checks a bucket name against `[A-Za-z0-9_-]{1,64}`.
-pub fn validate_bucket_name(name: &str) -> Result<(), ApiError> {
+pub fn validate_bucket_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -223,7 +242,7 @@ pub fn validate_bucket_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!(
+        Err(Error::Invalid(format!(
             "bucket name {name:?} must be 1 to 64 characters of [A-Za-z0-9_-]"
         )))
     }
@@ -353,19 +372,17 @@ impl Buckets {
 
     /// Applies `update` to a bucket, creating it if needed; validates
     /// everything before changing anything.
-    pub async fn update(&self, name: &str, update: BucketUpdate) -> Result<BucketProps, ApiError> {
+    pub async fn update(&self, name: &str, update: BucketUpdate) -> Result<BucketProps, Error> {
         let (mut props, has_data, prev_ms) = match self.read().get(name) {
             Some(s) => (s.props.clone(), s.has_data, s.updated_ms),
             None => (BucketProps::defaults(self.default_n), false, 0),
         };
         if let Some(n) = update.n {
             if n == 0 || n > MAX_N {
-                return Err(ApiError::BadRequest(format!(
-                    "n={n} is outside 1..={MAX_N}"
-                )));
+                return Err(Error::Invalid(format!("n={n} is outside 1..={MAX_N}")));
             }
             if has_data && n != props.n {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "bucket {name} already holds data with n={}; n cannot change once a bucket holds data (create a new bucket instead)",
                     props.n
                 )));
@@ -401,7 +418,10 @@ impl Buckets {
             },
         )
         .await
-        .map_err(|e| ApiError::storage(&self.node, 1, e))?;
+        .map_err(|source| Error::Storage {
+            node: self.node.clone(),
+            source,
+        })?;
         Ok(props)
     }
 
@@ -555,7 +575,8 @@ mod tests {
             )
             .await
             .expect_err("n is frozen");
-        assert_eq!(err.code(), "bad_request");
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        assert_eq!(crate::error::ApiError::from(err).code(), "bad_request");
         assert_eq!(b.get("t").map(|p| p.n), Some(1));
     }
 

@@ -15,66 +15,8 @@
 
 use serde_json::{Value as Json, json};
 
+use crate::failure::{QuorumError, ReplicaFailure};
 use crate::storage::StorageError;
-
-/// Why a replica could not take part in a request (reported in 503/504
-/// bodies so that a user sees which replicas failed and why).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ReplicaFailure {
-    /// The replica's node id.
-    pub node: String,
-    /// What went wrong, for a person.
-    pub reason: String,
-}
-
-/// How a quorum read or write failed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
-pub enum QuorumError {
-    /// `r` or `w` is not a valid consistency for the bucket.
-    #[error("{0}")]
-    BadConsistency(String),
-    /// Fewer live replicas than required; nothing was done.
-    #[error("{message}")]
-    Unavailable {
-        /// Replicas that had to answer.
-        required: usize,
-        /// Replicas alive.
-        alive: usize,
-        /// What happened and how to fix it.
-        message: String,
-        /// Replicas that failed, with why.
-        failed: Vec<ReplicaFailure>,
-    },
-    /// The deadline passed (or too many replicas failed) before enough
-    /// replicas answered; a write may still be applied.
-    #[error("{message}")]
-    Timeout {
-        /// Replicas that had to answer.
-        required: usize,
-        /// Replicas that answered in time.
-        acks: usize,
-        /// What happened.
-        message: String,
-        /// Replicas that failed or were late, with why.
-        failed: Vec<ReplicaFailure>,
-    },
-}
-
-impl QuorumError {
-    /// A local storage failure seen by a request that needed `required`
-    /// replicas: this replica is out, so the request is unavailable.
-    pub fn storage(node: &str, required: usize, err: StorageError) -> QuorumError {
-        QuorumError::Unavailable {
-            required,
-            alive: 0,
-            message: format!("replica {node} could not use its storage: {err}"),
-            failed: vec![ReplicaFailure {
-                node: node.to_string(),
-                reason: err.to_string(),
-            }],
-        }
-    }
-}
 
 impl From<QuorumError> for ApiError {
     fn from(e: QuorumError) -> ApiError {
@@ -101,6 +43,35 @@ impl From<QuorumError> for ApiError {
                 acks,
                 message,
                 failed,
+            },
+        }
+    }
+}
+
+impl From<crate::buckets::Error> for ApiError {
+    fn from(e: crate::buckets::Error) -> ApiError {
+        use crate::buckets::Error as E;
+        match e {
+            E::Invalid(m) => ApiError::BadRequest(m),
+            E::Consistency(q) => q.into(),
+            E::Storage { node, source } => ApiError::storage(&node, 1, source),
+        }
+    }
+}
+
+impl From<crate::stream::Error> for ApiError {
+    fn from(e: crate::stream::Error) -> ApiError {
+        use crate::stream::Error as E;
+        match e {
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::NoMember(m) => ApiError::NotFound(m),
+            // The change could not start on this node: it is unavailable
+            // for it, and says why.
+            e => ApiError::Unavailable {
+                required: 1,
+                alive: 0,
+                message: e.to_string(),
+                failed: Vec::new(),
             },
         }
     }

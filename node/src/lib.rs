@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod failure;
 pub mod faults;
 pub mod hints;
 pub mod http;

@@ -70,7 +70,6 @@ use tracing::{debug, info, warn};
 use crate::bucket_sync::BucketSync;
 use crate::cluster::{Cluster, REMOVED, REMOVING, ring_of};
 use crate::config::{Config, Join, TokenAllocation};
-use crate::error::ApiError;
 use crate::storage::Store;
 use crate::stream::{self, ChangeDriver, Kind};
 use crate::tokens;
@@ -134,9 +133,12 @@ pub enum Error {
     /// The store could not say what change was in flight.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
-    /// A new cluster's first node could not take the ring.
+    /// No tokens could be chosen against the ring learned.
+    #[error("cannot choose ring tokens: {0}")]
+    Tokens(String),
+    /// The join could not start.
     #[error("cannot join the ring: {0}")]
-    Join(String),
+    Join(#[from] stream::Error),
 }
 
 /// Builds this node's gossip over `transport` and announces its state
@@ -274,7 +276,7 @@ impl<T: Transport> Prepared<T> {
         } else if stored.is_empty() && config.join == Join::Auto && !has_other_seeds(&config) {
             // A new cluster: nothing to stream, so the node serves only once
             // it owns the ring (clients may write at once).
-            m.join().await.map_err(Error::Join)?;
+            m.join().await?;
             let began = tokio::time::Instant::now();
             while m.parts.changes.changes().busy() && began.elapsed() < Duration::from_secs(10) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -334,7 +336,7 @@ pub fn choose_tokens(config: &Config, id: &str, snapshot: &Snapshot) -> Result<V
 impl Membership {
     /// Waits to learn the ring and for its turn, chooses tokens against the
     /// ring, and starts the join (streaming in the background).
-    async fn join(self: &Arc<Self>) -> Result<(), String> {
+    async fn join(self: &Arc<Self>) -> Result<(), Error> {
         let (config, handle) = (&self.parts.config, &self.handle);
         let id = self.parts.cluster.local().id.clone();
         let learned = if has_other_seeds(config) {
@@ -374,7 +376,7 @@ impl Membership {
                 tokio::time::sleep(config.gossip_interval).await;
                 continue;
             }
-            let chosen = choose_tokens(config, &id, &snapshot)?;
+            let chosen = choose_tokens(config, &id, &snapshot).map_err(Error::Tokens)?;
             match self.parts.changes.join(chosen.clone()).await {
                 Ok(change) => {
                     info!(
@@ -388,11 +390,11 @@ impl Membership {
                     );
                     return Ok(());
                 }
-                Err(ApiError::Conflict(why)) => {
+                Err(stream::Error::Conflict(why)) => {
                     debug!(%why, "joining: another change started first; waiting");
                     tokio::time::sleep(config.gossip_interval).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     }

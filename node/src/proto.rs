@@ -12,7 +12,7 @@ use quorumkv_ring::TokenRange;
 
 use crate::buckets::BucketProps;
 use crate::buckets::Consistency;
-use crate::error::QuorumError;
+use crate::failure::QuorumError;
 use crate::merkle::MerkleTree;
 use crate::replica::Mutation;
 use crate::version::Context;
@@ -361,7 +361,7 @@ pub enum RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ReplicaFailure;
+    use crate::failure::ReplicaFailure;
 
     #[test]
     fn quorum_errors_cross_the_wire_as_themselves() {

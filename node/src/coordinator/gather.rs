@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 
 use super::tally::Shortfall;
-use crate::error::ReplicaFailure;
+use crate::failure::ReplicaFailure;
 use crate::version::Dvvs;
 
 /// What a replica answered.

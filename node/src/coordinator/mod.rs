@@ -45,7 +45,7 @@ use std::sync::Arc;
 use crate::bucket_sync::BucketSync;
 use crate::buckets::{BucketProps, Buckets};
 use crate::cluster::Cluster;
-use crate::error::{QuorumError, ReplicaFailure};
+use crate::failure::{QuorumError, ReplicaFailure};
 use crate::faults::Faults;
 use crate::hints::{HintOutcome, Hints};
 use crate::metrics::Metrics;

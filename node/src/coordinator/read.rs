@@ -24,7 +24,7 @@ use super::gather::{Ask, Gather, Got, Step};
 use super::trace::{Trace, note};
 use super::{Quorum, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
-use crate::error::QuorumError;
+use crate::failure::QuorumError;
 use crate::metrics::RepairKind;
 use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::transport::PeerError;

@@ -12,7 +12,7 @@
 //! tally does not wait for are ignored, so a confused or duplicated
 //! answer cannot push a write over its quorum.
 
-use crate::error::ReplicaFailure;
+use crate::failure::ReplicaFailure;
 
 /// What the write should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]

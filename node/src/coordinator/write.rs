@@ -16,7 +16,7 @@ use super::tally::{Tally, Verdict};
 use super::trace::{Trace, note};
 use super::{Placement, Quorum, Target, timeout_error};
 use crate::buckets::{BucketProps, Consistency};
-use crate::error::{QuorumError, ReplicaFailure};
+use crate::failure::{QuorumError, ReplicaFailure};
 use crate::proto::{Encoded, RemoteError, Request, Response, WriteReply, WriteRequest};
 use crate::replica::Mutation;
 use crate::transport::PeerError;

@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::buckets::{BucketUpdate, Consistency};
 use crate::config::{Args, Config};
 use crate::coordinator::{ReadArgs, WriteArgs};
-use crate::error::QuorumError;
+use crate::failure::QuorumError;
 use crate::http::Api;
 use crate::replica::Mutation;
 use crate::server::{self, Running, Transport};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::Sim;
 use crate::buckets::{BucketUpdate, Consistency, ReadRepair};
-use crate::error::QuorumError;
+use crate::failure::QuorumError;
 use crate::metrics::RepairKind;
 use crate::replica::INCARNATION_SEPARATOR;
 use crate::transport::memory::Link;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use serde::Serialize;
 
 use super::ChangeDriver;
-use crate::error::ApiError;
+use super::Error;
 
 /// Entries scanned per page.
 const PAGE: usize = 1024;
@@ -96,12 +96,12 @@ impl ChangeDriver {
     /// Deletes the keys this node does not replicate. 409 `conflict` while a
     /// change is in flight, or when one starts meanwhile (the ring it judged
     /// by is no longer the one keys will be placed by).
-    pub async fn cleanup(self: &Arc<Self>) -> Result<CleanupReport, ApiError> {
+    pub async fn cleanup(self: &Arc<Self>) -> Result<CleanupReport, Error> {
         let started = Instant::now();
         let me = self.replica.id().to_string();
         self.changes
             .claim(&self.cluster, &format!("cleanup on {me}"))
-            .map_err(|e| ApiError::Conflict(format!("cannot clean up while {e}")))?;
+            .map_err(|e| Error::Conflict(format!("cannot clean up while {e}")))?;
         let result = self.sweep(&me).await;
         self.changes.release();
         let (keys_removed, bytes_removed) = result?;
@@ -120,9 +120,8 @@ impl ChangeDriver {
         Ok(report)
     }
 
-    async fn sweep(self: &Arc<Self>, me: &str) -> Result<(u64, u64), ApiError> {
+    async fn sweep(self: &Arc<Self>, me: &str) -> Result<(u64, u64), Error> {
         let ring = self.cluster.ring();
-        let storage = |e: crate::storage::StorageError| ApiError::storage(me, 1, e);
         let (mut keys, mut bytes) = (0u64, 0u64);
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -131,8 +130,7 @@ impl ChangeDriver {
             let page = crate::storage::blocking(move || {
                 store.scan_tokens(0, u64::MAX, cursor.as_deref(), PAGE)
             })
-            .await
-            .map_err(storage)?;
+            .await?;
             let full = page.len() == PAGE;
             for e in &page {
                 let n = self.buckets.props_for_keys(&e.bucket).n as usize;
@@ -142,16 +140,12 @@ impl ChangeDriver {
                 }
                 let (current, future) = self.cluster.rings();
                 if future.is_some() || !Arc::ptr_eq(&current, &ring) {
-                    return Err(ApiError::Conflict(
+                    return Err(Error::Conflict(
                         "the ring changed during cleanup; run it again once the change is done"
                             .into(),
                     ));
                 }
-                bytes += self
-                    .replica
-                    .forget(&e.bucket, &e.key)
-                    .await
-                    .map_err(storage)?;
+                bytes += self.replica.forget(&e.bucket, &e.key).await?;
                 keys += 1;
             }
             match page.last() {

@@ -13,9 +13,8 @@ use quorumkv_ring::Token;
 use tracing::{info, warn};
 
 use super::ChangeDriver;
-use super::{Kind, PullRange, PullState, Saved, StreamRequest, StreamResponse, save};
+use super::{Error, Kind, PullRange, PullState, Saved, StreamRequest, StreamResponse, save};
 use crate::cluster::{NodeState, REMOVED, REMOVING};
-use crate::error::ApiError;
 use crate::proto::{Request, Response};
 
 /// How long the driver waits for every live node to place keys alike
@@ -26,27 +25,18 @@ const POLL: Duration = Duration::from_millis(200);
 /// How long a leaving node waits for its hints to live nodes to drain.
 const HINT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-fn conflict(why: impl Into<String>) -> ApiError {
-    ApiError::Conflict(why.into())
-}
-
-fn storage(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable {
-        required: 1,
-        alive: 0,
-        message: format!("this node could not use its storage: {e}"),
-        failed: Vec::new(),
-    }
+fn conflict(why: impl Into<String>) -> Error {
+    Error::Conflict(why.into())
 }
 
 impl ChangeDriver {
-    async fn announce(self: &Arc<Self>, values: Vec<AppState>) -> Result<(), String> {
+    async fn announce(self: &Arc<Self>, values: Vec<AppState>) -> Result<(), Error> {
         let handle = &self.gossip;
         for v in &values {
             handle
                 .set_local(v.clone())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::Announce(e.to_string()))?;
         }
         // The local view follows at once, not a gossip round later. The driver
         // answers `set_local` just before it publishes the snapshot: wait for
@@ -78,16 +68,14 @@ impl ChangeDriver {
     /// Starts this node's join with `tokens` (already checked against the
     /// ring): persists them, announces `joining` with them, and streams in the
     /// background; the node turns `normal` when every gained range is in.
-    pub async fn join(self: &Arc<Self>, tokens: Vec<Token>) -> Result<Saved, ApiError> {
+    pub async fn join(self: &Arc<Self>, tokens: Vec<Token>) -> Result<Saved, Error> {
         let me = self.replica.id().to_string();
         let change = Saved {
             kind: Kind::Join,
             node: me,
             started_ms: crate::clock::unix_ms(),
         };
-        self.changes
-            .claim(&self.cluster, &change.id())
-            .map_err(conflict)?;
+        self.changes.claim(&self.cluster, &change.id())?;
         let store = self.replica.store();
         let persisted = async {
             crate::tokens::save(store, &tokens).await?;
@@ -95,7 +83,7 @@ impl ChangeDriver {
         };
         if let Err(e) = persisted.await {
             self.changes.release();
-            return Err(storage(e));
+            return Err(e.into());
         }
         let announced = self
             .announce(vec![
@@ -105,19 +93,14 @@ impl ChangeDriver {
             .await;
         if let Err(e) = announced {
             self.changes.release();
-            return Err(ApiError::Unavailable {
-                required: 1,
-                alive: 0,
-                message: format!("cannot announce the join: {e}"),
-                failed: Vec::new(),
-            });
+            return Err(Error::Announce(format!("cannot announce the join: {e}")));
         }
         self.spawn_run(change.clone());
         Ok(change)
     }
 
     /// Starts this node's decommission: `leaving`, streams, hints, `left`.
-    pub async fn decommission(self: &Arc<Self>) -> Result<Saved, ApiError> {
+    pub async fn decommission(self: &Arc<Self>) -> Result<Saved, Error> {
         let me = self.replica.id().to_string();
         let state = self.cluster.member(&me).map(|m| m.state);
         if state != Some(NodeState::Normal) {
@@ -136,10 +119,10 @@ impl ChangeDriver {
     }
 
     /// Starts removing `target`, a member that is down, on its behalf.
-    pub async fn removenode(self: &Arc<Self>, target: &str) -> Result<Saved, ApiError> {
+    pub async fn removenode(self: &Arc<Self>, target: &str) -> Result<Saved, Error> {
         let me = self.replica.id().to_string();
         let Some(m) = self.cluster.member(target) else {
-            return Err(ApiError::NotFound(format!(
+            return Err(Error::NoMember(format!(
                 "no member {target:?}; see GET /cluster/members"
             )));
         };
@@ -177,17 +160,15 @@ impl ChangeDriver {
         self: &Arc<Self>,
         change: Saved,
         announcement: Vec<AppState>,
-    ) -> Result<Saved, ApiError> {
-        self.changes
-            .claim(&self.cluster, &change.id())
-            .map_err(conflict)?;
+    ) -> Result<Saved, Error> {
+        self.changes.claim(&self.cluster, &change.id())?;
         if let Err(e) = save(self.replica.store(), Some(&change)).await {
             self.changes.release();
-            return Err(storage(e));
+            return Err(e.into());
         }
         if let Err(e) = self.announce(announcement).await {
             self.changes.release();
-            return Err(storage(e));
+            return Err(e);
         }
         self.spawn_run(change.clone());
         Ok(change)
@@ -224,7 +205,7 @@ impl ChangeDriver {
 
     /// One attempt at the whole change (idempotent: a retry or a restart runs
     /// it again, and pulls resume from their persisted positions).
-    async fn run_change(self: &Arc<Self>, change: &Saved) -> Result<(), String> {
+    async fn run_change(self: &Arc<Self>, change: &Saved) -> Result<(), Error> {
         self.agree().await;
         let (current, future) = self.cluster.rings();
         let Some(future) = future else {
@@ -270,7 +251,7 @@ impl ChangeDriver {
         gainer: &str,
         id: &str,
         ranges: &[PullRange],
-    ) -> Result<PullState, String> {
+    ) -> Result<PullState, Error> {
         if gainer == self.replica.id() {
             let state = self.start_pull(id, ranges.to_vec())?;
             let s = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -282,8 +263,14 @@ impl ChangeDriver {
         });
         match self.peers.call(gainer, req, Duration::from_secs(10)).await {
             Ok(Response::Stream(StreamResponse::Pull(s))) => Ok(s),
-            Ok(_) => Err("unexpected answer".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err(Error::Protocol {
+                node: gainer.to_string(),
+                why: "answered a pull with something else".into(),
+            }),
+            Err(error) => Err(Error::Peer {
+                node: gainer.to_string(),
+                error,
+            }),
         }
     }
 
@@ -341,7 +328,7 @@ impl ChangeDriver {
     }
 
     /// Announces the end of `change` and forgets it.
-    async fn finish(self: &Arc<Self>, change: &Saved) -> Result<(), String> {
+    async fn finish(self: &Arc<Self>, change: &Saved) -> Result<(), Error> {
         let store = self.replica.store();
         match change.kind {
             Kind::Join => {
@@ -350,23 +337,19 @@ impl ChangeDriver {
             }
             Kind::Decommission => {
                 self.drain_hints().await;
-                store
-                    .meta_put(super::LEFT_KEY, b"1".to_vec())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                store.meta_put(super::LEFT_KEY, b"1".to_vec()).await?;
                 self.announce(vec![AppState::Status(Status::Left)]).await?;
                 info!("decommissioned: this node has left the ring and can be stopped");
             }
             Kind::Removenode => {
-                let mut removed = super::removed_by_me(store).map_err(|e| e.to_string())?;
+                let mut removed = super::removed_by_me(store)?;
                 if !removed.contains(&change.node) {
                     removed.push(change.node.clone());
                 }
                 let list = removed.join(",");
                 store
                     .meta_put(super::REMOVED_KEY, list.clone().into_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 self.announce(vec![
                     AppState::Custom(REMOVED.into(), list.into()),
                     AppState::Custom(REMOVING.into(), "".into()),
@@ -374,7 +357,7 @@ impl ChangeDriver {
                 .await?;
             }
         }
-        save(store, None).await.map_err(|e| e.to_string())?;
+        save(store, None).await?;
         Ok(())
     }
 

@@ -90,6 +90,51 @@ use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
 use crate::transport::Peers;
 
+/// Why a cluster change, a pull or a cleanup could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not now: another change is in flight, or this node is not in a
+    /// state that allows it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The change names a member that does not exist.
+    #[error("{0}")]
+    NoMember(String),
+    /// This node's storage failed.
+    #[error("this node could not use its storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Gossip did not take this node's announcement.
+    #[error("{0}")]
+    Announce(String),
+    /// A peer did not do what it was asked.
+    #[error("{node}: {error}")]
+    Peer {
+        /// The peer.
+        node: String,
+        /// What happened.
+        error: crate::transport::PeerError,
+    },
+    /// A peer answered something that does not fit the request.
+    #[error("{node} {why}")]
+    Protocol {
+        /// The peer.
+        node: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// A change id that does not parse.
+    #[error("bad change id {0:?}")]
+    BadChange(String),
+    /// No source could stream a range.
+    #[error("no source could stream {range}: {last}")]
+    NoSource {
+        /// The range.
+        range: TokenRange,
+        /// The last source's failure.
+        last: String,
+    },
+}
+
 /// The change driver's settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -333,16 +378,16 @@ pub struct Changes {
 impl Changes {
     /// Claims the right to drive `id` on this node: `Err` with what is in
     /// flight when a change is (here or, per `cluster`, anywhere).
-    pub fn claim(&self, cluster: &Cluster, id: &str) -> Result<(), String> {
+    pub fn claim(&self, cluster: &Cluster, id: &str) -> Result<(), Error> {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = active.as_ref() {
-            return Err(format!("{a} is in flight on this node"));
+            return Err(Error::Conflict(format!("{a} is in flight on this node")));
         }
         if let Some(f) = cluster.in_flight().first() {
-            return Err(format!(
+            return Err(Error::Conflict(format!(
                 "{} of {} is in flight (driven by {})",
                 f.kind, f.node, f.by
-            ));
+            )));
         }
         *active = Some(id.to_string());
         Ok(())

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::ChangeDriver;
-use super::{PullRange, PullState, Saved, Stream, StreamRequest, StreamResponse};
+use super::{Error, PullRange, PullState, Saved, Stream, StreamRequest, StreamResponse};
 use crate::proto::{RangeEntry, Request, Response};
 
 /// Bytes a receiver asks per chunk.
@@ -61,8 +61,8 @@ impl ChangeDriver {
         self: &Arc<Self>,
         id: &str,
         ranges: Vec<PullRange>,
-    ) -> Result<Arc<Mutex<PullState>>, String> {
-        let change = Saved::parse_id(id).ok_or_else(|| format!("bad change id {id:?}"))?;
+    ) -> Result<Arc<Mutex<PullState>>, Error> {
+        let change = Saved::parse_id(id).ok_or_else(|| Error::BadChange(id.to_string()))?;
         let mut pulls = self.changes.pulls.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = pulls.get(id) {
             let failed = matches!(
@@ -87,7 +87,7 @@ impl ChangeDriver {
                 Ok((keys, bytes)) => PullState::Done { keys, bytes },
                 Err(e) => {
                     warn!(change = %id, error = %e, "pull failed");
-                    PullState::Failed(e)
+                    PullState::Failed(e.to_string())
                 }
             };
         });
@@ -100,7 +100,7 @@ impl ChangeDriver {
         id: &str,
         ranges: Vec<PullRange>,
         state: &Mutex<PullState>,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), Error> {
         let started = Instant::now();
         let me = self.replica.id().to_string();
         let total = ranges.len() as u32;
@@ -157,11 +157,11 @@ impl ChangeDriver {
         id: &str,
         pr: &PullRange,
         stream: Arc<Stream>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         use std::sync::atomic::Ordering::Relaxed;
         let store = self.replica.store();
         let key = position_key(id, pr);
-        let mut after = match store.meta_get(&key).map_err(|e| e.to_string())? {
+        let mut after = match store.meta_get(&key)? {
             Some(p) if p == DONE => {
                 stream.done.store(true, Relaxed);
                 return Ok(());
@@ -205,10 +205,10 @@ impl ChangeDriver {
                 }
             }
         }
-        Err(format!(
-            "range {} could not be streamed from any of {:?}: {last_error}",
-            pr.range, pr.sources
-        ))
+        Err(Error::NoSource {
+            range: pr.range,
+            last: format!("tried {:?}; {last_error}", pr.sources),
+        })
     }
 
     /// Streams `pr` from `src` from position `after` to the end.
@@ -219,8 +219,12 @@ impl ChangeDriver {
         key: &str,
         after: &mut Option<Vec<u8>>,
         stream: &Stream,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         use std::sync::atomic::Ordering::Relaxed;
+        let protocol = |why: String| Error::Protocol {
+            node: src.to_string(),
+            why,
+        };
         let throttle = &self.throttle;
         loop {
             let req = Request::Stream(StreamRequest::Chunk {
@@ -234,38 +238,41 @@ impl ChangeDriver {
                     checksum,
                     next,
                 })) => (payload, checksum, next),
-                Ok(_) => return Err("answered something other than a chunk".into()),
-                Err(e) => return Err(e.to_string()),
+                Ok(_) => return Err(protocol("answered something other than a chunk".into())),
+                Err(error) => {
+                    return Err(Error::Peer {
+                        node: src.to_string(),
+                        error,
+                    });
+                }
             };
             if xxhash_rust::xxh3::xxh3_64(&payload) != checksum {
-                return Err("chunk checksum mismatch".into());
+                return Err(protocol("sent a chunk that fails its checksum".into()));
             }
-            let entries: Vec<RangeEntry> =
-                rmp_serde::from_slice(&payload).map_err(|e| format!("undecodable chunk: {e}"))?;
+            let entries: Vec<RangeEntry> = rmp_serde::from_slice(&payload)
+                .map_err(|e| protocol(format!("sent an undecodable chunk: {e}")))?;
             for e in &entries {
                 let token = quorumkv_ring::token_of(e.bucket.as_bytes(), &e.key);
                 if !pr.range.contains(token) {
-                    return Err(format!("sent a key at token {token}, outside {}", pr.range));
+                    return Err(protocol(format!(
+                        "sent a key at token {token}, outside {}",
+                        pr.range
+                    )));
                 }
                 let props = self.buckets.props_for_keys(&e.bucket);
                 self.replica
                     .merge(&e.bucket, &e.key, &e.object, props.conflicts)
-                    .await
-                    .map_err(|err| format!("local storage: {err}"))?;
+                    .await?;
                 stream.keys.fetch_add(1, Relaxed);
                 stream
                     .bytes
                     .fetch_add(e.object.encode().len() as u64, Relaxed);
             }
             if next.is_some() && next == *after {
-                return Err("paging did not advance".into());
+                return Err(protocol("sent a page that did not advance".into()));
             }
             let position = next.clone().unwrap_or_else(|| DONE.to_vec());
-            self.replica
-                .store()
-                .meta_put(key, position)
-                .await
-                .map_err(|err| format!("local storage: {err}"))?;
+            self.replica.store().meta_put(key, position).await?;
             let wait = throttle.charge(payload.len(), Instant::now());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;

@@ -94,7 +94,7 @@ use crate::proto;
 /// another version are refused. 2: versions travel encoded
 /// ([`proto::Encoded`]) in replication requests and read answers. 3: a
 /// forwarded write's context and consistency travel typed, and a replica
-/// coordinator's failure as a [`crate::error::QuorumError`].
+/// coordinator's failure as a [`crate::failure::QuorumError`].
 pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest handshake frame accepted (before the peer is authenticated).

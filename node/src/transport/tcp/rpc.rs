@@ -91,7 +91,7 @@ impl CallError {
             CallError::Timeout | CallError::ConnectionLost => true,
             CallError::Remote(RemoteError::Deadline) => true,
             CallError::Remote(RemoteError::Quorum(e)) => {
-                matches!(e, crate::error::QuorumError::Timeout { .. })
+                matches!(e, crate::failure::QuorumError::Timeout { .. })
             }
             _ => false,
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::buckets::{BucketRecord, Buckets};
 use crate::cluster::Cluster;
 use crate::proto::Request;
+use crate::tasks::Tasks;
 use crate::transport::Peers;
 
 /// How long an announcement of bucket properties may take per peer.
@@ -22,6 +23,7 @@ pub struct BucketSync {
     buckets: Arc<Buckets>,
     cluster: Arc<Cluster>,
     peers: Arc<dyn Peers>,
+    tasks: Tasks,
 }
 
 fn request(r: BucketRecord) -> Request {
@@ -35,11 +37,17 @@ fn request(r: BucketRecord) -> Request {
 
 impl BucketSync {
     /// Announcements of `buckets`' records to `cluster`'s members.
-    pub fn new(buckets: Arc<Buckets>, cluster: Arc<Cluster>, peers: Arc<dyn Peers>) -> Self {
+    pub fn new(
+        buckets: Arc<Buckets>,
+        cluster: Arc<Cluster>,
+        peers: Arc<dyn Peers>,
+        tasks: Tasks,
+    ) -> Self {
         BucketSync {
             buckets,
             cluster,
             peers,
+            tasks,
         }
     }
 
@@ -52,7 +60,7 @@ impl BucketSync {
         };
         for peer in self.cluster.others() {
             let (peers, req) = (self.peers.clone(), request(record.clone()));
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Err(e) = peers.call(&peer, req, ANNOUNCE_TIMEOUT).await {
                     tracing::debug!(%peer, error = %e, "bucket announcement not delivered");
                 }
@@ -67,7 +75,7 @@ impl BucketSync {
             return;
         }
         let (peers, peer) = (self.peers.clone(), peer.to_string());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             for r in records {
                 if let Err(e) = peers.call(&peer, request(r), ANNOUNCE_TIMEOUT).await {
                     tracing::debug!(%peer, error = %e, "bucket push not delivered");

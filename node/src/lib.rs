@@ -37,6 +37,7 @@ pub mod server;
 mod sim;
 pub mod storage;
 pub mod stream;
+pub mod tasks;
 pub mod tokens;
 pub mod transport;
 pub mod version;

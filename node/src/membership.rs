@@ -64,7 +64,7 @@ use quorumkv_gossip::driver::{self, Handle, Snapshot, Transport};
 use quorumkv_gossip::{Addr, AppState, Event, Node as GossipNode, Status};
 use quorumkv_ring::Token;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use crate::bucket_sync::BucketSync;
@@ -72,6 +72,7 @@ use crate::cluster::{Cluster, REMOVED, REMOVING, ring_of};
 use crate::config::{Config, Join, TokenAllocation};
 use crate::storage::Store;
 use crate::stream::{self, ChangeDriver, Kind};
+use crate::tasks::Tasks;
 use crate::tokens;
 use crate::transport::Peers;
 
@@ -224,13 +225,14 @@ pub struct Parts {
     /// This node's store (stream positions are dropped once no change is
     /// in flight).
     pub store: Store,
+    /// Where gossip and its followers run; their cancellation stops them.
+    pub tasks: Tasks,
 }
 
 /// Running membership: gossip, the cluster view kept up to date, joining.
 pub struct Membership {
     parts: Parts,
     handle: Handle,
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl<T: Transport> Prepared<T> {
@@ -251,21 +253,13 @@ impl<T: Transport> Prepared<T> {
             left,
             stored,
         } = self;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            driver
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
+        let stop = parts.tasks.token();
+        parts
+            .tasks
+            .spawn(async move { driver.run(stop.cancelled_owned()).await });
         parts.cluster.apply(&handle.snapshot());
-        let m = Arc::new(Membership {
-            parts,
-            handle,
-            stop: std::sync::Mutex::new(Some(stop_tx)),
-        });
-        tokio::spawn(m.clone().follow());
+        let m = Arc::new(Membership { parts, handle });
+        m.parts.tasks.spawn(m.clone().follow());
         let config = m.parts.config.clone();
         if left {
             info!("this node was decommissioned: it stays out of the ring");
@@ -283,9 +277,12 @@ impl<T: Transport> Prepared<T> {
             }
         } else if stored.is_empty() && config.join == Join::Auto {
             let joiner = m.clone();
-            tokio::spawn(async move {
-                if let Err(e) = joiner.join().await {
-                    warn!(error = %e, "cannot join the ring");
+            m.parts.tasks.spawn(async move {
+                tokio::select! {
+                    r = joiner.join() => if let Err(e) = r {
+                        warn!(error = %e, "cannot join the ring");
+                    },
+                    _ = joiner.parts.tasks.cancelled() => {}
                 }
             });
         } else if stored.is_empty() {
@@ -299,14 +296,6 @@ impl Membership {
     /// The gossip handle (snapshots, events, announcements).
     pub fn handle(&self) -> &Handle {
         &self.handle
-    }
-
-    /// Stops gossiping (peers will convict this node).
-    pub fn stop(&self) {
-        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -469,6 +458,7 @@ impl Membership {
         let mut events = handle.events();
         loop {
             tokio::select! {
+                _ = node.tasks.cancelled() => return,
                 changed = snapshots.changed() => {
                     if changed.is_err() {
                         return;

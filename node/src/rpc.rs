@@ -5,6 +5,7 @@
 //! bucket catalogue — and is the [`Handler`] the transport serves with,
 //! handed to it once every service exists.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::buckets::{BucketRecord, Buckets};
@@ -13,6 +14,7 @@ use crate::coordinator::Coordinator;
 use crate::proto::{RemoteError, Request, Response};
 use crate::repair::Repairer;
 use crate::stream::ChangeDriver;
+use crate::tasks::Tasks;
 use crate::transport::{Answer, Handler};
 
 /// Answers other nodes' requests.
@@ -27,15 +29,26 @@ pub struct Rpc {
     pub buckets: Arc<Buckets>,
     /// The tokens this node knows of a member.
     pub cluster: Arc<Cluster>,
+    /// Tracks every request's work, so that shutdown waits for it.
+    pub tasks: Tasks,
+}
+
+impl Rpc {
+    fn answer(
+        &self,
+        work: impl Future<Output = Result<Response, RemoteError>> + Send + 'static,
+    ) -> Answer {
+        Box::pin(self.tasks.track(work))
+    }
 }
 
 impl Handler for Rpc {
     fn handle(&self, _from: &str, req: Request) -> Answer {
         match req {
-            Request::Ping => Box::pin(async { Ok(Response::Pong) }),
+            Request::Ping => self.answer(async { Ok(Response::Pong) }),
             Request::Write(w) => {
                 let c = self.coordinator.clone();
-                Box::pin(async move { c.serve_forwarded(w).await })
+                self.answer(async move { c.serve_forwarded(w).await })
             }
             Request::Replicate {
                 bucket,
@@ -44,7 +57,7 @@ impl Handler for Rpc {
                 hint_for,
             } => {
                 let c = self.coordinator.clone();
-                Box::pin(async move {
+                self.answer(async move {
                     c.serve_replicate(&bucket, &key, &object, hint_for.as_deref())
                         .await
                 })
@@ -55,7 +68,7 @@ impl Handler for Rpc {
                 digest,
             } => {
                 let c = self.coordinator.clone();
-                Box::pin(async move { c.serve_read(&bucket, &key, digest).await })
+                self.answer(async move { c.serve_read(&bucket, &key, digest).await })
             }
             Request::Bucket {
                 name,
@@ -64,7 +77,7 @@ impl Handler for Rpc {
                 updated_ms,
             } => {
                 let buckets = self.buckets.clone();
-                Box::pin(async move {
+                self.answer(async move {
                     let record = BucketRecord {
                         name,
                         props,
@@ -84,7 +97,7 @@ impl Handler for Rpc {
                 filter,
             } => {
                 let r = self.repairer.clone();
-                Box::pin(async move {
+                self.answer(async move {
                     r.serve_tree(range, depth, filter)
                         .await
                         .map(Response::Tree)
@@ -97,7 +110,7 @@ impl Handler for Rpc {
                 limit,
             } => {
                 let r = self.repairer.clone();
-                Box::pin(async move {
+                self.answer(async move {
                     r.serve_entries(range, after, limit)
                         .await
                         .map(|(entries, next)| Response::Entries { entries, next })
@@ -106,11 +119,11 @@ impl Handler for Rpc {
             }
             Request::Stream(s) => {
                 let changes = self.changes.clone();
-                Box::pin(async move { changes.serve(s).await.map(Response::Stream) })
+                self.answer(async move { changes.serve(s).await.map(Response::Stream) })
             }
             Request::NodeTokens { node } => {
                 let tokens = crate::tokens::known_tokens(&self.cluster.members(), &node);
-                Box::pin(async move { Ok(Response::Tokens(tokens)) })
+                self.answer(async move { Ok(Response::Tokens(tokens)) })
             }
         }
     }

@@ -34,8 +34,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::bucket_sync::BucketSync;
@@ -46,13 +45,14 @@ use crate::coordinator::{self, Coordinator};
 use crate::faults::Faults;
 use crate::hints::{HintConfig, Hints};
 use crate::http::Api;
-use crate::membership::{self, Membership};
+use crate::membership;
 use crate::metrics::Metrics;
 use crate::repair::{self, Repairer};
 use crate::replica::Replica;
 use crate::rpc::Rpc;
 use crate::storage::{StorageError, Store};
 use crate::stream::{self, ChangeDriver};
+use crate::tasks::Tasks;
 use crate::tokens;
 use crate::transport::tcp::{self, GossipTransport, Identity, Net, TcpPeers};
 use crate::transport::{Peers, Requests};
@@ -98,15 +98,16 @@ pub struct Transport<G> {
     pub net: Option<Arc<Net>>,
 }
 
+/// How long stopping waits for the node's tasks to end.
+const TASKS_DRAIN: Duration = Duration::from_secs(10);
+
 /// A started node: its services (through the HTTP API's handle) and what
 /// stopping it needs.
 pub struct Running {
     api: Arc<Api>,
-    membership: Arc<Membership>,
     store: Store,
     net: Option<Arc<Net>>,
-    stop_background: watch::Sender<bool>,
-    replayer: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl Running {
@@ -115,21 +116,29 @@ impl Running {
         &self.api
     }
 
-    /// Stops the background work, gossip and the transport, then closes
-    /// the store.
-    pub async fn stop(self) -> Result<(), StorageError> {
-        self.stop_background.send_replace(true);
-        if tokio::time::timeout(Duration::from_secs(5), self.replayer)
-            .await
-            .is_err()
-        {
-            warn!("hint replay did not stop within 5 s");
-        }
-        self.membership.stop();
+    /// Stops the node's work and closes the store: the background loops
+    /// and gossip stop, the transport stops (no new request from a peer;
+    /// calls to peers fail at once), every task still running — a write's
+    /// replication, a read repair, a peer's request — is waited for (at
+    /// most [`TASKS_DRAIN`]), and only then is the store closed. Returns
+    /// how many tasks were still running when the wait gave up.
+    pub async fn stop(self) -> Result<usize, StorageError> {
+        let stopping = self.tasks.shutdown(TASKS_DRAIN);
         if let Some(net) = &self.net {
             net.shutdown();
         }
-        self.store.close().await
+        let remaining = stopping.await;
+        if remaining > 0 {
+            warn!(
+                remaining,
+                "tasks still running after {TASKS_DRAIN:?}; closing the store anyway"
+            );
+        } else {
+            info!("every task of the node has ended; closing the store");
+        }
+        drop(self.api);
+        self.store.close().await?;
+        Ok(remaining)
     }
 }
 
@@ -187,6 +196,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
     ));
     let metrics = Arc::new(Metrics::new());
     let faults = Arc::new(Faults::new(config.fault_injection));
+    let tasks = Tasks::new();
 
     // Services over the transport.
     let transport = bind(&cluster);
@@ -195,6 +205,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         buckets.clone(),
         cluster.clone(),
         peers.clone(),
+        tasks.clone(),
     ));
     let coordinator = Coordinator::new(
         coordinator::Parts {
@@ -206,6 +217,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
             metrics: metrics.clone(),
             faults: faults.clone(),
             bucket_sync: bucket_sync.clone(),
+            tasks: tasks.clone(),
         },
         coordinator::Options {
             read_digests: config.read_digests,
@@ -242,6 +254,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
             hints: hints.clone(),
             peers: peers.clone(),
             gossip: gossip.handle().clone(),
+            tasks: tasks.clone(),
         },
         stream::Options {
             default_n: config.default_n,
@@ -255,24 +268,20 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         changes: changes.clone(),
         buckets: buckets.clone(),
         cluster: cluster.clone(),
+        tasks: tasks.clone(),
     }));
 
-    // Background work.
-    let (stop_background, background_stopped) = watch::channel(false);
-    let replayer = tokio::spawn(hints.clone().run_replayer(
+    // Background work, until shutdown cancels it.
+    tasks.spawn(hints.clone().run_replayer(
         coordinator::hint_target_is_up(cluster.clone()),
         coordinator::hint_delivery(peers.clone()),
-        background_stopped.clone(),
+        tasks.token(),
     ));
     if let Some(every) = config.anti_entropy_interval {
-        tokio::spawn(repairer.clone().run_scheduler(every, background_stopped));
+        tasks.spawn(repairer.clone().run_scheduler(every, tasks.token()));
     }
     if let Some(grace) = config.cleanup_grace {
-        tokio::spawn(
-            changes
-                .clone()
-                .run_auto_cleanup(grace, stop_background.subscribe()),
-        );
+        tasks.spawn(changes.clone().run_auto_cleanup(grace, tasks.token()));
     }
     // Gossip starts; a node without tokens joins the ring in the background
     // (a new cluster's first node before the API serves: see membership).
@@ -284,6 +293,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
             peers: peers.clone(),
             bucket_sync: bucket_sync.clone(),
             store: store.clone(),
+            tasks: tasks.clone(),
         })
         .await
         .map_err(membership_error)?;
@@ -301,16 +311,14 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         coordinator,
         repairer,
         changes,
-        membership: membership.clone(),
+        membership,
         bucket_sync,
     });
     Ok(Running {
         api,
-        membership,
         store,
         net: transport.net,
-        stop_background,
-        replayer,
+        tasks,
     })
 }
 

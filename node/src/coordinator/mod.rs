@@ -52,6 +52,7 @@ use crate::metrics::Metrics;
 use crate::proto::{Encoded, RemoteError, Response};
 use crate::replica::Replica;
 use crate::storage::StorageError;
+use crate::tasks::Tasks;
 use crate::transport::Peers;
 use crate::version::Dvvs;
 
@@ -73,6 +74,7 @@ pub struct Coordinator {
     metrics: Arc<Metrics>,
     faults: Arc<Faults>,
     bucket_sync: Arc<BucketSync>,
+    tasks: Tasks,
     options: Options,
 }
 
@@ -94,6 +96,9 @@ pub struct Parts {
     pub faults: Arc<Faults>,
     /// Announces a bucket when it first holds data.
     pub bucket_sync: Arc<BucketSync>,
+    /// Where the work a request leaves behind runs (replication, repairs,
+    /// hints).
+    pub tasks: Tasks,
 }
 
 impl Coordinator {
@@ -108,6 +113,7 @@ impl Coordinator {
             metrics: parts.metrics,
             faults: parts.faults,
             bucket_sync: parts.bucket_sync,
+            tasks: parts.tasks,
             options,
         })
     }

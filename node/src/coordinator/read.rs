@@ -103,7 +103,7 @@ impl Asker<'_> {
         let (tx, _) = self.answers.get_or_insert_with(|| mpsc::channel(most));
         let (node, tx) = (node.clone(), tx.clone());
         let left = self.deadline.saturating_duration_since(Instant::now());
-        tokio::spawn(async move {
+        self.node.tasks.spawn(async move {
             let result = match node.peers.call(&target, req, left).await {
                 Ok(Response::Object(o)) => match o.as_ref().map(Encoded::decode).transpose() {
                     Ok(o) => Ok(Got::Full(o)),
@@ -314,7 +314,7 @@ impl Coordinator {
                         );
                         let until = Instant::now() + a.timeout;
                         let conflicts = a.props.conflicts;
-                        tokio::spawn(async move {
+                        self.tasks.spawn(async move {
                             node.repair(
                                 &n,
                                 &bucket,
@@ -346,7 +346,7 @@ impl Coordinator {
             let Some((_, mut rx)) = io.answers.take() else {
                 return Ok(merged);
             };
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 while let Ok(Some((from, Ok(Got::Full(theirs))))) =
                     tokio::time::timeout_at(deadline, rx.recv()).await
                 {

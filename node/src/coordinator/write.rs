@@ -291,7 +291,7 @@ impl Coordinator {
                 object.clone(),
                 a.trace.clone(),
             );
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 for target in &later {
                     if node.hint(target, &bucket, &key, &object).await {
                         note(&trace, || format!("hint stored for {target}"));
@@ -334,7 +334,7 @@ impl Coordinator {
             let encoded = Encoded::of(&object);
             let written = Arc::new((a.bucket.clone(), a.key.clone()));
             for t in &others {
-                tokio::spawn(self.clone().replicate(
+                self.tasks.spawn(self.clone().replicate(
                     t.clone(),
                     written.clone(),
                     encoded.clone(),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::layout::{check_target, decode_record, parse_key, successor, target_end, target_start};
 use super::{
@@ -88,7 +88,7 @@ impl Hints {
         target: &str,
         t: &Target,
         mut deliver: F,
-        mut stop: Option<watch::Receiver<bool>>,
+        stop: Option<CancellationToken>,
     ) -> Result<ReplayReport, StorageError>
     where
         F: FnMut(Hint) -> Fut,
@@ -126,7 +126,7 @@ impl Hints {
                 let size = (k.len() + v.len()) as u64;
                 let wait = self.throttle.reserve(size, self.clock.monotonic());
                 if !wait.is_zero()
-                    && unless_stopped(self.clock.sleep(wait), &mut stop)
+                    && unless_stopped(self.clock.sleep(wait), stop.as_ref())
                         .await
                         .is_none()
                 {
@@ -141,7 +141,7 @@ impl Hints {
                     key,
                     object,
                 };
-                match unless_stopped(deliver(hint), &mut stop).await {
+                match unless_stopped(deliver(hint), stop.as_ref()).await {
                     Some(Ok(())) => done.delivered(k, size),
                     Some(Err(e)) => {
                         self.stats.replay_failures.fetch_add(1, Ordering::Relaxed);
@@ -229,7 +229,7 @@ impl Hints {
         }
     }
 
-    /// Runs until `stop` turns true (or its sender is dropped): every
+    /// Runs until `stop` is cancelled: every
     /// `check_every`, starts a replay for each target with pending hints
     /// that `is_up` says is up and that is not being replayed already; runs
     /// [`Hints::expire`] at start and every minute. Replays of different
@@ -240,12 +240,12 @@ impl Hints {
         self: Arc<Self>,
         is_up: IsUpFn,
         deliver: DeliverFn,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut last_expiry: Option<Duration> = None;
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             while let Some(joined) = running.try_join_next() {
@@ -280,7 +280,7 @@ impl Hints {
                 });
             }
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stop.cancelled() => break,
                 () = self.clock.sleep(self.config.check_every) => {}
             }
         }
@@ -312,17 +312,16 @@ impl Hints {
     }
 }
 
-/// Runs `fut` unless `stop` turns true first (`None` then). A dropped
-/// sender counts as stop: nobody is left to stop the replayer otherwise.
+/// Runs `fut` unless `stop` is cancelled first (`None` then).
 async fn unless_stopped<T>(
     fut: impl Future<Output = T>,
-    stop: &mut Option<watch::Receiver<bool>>,
+    stop: Option<&CancellationToken>,
 ) -> Option<T> {
     match stop {
         None => Some(fut.await),
-        Some(rx) => tokio::select! {
+        Some(stop) => tokio::select! {
             v = fut => Some(v),
-            _ = rx.wait_for(|s| *s) => None,
+            _ = stop.cancelled() => None,
         },
     }
 }

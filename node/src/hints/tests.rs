@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::layout::{self, decode_record, encode_record, hint_key, parse_key};
 use super::throttle::manual::ManualClock;
@@ -546,11 +546,11 @@ async fn replayer_delivers_once_the_target_is_up_and_stops() {
         })
     };
     let delivered = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let replayer = tokio::spawn(h.clone().run_replayer(
         is_up,
         counting_deliver(delivered.clone()),
-        stop_rx,
+        stop.clone(),
     ));
 
     eventually("replayer checks b", || asked.load(Ordering::SeqCst) >= 3).await;
@@ -565,7 +565,7 @@ async fn replayer_delivers_once_the_target_is_up_and_stops() {
     eventually("hints delivered", || h.pending_for("b") == 0).await;
     assert_eq!(delivered.load(Ordering::SeqCst), 2);
 
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), replayer)
         .await
         .expect("replayer did not stop")
@@ -589,14 +589,15 @@ async fn stop_cuts_a_hanging_delivery_and_keeps_the_hint() {
             Box::pin(std::future::pending())
         })
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let replayer = tokio::spawn(
-        h.clone()
-            .run_replayer(Arc::new(|_: &str| true), deliver, stop_rx),
-    );
+    let stop = CancellationToken::new();
+    let replayer = tokio::spawn(h.clone().run_replayer(
+        Arc::new(|_: &str| true),
+        deliver,
+        stop.clone(),
+    ));
     eventually("delivery started", || started.load(Ordering::SeqCst)).await;
 
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), replayer)
         .await
         .expect("replayer did not stop")

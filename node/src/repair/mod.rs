@@ -325,8 +325,8 @@ impl Repairer {
         &self.state
     }
 
-    /// Runs [`Repairer::repair_node`] every `interval` until `stop` turns
-    /// true (or its sender goes). The first pass waits one interval plus
+    /// Runs [`Repairer::repair_node`] every `interval` until `stop` is
+    /// cancelled. The first pass waits one interval plus
     /// a random part of another, so that nodes started together do not
     /// all compare trees at once and a freshly started node serves before
     /// it repairs; a pass already running when `stop` turns is abandoned
@@ -335,18 +335,18 @@ impl Repairer {
     pub async fn run_scheduler(
         self: Arc<Self>,
         interval: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio_util::sync::CancellationToken,
     ) {
         let mut wait = interval + interval.mul_f64(rand::random::<f64>());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
             wait = interval;
             tokio::select! {
                 _ = self.repair_node(Scope::default()) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
         }
     }

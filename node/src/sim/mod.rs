@@ -192,6 +192,15 @@ impl Sim {
         self.nodes[i].running = Some(running);
     }
 
+    /// Stops node `i` as SIGTERM does (after the network stops reaching
+    /// it): returns how many of its tasks were still running when its
+    /// store closed.
+    pub async fn stop(&mut self, i: usize) -> usize {
+        self.net.crash(&self.nodes[i].id);
+        let running = self.nodes[i].running.take().expect("the node runs");
+        running.stop().await.expect("the store closes")
+    }
+
     /// Node `i`'s services.
     pub fn api(&self, i: usize) -> &Arc<Api> {
         self.nodes[i].running.as_ref().expect("the node runs").api()

@@ -406,3 +406,76 @@ async fn a_joining_node_is_written_to_as_a_pending_owner_before_it_has_streamed(
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_stopped_under_load_ends_every_task_before_its_store_closes() {
+    let mut sim = Sim::start(3, 12, &[]).await;
+    let sim_ref = &sim;
+    // Writes through n1 keep replication tasks, hints and peers' requests
+    // in flight on every node.
+    let load = async {
+        let mut acked = 0;
+        for i in 0..200 {
+            let via = i % 3;
+            if sim_ref
+                .put(
+                    via,
+                    "default",
+                    &format!("k{i}"),
+                    "v",
+                    Consistency::Two,
+                    &NONE,
+                )
+                .await
+                .is_ok()
+            {
+                acked += 1;
+            }
+        }
+        acked
+    };
+    let acked = load.await;
+    assert_eq!(acked, 200);
+    // A burst left in flight, then the stop.
+    let burst: Vec<_> = (0..20)
+        .map(|i| {
+            let api = sim.api(0).clone();
+            tokio::spawn(async move {
+                api.coordinator
+                    .write(crate::coordinator::WriteArgs {
+                        bucket: "default".into(),
+                        key: format!("burst{i}").into_bytes(),
+                        props: api.buckets.props_for_keys("default"),
+                        ctx: Context::default(),
+                        mutation: crate::replica::Mutation::Put {
+                            data: b"b".to_vec(),
+                            content_type: "text/plain".into(),
+                        },
+                        w: Consistency::Two,
+                        timeout: Duration::from_secs(2),
+                        trace: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        sim.stop(0).await,
+        0,
+        "every task ended before the store closed"
+    );
+    for b in burst {
+        let _ = b.await;
+    }
+    // The others still read everything acknowledged.
+    for i in 0..200 {
+        let got = sim
+            .get(1, "default", &format!("k{i}"), Consistency::Quorum)
+            .await;
+        assert!(
+            matches!(got.as_deref(), Ok([v]) if v == "v"),
+            "k{i}: {got:?}"
+        );
+    }
+}

@@ -41,7 +41,7 @@ impl ChangeDriver {
     pub async fn run_auto_cleanup(
         self: Arc<Self>,
         grace: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio_util::sync::CancellationToken,
     ) {
         let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let first = self.cluster.fingerprint();
@@ -52,7 +52,7 @@ impl ChangeDriver {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
             }
             if !self.cluster.in_flight().is_empty() || self.cluster.rings().1.is_some() {
                 stable = None;

@@ -186,20 +186,27 @@ impl ChangeDriver {
         let node = self.clone();
         self.changes
             .note(&change.node, change.kind, change.started_ms);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                match node.run_change(&change).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        warn!(change = %change.id(), error = %e, "cluster change stalled; retrying in 5 s");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+        let stop = self.tasks.token();
+        self.tasks.spawn(async move {
+            // Stopped at shutdown; a restart resumes the change.
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = async move {
+                    let started = Instant::now();
+                    loop {
+                        match node.run_change(&change).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                warn!(change = %change.id(), error = %e, "cluster change stalled; retrying in 5 s");
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            }
+                        }
                     }
-                }
+                    node.changes.release();
+                    node.changes.observe(&node.cluster);
+                    info!(change = %change.id(), secs = started.elapsed().as_secs_f64(), "cluster change done");
+                } => {}
             }
-            node.changes.release();
-            node.changes.observe(&node.cluster);
-            info!(change = %change.id(), secs = started.elapsed().as_secs_f64(), "cluster change done");
         });
     }
 

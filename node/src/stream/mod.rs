@@ -88,6 +88,7 @@ use crate::cluster::Cluster;
 use crate::hints::Hints;
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
+use crate::tasks::Tasks;
 use crate::transport::Peers;
 
 /// Why a cluster change, a pull or a cleanup could not go on.
@@ -162,6 +163,8 @@ pub struct Parts {
     pub peers: Arc<dyn Peers>,
     /// Where changes are announced: this node's gossip state.
     pub gossip: Handle,
+    /// Where changes and pulls run.
+    pub tasks: Tasks,
 }
 
 /// Cluster changes as this node takes part in them: the change it drives
@@ -175,6 +178,7 @@ pub struct ChangeDriver {
     hints: Arc<Hints>,
     peers: Arc<dyn Peers>,
     gossip: Handle,
+    tasks: Tasks,
     throttle: pull::Throttle,
     options: Options,
 }
@@ -190,6 +194,7 @@ impl ChangeDriver {
             hints: parts.hints,
             peers: parts.peers,
             gossip: parts.gossip,
+            tasks: parts.tasks,
             throttle: pull::Throttle::new(options.stream_bytes_per_sec),
             options,
         })

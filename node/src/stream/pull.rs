@@ -80,8 +80,14 @@ impl ChangeDriver {
         pulls.insert(id.to_string(), state.clone());
         drop(pulls);
         let (node, id, task_state) = (self.clone(), id.to_string(), state.clone());
-        tokio::spawn(async move {
-            let result = node.pull_all(&change, &id, ranges, &task_state).await;
+        self.tasks.spawn(async move {
+            // Stopped at shutdown; the positions persisted let the next
+            // attempt resume.
+            let pulled = node.pull_all(&change, &id, ranges, &task_state);
+            let result = tokio::select! {
+                r = pulled => r,
+                _ = node.tasks.cancelled() => return,
+            };
             let mut s = task_state.lock().unwrap_or_else(|p| p.into_inner());
             *s = match result {
                 Ok((keys, bytes)) => PullState::Done { keys, bytes },

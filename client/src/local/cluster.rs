@@ -82,10 +82,7 @@ impl NodeRecord {
     /// Its process's state now (stopped when the pid is gone or is no
     /// longer this qkvd).
     pub fn state(&self) -> ProcState {
-        procfs::probe(
-            self.pid,
-            Some(self.args.as_slice()).filter(|a| !a.is_empty()),
-        )
+        procfs::probe(self.pid, &self.args)
     }
 }
 
@@ -278,19 +275,6 @@ impl LocalCluster {
         Ok(self.fault(i, "start"))
     }
 
-    /// kill -9 (when running), then [`start`](Self::start).
-    pub fn restart(&mut self, id: &str, within: Duration) -> Result<Fault, Error> {
-        let i = self.index(id)?;
-        self.require_args(i)?;
-        let mut p = self.process(i, "restart");
-        let killed = self.kill_if_running(i, &mut p)?;
-        self.start_recorded(i, &mut p, within)?;
-        Ok(Fault {
-            killed,
-            ..self.fault(i, "restart")
-        })
-    }
-
     /// SIGSTOP to a running node.
     pub fn pause(&mut self, id: &str) -> Result<Fault, Error> {
         let i = self.index(id)?;
@@ -307,20 +291,35 @@ impl LocalCluster {
         Ok(self.fault(i, "resume"))
     }
 
+    /// kill -9 (when running), then [`start`](Self::start).
+    pub fn restart(&mut self, id: &str, within: Duration) -> Result<Fault, Error> {
+        self.relaunch(id, within, false)
+    }
+
     /// Loses node `id`'s disk: kill -9 (when running), delete its data
     /// directory, start it again and wait for `/health`.
     pub fn wipe(&mut self, id: &str, within: Duration) -> Result<Fault, Error> {
+        self.relaunch(id, within, true)
+    }
+
+    fn relaunch(&mut self, id: &str, within: Duration, lose_disk: bool) -> Result<Fault, Error> {
+        let action = if lose_disk { "wipe" } else { "restart" };
         let i = self.index(id)?;
         self.require_args(i)?;
-        let mut p = self.process(i, "wipe");
+        let mut p = self.process(i, action);
         let killed = self.kill_if_running(i, &mut p)?;
-        let dir = self.record.nodes[i].data_dir.clone();
-        remove_data_dir(&dir)?;
+        let wiped = if lose_disk {
+            let dir = self.record.nodes[i].data_dir.clone();
+            remove_data_dir(&dir)?;
+            Some(dir)
+        } else {
+            None
+        };
         self.start_recorded(i, &mut p, within)?;
         Ok(Fault {
             killed,
-            wiped: Some(dir),
-            ..self.fault(i, "wipe")
+            wiped,
+            ..self.fault(i, action)
         })
     }
 

@@ -12,7 +12,7 @@ use super::Error;
 use super::process::Launch;
 
 /// What one node's command line is built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeArgs {
     /// `--id`.
     pub id: String,

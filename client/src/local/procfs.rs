@@ -76,9 +76,10 @@ pub fn cmdline_is_qkvd(cmdline: &[u8], args: Option<&[String]>) -> bool {
 }
 
 /// The state of `pid`, counting it as [`ProcState::Stopped`] unless it is
-/// a qkvd (with exactly `args`, when given). Pid 0 is never a process
+/// a qkvd with exactly `args` (with any arguments when `args` is empty:
+/// records written before arguments were kept). Pid 0 is never a process
 /// here: kill(2) would read it as "my process group".
-pub fn probe(pid: u32, args: Option<&[String]>) -> ProcState {
+pub fn probe(pid: u32, args: &[String]) -> ProcState {
     let Ok(pid_t) = libc::pid_t::try_from(pid) else {
         return ProcState::Stopped;
     };
@@ -98,12 +99,27 @@ pub fn probe(pid: u32, args: Option<&[String]>) -> ProcState {
     if state == ProcState::Stopped {
         return state;
     }
-    let ours = match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => cmdline_is_qkvd(&cmdline, args),
+    let ours = match read_cmdline(pid) {
+        Ok(cmdline) => cmdline_is_qkvd(&cmdline, Some(args).filter(|a| !a.is_empty())),
         // Gone in between, or a system without /proc (where we cannot tell).
         Err(_) => !Path::new("/proc/self").exists(),
     };
     if ours { state } else { ProcState::Stopped }
+}
+
+/// `/proc/PID/cmdline`, read again for up to 100 ms while it is empty: a
+/// process caught inside execve(2) — which a start just returned from may
+/// still be — has no arguments yet. (A kernel thread's stays empty.)
+fn read_cmdline(pid: u32) -> std::io::Result<Vec<u8>> {
+    let path = format!("/proc/{pid}/cmdline");
+    for _ in 0..50 {
+        let cmdline = std::fs::read(&path)?;
+        if !cmdline.is_empty() {
+            return Ok(cmdline);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::fs::read(&path)
 }
 
 #[cfg(test)]
@@ -185,10 +201,10 @@ mod tests {
 
     #[test]
     fn pids_that_are_not_a_live_qkvd_probe_as_stopped() {
-        assert_eq!(probe(u32::MAX, None), ProcState::Stopped);
-        assert_eq!(probe(0, None), ProcState::Stopped);
+        assert_eq!(probe(u32::MAX, &[]), ProcState::Stopped);
+        assert_eq!(probe(0, &[]), ProcState::Stopped);
         // This test process is alive but is not a qkvd.
-        assert_eq!(probe(std::process::id(), None), ProcState::Stopped);
+        assert_eq!(probe(std::process::id(), &[]), ProcState::Stopped);
     }
 
     proptest! {

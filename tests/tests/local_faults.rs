@@ -200,6 +200,18 @@ async fn a_paused_node_answers_nothing_until_it_is_resumed() -> Result<()> {
 
     c.ok(&["pause", "n1"])?;
     assert_eq!(c.status("n1")?, ("paused".to_string(), u64::from(pid)));
+    let table = c.ok(&["status"])?;
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("n1 "))
+        .with_context(|| format!("no n1 row in\n{table}"))?
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..3],
+        ["n1", pid.to_string().as_str(), "paused"],
+        "{table}"
+    );
     // A second of probes (each waits 500 ms for an answer): none is
     // answered while the process is stopped.
     let until = Instant::now() + Duration::from_secs(1);

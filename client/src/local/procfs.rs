@@ -11,9 +11,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-/// A node process's state, as supervising sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// A node process's state, as supervising sees it; shown (and serialised)
+/// as `running`, `paused` or `stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {
     /// Alive and scheduled.
     Running,
@@ -23,13 +23,26 @@ pub enum ProcState {
     Stopped,
 }
 
-impl std::fmt::Display for ProcState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl ProcState {
+    /// `running`, `paused` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ProcState::Running => "running",
             ProcState::Paused => "paused",
             ProcState::Stopped => "stopped",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for ProcState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ProcState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

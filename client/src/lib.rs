@@ -25,6 +25,8 @@
 //! - [`key`]: how byte keys become one URL path segment.
 //! - [`error`]: the one [`Error`] enum.
 //! - [`exp`]: fault experiments: the history format and its checker.
+//! - [`local`]: supervising real `qkvd` processes on this machine (`qkv
+//!   local` and the cluster-test harness share it).
 //!
 //! The `qkv` command-line tool (get/put/delete, buckets, status, local
 //! clusters and the benchmark) is a thin binary on top of this crate.
@@ -33,6 +35,7 @@ pub mod client;
 pub mod error;
 pub mod exp;
 pub mod key;
+pub mod local;
 pub mod types;
 
 pub use client::{Client, ClientBuilder};

@@ -1,18 +1,21 @@
 //! The harness shared by quorumkv's cluster tests: it starts real `qkvd`
 //! processes on loopback ports with data in temporary directories, waits
-//! for them by polling `/health`, and kills them when dropped.
+//! for them by polling `/health`, and kills them when dropped — through
+//! the supervisor `qkv local` uses too (`quorumkv_client::local`); this
+//! layer adds fresh ports, temporary directories and test-friendly names.
 //!
 //! The `qkvd` binary is the one cargo built for this test run (it sits in
 //! the target directory next to the test executable's `deps/`), or
 //! `$QKVD_BIN` when set.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
+use quorumkv_client::local::{
+    self, Launch, NodeArgs, NodeProcess, Ownership, ProcState, StopOutcome,
+};
 
 pub mod cluster_ops;
 pub mod http;
@@ -49,31 +52,7 @@ fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
     )
 }
 
-/// First port of the range tests give to nodes: below Linux's ephemeral
-/// range (32768-60999), so that no outgoing connection of any client can
-/// be holding a port between the moment we pick it and the moment the
-/// node binds it (a node that lost that race would fail to start while
-/// `/health` on its port answered for another test's node).
-const PORT_BASE: u32 = 20_000;
-const PORT_SPAN: u32 = 12_000;
-static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
-
-/// A loopback port for a node: never handed out twice by this process,
-/// spread by pid across processes, and bindable a moment ago.
-pub fn free_port() -> Result<u16> {
-    let offset = (std::process::id() % 600) * 20;
-    for _ in 0..PORT_SPAN {
-        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-        let port = (PORT_BASE + (offset + n) % PORT_SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!(
-        "no free loopback port in {PORT_BASE}..{}",
-        PORT_BASE + PORT_SPAN
-    )
-}
+pub use quorumkv_client::local::free_port;
 
 /// How to start one node.
 #[derive(Debug, Clone)]
@@ -100,7 +79,8 @@ impl NodeSpec {
     }
 }
 
-/// One running (or stopped) `qkvd` process.
+/// One running (or stopped) `qkvd` process: the test's view of a
+/// [`NodeProcess`], which kills it when dropped.
 pub struct NodeProc {
     /// The spec it was started with.
     pub spec: NodeSpec,
@@ -113,7 +93,7 @@ pub struct NodeProc {
     /// Where its stderr goes.
     pub log: PathBuf,
     seeds: Vec<SocketAddr>,
-    child: Option<Child>,
+    process: NodeProcess,
 }
 
 impl NodeProc {
@@ -135,183 +115,97 @@ impl NodeProc {
             data_dir,
             log,
             seeds,
-            child: None,
+            // The launch is set from the fields at every (re)start.
+            process: NodeProcess::new(Launch::default(), Ownership::Owned),
         };
         node.restart()?;
         Ok(node)
     }
 
-    /// The full command line (without the binary).
-    pub fn command_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--id".to_string(),
-            self.spec.id.clone(),
-            "--http".into(),
-            self.http.to_string(),
-            "--listen".into(),
-            self.listen.to_string(),
-            "--data-dir".into(),
-            self.data_dir.display().to_string(),
-        ];
-        if !self.seeds.is_empty() {
-            args.push("--seeds".into());
-            args.push(
-                self.seeds
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+    fn node_args(&self) -> NodeArgs {
+        NodeArgs {
+            id: self.spec.id.clone(),
+            http: self.http.to_string(),
+            listen: self.listen.to_string(),
+            seeds: self.seeds.iter().map(SocketAddr::to_string).collect(),
+            data_dir: self.data_dir.clone(),
+            extra: self.spec.args.clone(),
         }
-        args.extend(self.spec.args.iter().cloned());
-        args
     }
 
-    /// (Re)starts the process with the same ports and data dir, and waits
-    /// until `/health` answers.
+    /// The full command line (without the binary).
+    pub fn command_args(&self) -> Vec<String> {
+        self.node_args().to_args()
+    }
+
+    /// (Re)starts the process with the same ports and data dir (and the
+    /// spec as it is now), and waits until `/health` answers.
     pub fn restart(&mut self) -> Result<()> {
-        if self.is_running() {
-            bail!("node {} is already running", self.spec.id);
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = Command::new(qkvd_bin()?)
-            .args(self.command_args())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning qkvd")?;
-        self.child = Some(child);
-        self.wait_healthy(Duration::from_secs(30))
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        self.process.launch = Launch::new(&qkvd_bin()?, &self.node_args(), self.log.clone())
+            .env("RUST_LOG", &rust_log);
+        let started = self.process.start(Duration::from_secs(30));
+        started.map(drop).map_err(|e| self.with_log(e))
     }
 
     /// Polls `/health` until it answers 200, the process exits, or the
     /// deadline passes.
     pub fn wait_healthy(&mut self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                self.child = None;
-                bail!(
-                    "qkvd {} exited with {status} before serving; log:\n{}",
-                    self.spec.id,
-                    self.log_tail()
-                );
+        let healthy = self.process.wait_healthy(within);
+        healthy.map_err(|e| self.with_log(e))
+    }
+
+    /// A failure to come up, with the log tail that says why.
+    fn with_log(&self, e: local::Error) -> anyhow::Error {
+        match e {
+            local::Error::Exited { .. } | local::Error::NotHealthy { .. } => {
+                anyhow!("{e}; log:\n{}", self.log_tail())
             }
-            if health_ok(self.http) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "qkvd {} did not answer /health within {within:?}; log:\n{}",
-                    self.spec.id,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            e => e.into(),
         }
     }
 
     /// Whether the process is alive.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.state() != ProcState::Stopped
     }
 
     /// The OS pid, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Sends a signal (e.g. `libc::SIGKILL`, `libc::SIGSTOP`).
     pub fn signal(&self, sig: i32) -> Result<()> {
-        let pid = self.pid().context("node is not running")?;
-        // SAFETY: kill(2) with a pid we spawned and still own (not reaped).
-        let rc = unsafe { libc::kill(pid as i32, sig) };
-        if rc != 0 {
-            bail!(
-                "kill({pid}, {sig}) failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+        Ok(self.process.signal(sig)?)
     }
 
     /// SIGKILL and reap.
     pub fn kill9(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            c.kill()?;
-            c.wait()?;
-        }
-        Ok(())
+        Ok(self.process.kill9()?)
     }
 
     /// SIGTERM, then wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self, within: Duration) -> Result<Option<i32>> {
-        let Some(mut c) = self.child.take() else {
-            return Ok(None);
-        };
-        // SAFETY: as in `signal`.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = c.try_wait()? {
-                return Ok(status.code());
-            }
-            if Instant::now() > deadline {
-                c.kill()?;
-                c.wait()?;
-                bail!(
-                    "qkvd {} did not exit within {within:?} of SIGTERM",
-                    self.spec.id
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.process.stop(within) {
+            StopOutcome::Exited(code) => Ok(code),
+            StopOutcome::NotRunning | StopOutcome::Gone => Ok(None),
+            StopOutcome::Killed => bail!(
+                "qkvd {} did not exit within {within:?} of SIGTERM",
+                self.spec.id
+            ),
         }
     }
 
     /// The last lines of the node's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        local::log_tail(&self.log, 30)
     }
-}
 
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// The whole log so far (empty if unreadable).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn health_ok(addr: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    buf.starts_with(b"HTTP/1.1 200")
 }
 
 /// A set of nodes sharing one temporary directory.
@@ -356,13 +250,6 @@ impl Cluster {
         self.nodes.push(node);
         let last = self.nodes.len() - 1;
         Ok(&mut self.nodes[last])
-    }
-}
-
-impl NodeProc {
-    /// The whole log so far (empty if unreadable).
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

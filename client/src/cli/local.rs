@@ -1,47 +1,58 @@
-//! `qkv local up|down|status`: a cluster of real `qkvd` processes on
-//! loopback, for trying quorumkv and for experiments.
+//! `qkv local ...`: a cluster of real `qkvd` processes on loopback, for
+//! trying quorumkv and for experiments, and the process faults experiments
+//! need. A thin shell over [`quorumkv_client::local`], which starts,
+//! signals and records the processes.
 //!
 //! `up --nodes K` starts nodes `n1..nK` with HTTP on `127.0.0.1:(8001+i-1)`
 //! and gossip/internode traffic on `127.0.0.1:(7001+i-1)`; every node lists
 //! every listen address as a seed, data lives in `DIR/nI`, logs go to
 //! `DIR/nI.log`, and `--default-n` is `min(3, K)`. Each process runs in its
 //! own process group with stdin closed, so it outlives `qkv` and a Ctrl-C in
-//! the terminal does not reach it. The pids and addresses are recorded in
-//! `DIR/cluster.json`, which `down` and `status` read. `up` refuses to start
-//! over a recorded cluster that still runs, waits until every node answers
-//! `/health` (30 s) and then until every node sees every other one `up`
-//! and `normal` (60 s: nodes join one at a time), and on failure prints the
-//! log tail of the node that did not come up and stops everything it
-//! started.
+//! the terminal does not reach it. The pids, addresses and arguments are
+//! recorded in `DIR/cluster.json`, which every other subcommand reads. `up`
+//! refuses to start over a recorded cluster that still runs, waits until
+//! every node answers `/health` (30 s) and then until every node sees every
+//! other one `up` and `normal` (60 s: nodes join one at a time), and on
+//! failure prints the log tail of the node that did not come up and stops
+//! everything it started.
+//!
+//! `kill`, `start`, `restart`, `pause`, `resume` and `wipe` act on one
+//! recorded node (see docs/OPERATIONS.md, "A local cluster"); those that
+//! start a process record its new pid and wait for `/health` (30 s).
 //!
 //! Implementation caveats:
-//! - A pid is only signalled if `/proc/PID/cmdline` still names `qkvd`, so a
-//!   recycled pid is left alone (without `/proc` the check is skipped).
+//! - A recorded pid is only signalled while `/proc/PID/cmdline` still is
+//!   qkvd with the recorded arguments, so a recycled pid is left alone
+//!   (without `/proc` the check is skipped).
 //! - Ports are checked free just before starting; another program can still
 //!   take one in between.
+//! - Two `qkv local` commands on one directory at the same moment may
+//!   overwrite each other's record.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use quorumkv_client::Client;
-use serde::{Deserialize, Serialize};
+use quorumkv_client::local::cluster::{self, Fault};
+use quorumkv_client::local::process::{self, wait_all_healthy};
+use quorumkv_client::local::{
+    ClusterRecord, Layout, LocalCluster, NodeProcess, NodeRecord, Ownership, ProcState,
+    StopOutcome, log_tail, ports,
+};
 
 use super::Globals;
 use super::output::{print_json, table};
 
-/// How long `up` waits for every node to answer `/health`.
+/// How long `up` waits for every node to answer `/health`, and a fault
+/// that starts a node for that node.
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 /// How long `up` then waits for every node to see every other one joined.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 /// How long `down` waits after SIGTERM before SIGKILL.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
-/// The record of a running local cluster, inside `--dir`.
-const CLUSTER_FILE: &str = "cluster.json";
 
 /// `qkv local ...`.
 #[derive(Debug, Subcommand)]
@@ -50,8 +61,22 @@ pub enum LocalCommand {
     Up(UpArgs),
     /// Stop the recorded processes (SIGTERM, then SIGKILL after 10 s).
     Down(DirArg),
-    /// Show the recorded processes and whether they answer.
+    /// Show the recorded processes, their state and whether they answer.
     Status(DirArg),
+    /// kill -9 one node.
+    Kill(NodeArg),
+    /// Start a stopped node again with its recorded arguments; waits for
+    /// /health.
+    Start(NodeArg),
+    /// kill -9 one node, then start it again; waits for /health.
+    Restart(NodeArg),
+    /// Freeze one node (SIGSTOP): alive, answering nothing.
+    Pause(NodeArg),
+    /// Unfreeze a paused node (SIGCONT).
+    Resume(NodeArg),
+    /// Lose one node's disk: kill -9, delete its data directory, start it
+    /// again; waits for /health.
+    Wipe(NodeArg),
 }
 
 /// Arguments of `qkv local up`.
@@ -88,128 +113,42 @@ pub struct DirArg {
     pub dir: PathBuf,
 }
 
-/// One node to start: its identity, addresses, files and full argv.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeSpec {
-    /// `n1`, `n2`, ...
+/// One node of the recorded cluster, for the faults.
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    /// The node's id (n1, n2, ...).
+    #[arg(value_name = "NODE")]
     pub id: String,
-    /// HTTP address, `127.0.0.1:port`.
-    pub http: String,
-    /// Gossip/internode address.
-    pub listen: String,
-    /// `--data-dir`.
-    pub data_dir: PathBuf,
-    /// Where stdout and stderr go.
-    pub log: PathBuf,
-    /// Arguments for qkvd (without the program name).
-    pub args: Vec<String>,
+    /// Directory holding cluster.json.
+    #[arg(long, default_value = ".qkv")]
+    pub dir: PathBuf,
 }
 
-/// Computes the K node commands of `up` (pure: no I/O).
-pub fn node_specs(a: &UpArgs, dir: &Path) -> anyhow::Result<Vec<NodeSpec>> {
-    let k = a.nodes;
-    let port = |base: u16, i: u16| {
-        base.checked_add(i)
-            .with_context(|| format!("port {base} + {i} is beyond 65535"))
-    };
-    let listens: Vec<String> = (0..k)
-        .map(|i| Ok(format!("127.0.0.1:{}", port(a.base_listen_port, i)?)))
-        .collect::<anyhow::Result<_>>()?;
-    let seeds = listens.join(",");
-    let default_n = k.min(3);
-    (0..k)
-        .map(|i| {
-            let id = format!("n{}", i + 1);
-            let http = format!("127.0.0.1:{}", port(a.base_http_port, i)?);
-            let listen = listens[usize::from(i)].clone();
-            let data_dir = dir.join(&id);
-            let log = dir.join(format!("{id}.log"));
-            let mut args: Vec<String> = [
-                "--id",
-                &id,
-                "--http",
-                &http,
-                "--listen",
-                &listen,
-                "--seeds",
-                &seeds,
-                "--data-dir",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.push(data_dir.display().to_string());
-            args.extend(["--default-n".to_string(), default_n.to_string()]);
-            if let Some(sync) = &a.sync {
-                args.extend(["--sync".to_string(), sync.clone()]);
-            }
-            args.extend(a.qkvd_args.iter().cloned());
-            Ok(NodeSpec {
-                id,
-                http,
-                listen,
-                data_dir,
-                log,
-                args,
-            })
-        })
-        .collect()
-}
-
-/// `DIR/cluster.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterRecord {
-    /// The binary that was started.
-    pub qkvd: PathBuf,
-    /// Seconds since the Unix epoch.
-    pub started_at_unix: u64,
-    /// One entry per node.
-    pub nodes: Vec<NodeRecord>,
-}
-
-/// One started node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    /// Node id.
-    pub id: String,
-    /// Process id.
-    pub pid: u32,
-    /// HTTP address.
-    pub http: String,
-    /// Gossip/internode address.
-    pub listen: String,
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Log file.
-    pub log: PathBuf,
+impl UpArgs {
+    fn layout(&self) -> Layout {
+        Layout {
+            nodes: self.nodes,
+            base_http_port: self.base_http_port,
+            base_listen_port: self.base_listen_port,
+            sync: self.sync.clone(),
+            extra: self.qkvd_args.clone(),
+        }
+    }
 }
 
 /// Runs a `local` subcommand.
 pub async fn run(g: &Globals, cmd: LocalCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LocalCommand::Up(a) => up(g, a).await,
-        LocalCommand::Down(d) => down(g, &d.dir).await,
+        LocalCommand::Down(d) => down(g, &d.dir),
         LocalCommand::Status(d) => status(g, &d.dir).await,
+        LocalCommand::Kill(n) => fault(g, &n, |c, id| c.kill(id)),
+        LocalCommand::Start(n) => fault(g, &n, |c, id| c.start(id, HEALTH_DEADLINE)),
+        LocalCommand::Restart(n) => fault(g, &n, |c, id| c.restart(id, HEALTH_DEADLINE)),
+        LocalCommand::Pause(n) => fault(g, &n, |c, id| c.pause(id)),
+        LocalCommand::Resume(n) => fault(g, &n, |c, id| c.resume(id)),
+        LocalCommand::Wipe(n) => fault(g, &n, |c, id| c.wipe(id, HEALTH_DEADLINE)),
     }
-}
-
-fn read_record(dir: &Path) -> anyhow::Result<Option<ClusterRecord>> {
-    let path = dir.join(CLUSTER_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("{} is not a cluster record", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-fn write_record(dir: &Path, rec: &ClusterRecord) -> anyhow::Result<()> {
-    let path = dir.join(CLUSTER_FILE);
-    let tmp = dir.join(format!("{CLUSTER_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(rec)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Finds qkvd: `--qkvd`, then next to this executable, then on PATH.
@@ -241,120 +180,19 @@ fn find_qkvd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// True when `pid` is a live (not zombie) process that still looks like a
-/// qkvd — a recycled pid of another program is treated as gone.
-fn is_running_qkvd(pid: u32) -> bool {
-    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid_t, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
-        return false;
-    }
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ..." — the state follows the last ')'.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.trim_start())
-            && rest.starts_with('Z')
-        {
-            return false;
-        }
-    }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmd) => cmd.split(|b| *b == 0).next().is_some_and(|argv0| {
-            let argv0 = String::from_utf8_lossy(argv0);
-            let name = argv0.rsplit('/').next().unwrap_or_default();
-            name.contains("qkvd")
-        }),
-        Err(_) => !Path::new("/proc/self").exists(),
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    if let Ok(p) = libc::pid_t::try_from(pid) {
-        // SAFETY: sending a signal to a pid we checked is a qkvd we started.
-        unsafe { libc::kill(p, sig) };
-    }
-}
-
-/// SIGTERM every live pid, wait up to `deadline`, then SIGKILL the rest.
-/// Returns the pids that needed SIGKILL.
-async fn stop_pids(pids: &[u32], deadline: Duration) -> Vec<u32> {
-    let live: Vec<u32> = pids
-        .iter()
-        .copied()
-        .filter(|p| is_running_qkvd(*p))
-        .collect();
-    for p in &live {
-        signal(*p, libc::SIGTERM);
-    }
-    let until = Instant::now() + deadline;
-    while Instant::now() < until && live.iter().any(|p| is_running_qkvd(*p)) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stubborn: Vec<u32> = live.into_iter().filter(|p| is_running_qkvd(*p)).collect();
-    for p in &stubborn {
-        signal(*p, libc::SIGKILL);
-    }
-    stubborn
-}
-
-/// The last `n` lines of a log file, for error messages.
-fn log_tail(path: &Path, n: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
-}
-
-fn spawn(qkvd: &Path, spec: &NodeSpec) -> anyhow::Result<Child> {
-    use std::os::unix::process::CommandExt as _;
-    std::fs::create_dir_all(&spec.data_dir)
-        .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
-    let mut log: File = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .with_context(|| format!("cannot open {}", spec.log.display()))?;
-    writeln!(
-        log,
-        "=== qkv local up: {} {}",
-        qkvd.display(),
-        spec.args.join(" ")
-    )?;
-    let err = log.try_clone()?;
-    Command::new(qkvd)
-        .args(&spec.args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .process_group(0)
-        // qkv's own variables are not qkvd's settings.
-        .env_remove("QKV_NODE")
-        .env_remove("QKV_TOKEN")
-        .spawn()
-        .with_context(|| format!("cannot start {}", qkvd.display()))
-}
-
 /// Asks every node in turn, through `check`, until it says yes (`Ok`),
-/// any child exits, or `deadline` passes. On failure: the failing node and
-/// why (`{id} did not {what} within N s: {last answer}`).
+/// any process exits, or `deadline` passes. On failure: the failing node
+/// and why (`{id} did not {what} within N s: {last answer}`).
 async fn poll_each(
-    specs: &[NodeSpec],
-    children: &mut [Child],
+    procs: &mut [NodeProcess],
     token: Option<&str>,
     deadline: Duration,
     what: &str,
     check: impl AsyncFn(&Client) -> Result<(), String>,
 ) -> Result<(), (usize, String)> {
     let until = Instant::now() + deadline;
-    for (i, spec) in specs.iter().enumerate() {
-        let mut b = Client::builder(vec![format!("http://{}", spec.http)])
+    for i in 0..procs.len() {
+        let mut b = Client::builder(vec![format!("http://{}", procs[i].launch.http)])
             .timeout(Duration::from_secs(1))
             .connect_timeout(Duration::from_millis(500));
         if let Some(t) = token {
@@ -362,12 +200,10 @@ async fn poll_each(
         }
         let client = b.build().map_err(|e| (i, e.to_string()))?;
         loop {
-            if let Some((j, status)) = children
-                .iter_mut()
-                .enumerate()
-                .find_map(|(j, c)| c.try_wait().ok().flatten().map(|s| (j, s)))
-            {
-                return Err((j, format!("qkvd {} exited ({status})", specs[j].id)));
+            for (j, p) in procs.iter_mut().enumerate() {
+                if let Some(status) = p.exit_status() {
+                    return Err((j, format!("qkvd {} exited ({status})", p.launch.id)));
+                }
             }
             let last = match check(&client).await {
                 Ok(()) => break,
@@ -378,7 +214,7 @@ async fn poll_each(
                     i,
                     format!(
                         "{} did not {what} within {} s: {last}",
-                        spec.id,
+                        procs[i].launch.id,
                         deadline.as_secs()
                     ),
                 ));
@@ -389,35 +225,16 @@ async fn poll_each(
     Ok(())
 }
 
-/// Waits until every node answers `/health`.
-async fn wait_healthy(
-    specs: &[NodeSpec],
-    children: &mut [Child],
-    token: Option<&str>,
-) -> Result<(), (usize, String)> {
-    poll_each(
-        specs,
-        children,
-        token,
-        HEALTH_DEADLINE,
-        "answer /health",
-        async |c| c.health().await.map(|_| ()).map_err(|e| e.to_string()),
-    )
-    .await
-}
-
 /// Waits until every node sees every node `up` and `normal` (joined, its
 /// ranges streamed): `/health` answers before a node has joined the ring,
 /// and a key request then would find too few replicas.
 async fn wait_joined(
-    specs: &[NodeSpec],
-    children: &mut [Child],
+    procs: &mut [NodeProcess],
     token: Option<&str>,
 ) -> Result<(), (usize, String)> {
-    let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
+    let ids: Vec<String> = procs.iter().map(|p| p.launch.id.clone()).collect();
     poll_each(
-        specs,
-        children,
+        procs,
         token,
         JOIN_DEADLINE,
         "see every node up and normal",
@@ -442,29 +259,15 @@ async fn wait_joined(
     .await
 }
 
-fn ports_free(specs: &[NodeSpec]) -> anyhow::Result<()> {
-    for s in specs {
-        for addr in [&s.http, &s.listen] {
-            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
-                bail!(
-                    "{addr} (for {}) is not free: {e}; choose other ports with --base-http-port / --base-listen-port",
-                    s.id
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
-    if let Some(rec) = read_record(&dir)? {
+    if let Some(rec) = cluster::read_record(&dir)? {
         let live: Vec<String> = rec
             .nodes
             .iter()
-            .filter(|n| is_running_qkvd(n.pid))
+            .filter(|n| n.state() != ProcState::Stopped)
             .map(|n| format!("{} (pid {})", n.id, n.pid))
             .collect();
         if !live.is_empty() {
@@ -480,11 +283,19 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    let specs = node_specs(&a, &dir)?;
-    ports_free(&specs)?;
     let qkvd = find_qkvd(a.qkvd.as_deref())?;
+    let launches = a.layout().launches(&dir, &qkvd, "qkv local up")?;
+    ports::check_free(launches.iter().flat_map(|l| {
+        [
+            (l.id.as_str(), l.http.as_str()),
+            (l.id.as_str(), l.listen.as_str()),
+        ]
+    }))?;
 
-    let mut children: Vec<Child> = Vec::new();
+    let mut procs: Vec<NodeProcess> = launches
+        .into_iter()
+        .map(|l| NodeProcess::new(l, Ownership::Detached))
+        .collect();
     let mut record = ClusterRecord {
         qkvd: qkvd.clone(),
         started_at_unix: std::time::SystemTime::now()
@@ -493,51 +304,33 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
         nodes: Vec::new(),
     };
     let mut failure: Option<(usize, String)> = None;
-    for (i, spec) in specs.iter().enumerate() {
-        match spawn(&qkvd, spec) {
-            Ok(child) => {
-                record.nodes.push(NodeRecord {
-                    id: spec.id.clone(),
-                    pid: child.id(),
-                    http: spec.http.clone(),
-                    listen: spec.listen.clone(),
-                    data_dir: spec.data_dir.clone(),
-                    log: spec.log.clone(),
-                });
-                children.push(child);
-            }
+    for (i, p) in procs.iter_mut().enumerate() {
+        match p.spawn() {
+            Ok(pid) => record.nodes.push(NodeRecord::new(&p.launch, pid)),
             Err(e) => {
-                failure = Some((i, format!("{e:#}")));
+                failure = Some((i, e.to_string()));
                 break;
             }
         }
     }
     // Recorded at once, so `local down` can clean up even if we are killed
     // while waiting.
-    write_record(&dir, &record)?;
+    cluster::write_record(&dir, &record)?;
     if failure.is_none() {
-        failure = wait_healthy(&specs, &mut children, g.token.as_deref())
-            .await
-            .err();
+        failure = wait_all_healthy(&mut procs, HEALTH_DEADLINE)
+            .err()
+            .map(|(i, e)| (i, e.to_string()));
     }
     if failure.is_none() {
-        failure = wait_joined(&specs, &mut children, g.token.as_deref())
-            .await
-            .err();
+        failure = wait_joined(&mut procs, g.token.as_deref()).await.err();
     }
     if let Some((i, why)) = failure {
-        let tail = log_tail(&specs[i].log, 20);
-        let pids: Vec<u32> = children.iter().map(Child::id).collect();
-        stop_pids(&pids, Duration::from_secs(5)).await;
-        for c in &mut children {
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(dir.join(CLUSTER_FILE));
-        eprintln!(
-            "--- last lines of {} ---\n{tail}\n---",
-            specs[i].log.display()
-        );
-        bail!("{why}; stopped the {} node(s) started", children.len());
+        let log = procs[i].launch.log.clone();
+        let tail = log_tail(&log, 20);
+        process::stop_all(&mut procs, Duration::from_secs(5));
+        cluster::remove_record(&dir)?;
+        eprintln!("--- last lines of {} ---\n{tail}\n---", log.display());
+        bail!("{why}; stopped the {} node(s) started", record.nodes.len());
     }
 
     if g.json {
@@ -559,12 +352,16 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
         .collect();
     println!(
         "started {} qkvd node(s), data under {}:",
-        specs.len(),
+        record.nodes.len(),
         dir.display()
     );
     print!("{}", table(&["ID", "HTTP", "GOSSIP", "PID", "LOG"], &rows));
-    let first = &specs[0].http;
-    let nodes: Vec<String> = specs.iter().map(|s| format!("http://{}", s.http)).collect();
+    let first = &record.nodes[0].http;
+    let nodes: Vec<String> = record
+        .nodes
+        .iter()
+        .map(|n| format!("http://{}", n.http))
+        .collect();
     println!();
     println!("try:");
     println!("  curl -X PUT --data-binary hello http://{first}/kv/greeting");
@@ -574,18 +371,28 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn down(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
-    let Some(rec) = read_record(dir)? else {
+fn down(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some(rec) = cluster::read_record(dir)? else {
         eprintln!(
             "no local cluster recorded in {}; nothing to stop",
             dir.display()
         );
         return Ok(ExitCode::SUCCESS);
     };
-    let pids: Vec<u32> = rec.nodes.iter().map(|n| n.pid).collect();
-    let killed = stop_pids(&pids, STOP_DEADLINE).await;
-    std::fs::remove_file(dir.join(CLUSTER_FILE))
-        .with_context(|| format!("cannot remove {}", dir.join(CLUSTER_FILE).display()))?;
+    let mut procs: Vec<NodeProcess> = rec
+        .nodes
+        .iter()
+        .map(|n| NodeProcess::adopt(n.launch(&rec.qkvd, "qkv local down"), n.pid))
+        .collect();
+    let outcomes = process::stop_all(&mut procs, STOP_DEADLINE);
+    let killed: Vec<u32> = rec
+        .nodes
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == StopOutcome::Killed)
+        .map(|(n, _)| n.pid)
+        .collect();
+    cluster::remove_record(dir)?;
     if g.json {
         print_json(&serde_json::json!({"stopped": rec.nodes, "sigkill": killed}))?;
     } else {
@@ -603,13 +410,13 @@ async fn down(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
-    let Some(rec) = read_record(dir)? else {
+    let Some(rec) = cluster::read_record(dir)? else {
         bail!("no local cluster recorded in {}", dir.display());
     };
     let mut rows = Vec::new();
     let mut json_nodes = Vec::new();
     for n in &rec.nodes {
-        let running = is_running_qkvd(n.pid);
+        let state = n.state();
         let health = match Client::builder(vec![format!("http://{}", n.http)])
             .timeout(Duration::from_secs(1))
             .build()
@@ -623,11 +430,16 @@ async fn status(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
         rows.push(vec![
             n.id.clone(),
             n.pid.to_string(),
-            if running { "running" } else { "gone" }.to_string(),
+            state.to_string(),
             format!("http://{}", n.http),
             health.clone(),
         ]);
-        json_nodes.push(serde_json::json!({"node": n, "running": running, "health": health}));
+        json_nodes.push(serde_json::json!({
+            "node": n,
+            "running": state != ProcState::Stopped,
+            "state": state,
+            "health": health,
+        }));
     }
     if g.json {
         print_json(&serde_json::Value::Array(json_nodes))?;
@@ -640,112 +452,119 @@ async fn status(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Applies one fault to node `n.id` and prints what it did; when a start
+/// failed, the node's log tail goes to stderr first.
+fn fault(
+    g: &Globals,
+    n: &NodeArg,
+    apply: impl FnOnce(&mut LocalCluster, &str) -> Result<Fault, quorumkv_client::local::Error>,
+) -> anyhow::Result<ExitCode> {
+    let mut c = LocalCluster::open(&n.dir)?;
+    let done = match apply(&mut c, &n.id) {
+        Ok(done) => done,
+        Err(e) => {
+            use quorumkv_client::local::Error as E;
+            if matches!(e, E::Exited { .. } | E::NotHealthy { .. })
+                && let Some(node) = c.record().nodes.iter().find(|r| r.id == n.id)
+            {
+                eprintln!(
+                    "--- last lines of {} ---\n{}\n---",
+                    node.log.display(),
+                    log_tail(&node.log, 20)
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    if g.json {
+        print_json(&serde_json::to_value(&done)?)?;
+    } else {
+        println!("{}", describe(&done));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line saying what a fault did, e.g. `n2: killed pid 41 (SIGKILL),
+/// deleted /d/n2, started pid 57`.
+fn describe(f: &Fault) -> String {
+    let mut parts = Vec::new();
+    if let Some(pid) = f.killed {
+        parts.push(format!("killed pid {pid} (SIGKILL)"));
+    }
+    if let Some(dir) = &f.wiped {
+        parts.push(format!("deleted {}", dir.display()));
+    }
+    match f.action {
+        "start" | "restart" | "wipe" => {
+            parts.push(format!("started pid {}, /health answers", f.pid))
+        }
+        "pause" => parts.push(format!("paused pid {} (SIGSTOP)", f.pid)),
+        "resume" => parts.push(format!("resumed pid {} (SIGCONT)", f.pid)),
+        _ => {}
+    }
+    format!("{}: {}; now {}", f.node, parts.join(", "), f.state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
 
-    fn args(k: u16) -> UpArgs {
-        UpArgs {
-            nodes: k,
-            dir: PathBuf::from(".qkv"),
-            base_http_port: 8001,
-            base_listen_port: 7001,
-            sync: None,
-            qkvd: None,
-            qkvd_args: vec![],
+    #[test]
+    fn the_faults_take_a_node_id_and_the_dir() {
+        for (verb, dir) in [
+            ("kill", ".qkv"),
+            ("start", "x"),
+            ("restart", "x"),
+            ("pause", ".qkv"),
+            ("resume", "x"),
+            ("wipe", "x"),
+        ] {
+            let mut line = vec!["qkv", "--node", "a:1", "local", verb, "n2"];
+            if dir != ".qkv" {
+                line.extend(["--dir", dir]);
+            }
+            let cli = Cli::try_parse_from(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(cli.nodes, ["a:1"], "the global --node is untouched");
+            let Command::Local(cmd) = cli.command else {
+                panic!("{line:?} parsed as {:?}", cli.command)
+            };
+            let n = match cmd {
+                LocalCommand::Kill(n)
+                | LocalCommand::Start(n)
+                | LocalCommand::Restart(n)
+                | LocalCommand::Pause(n)
+                | LocalCommand::Resume(n)
+                | LocalCommand::Wipe(n) => n,
+                other => panic!("{verb} parsed as {other:?}"),
+            };
+            assert_eq!((n.id.as_str(), n.dir.as_path()), ("n2", Path::new(dir)));
         }
+        assert!(Cli::try_parse_from(["qkv", "local", "kill"]).is_err());
     }
 
     #[test]
-    fn three_nodes_get_consecutive_ports_and_every_seed() {
-        let specs = node_specs(&args(3), Path::new("/tmp/c")).unwrap();
-        assert_eq!(specs.len(), 3);
-        let n2 = &specs[1];
-        assert_eq!(n2.id, "n2");
-        assert_eq!(n2.http, "127.0.0.1:8002");
-        assert_eq!(n2.listen, "127.0.0.1:7002");
-        assert_eq!(n2.data_dir, PathBuf::from("/tmp/c/n2"));
-        assert_eq!(n2.log, PathBuf::from("/tmp/c/n2.log"));
-        assert_eq!(
-            n2.args,
-            [
-                "--id",
-                "n2",
-                "--http",
-                "127.0.0.1:8002",
-                "--listen",
-                "127.0.0.1:7002",
-                "--seeds",
-                "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
-                "--data-dir",
-                "/tmp/c/n2",
-                "--default-n",
-                "3"
-            ]
-        );
-    }
-
-    #[test]
-    fn default_n_is_capped_by_the_node_count() {
-        for (k, n) in [(1, "1"), (2, "2"), (3, "3"), (5, "3")] {
-            let specs = node_specs(&args(k), Path::new("d")).unwrap();
-            let i = specs[0]
-                .args
-                .iter()
-                .position(|a| a == "--default-n")
-                .unwrap();
-            assert_eq!(specs[0].args[i + 1], n, "k={k}");
-        }
-    }
-
-    #[test]
-    fn sync_and_extra_args_are_passed_through() {
-        let mut a = args(1);
-        a.sync = Some("always".into());
-        a.qkvd_args = vec!["--fault-injection".into()];
-        let s = &node_specs(&a, Path::new("d")).unwrap()[0];
-        assert!(s.args.ends_with(&[
-            "--sync".to_string(),
-            "always".to_string(),
-            "--fault-injection".to_string()
-        ]));
-    }
-
-    #[test]
-    fn ports_beyond_65535_are_refused() {
-        let mut a = args(3);
-        a.base_http_port = 65535;
-        assert!(node_specs(&a, Path::new("d")).is_err());
-    }
-
-    #[test]
-    fn the_record_round_trips_and_dead_pids_are_not_running() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_record(dir.path()).unwrap(), None);
-        let rec = ClusterRecord {
-            qkvd: "/bin/qkvd".into(),
-            started_at_unix: 1,
-            nodes: vec![NodeRecord {
-                id: "n1".into(),
-                pid: u32::MAX,
-                http: "127.0.0.1:8001".into(),
-                listen: "127.0.0.1:7001".into(),
-                data_dir: "d/n1".into(),
-                log: "d/n1.log".into(),
-            }],
+    fn a_fault_is_described_in_one_line() {
+        let f = Fault {
+            node: "n2".into(),
+            action: "wipe",
+            killed: Some(41),
+            wiped: Some("/d/n2".into()),
+            pid: 57,
+            state: ProcState::Running,
         };
-        write_record(dir.path(), &rec).unwrap();
-        assert_eq!(read_record(dir.path()).unwrap(), Some(rec));
-        assert!(!is_running_qkvd(u32::MAX));
-        // This test process is alive but is not a qkvd.
-        assert!(!is_running_qkvd(std::process::id()));
-    }
-
-    #[test]
-    fn log_tail_keeps_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("l");
-        std::fs::write(&p, "a\nb\nc\n").unwrap();
-        assert_eq!(log_tail(&p, 2), "b\nc");
+        assert_eq!(
+            describe(&f),
+            "n2: killed pid 41 (SIGKILL), deleted /d/n2, started pid 57, /health answers; now running"
+        );
+        let f = Fault {
+            action: "pause",
+            killed: None,
+            wiped: None,
+            state: ProcState::Paused,
+            ..f
+        };
+        assert_eq!(describe(&f), "n2: paused pid 57 (SIGSTOP); now paused");
     }
 }

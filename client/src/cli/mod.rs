@@ -88,7 +88,8 @@ pub enum Command {
     /// Each --node (or every up member with --all) drops the data of keys
     /// it no longer replicates, after ranges moved away from it.
     Cleanup(cleanup::CleanupArgs),
-    /// Start, stop and inspect a cluster of real qkvd processes on loopback.
+    /// Start, stop, inspect and fault a cluster of real qkvd processes on
+    /// loopback.
     #[command(subcommand)]
     Local(local::LocalCommand),
     /// Mixed PUT/GET load over HTTP, optionally against a built-in ceiling.

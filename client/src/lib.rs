@@ -24,12 +24,14 @@
 //!   views.
 //! - [`key`]: how byte keys become one URL path segment.
 //! - [`error`]: the one [`Error`] enum.
+//! - [`exp`]: experiments — the PBS staleness predictor (`qkv exp predict`).
 //!
 //! The `qkv` command-line tool (get/put/delete, buckets, status, local
 //! clusters and the benchmark) is a thin binary on top of this crate.
 
 pub mod client;
 pub mod error;
+pub mod exp;
 pub mod key;
 pub mod types;
 

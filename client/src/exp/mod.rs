@@ -1,0 +1,18 @@
+//! Experiments on quorumkv's consistency.
+//!
+//! * [`predict`]: the PBS predictor behind `qkv exp predict` — the
+//!   probability that a read sees the last write `t` ms after it
+//!   committed, k-staleness and latency, under the PBS paper's WARS model
+//!   or quorumkv's own message flow (the per-trial models are in
+//!   `trial.rs`).
+//! * [`report`]: a prediction as JSON, text tables, CSV curves and a
+//!   Markdown report.
+//! * [`svg`]: hand-written SVG line and point plots with axes, ticks and a
+//!   legend (predicted curves, and measured points over them).
+//!
+//! docs/EXPERIMENTS.md describes the models and how to read the output.
+
+pub mod predict;
+pub mod report;
+pub mod svg;
+mod trial;

@@ -3,6 +3,7 @@
 
 mod bucket;
 mod cleanup;
+mod exp;
 mod kv;
 mod local;
 pub mod output;
@@ -92,6 +93,9 @@ pub enum Command {
     Local(local::LocalCommand),
     /// Mixed PUT/GET load over HTTP, optionally against a built-in ceiling.
     Bench(crate::bench::BenchArgs),
+    /// Experiments: predict staleness and latency with the PBS model.
+    #[command(subcommand)]
+    Exp(exp::ExpCommand),
 }
 
 /// Global options every command may need.
@@ -129,12 +133,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // The benchmark builds its own runtime (thread count, CPU pinning).
         return crate::bench::run(&g, args).map(|()| ExitCode::SUCCESS);
     }
+    let command = match cli.command {
+        // Pure computation: no runtime needed.
+        Command::Exp(c) => return exp::run(&g, c).map(|()| ExitCode::SUCCESS),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        match cli.command {
+        match command {
             Command::Get(a) => kv::get(&g, a).await,
             Command::Put(a) => kv::put(&g, a).await,
             Command::Delete(a) => kv::delete(&g, a).await,
@@ -144,7 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Repair(a) => repair::run(&g, a).await,
             Command::Cleanup(a) => cleanup::run(&g, a).await,
             Command::Local(c) => local::run(&g, c).await,
-            Command::Bench(_) => unreachable!("handled above"),
+            Command::Bench(_) | Command::Exp(_) => unreachable!("handled above"),
         }
     })
 }
@@ -246,6 +255,30 @@ mod tests {
                 "one",
             ],
             &["qkv", "bench", "--serve-ceiling", "127.0.0.1:9000"],
+            &[
+                "qkv",
+                "--json",
+                "exp",
+                "predict",
+                "--n",
+                "3",
+                "--r",
+                "1,2",
+                "--w",
+                "1",
+                "--delays",
+                "ymmr:alpha=3.5",
+                "--w-delay",
+                "exp:2",
+                "--t",
+                "0,1.5",
+                "--model",
+                "quorumkv",
+                "--nodes",
+                "5",
+                "--out",
+                "/tmp/x",
+            ],
         ];
         for line in lines {
             if let Err(e) = Cli::try_parse_from(*line) {

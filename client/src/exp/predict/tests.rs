@@ -302,6 +302,22 @@ fn every_combination_of_r_and_w_is_predicted_once() {
 }
 
 #[test]
+fn trials_in_different_chunks_draw_different_delays() {
+    let p = run(&config(
+        3,
+        &[1],
+        &[1],
+        Preset::LnkdSsd.delays(),
+        2 * CHUNK as u64,
+    ));
+    let read = &p.pairs[0].samples.read;
+    // Continuous delays rarely tie (f32 rounding aside); chunks that
+    // repeated each other's draws would pair up every value.
+    let ties = read.windows(2).filter(|w| w[0] == w[1]).count();
+    assert!(ties < read.len() / 10, "{ties} ties in {}", read.len());
+}
+
+#[test]
 fn nearest_rank_quantiles() {
     let v: Vec<f32> = (1..=1000).map(|x| x as f32).collect();
     assert_eq!(quantile(&v, 0.5), 500.0);

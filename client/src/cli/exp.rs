@@ -56,7 +56,7 @@ pub struct PredictArgs {
     /// ymmr[:alpha=A], wan[:remote_ms=D]) or one distribution for all four
     /// legs (const:MS, uniform:A..B, exp:MEAN, pareto:XM,ALPHA,
     /// mix:W*DIST+..., empirical:FILE or empirical:[MS,...]). Needed unless
-    /// all four --?-delay are given.
+    /// all four of --w-delay, --a-delay, --r-delay and --s-delay are given.
     #[arg(long, value_name = "PRESET|DIST")]
     pub delays: Option<String>,
     /// Write request leg (coordinator to replica), overriding --delays.
@@ -80,8 +80,8 @@ pub struct PredictArgs {
     /// k-staleness for k = 1..=K.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// Trials (one write and one read each); about a second per million
-    /// on one core of a release build.
+    /// Trials (one write and one read each); docs/EXPERIMENTS.md gives
+    /// the cost of a trial.
     #[arg(long, default_value_t = 1_000_000)]
     pub trials: u64,
     /// Seed of the random draws.

@@ -34,6 +34,9 @@ pub const CHUNK: usize = 1 << 16;
 pub const MAX_N: usize = 128;
 /// The largest k of k-staleness.
 pub const MAX_K: usize = 1000;
+/// At most this many per-trial values (4 bytes each) are kept: trials
+/// times (pairs + distinct W + distinct R).
+pub const MAX_VALUES: u64 = 500_000_000;
 
 /// Which model of the message flow.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,6 +136,16 @@ pub enum Error {
         /// N.
         n: usize,
     },
+    /// More per-trial values than memory allows.
+    #[error(
+        "{trials} trials x {per_trial} values per trial is more than {MAX_VALUES} values (4 bytes each): ask for fewer trials or fewer R/W pairs"
+    )]
+    TooMany {
+        /// Trials.
+        trials: u64,
+        /// Values kept per trial.
+        per_trial: u64,
+    },
     /// A bad speculation delay.
     #[error("speculate_ms={ms}: must be finite and >= 0")]
     Speculate {
@@ -158,6 +171,14 @@ impl Config {
         }
         if self.trials == 0 {
             return Err(Error::Trials);
+        }
+        let slots = Slots::new(self.pairs());
+        let per_trial = (slots.pairs.len() + slots.ws.len() + slots.rs.len()) as u64;
+        if self.trials.saturating_mul(per_trial) > MAX_VALUES {
+            return Err(Error::TooMany {
+                trials: self.trials,
+                per_trial,
+            });
         }
         if let Some(&t) = self.ts.iter().find(|t| !t.is_finite() || **t < 0.0) {
             return Err(Error::T { t });

@@ -258,6 +258,13 @@ fn configurations_that_cannot_work_are_refused() {
         ),
         (
             Config {
+                trials: 200_000_000,
+                ..ok.clone()
+            },
+            "200000000 trials x 3 values per trial is more than 500000000 values",
+        ),
+        (
+            Config {
                 ts: vec![-1.0],
                 ..ok.clone()
             },

@@ -24,7 +24,8 @@
 //!   views.
 //! - [`key`]: how byte keys become one URL path segment.
 //! - [`error`]: the one [`Error`] enum.
-//! - [`exp`]: fault experiments: the history format and its checker.
+//! - [`exp`]: experiments — the PBS staleness predictor (`qkv exp
+//!   predict`), the fault experiments' history format and its checker.
 //! - [`local`]: supervising real `qkvd` processes on this machine (`qkv
 //!   local` and the cluster-test harness share it).
 //!

@@ -1,20 +1,36 @@
-//! `qkv exp`: fault experiments. `check FILE` judges a recorded history
-//! with the library's checker (`quorumkv_client::exp::check`) and prints
-//! its verdict per bucket.
+//! `qkv exp`: experiments on consistency. `predict` runs the PBS staleness
+//! predictor of `quorumkv_client::exp` (no cluster needed) and prints its
+//! figures, or writes them with a plot and a report (`--out`); `check FILE`
+//! judges a recorded history with the library's checker
+//! (`quorumkv_client::exp::check`) and prints its verdict per bucket.
+//! docs/EXPERIMENTS.md describes the models, the checker and the output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::{Args, Subcommand};
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
 use quorumkv_client::exp::check::{self, CheckOptions, render};
 use quorumkv_client::exp::history::{History, HistoryError};
+use quorumkv_client::exp::predict::{Config, Model, QuorumkvModel, predict};
+use quorumkv_client::exp::report::Report;
+use quorumkv_faults::{Delays, Dist, Legs, load};
 
 use super::Globals;
-use super::output::print_json;
+use super::output::{print_json, table};
 
-/// `qkv exp` subcommands.
+/// The `exp` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ExpCommand {
+    /// Predict how stale reads are and how long operations take, by Monte
+    /// Carlo over the PBS paper's WARS model or quorumkv's own message flow.
+    ///
+    /// Every combination of --r and --w is predicted on the same draws;
+    /// with more than one, the JSON holds one object per pair in
+    /// `configs`. The same --seed gives the same output, byte for byte,
+    /// whatever --threads.
+    Predict(Box<PredictArgs>),
     /// Check a recorded history (JSON lines) for lost writes, stale and
     /// non-monotonic reads and unexpected values, per bucket. Exit 0 when
     /// the history was checked, anomalies or not (see --fail-on-anomaly).
@@ -35,9 +51,97 @@ pub struct CheckArgs {
     pub fail_on_anomaly: bool,
 }
 
-/// Runs one `qkv exp` subcommand.
-pub async fn run(g: &Globals, cmd: ExpCommand) -> anyhow::Result<ExitCode> {
+/// Which message flow to model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// The PBS paper's: a coordinator outside the replicas sends to all N
+    /// and waits for the first W (R) answers.
+    Wars,
+    /// quorumkv's coordinator: a replica mints the write (after a forward
+    /// leg when the coordinator is none), its own copy costs nothing, reads
+    /// ask exactly R replicas and a spare when slow.
+    Quorumkv,
+}
+
+/// `qkv exp predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Replicas per key (N).
+    #[arg(long, default_value_t = 3)]
+    pub n: usize,
+    /// Read quorum R; a list (1,2,3) predicts every combination with --w.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub r: Vec<usize>,
+    /// Write quorum W; a list predicts every combination with --r.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub w: Vec<usize>,
+    /// One-way delays: a preset of the PBS paper (lnkd-ssd, lnkd-disk,
+    /// ymmr[:alpha=A], wan[:remote_ms=D]) or one distribution for all four
+    /// legs (const:MS, uniform:A..B, exp:MEAN, pareto:XM,ALPHA,
+    /// mix:W*DIST+..., empirical:FILE or empirical:[MS,...]). Needed unless
+    /// all four of --w-delay, --a-delay, --r-delay and --s-delay are given.
+    #[arg(long, value_name = "PRESET|DIST")]
+    pub delays: Option<String>,
+    /// Write request leg (coordinator to replica), overriding --delays.
+    #[arg(long, value_name = "DIST")]
+    pub w_delay: Option<String>,
+    /// Write acknowledgement leg, overriding --delays.
+    #[arg(long, value_name = "DIST")]
+    pub a_delay: Option<String>,
+    /// Read request leg, overriding --delays.
+    #[arg(long, value_name = "DIST")]
+    pub r_delay: Option<String>,
+    /// Read response leg, overriding --delays.
+    #[arg(long, value_name = "DIST")]
+    pub s_delay: Option<String>,
+    /// Times after the commit, in ms, at which to give P(consistent).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,5,10")]
+    pub t: Vec<f64>,
+    /// Probabilities of a consistent read whose t to find.
+    #[arg(long, value_delimiter = ',', default_value = "0.999")]
+    pub p: Vec<f64>,
+    /// k-staleness for k = 1..=K.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Trials (one write and one read each); docs/EXPERIMENTS.md gives
+    /// the cost of a trial.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub trials: u64,
+    /// Seed of the random draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The message flow.
+    #[arg(long, value_enum, default_value_t = ModelArg::Wars)]
+    pub model: ModelArg,
+    /// quorumkv model: nodes in the cluster (default N); each operation's
+    /// coordinator is one of them at random, a replica with probability
+    /// N/nodes.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// quorumkv model: a read asks a spare replica when its R answers take
+    /// longer than this (the node's speculative retry).
+    #[arg(long, value_name = "MS")]
+    pub speculate_ms: Option<f64>,
+    /// quorumkv model: the coordinator's own copy pays the legs too (a node
+    /// delaying its local replica operations with the same distributions).
+    #[arg(long)]
+    pub local_delays: bool,
+    /// Threads (default: every core); the figures do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write summary.json, t_visibility.csv, latency.csv, plot.svg and
+    /// report.md into DIR (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// The node's speculative-retry delay (node/src/coordinator/read.rs).
+const SPECULATE_MS: f64 = 100.0;
+
+/// Runs an `exp` subcommand (no async runtime: both are computation).
+pub fn run(g: &Globals, cmd: ExpCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        ExpCommand::Predict(a) => run_predict(g, *a).map(|()| ExitCode::SUCCESS),
         ExpCommand::Check(a) => check_history(g, a),
     }
 }
@@ -54,10 +158,203 @@ fn check_history(g: &Globals, a: CheckArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render::text(&verdict));
     }
     if a.fail_on_anomaly && verdict.strict_anomalies > 0 {
-        anyhow::bail!(
+        bail!(
             "{} anomalies in buckets with strict expectations",
             verdict.strict_anomalies
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_.,:=/+-@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn list<T: ToString>(v: &[T]) -> String {
+    v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
+    let spec = match &a.delays {
+        Some(s) => Some(load::spec(s).with_context(|| format!("--delays {s:?}"))?),
+        None => None,
+    };
+    let leg = |flag: &str, text: &Option<String>| -> anyhow::Result<Option<Dist>> {
+        match text {
+            Some(s) => Ok(Some(
+                load::dist(s).with_context(|| format!("{flag} {s:?}"))?,
+            )),
+            None => Ok(None),
+        }
+    };
+    let (w, ack, r, s) = (
+        leg("--w-delay", &a.w_delay)?,
+        leg("--a-delay", &a.a_delay)?,
+        leg("--r-delay", &a.r_delay)?,
+        leg("--s-delay", &a.s_delay)?,
+    );
+    let mut delays = match (&spec, &w, &ack, &r, &s) {
+        (Some(spec), ..) => spec.delays(),
+        (None, Some(w), Some(a), Some(r), Some(s)) => Delays {
+            legs: Legs {
+                w: w.clone(),
+                a: a.clone(),
+                r: r.clone(),
+                s: s.clone(),
+            },
+            remote_ms: None,
+        },
+        _ => bail!(
+            "give --delays (a preset: lnkd-ssd, lnkd-disk, ymmr, wan; or a distribution for every leg), or all four of --w-delay, --a-delay, --r-delay and --s-delay"
+        ),
+    };
+    let legs = [
+        ("--w-delay", w.is_some()),
+        ("--a-delay", ack.is_some()),
+        ("--r-delay", r.is_some()),
+        ("--s-delay", s.is_some()),
+    ];
+    for (slot, d) in [
+        (&mut delays.legs.w, w),
+        (&mut delays.legs.a, ack),
+        (&mut delays.legs.r, r),
+        (&mut delays.legs.s, s),
+    ] {
+        if let Some(d) = d {
+            *slot = d;
+        }
+    }
+    let model = match a.model {
+        ModelArg::Wars => {
+            if a.nodes.is_some() || a.speculate_ms.is_some() || a.local_delays {
+                bail!("--nodes, --speculate-ms and --local-delays apply to --model quorumkv only");
+            }
+            Model::Wars
+        }
+        ModelArg::Quorumkv => Model::Quorumkv(QuorumkvModel {
+            nodes: a.nodes.unwrap_or(a.n),
+            speculate_ms: a.speculate_ms.unwrap_or(SPECULATE_MS),
+            local_delays: a.local_delays,
+        }),
+    };
+    let cfg = Config {
+        n: a.n,
+        rs: a.r.clone(),
+        ws: a.w.clone(),
+        delays,
+        model,
+        ts: a.t.clone(),
+        ps: a.p.clone(),
+        max_k: a.k,
+        trials: a.trials,
+        seed: a.seed,
+    };
+    cfg.validate()?;
+
+    // The command that reproduces this output: every flag that changes a
+    // figure, distributions in their canonical form.
+    let mut command = format!(
+        "qkv exp predict --model {} --n {} --r {} --w {}",
+        model.name(),
+        a.n,
+        list(&a.r),
+        list(&a.w)
+    );
+    if let Some(spec) = &spec {
+        command.push_str(&format!(" --delays {}", shell(&spec.to_string())));
+    }
+    for ((flag, given), d) in legs.iter().zip([
+        &cfg.delays.legs.w,
+        &cfg.delays.legs.a,
+        &cfg.delays.legs.r,
+        &cfg.delays.legs.s,
+    ]) {
+        if *given {
+            command.push_str(&format!(" {flag} {}", shell(&d.to_string())));
+        }
+    }
+    if let Model::Quorumkv(m) = model {
+        command.push_str(&format!(
+            " --nodes {} --speculate-ms {}",
+            m.nodes, m.speculate_ms
+        ));
+        if m.local_delays {
+            command.push_str(" --local-delays");
+        }
+    }
+    command.push_str(&format!(
+        " --t {} --p {} --k {} --trials {} --seed {}",
+        list(&a.t),
+        list(&a.p),
+        a.k,
+        a.trials,
+        a.seed
+    ));
+    if g.json {
+        command.push_str(" --json");
+    }
+
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let started = Instant::now();
+    let prediction = predict(&cfg, threads)?;
+    let took = started.elapsed().as_secs_f64();
+    let report = Report {
+        prediction: &prediction,
+        command,
+        spec: spec.map(|s| s.to_string()),
+    };
+    if g.json {
+        print!("{}", report.json());
+    } else {
+        for line in report.preamble() {
+            println!("{line}");
+        }
+        for t in report.tables() {
+            println!("\n{}", t.title);
+            let header: Vec<&str> = t.header.iter().map(String::as_str).collect();
+            print!("{}", table(&header, &t.rows));
+        }
+        eprintln!(
+            "\n{} trials x {} pair(s) in {took:.2} s on {threads} thread(s)",
+            cfg.trials,
+            prediction.pairs.len()
+        );
+    }
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut names = Vec::new();
+        for (name, contents) in report.files() {
+            let path = dir.join(name);
+            std::fs::write(&path, contents)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            names.push(name);
+        }
+        eprintln!("wrote {} to {}", names.join(", "), dir.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_leaves_plain_words_and_quotes_the_rest() {
+        assert_eq!(shell("lnkd-ssd"), "lnkd-ssd");
+        assert_eq!(shell("ymmr:alpha=3.5"), "ymmr:alpha=3.5");
+        assert_eq!(
+            shell("mix:0.5*exp:1+0.5*const:2"),
+            "'mix:0.5*exp:1+0.5*const:2'"
+        );
+        assert_eq!(shell("empirical:[1,2]"), "'empirical:[1,2]'");
+        assert_eq!(shell("it's"), r"'it'\''s'");
+    }
 }

@@ -94,7 +94,8 @@ pub enum Command {
     Local(local::LocalCommand),
     /// Mixed PUT/GET load over HTTP, optionally against a built-in ceiling.
     Bench(crate::bench::BenchArgs),
-    /// Fault experiments: check a recorded history.
+    /// Experiments: predict staleness and latency with the PBS model, and
+    /// check a recorded history.
     #[command(subcommand)]
     Exp(exp::ExpCommand),
 }
@@ -134,12 +135,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // The benchmark builds its own runtime (thread count, CPU pinning).
         return crate::bench::run(&g, args).map(|()| ExitCode::SUCCESS);
     }
+    let command = match cli.command {
+        // Pure computation: no runtime needed.
+        Command::Exp(c) => return exp::run(&g, c),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        match cli.command {
+        match command {
             Command::Get(a) => kv::get(&g, a).await,
             Command::Put(a) => kv::put(&g, a).await,
             Command::Delete(a) => kv::delete(&g, a).await,
@@ -149,8 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Repair(a) => repair::run(&g, a).await,
             Command::Cleanup(a) => cleanup::run(&g, a).await,
             Command::Local(c) => local::run(&g, c).await,
-            Command::Exp(c) => exp::run(&g, c).await,
-            Command::Bench(_) => unreachable!("handled above"),
+            Command::Bench(_) | Command::Exp(_) => unreachable!("handled above"),
         }
     })
 }
@@ -252,6 +257,30 @@ mod tests {
                 "one",
             ],
             &["qkv", "bench", "--serve-ceiling", "127.0.0.1:9000"],
+            &[
+                "qkv",
+                "--json",
+                "exp",
+                "predict",
+                "--n",
+                "3",
+                "--r",
+                "1,2",
+                "--w",
+                "1",
+                "--delays",
+                "ymmr:alpha=3.5",
+                "--w-delay",
+                "exp:2",
+                "--t",
+                "0,1.5",
+                "--model",
+                "quorumkv",
+                "--nodes",
+                "5",
+                "--out",
+                "/tmp/x",
+            ],
             &[
                 "qkv",
                 "exp",

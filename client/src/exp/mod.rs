@@ -1,9 +1,26 @@
-//! Fault experiments: what the runner records and how it is judged.
+//! Experiments on quorumkv's consistency: what each setting buys, predicted
+//! and measured.
 //!
-//! - [`history`]: the history file format (JSON lines of invocations and
-//!   completions), its reader and writer.
-//! - [`check`]: the history checker, which finds lost writes, stale and
+//! * [`predict`]: the PBS predictor behind `qkv exp predict` — the
+//!   probability that a read sees the last write `t` ms after it
+//!   committed, k-staleness and latency, under the PBS paper's WARS model
+//!   or quorumkv's own message flow (the per-trial models are in
+//!   `trial.rs`).
+//! * [`report`]: a prediction as JSON, text tables, CSV curves and a
+//!   Markdown report.
+//! * [`svg`]: hand-written SVG line and point plots with axes, ticks and a
+//!   legend (predicted curves, and measured points over them).
+//! * [`history`]: the fault experiments' history file format (JSON lines
+//!   of invocations and completions), its reader and writer.
+//! * [`check`]: the history checker, which finds lost writes, stale and
 //!   non-monotonic reads and counts siblings, per bucket.
+//!
+//! docs/EXPERIMENTS.md describes the models, the checker and how to read
+//! the output.
 
 pub mod check;
 pub mod history;
+pub mod predict;
+pub mod report;
+pub mod svg;
+mod trial;

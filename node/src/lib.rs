@@ -14,30 +14,30 @@
 //! writes), `http` (the API), `metrics`, `error` (the one mapping of
 //! failures to HTTP), `server` (start and stop).
 
-pub mod bucket_sync;
-pub mod buckets;
-pub mod clock;
-pub mod cluster;
+mod bucket_sync;
+mod buckets;
+mod clock;
+mod cluster;
 pub mod config;
-pub mod coordinator;
-pub mod error;
-pub mod failure;
-pub mod faults;
-pub mod hints;
-pub mod http;
-pub mod membership;
-pub mod merkle;
-pub mod metrics;
-pub mod proto;
-pub mod repair;
-pub mod replica;
-pub mod rpc;
+mod coordinator;
+mod error;
+mod failure;
+mod faults;
+mod hints;
+mod http;
+mod membership;
+mod merkle;
+mod metrics;
+mod proto;
+mod repair;
+mod replica;
+mod rpc;
 pub mod server;
 #[cfg(test)]
 mod sim;
 pub mod storage;
-pub mod stream;
-pub mod tasks;
-pub mod tokens;
-pub mod transport;
+mod stream;
+mod tasks;
+mod tokens;
+mod transport;
 pub mod version;

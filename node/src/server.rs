@@ -120,7 +120,7 @@ impl Running {
     /// and gossip stop, the transport stops (no new request from a peer;
     /// calls to peers fail at once), every task still running — a write's
     /// replication, a read repair, a peer's request — is waited for (at
-    /// most [`TASKS_DRAIN`]), and only then is the store closed. Returns
+    /// most `TASKS_DRAIN`, 10 s), and only then is the store closed. Returns
     /// how many tasks were still running when the wait gave up.
     pub async fn stop(self) -> Result<usize, StorageError> {
         let stopping = self.tasks.shutdown(TASKS_DRAIN);

@@ -34,6 +34,15 @@ use crate::version::Dvvs;
 /// long: one slow or paused replica should not cost the whole timeout.
 const SPECULATE_AFTER: Duration = Duration::from_millis(100);
 
+/// A key's merged versions, as a repair writes them to a replica.
+#[derive(Clone, Copy)]
+struct Merged<'a> {
+    bucket: &'a str,
+    key: &'a [u8],
+    versions: &'a Dvvs,
+    conflicts: Conflicts,
+}
+
 /// One client read.
 pub struct ReadArgs {
     /// The bucket.
@@ -292,10 +301,12 @@ impl Coordinator {
                     let repairs = stale.iter().map(|n| {
                         self.repair(
                             n,
-                            &a.bucket,
-                            &a.key,
-                            m,
-                            a.props.conflicts,
+                            Merged {
+                                bucket: &a.bucket,
+                                key: &a.key,
+                                versions: m,
+                                conflicts: a.props.conflicts,
+                            },
                             deadline,
                             RepairKind::Blocking,
                             &a.trace,
@@ -317,10 +328,12 @@ impl Coordinator {
                         self.tasks.spawn(async move {
                             node.repair(
                                 &n,
-                                &bucket,
-                                &key,
-                                &m,
-                                conflicts,
+                                Merged {
+                                    bucket: &bucket,
+                                    key: &key,
+                                    versions: &m,
+                                    conflicts,
+                                },
                                 until,
                                 RepairKind::Async,
                                 &trace,
@@ -355,10 +368,12 @@ impl Coordinator {
                     {
                         node.repair(
                             &from,
-                            &bucket,
-                            &key,
-                            m,
-                            conflicts,
+                            Merged {
+                                bucket: &bucket,
+                                key: &key,
+                                versions: m,
+                                conflicts,
+                            },
                             deadline,
                             RepairKind::Background,
                             &None,
@@ -373,18 +388,20 @@ impl Coordinator {
     }
 
     /// Brings one replica up to `merged`.
-    #[allow(clippy::too_many_arguments)]
     async fn repair(
         self: &Arc<Self>,
         target: &str,
-        bucket: &str,
-        key: &[u8],
-        merged: &Dvvs,
-        conflicts: Conflicts,
+        m: Merged<'_>,
         deadline: Instant,
         kind: RepairKind,
         trace: &Option<Trace>,
     ) {
+        let Merged {
+            bucket,
+            key,
+            versions: merged,
+            conflicts,
+        } = m;
         let result = if target == self.replica.id() {
             self.replica
                 .merge(bucket, key, merged, conflicts)

@@ -40,7 +40,7 @@ use crate::stream::ChangeDriver;
 use crate::transport::Peers;
 use crate::transport::tcp::Net;
 
-pub use request::{Query, decode_key};
+pub use request::Query;
 
 /// `X-Causal-Context`, named once (a name given as text is parsed and
 /// copied on every insert).

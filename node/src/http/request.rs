@@ -156,14 +156,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Constant-time comparison: a token check must not leak how many leading
-/// bytes matched.
+/// Constant-time comparison (`subtle`): a token check must not leak how
+/// many leading bytes matched.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq as _;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// Checks the bearer token for `route` when tokens are configured:

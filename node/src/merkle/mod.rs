@@ -60,7 +60,9 @@ use quorumkv_ring::{Token, TokenRange};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-pub use scan::{build_filtered, build_from_store};
+pub use scan::build_filtered;
+#[cfg(test)]
+pub use scan::build_from_store;
 
 /// Which keys of a range a tree (and a repair of it) covers, by bucket.
 /// Repair compares one replication factor at a time, and the replicas of a

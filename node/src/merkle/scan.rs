@@ -12,11 +12,8 @@ use crate::version::Dvvs;
 /// Entries read per `scan_tokens` call.
 pub const PAGE: usize = 1024;
 
-/// Builds the tree of `range` at `depth` from what `store` holds now.
-///
-/// A value that is not a version set, or a scan that returns entries out of
-/// ring order or outside the range, is [`StorageError::Corrupt`]: a tree
-/// built around it would disagree with every healthy replica.
+/// [`build_filtered`] over every key: what tests compare trees of.
+#[cfg(test)]
 pub fn build_from_store(
     store: &Store,
     range: TokenRange,
@@ -25,7 +22,12 @@ pub fn build_from_store(
     build_filtered(store, range, depth, &KeyFilter::All)
 }
 
-/// [`build_from_store`] over the keys `filter` admits only.
+/// Builds the tree of `range` at `depth` from what `store` holds now, over
+/// the keys `filter` admits only.
+///
+/// A value that is not a version set, or a scan that returns entries out of
+/// ring order or outside the range, is [`StorageError::Corrupt`]: a tree
+/// built around it would disagree with every healthy replica.
 pub fn build_filtered(
     store: &Store,
     range: TokenRange,

@@ -83,8 +83,8 @@ use tokio::time::Instant;
 use quorumkv_ring::TokenRange;
 use serde::Serialize;
 
-pub use exchange::{PAGE, entries_page};
-pub use state::{Progress, State, Throttle};
+pub use exchange::entries_page;
+pub use state::State;
 
 use crate::buckets::Buckets;
 use crate::cluster::Cluster;
@@ -96,7 +96,7 @@ use crate::transport::{PeerError, Peers};
 
 mod purge;
 
-pub use purge::{PurgeReport, may_purge, past_grace, range_of, repaired_at, tombstone_only_since};
+pub use purge::PurgeReport;
 
 /// The repairer's settings.
 #[derive(Debug, Clone)]

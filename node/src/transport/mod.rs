@@ -27,6 +27,7 @@
 //! certainly was not (unreachable, a full queue, an overloaded peer), so
 //! that it knows whether to try another replica or to count a maybe.
 
+#[cfg(test)]
 pub mod memory;
 pub mod tcp;
 

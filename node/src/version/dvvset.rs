@@ -341,7 +341,7 @@ impl Dvvs {
     }
 
     /// The storage and RPC form: a format byte, then MessagePack (see
-    /// [`codec`]).
+    /// `codec.rs`).
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = vec![ENCODING_VERSION];
         // Writing to a Vec cannot fail, and no set has 2^32 entries or

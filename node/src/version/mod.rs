@@ -92,7 +92,7 @@
 //!   write is lost when it syncs. So the replica id that names dots is not
 //!   the node id but the node's *actor*, `id@incarnation`, where the
 //!   incarnation is drawn at random when the data dir is created
-//!   ([`crate::replica::actor_name`]); a wiped node is a new actor. Data
+//!   (`replica::actor_name`); a wiped node is a new actor. Data
 //!   dirs created before incarnations existed keep the plain id (their
 //!   dots are theirs already), and must not be wiped and restarted under
 //!   the same id.
@@ -129,7 +129,7 @@ pub use value::Value;
 
 /// A replica's identity as far as versions go: the actor that mints dots,
 /// i.e. the node id plus the data dir's incarnation
-/// ([`crate::replica::actor_name`]). Dots are minted per replica, so it
+/// (`replica::actor_name`). Dots are minted per replica, so it
 /// must be unique in the cluster and never reused by a node that lost its
 /// data — which the incarnation guarantees.
 pub type ReplicaId = String;

@@ -32,11 +32,6 @@ impl TcpPeers {
             outstanding: Outstanding::default(),
         }
     }
-
-    /// The transport underneath (counters, shutdown).
-    pub fn net(&self) -> &Arc<Net> {
-        &self.net
-    }
 }
 
 impl Peers for TcpPeers {

@@ -38,6 +38,7 @@ mod sim;
 pub mod storage;
 mod stream;
 mod tasks;
+mod throttle;
 mod tokens;
 mod transport;
 pub mod version;

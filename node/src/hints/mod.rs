@@ -91,8 +91,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use self::layout::{check_target, encode_record, hint_key, parse_key, successor};
-use self::throttle::{Clock, SystemClock, TokenBucket};
+use self::throttle::{Clock, SystemClock};
 use crate::storage::{Op, Partition, StorageError, Store};
+use crate::throttle::Throttle;
 use crate::version::Dvvs;
 
 /// Hints read per page when replaying (bounds memory: objects can be big).
@@ -210,7 +211,7 @@ pub struct Hints {
     clock: Arc<dyn Clock>,
     targets: RwLock<HashMap<String, Arc<Target>>>,
     next_seq: AtomicU64,
-    throttle: TokenBucket,
+    throttle: Throttle,
     stats: Counters,
 }
 
@@ -295,7 +296,13 @@ impl Hints {
                 (name, Arc::new(t))
             })
             .collect();
-        let throttle = TokenBucket::new(config.replay_bytes_per_sec, clock.monotonic());
+        // A second of idle replay banked at most: a returning node gets a
+        // short burst, then the rate.
+        let throttle = Throttle::new(
+            config.replay_bytes_per_sec,
+            Duration::from_secs(1),
+            clock.monotonic(),
+        );
         Ok(Hints {
             store,
             config,

@@ -124,7 +124,7 @@ impl Hints {
                     }
                 };
                 let size = (k.len() + v.len()) as u64;
-                let wait = self.throttle.reserve(size, self.clock.monotonic());
+                let wait = self.throttle.reserve_at(size, self.clock.monotonic());
                 if !wait.is_zero()
                     && unless_stopped(self.clock.sleep(wait), stop.as_ref())
                         .await

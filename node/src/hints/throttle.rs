@@ -1,9 +1,8 @@
-//! Time for hints: the clock they are aged and throttled by, and the token
-//! bucket that paces replay.
+//! Time for hints: the clock they are aged and throttled by (replay is
+//! paced by the node's one byte-rate limiter, `crate::throttle`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// A boxed future that can cross tasks.
@@ -52,72 +51,6 @@ impl Clock for SystemClock {
 
     fn sleep(&self, d: Duration) -> BoxFuture<()> {
         Box::pin(tokio::time::sleep(d))
-    }
-}
-
-/// A token bucket over bytes, shared by every replay on the node.
-///
-/// Callers *reserve* before sending: the bytes are taken at once, possibly
-/// driving the balance negative, and the caller is told how long to wait
-/// for the balance it found to be paid back. So a hint larger than a whole
-/// second's budget is never stuck (it goes as soon as the balance is not in
-/// debt) and the debt it leaves delays whoever comes next; concurrent
-/// replays queue behind each other's debt and together keep to the rate.
-/// The bucket holds at most one second of budget, so an idle spell allows
-/// a burst of one second's worth, no more. It starts empty.
-pub(super) struct TokenBucket {
-    /// Bytes per second; 0 means unthrottled.
-    rate: u64,
-    state: Mutex<BucketState>,
-}
-
-struct BucketState {
-    /// Bytes available times 10^9 (one byte is `rate` per nanosecond of
-    /// refill, so integers stay exact); negative is debt.
-    tokens: i128,
-    /// When `tokens` was last brought up to date.
-    at: Duration,
-}
-
-const NANOS_PER_SEC: i128 = 1_000_000_000;
-
-impl TokenBucket {
-    pub(super) fn new(rate: u64, now: Duration) -> Self {
-        TokenBucket {
-            rate,
-            state: Mutex::new(BucketState { tokens: 0, at: now }),
-        }
-    }
-
-    /// Takes `bytes` from the bucket; returns how long to wait before
-    /// sending them.
-    pub(super) fn reserve(&self, bytes: u64, now: Duration) -> Duration {
-        if self.rate == 0 {
-            return Duration::ZERO;
-        }
-        let rate = i128::from(self.rate);
-        let full = rate * NANOS_PER_SEC;
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if now > s.at {
-            let refill = i128::try_from((now - s.at).as_nanos()).unwrap_or(i128::MAX / 4);
-            s.tokens = s
-                .tokens
-                .saturating_add(refill.saturating_mul(rate))
-                .min(full);
-            s.at = now;
-        }
-        let wait = if s.tokens >= 0 {
-            Duration::ZERO
-        } else {
-            // Round up: waking a nanosecond early would leave a sliver of
-            // debt and a second, pointless sleep.
-            let nanos = (-s.tokens + rate - 1) / rate;
-            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-        };
-        s.tokens = s
-            .tokens
-            .saturating_sub(i128::from(bytes).saturating_mul(NANOS_PER_SEC));
-        wait
     }
 }
 
@@ -184,38 +117,43 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The throttle as hints make it (`Hints::open_with_clock`).
+    fn hint_throttle(rate: u64) -> crate::throttle::Throttle {
+        crate::throttle::Throttle::new(rate, Duration::from_secs(1), Duration::ZERO)
+    }
+
     #[test]
     fn bucket_paces_to_the_rate() {
-        let b = TokenBucket::new(1000, Duration::ZERO);
+        let b = hint_throttle(1000);
         // Starts empty but not in debt: the first send goes at once.
-        assert_eq!(b.reserve(100, ms(0)), Duration::ZERO);
+        assert_eq!(b.reserve_at(100, ms(0)), Duration::ZERO);
         // 100 bytes of debt at 1000 B/s: 100 ms.
-        assert_eq!(b.reserve(100, ms(0)), ms(100));
+        assert_eq!(b.reserve_at(100, ms(0)), ms(100));
         // After the first wait, paid back to -100: the next waits again.
-        assert_eq!(b.reserve(100, ms(100)), ms(100));
+        assert_eq!(b.reserve_at(100, ms(100)), ms(100));
     }
 
     #[test]
     fn oversized_send_goes_then_the_next_waits() {
-        let b = TokenBucket::new(1000, Duration::ZERO);
-        assert_eq!(b.reserve(3000, ms(0)), Duration::ZERO);
-        assert_eq!(b.reserve(1, ms(0)), ms(3000));
+        let b = hint_throttle(1000);
+        assert_eq!(b.reserve_at(3000, ms(0)), Duration::ZERO);
+        assert_eq!(b.reserve_at(1, ms(0)), ms(3000));
     }
 
     #[test]
     fn idle_time_buys_at_most_one_second() {
-        let b = TokenBucket::new(1000, Duration::ZERO);
+        let b = hint_throttle(1000);
         // An hour idle: the bucket caps at 1000 bytes.
-        assert_eq!(b.reserve(1000, ms(3_600_000)), Duration::ZERO);
-        assert_eq!(b.reserve(500, ms(3_600_000)), Duration::ZERO);
-        assert_eq!(b.reserve(1, ms(3_600_000)), ms(500));
+        assert_eq!(b.reserve_at(1000, ms(3_600_000)), Duration::ZERO);
+        assert_eq!(b.reserve_at(500, ms(3_600_000)), Duration::ZERO);
+        assert_eq!(b.reserve_at(1, ms(3_600_000)), ms(500));
     }
 
     #[test]
     fn zero_rate_is_unthrottled() {
-        let b = TokenBucket::new(0, Duration::ZERO);
+        let b = hint_throttle(0);
         for _ in 0..10 {
-            assert_eq!(b.reserve(u64::MAX, ms(0)), Duration::ZERO);
+            assert_eq!(b.reserve_at(u64::MAX, ms(0)), Duration::ZERO);
         }
     }
 }

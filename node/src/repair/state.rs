@@ -5,48 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use crate::throttle::Throttle;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use quorumkv_ring::TokenRange;
 use serde::Serialize;
-
-/// How far ahead of its rate the throttle lets a pass run before it makes
-/// it wait: small bursts (one page) go out at once.
-const BURST: Duration = Duration::from_millis(100);
-
-/// A byte-rate limiter shared by every repair pass of this node: each
-/// moved version reserves `bytes / rate` seconds of the link; a pass that
-/// is more than [`BURST`] ahead waits until it is not.
-#[derive(Debug)]
-pub struct Throttle {
-    rate: u64,
-    next: Option<Instant>,
-}
-
-impl Throttle {
-    /// A limiter of `rate` bytes per second (at least 1).
-    pub fn new(rate: u64) -> Self {
-        Throttle {
-            rate: rate.max(1),
-            next: None,
-        }
-    }
-
-    /// Reserves `bytes` at `now`; returns until when the caller must wait
-    /// before moving more, if at all.
-    pub fn reserve(&mut self, bytes: u64, now: Instant) -> Option<Instant> {
-        let cost = Duration::from_secs_f64(bytes as f64 / self.rate as f64);
-        let from = match self.next {
-            Some(n) if n > now => n,
-            _ => now,
-        };
-        let next = from + cost;
-        self.next = Some(next);
-        (next > now + BURST).then(|| next - BURST)
-    }
-}
 
 /// The pass under way, as far as it got.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,7 +42,7 @@ pub struct State {
     /// Per (n, range): when a pass first found it differing, in the current
     /// streak of passes that did (unix ms).
     divergent: Mutex<HashMap<(u32, TokenRange), u64>>,
-    throttle: Mutex<Throttle>,
+    throttle: Throttle,
     progress: Mutex<Progress>,
     /// One pass at a time: a manual pass waits for a scheduled one.
     pub(super) pass: tokio::sync::Mutex<()>,
@@ -87,21 +53,19 @@ impl State {
     pub fn new(bytes_per_sec: u64) -> Self {
         State {
             divergent: Mutex::new(HashMap::new()),
-            throttle: Mutex::new(Throttle::new(bytes_per_sec)),
+            // A page of versions may go at once after a pause.
+            throttle: Throttle::starting_now(bytes_per_sec.max(1), Duration::from_millis(100)),
             progress: Mutex::new(Progress::default()),
             pass: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Waits as long as the throttle says after moving `bytes`.
+    /// Books `bytes` on the throttle and waits for what was booked
+    /// before them.
     pub async fn throttle(&self, bytes: u64) {
-        let until = self
-            .throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reserve(bytes, Instant::now());
-        if let Some(t) = until {
-            tokio::time::sleep_until(t).await;
+        let wait = self.throttle.reserve(bytes);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -174,19 +138,6 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_throttle_holds_the_average_rate() {
-        let mut t = Throttle::new(1000);
-        let t0 = Instant::now();
-        // 100 bytes at 1000 B/s: 100 ms, within the burst.
-        assert_eq!(t.reserve(100, t0), None);
-        // 900 more: the link is booked until t0 + 1 s; wait until 0.9 s.
-        assert_eq!(t.reserve(900, t0), Some(t0 + Duration::from_millis(900)));
-        // Idle time is not banked: after a long pause the clock restarts.
-        let later = t0 + Duration::from_secs(10);
-        assert_eq!(t.reserve(50, later), None);
-    }
 
     #[test]
     fn a_divergence_is_dated_from_its_first_finding_and_cleared_by_an_equal_pass() {

@@ -89,6 +89,7 @@ use crate::hints::Hints;
 use crate::replica::Replica;
 use crate::storage::{StorageError, Store};
 use crate::tasks::Tasks;
+use crate::throttle::Throttle;
 use crate::transport::Peers;
 
 /// Why a cluster change, a pull or a cleanup could not go on.
@@ -179,7 +180,7 @@ pub struct ChangeDriver {
     peers: Arc<dyn Peers>,
     gossip: Handle,
     tasks: Tasks,
-    throttle: pull::Throttle,
+    throttle: Throttle,
     options: Options,
 }
 
@@ -195,7 +196,11 @@ impl ChangeDriver {
             peers: parts.peers,
             gossip: parts.gossip,
             tasks: parts.tasks,
-            throttle: pull::Throttle::new(options.stream_bytes_per_sec),
+            // A chunk's worth may go at once after a pause.
+            throttle: Throttle::starting_now(
+                options.stream_bytes_per_sec.max(1),
+                Duration::from_millis(100),
+            ),
             options,
         })
     }

@@ -25,31 +25,7 @@ const PARALLEL: usize = 2;
 /// The persisted position of a finished range.
 const DONE: &[u8] = b"done";
 
-/// Paces received bytes to a rate (a token bucket with a 100 ms burst).
-pub struct Throttle {
-    rate: f64,
-    next: Mutex<Instant>,
-}
-
-impl Throttle {
-    /// A throttle of `bytes_per_sec`.
-    pub fn new(bytes_per_sec: u64) -> Throttle {
-        Throttle {
-            rate: bytes_per_sec.max(1) as f64,
-            next: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// How long to wait before going on, having received `bytes`.
-    pub fn charge(&self, bytes: usize, now: Instant) -> Duration {
-        let burst = Duration::from_millis(100);
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let start = (*next).max(now.checked_sub(burst).unwrap_or(now));
-        *next = start + Duration::from_secs_f64(bytes as f64 / self.rate);
-        next.saturating_duration_since(now + burst)
-    }
-}
-
+/// The meta key under which a pull persists its position in one range.
 fn position_key(id: &str, pr: &PullRange) -> String {
     format!("stream/{id}/{}-{}", pr.range.start, pr.range.end)
 }
@@ -279,7 +255,7 @@ impl ChangeDriver {
             }
             let position = next.clone().unwrap_or_else(|| DONE.to_vec());
             self.replica.store().meta_put(key, position).await?;
-            let wait = throttle.charge(payload.len(), Instant::now());
+            let wait = throttle.reserve(payload.len() as u64);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
@@ -288,28 +264,5 @@ impl ChangeDriver {
                 Some(n) => *after = Some(n),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_throttle_paces_to_its_rate_after_a_short_burst() {
-        let t = Throttle::new(1000);
-        let now = Instant::now();
-        // 100 bytes = 100 ms: within the burst.
-        assert_eq!(t.charge(100, now), Duration::ZERO);
-        // 1000 more: 1.1 s of sending, 100 ms of burst allowed.
-        let wait = t.charge(1000, now);
-        assert!(
-            wait >= Duration::from_millis(990) && wait <= Duration::from_millis(1010),
-            "{wait:?}"
-        );
-        // Much later, the bucket is full again (but no more than the burst).
-        let later = now + Duration::from_secs(10);
-        assert_eq!(t.charge(100, later), Duration::ZERO);
-        assert!(t.charge(200, later) > Duration::from_millis(90));
     }
 }

@@ -715,7 +715,7 @@ mod tests {
         assert!(o.primary.max_over_mean < 1.03, "{o:?}");
     }
 
-    // The balance targets over a 3..64 growth are checked through
+    // The balance targets (docs/RING.md) over a 3..64 growth are checked through
     // the simulator, in `sim::tests`, so the figures are the CLI's.
 
     #[test]

@@ -49,7 +49,7 @@
 //! racks where possible), replicated ownership sums to `rf`, applying a
 //! plan to the old ring gives the new ring, adding a node moves data only
 //! to it, removing one only away from it, and the same seed gives the same
-//! tokens. `alloc` tests the balance targets on a 3..64 node
+//! tokens. `alloc` tests the balance targets (docs/RING.md) on a 3..64 node
 //! growth; `sim` checks the simulator against the closed-form CV of random
 //! tokens; `benches/lookup.rs` times lookups.
 //!

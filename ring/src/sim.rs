@@ -15,8 +15,8 @@
 //! * `moved` is the new node's replicated ownership divided by the replica
 //!   data of the grown ring (the [`mod@crate::plan`] convention: a joining node
 //!   only takes replicas, so this is exactly the plan's moved fraction).
-//!   The ideal is `1/n` for the row of `n` nodes — the issue's "1/(n+1)
-//!   when going from n to n+1". `moved_over_ideal` is their ratio.
+//!   The ideal is `1/n` for the row of `n` nodes — that is, 1/(n+1)
+//!   when going from n to n+1. `moved_over_ideal` is their ratio.
 //! * Averages over trials are arithmetic means of each figure.
 //!
 //! # Why the random strategy checks the simulator
@@ -201,7 +201,7 @@ fn grow_random(from: usize, to: usize, v: usize, rf: usize, seed: u64) -> Vec<Si
 }
 
 /// An SVG line chart of replicated max/mean and moved/ideal against the
-/// node count, with the issue's limits (1.10 and 1.15) as dashed lines.
+/// node count, with the balance targets (1.10 and 1.15, docs/RING.md) as dashed lines.
 /// Pure string building: the caller writes the file.
 pub fn render_svg(rows: &[SimRow]) -> String {
     const W: f64 = 720.0;
@@ -346,7 +346,7 @@ mod tests {
         );
     }
 
-    /// Issue 3 "must show": growing 3..64 nodes with 16 vnodes and rf 3,
+    /// The balance targets of docs/RING.md: growing 3..64 nodes with 16 vnodes and rf 3,
     /// replicated max/mean ≤ 1.10 at every size and each addition moves at
     /// most 1.15 × the ideal 1/(n+1) (our row for n+1 nodes).
     #[test]

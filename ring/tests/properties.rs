@@ -1,5 +1,5 @@
 //! Properties of the ring that must hold for every ring, not just the
-//! hand-built ones in the unit tests (issue 3, item 7).
+//! hand-built ones in the unit tests.
 
 use std::collections::BTreeSet;
 

@@ -11,7 +11,7 @@
 //! side merges what arrives with DVVSet `sync`, which is idempotent, so
 //! streaming a key both sides already agree on costs bandwidth but never
 //! correctness. Tombstones may only be purged once such a pass has covered
-//! their range (DESIGN.md), so the tree is also what makes deletes final.
+//! their range (docs/OPERATIONS.md), so the tree is also what makes deletes final.
 //!
 //! # Why leaves are token sub-ranges
 //!

@@ -1,7 +1,7 @@
 //! The byte layout of keys in the `data` partition.
 //!
 //! A data key is `token (8 bytes, big endian) || bucket || 0x00 || key`
-//! (DESIGN.md). Big-endian tokens first make the engine's byte order equal
+//! (docs/ARCHITECTURE.md, "Storage layout"). Big-endian tokens first make the engine's byte order equal
 //! ring order, so "every key whose token lies in `[a, b]`" is one contiguous
 //! range scan: anti-entropy and streaming depend on that. Bucket names never
 //! contain 0x00 (the HTTP layer validates them, and [`data_key`] is only

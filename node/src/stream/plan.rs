@@ -11,8 +11,8 @@ use crate::proto::PullRange;
 /// For every node that gains ranges, the ranges with their sources, for
 /// each replication factor in `ns` (a range gained at several factors is
 /// listed once, its sources merged). Sources are current replicas of the
-/// range: the nodes giving it up first (the preference: they are
-/// about to drop it anyway), then the others in preference order.
+/// range: the nodes giving it up first (they are about to drop it
+/// anyway, so reading from them spares the replicas that stay), then the others in preference order.
 pub fn gains(
     current: &Ring,
     future: &Ring,

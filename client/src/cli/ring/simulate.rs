@@ -4,7 +4,7 @@
 //! (max/mean, min/mean, CV), the CV of primary ownership, Dynamo's
 //! imbalance ratio, and the data that size's addition moved against the
 //! ideal. The row for `n` nodes describes the ring just after the `n`th
-//! node joined; its ideal is `1/n` of all replica data — the issue's
+//! node joined; its ideal is `1/n` of all replica data — that is,
 //! `1/(n+1)` for going from `n` to `n+1` nodes.
 //!
 //! `--nodes A..B` prints every size from `A` to `B`; `--nodes N` prints
@@ -34,7 +34,7 @@ use super::super::Globals;
 use super::super::output::table;
 use super::{emit, emit_json, parse_positive, parse_strategy, ratio};
 
-/// The limits, printed next to the worst figures.
+/// The balance targets (docs/RING.md), printed next to the worst figures.
 const MAX_OVER_MEAN_LIMIT: f64 = 1.10;
 const MOVED_OVER_IDEAL_LIMIT: f64 = 1.15;
 

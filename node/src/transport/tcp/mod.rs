@@ -35,7 +35,7 @@
 //!
 //! # Why this shape
 //!
-//! DESIGN.md chose one TCP connection per peer with length-delimited
+//! One TCP connection per peer with length-delimited
 //! MessagePack frames over HTTP between nodes, for throughput. Gossip and
 //! RPC share the connection and the handshake: the [`Envelope`] enum is the
 //! only thing that grows with new kinds of traffic, and a node that

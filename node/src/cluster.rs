@@ -33,7 +33,7 @@
 //! list). Every node's view applies both, whoever announced them: a node
 //! being removed is out of the future ring, a removed node out of both.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -119,16 +119,52 @@ type Owners = Vec<(String, Vec<Token>, Option<String>)>;
 struct View {
     members: Arc<Vec<Member>>,
     live: HashSet<String>,
+    /// Every member's internode address, by id.
+    addrs: HashMap<String, Arc<str>>,
     owners: Owners,
     ring: Arc<Ring>,
+    /// The ring's node ids by node index, shared.
+    ring_ids: Arc<[NodeId]>,
     /// Owners once the changes in flight are done.
     future_owners: Owners,
     /// The future ring, only while it differs from `ring`.
     future: Option<Arc<Ring>>,
+    /// The future ring's node ids by node index.
+    future_ids: Arc<[NodeId]>,
     /// Nodes being removed, each with the member removing it.
     removing: BTreeMap<String, String>,
     /// Nodes removed for good.
     removed: BTreeSet<String>,
+}
+
+/// A node's id as placements hand it out: shared, so that putting it in a
+/// request's targets costs a reference count, not an allocation.
+pub type NodeId = Arc<str>;
+
+/// `ring`'s node ids by node index, shared.
+fn ids_of(ring: &Ring) -> Arc<[NodeId]> {
+    ring.nodes()
+        .iter()
+        .map(|n| NodeId::from(n.as_str()))
+        .collect()
+}
+
+/// The preference list of `token` on `ring` as shared ids (`ids` from
+/// [`ids_of`] of the same ring).
+fn preference(ring: &Ring, ids: &[NodeId], token: Token, n: usize) -> Vec<NodeId> {
+    let mut idx = Vec::with_capacity(n);
+    ring.preference_into(token, n, &mut idx);
+    idx.iter()
+        .filter_map(|&i| ids.get(i as usize).cloned())
+        .collect()
+}
+
+fn addrs_of(members: &[Member]) -> HashMap<String, Arc<str>> {
+    members
+        .iter()
+        .filter(|m| !m.gossip_addr.is_empty())
+        .map(|m| (m.id.clone(), Arc::from(m.gossip_addr.as_str())))
+        .collect()
 }
 
 /// The gossip application state (a `Custom` one) under which a member
@@ -227,18 +263,32 @@ pub fn ring_of(snapshot: &Snapshot) -> Ring {
 
 /// The pending owners of `token` at replication `n`: the nodes of its
 /// future preference list that are not in its current one, in future
-/// preference order. Empty when there is no future ring.
-pub fn pending_of(current: &Ring, future: Option<&Ring>, token: Token, n: usize) -> Vec<String> {
-    let Some(future) = future else {
+/// preference order. Empty when there is no future ring. `*_ids` are the
+/// rings' node ids by index ([`ids_of`]).
+fn pending_of(
+    current: (&Ring, &[NodeId]),
+    future: Option<(&Ring, &[NodeId])>,
+    token: Token,
+    n: usize,
+) -> Vec<NodeId> {
+    let Some((future, future_ids)) = future else {
         return Vec::new();
     };
-    let now = current.preference_list_refs(token, n);
-    future
-        .preference_list_refs(token, n)
+    let now = preference(current.0, current.1, token, n);
+    preference(future, future_ids, token, n)
         .into_iter()
         .filter(|f| !now.contains(f))
-        .map(str::to_string)
         .collect()
+}
+
+/// [`pending_of`] in a view.
+fn pending_ids(v: &View, token: Token, n: usize) -> Vec<NodeId> {
+    pending_of(
+        (&v.ring, &v.ring_ids),
+        v.future.as_deref().map(|f| (f, &*v.future_ids)),
+        token,
+        n,
+    )
 }
 
 /// API.md's member objects for every member of `snapshot`, in id order.
@@ -288,13 +338,17 @@ impl Cluster {
         };
         let members = vec![me];
         let owners = owners_of(&members);
+        let ring = build_ring(&owners);
         let view = View {
-            ring: Arc::new(build_ring(&owners)),
+            ring_ids: ids_of(&ring),
+            ring: Arc::new(ring),
             live: HashSet::from([local.id.clone()]),
+            addrs: addrs_of(&members),
             members: Arc::new(members),
             future_owners: owners.clone(),
             owners,
             future: None,
+            future_ids: Arc::from(Vec::new()),
             removing: BTreeMap::new(),
             removed: BTreeSet::new(),
         };
@@ -325,25 +379,32 @@ impl Cluster {
             .collect();
         let old = self.current();
         let changed = old.owners != owners;
-        let ring = if changed {
-            Arc::new(build_ring(&owners))
+        let (ring, ring_ids) = if changed {
+            let ring = build_ring(&owners);
+            let ids = ids_of(&ring);
+            (Arc::new(ring), ids)
         } else {
-            old.ring.clone()
+            (old.ring.clone(), old.ring_ids.clone())
         };
-        let future = if future_owners == owners {
-            None
+        let (future, future_ids) = if future_owners == owners {
+            (None, Arc::from(Vec::new()))
         } else if old.future_owners == future_owners && old.future.is_some() {
-            old.future.clone()
+            (old.future.clone(), old.future_ids.clone())
         } else {
-            Some(Arc::new(build_ring(&future_owners)))
+            let f = build_ring(&future_owners);
+            let ids = ids_of(&f);
+            (Some(Arc::new(f)), ids)
         };
         let view = View {
+            addrs: addrs_of(&members),
             members: Arc::new(members),
             live,
             owners,
             ring,
+            ring_ids,
             future_owners,
             future,
+            future_ids,
             removing,
             removed,
         };
@@ -371,13 +432,8 @@ impl Cluster {
     }
 
     /// The internode (`--listen`) address of a member, if known.
-    pub fn addr_of(&self, node: &str) -> Option<String> {
-        let view = self.current();
-        view.members
-            .iter()
-            .find(|m| m.id == node)
-            .map(|m| m.gossip_addr.clone())
-            .filter(|a| !a.is_empty())
+    pub fn addr_of(&self, node: &str) -> Option<Arc<str>> {
+        self.current().addrs.get(node).cloned()
     }
 
     /// The ids of every member but this node, in id order.
@@ -415,9 +471,25 @@ impl Cluster {
 
     /// The pending owners of `token` at replication `n` (see
     /// [`pending_of`]).
-    pub fn pending(&self, token: Token, n: usize) -> Vec<String> {
+    pub fn pending(&self, token: Token, n: usize) -> Vec<NodeId> {
+        pending_ids(&self.current(), token, n)
+    }
+
+    /// The preference list of `token`: its first `n` distinct nodes on the
+    /// current ring, as shared ids.
+    pub fn preference(&self, token: Token, n: usize) -> Vec<NodeId> {
         let v = self.current();
-        pending_of(&v.ring, v.future.as_deref(), token, n)
+        preference(&v.ring, &v.ring_ids, token, n)
+    }
+
+    /// The nodes after `replicas` in the ring order of `token` (where a
+    /// sloppy quorum finds its stand-ins).
+    pub fn fallbacks(&self, token: Token, replicas: &[NodeId]) -> Vec<NodeId> {
+        let v = self.current();
+        preference(&v.ring, &v.ring_ids, token, v.ring.node_count())
+            .into_iter()
+            .filter(|n| !replicas.contains(n))
+            .collect()
     }
 
     /// Nodes removed for good (announced by any member).
@@ -575,8 +647,8 @@ mod tests {
         let future = c.future_ring().expect("a change is in flight");
         assert_eq!(future.nodes(), ["n1", "n2", "n4"]);
         // Token 120 is owned by n2 now (n2, n3 at n=2), by n4 later (n4, n2).
-        assert_eq!(c.pending(120, 2), ["n4"]);
-        assert_eq!(c.pending(120, 3), ["n4"]);
+        assert_eq!(c.pending(120, 2), [NodeId::from("n4")]);
+        assert_eq!(c.pending(120, 3), [NodeId::from("n4")]);
         let kinds: Vec<_> = c
             .in_flight()
             .into_iter()
@@ -666,11 +738,17 @@ mod tests {
             let current = ring_with(&pick(&[0, 2]));
             let future = ring_with(&pick(&[0, 1]));
             let changing = current != future;
-            let pending = pending_of(&current, changing.then_some(&future), key, n);
+            let (current_ids, future_ids) = (ids_of(&current), ids_of(&future));
+            let pending = pending_of(
+                (&current, &current_ids),
+                changing.then_some((&future, &*future_ids)),
+                key,
+                n,
+            );
             let now = current.preference_list(key, n);
             for p in &pending {
-                proptest::prop_assert!(!now.contains(p));
-                proptest::prop_assert!(future.preference_list(key, n).contains(p));
+                proptest::prop_assert!(!now.iter().any(|x| **x == **p));
+                proptest::prop_assert!(future.preference_list(key, n).iter().any(|x| **x == **p));
             }
             // Nothing joining or leaving: no future ring, nothing pending.
             let c = Cluster::single(local(), vec![]);

@@ -171,6 +171,19 @@ async fn writes_missed_by_a_killed_replica_are_hinted_and_replayed_without_a_rea
         );
     }
 
+    // Hints for a replica known to be down are stored beside the write,
+    // off its latency path: the last ones may land just after the 204.
+    let want = down_writes.len() as u64;
+    let (a0, a1) = (apis[0].clone(), apis[1].clone());
+    let _ = eventually(Duration::from_secs(10), "every missed write hinted", || {
+        let (a0, a1) = (a0.clone(), a1.clone());
+        async move {
+            let p0 = hints_pending(&a0, "n3").await.unwrap_or(0);
+            let p1 = hints_pending(&a1, "n3").await.unwrap_or(0);
+            p0 + p1 >= want
+        }
+    })
+    .await;
     let pending: Vec<Option<u64>> = vec![
         hints_pending(&apis[0], "n3").await,
         hints_pending(&apis[1], "n3").await,

@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 
 use super::tally::Shortfall;
+use crate::cluster::NodeId;
 use crate::failure::ReplicaFailure;
 use crate::version::Dvvs;
 
@@ -40,9 +41,9 @@ pub enum Got {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ask {
     /// For its versions.
-    Versions(String),
+    Versions(NodeId),
     /// For a digest of them.
-    Digest(String),
+    Digest(NodeId),
 }
 
 /// What the read should do now.
@@ -63,10 +64,10 @@ pub enum Step {
 pub struct Gather {
     required: usize,
     /// Replicas not asked yet, in read order.
-    spares: VecDeque<String>,
-    waiting: Vec<String>,
-    full: Vec<(String, Option<Dvvs>)>,
-    digests: Vec<(String, Option<u64>)>,
+    spares: VecDeque<NodeId>,
+    waiting: Vec<NodeId>,
+    full: Vec<(NodeId, Option<Dvvs>)>,
+    digests: Vec<(NodeId, Option<u64>)>,
     failed: Vec<ReplicaFailure>,
     speculated: bool,
 }
@@ -74,8 +75,8 @@ pub struct Gather {
 impl Gather {
     /// A read of `required` replicas among `order` (the read order); the
     /// first asks. With `digests`, all but the first ask for a digest.
-    pub fn start(order: Vec<String>, required: usize, digests: bool) -> (Gather, Vec<Ask>) {
-        let mut spares: VecDeque<String> = order.into();
+    pub fn start(order: Vec<NodeId>, required: usize, digests: bool) -> (Gather, Vec<Ask>) {
+        let mut spares: VecDeque<NodeId> = order.into();
         let mut asks = Vec::with_capacity(required);
         let mut waiting = Vec::with_capacity(required);
         for i in 0..required {
@@ -105,7 +106,7 @@ impl Gather {
     }
 
     /// Replicas asked that have not answered.
-    pub fn waiting(&self) -> &[String] {
+    pub fn waiting(&self) -> &[NodeId] {
         &self.waiting
     }
 
@@ -142,14 +143,17 @@ impl Gather {
     /// Replica `from` answered (or failed, with why). Answers from
     /// replicas not waited for are ignored.
     pub fn on_answer(&mut self, from: &str, answer: Result<Got, String>) -> Step {
-        let Some(at) = self.waiting.iter().position(|n| n == from) else {
+        let Some(at) = self.waiting.iter().position(|n| **n == *from) else {
             return self.step();
         };
         let node = self.waiting.remove(at);
         match answer {
             Ok(Got::Full(o)) => self.full.push((node, o)),
             Ok(Got::Digest(d)) => self.digests.push((node, d)),
-            Err(reason) => self.failed.push(ReplicaFailure { node, reason }),
+            Err(reason) => self.failed.push(ReplicaFailure {
+                node: node.to_string(),
+                reason,
+            }),
         }
         self.step()
     }
@@ -172,7 +176,7 @@ impl Gather {
     pub fn on_deadline(&mut self) -> Shortfall {
         self.failed
             .extend(self.waiting.drain(..).map(|node| ReplicaFailure {
-                node,
+                node: node.to_string(),
                 reason: "no answer before the deadline".into(),
             }));
         self.shortfall()
@@ -220,7 +224,7 @@ impl Gather {
 
     /// The replicas whose digest differs from `merged`'s: their versions
     /// must be fetched before the read knows the merge.
-    pub fn differing(&self, merged: Option<&Dvvs>) -> Vec<String> {
+    pub fn differing(&self, merged: Option<&Dvvs>) -> Vec<NodeId> {
         let digest = merged.map(Dvvs::digest);
         self.digests
             .iter()
@@ -231,13 +235,13 @@ impl Gather {
 
     /// Adds the versions fetched from a replica whose digest differed
     /// (`None`: the fetch failed, so repair it with the merge).
-    pub fn add_fetched(&mut self, from: String, versions: Option<Dvvs>) {
+    pub fn add_fetched(&mut self, from: NodeId, versions: Option<Dvvs>) {
         self.full.push((from, versions));
     }
 
     /// The replicas whose versions differ from `merged`: the ones to
     /// repair.
-    pub fn stale(&self, merged: &Option<Dvvs>) -> Vec<String> {
+    pub fn stale(&self, merged: &Option<Dvvs>) -> Vec<NodeId> {
         self.full
             .iter()
             .filter(|(_, o)| o != merged)
@@ -312,7 +316,7 @@ mod tests {
 
     fn run(order: &[&str], required: usize, digests: bool, events: &[E]) -> Vec<S> {
         let (mut g, first) = Gather::start(
-            order.iter().map(|s| s.to_string()).collect(),
+            order.iter().map(|s| NodeId::from(*s)).collect(),
             required,
             digests,
         );
@@ -328,6 +332,10 @@ mod tests {
             out.push(short(&s));
         }
         out
+    }
+
+    fn strs(v: &[NodeId]) -> Vec<&str> {
+        v.iter().map(|n| &**n).collect()
     }
 
     fn ask(v: &[&str]) -> S {
@@ -455,7 +463,7 @@ mod tests {
         assert_eq!(g.on_answer("c", Ok(Got::Full(None))), Step::Done);
         let merged = g.merged(false);
         assert_eq!(merged.as_ref().map(Dvvs::sibling_count), Some(2));
-        assert_eq!(g.stale(&merged), ["a", "b", "c"]);
+        assert_eq!(strs(&g.stale(&merged)), ["a", "b", "c"]);
         let lww = g.merged(true);
         assert_eq!(lww.as_ref().map(Dvvs::sibling_count), Some(1));
         // One replica holding the merge is not stale.
@@ -464,7 +472,7 @@ mod tests {
         g.on_answer("b", Ok(Got::Full(None)));
         let merged = g.merged(false);
         assert_eq!(merged, Some(x));
-        assert_eq!(g.stale(&merged), ["b"]);
+        assert_eq!(strs(&g.stale(&merged)), ["b"]);
     }
 
     #[test]
@@ -475,9 +483,9 @@ mod tests {
         g.on_answer("b", Ok(Got::Digest(Some(x.digest()))));
         assert_eq!(g.on_answer("c", Ok(Got::Digest(None))), Step::Done);
         let merged = g.merged(false);
-        assert_eq!(g.differing(merged.as_ref()), ["c"]);
+        assert_eq!(strs(&g.differing(merged.as_ref())), ["c"]);
         g.add_fetched("c".into(), None);
-        assert_eq!(g.stale(&g.merged(false)), ["c"]);
+        assert_eq!(strs(&g.stale(&g.merged(false))), ["c"]);
     }
 
     #[test]

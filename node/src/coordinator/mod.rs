@@ -23,7 +23,7 @@
 //! **Pending owners.** While the ring changes (a node joining, leaving or
 //! being removed), [`write_placement`] adds the key's pending owners — the
 //! nodes that will replicate it once the change completes
-//! ([`crate::cluster::pending_of`]). A write goes to the current replicas
+//! ([`crate::cluster::Cluster::pending`]). A write goes to the current replicas
 //! *and* the pending ones, and needs W + |pending| acknowledgements
 //! (Cassandra's rule): with one pending owner and W=2, three of the four
 //! copies, so at least W of the replicas of the *future* ring hold every
@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use crate::bucket_sync::BucketSync;
 use crate::buckets::{BucketProps, Buckets};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, NodeId};
 use crate::failure::{QuorumError, ReplicaFailure};
 use crate::faults::Faults;
 use crate::hints::{HintOutcome, Hints};
@@ -172,32 +172,32 @@ impl Coordinator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The node to ask.
-    pub node: String,
+    pub node: NodeId,
     /// The down replica whose place it takes (sloppy quorums only).
-    pub hint_for: Option<String>,
+    pub hint_for: Option<NodeId>,
 }
 
 /// Where a key's request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// The key's N replicas, in preference order.
-    pub replicas: Vec<String>,
+    pub replicas: Vec<NodeId>,
     /// The nodes to use, in preference order: live replicas, then the
     /// stand-ins of a sloppy quorum.
     pub targets: Vec<Target>,
     /// Replicas that are down and have no stand-in: the coordinator hints
     /// them (pending owners that are down too).
-    pub down: Vec<String>,
+    pub down: Vec<NodeId>,
     /// Pending owners of the key while the ring changes (writes only).
-    pub pending: Vec<String>,
+    pub pending: Vec<NodeId>,
     /// The live ones among `pending`: written to alongside the targets.
-    pub pending_live: Vec<String>,
+    pub pending_live: Vec<NodeId>,
 }
 
 impl Placement {
     /// Adds the pending owners `pending` (see the module docs): live ones
     /// become extra write targets, down ones are hinted.
-    pub fn with_pending(mut self, pending: Vec<String>, alive: impl Fn(&str) -> bool) -> Self {
+    pub fn with_pending(mut self, pending: Vec<NodeId>, alive: impl Fn(&str) -> bool) -> Self {
         for p in &pending {
             if alive(p) {
                 self.pending_live.push(p.clone());
@@ -219,8 +219,8 @@ impl Placement {
 /// Chooses the targets among `replicas` (and, when `sloppy`, stand-ins from
 /// `extended`: the nodes after the replicas in ring order).
 pub fn place(
-    replicas: Vec<String>,
-    extended: &[String],
+    replicas: Vec<NodeId>,
+    extended: &[NodeId],
     sloppy: bool,
     alive: impl Fn(&str) -> bool,
 ) -> Placement {
@@ -258,19 +258,6 @@ pub fn place(
     }
 }
 
-/// The nodes after `replicas` in the ring order of `token`: where a
-/// sloppy quorum finds its stand-ins.
-pub fn fallbacks(
-    ring: &quorumkv_ring::Ring,
-    token: quorumkv_ring::Token,
-    replicas: &[String],
-) -> Vec<String> {
-    ring.preference_list(token, ring.node_count())
-        .into_iter()
-        .filter(|n| !replicas.contains(n))
-        .collect()
-}
-
 /// The order in which a read asks the targets of `p`: this node first
 /// (`me`; its copy costs no round trip), then the other replicas by how
 /// many of this node's calls to each are still unanswered (`load`), then
@@ -288,13 +275,13 @@ pub fn fallbacks(
 /// none outstanding, so reads keep trying it first — each failure costs
 /// no wait, only a spare's round trip — until the failure detector
 /// convicts it and it stops being a target.
-pub fn read_order<'a>(p: &'a Placement, me: &str, load: impl Fn(&str) -> usize) -> Vec<&'a str> {
-    let mut order: Vec<(u8, usize, &str)> = p
+pub fn read_order(p: &Placement, me: &str, load: impl Fn(&str) -> usize) -> Vec<NodeId> {
+    let mut order: Vec<(u8, usize, &NodeId)> = p
         .targets
         .iter()
         .map(|t| {
-            let n = t.node.as_str();
-            match (n == me, &t.hint_for) {
+            let n = &t.node;
+            match (**n == *me, &t.hint_for) {
                 (true, _) => (0, 0, n),
                 (false, None) => (1, load(n), n),
                 (false, Some(_)) => (2, 0, n),
@@ -303,7 +290,7 @@ pub fn read_order<'a>(p: &'a Placement, me: &str, load: impl Fn(&str) -> usize) 
         .collect();
     // Stable: equal keys keep preference order.
     order.sort_by_key(|&(class, load, _)| (class, load));
-    order.into_iter().map(|(_, _, n)| n).collect()
+    order.into_iter().map(|(_, _, n)| n.clone()).collect()
 }
 
 /// Counting: whether enough targets are alive.
@@ -325,7 +312,7 @@ impl Quorum {
             .down
             .iter()
             .map(|r| ReplicaFailure {
-                node: r.clone(),
+                node: r.to_string(),
                 reason: "down".into(),
             })
             .collect();
@@ -413,10 +400,9 @@ impl Coordinator {
         token: quorumkv_ring::Token,
         props: &BucketProps,
     ) -> Placement {
-        let ring = self.cluster.ring();
-        let replicas = ring.preference_list(token, props.n as usize);
+        let replicas = self.cluster.preference(token, props.n as usize);
         let extended = if props.sloppy_quorum {
-            fallbacks(&ring, token, &replicas)
+            self.cluster.fallbacks(token, &replicas)
         } else {
             Vec::new()
         };
@@ -472,12 +458,16 @@ mod tests {
 
     use super::*;
 
-    fn names(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn names(v: &[&str]) -> Vec<NodeId> {
+        v.iter().map(|s| NodeId::from(*s)).collect()
+    }
+
+    fn strs(v: &[NodeId]) -> Vec<&str> {
+        v.iter().map(|n| &**n).collect()
     }
 
     fn nodes(p: &Placement) -> Vec<&str> {
-        p.targets.iter().map(|t| t.node.as_str()).collect()
+        p.targets.iter().map(|t| &*t.node).collect()
     }
 
     #[test]
@@ -497,11 +487,11 @@ mod tests {
         };
         // Not a replica: the replicas by load, the stand-in last even
         // though nothing waits on it.
-        assert_eq!(read_order(&p, "x", load), ["c", "d", "b", "e"]);
+        assert_eq!(strs(&read_order(&p, "x", load)), ["c", "d", "b", "e"]);
         // A replica: itself first whatever its load figure.
-        assert_eq!(read_order(&p, "b", load), ["b", "c", "d", "e"]);
+        assert_eq!(strs(&read_order(&p, "b", load)), ["b", "c", "d", "e"]);
         // No load anywhere: preference order.
-        assert_eq!(read_order(&p, "d", |_| 0), ["d", "b", "c", "e"]);
+        assert_eq!(strs(&read_order(&p, "d", |_| 0)), ["d", "b", "c", "e"]);
     }
 
     #[test]
@@ -576,28 +566,29 @@ mod tests {
             me in 0usize..8,
             stand_ins in 0usize..3,
         ) {
-            let all: Vec<String> = (0..loads.len() + stand_ins).map(|i| format!("n{i}")).collect();
+            let all: Vec<NodeId> = (0..loads.len() + stand_ins).map(|i| NodeId::from(format!("n{i}"))).collect();
             let (replicas, extended) = all.split_at(loads.len());
-            let down: Vec<String> = replicas.iter().take(stand_ins).cloned().collect();
-            let p = place(replicas.to_vec(), extended, true, |r| !down.iter().any(|d| d == r));
+            let down: Vec<NodeId> = replicas.iter().take(stand_ins).cloned().collect();
+            let p = place(replicas.to_vec(), extended, true, |r| !down.iter().any(|d| **d == *r));
             let me = format!("n{me}");
             let load = |n: &str| {
                 let i: usize = n[1..].parse().unwrap_or(0);
                 loads.get(i).copied().unwrap_or(0)
             };
             let order = read_order(&p, &me, load);
+            let order = strs(&order);
             let mut sorted: Vec<&str> = order.clone();
             sorted.sort_unstable();
             let mut expected = nodes(&p);
             expected.sort_unstable();
             prop_assert_eq!(sorted, expected);
-            let is_target = p.targets.iter().any(|t| t.node == me);
+            let is_target = p.targets.iter().any(|t| *t.node == *me);
             prop_assert_eq!(is_target, order.first() == Some(&me.as_str()));
             let rest = if is_target { &order[1..] } else { &order[..] };
-            let stand_in = |n: &str| p.targets.iter().any(|t| t.node == n && t.hint_for.is_some());
+            let stand_in = |n: &str| p.targets.iter().any(|t| &*t.node == n && t.hint_for.is_some());
             let cut = rest.iter().position(|n| stand_in(n)).unwrap_or(rest.len());
             prop_assert!(rest[cut..].iter().all(|n| stand_in(n)));
-            let pos = |n: &str| p.targets.iter().position(|t| t.node == n);
+            let pos = |n: &str| p.targets.iter().position(|t| &*t.node == n);
             for w in rest[..cut].windows(2) {
                 prop_assert!((load(w[0]), pos(w[0])) < (load(w[1]), pos(w[1])), "{:?}", order);
             }
@@ -613,7 +604,7 @@ mod tests {
             down_mask in any::<u16>(),
             sloppy in any::<bool>(),
         ) {
-            let all: Vec<String> = (0..total).map(|i| format!("n{i}")).collect();
+            let all: Vec<NodeId> = (0..total).map(|i| NodeId::from(format!("n{i}"))).collect();
             let n = n.min(total);
             let replicas = all[..n].to_vec();
             let extended = all[n..].to_vec();

@@ -24,6 +24,7 @@ use super::gather::{Ask, Gather, Got, Step};
 use super::trace::{Trace, note};
 use super::{Quorum, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
+use crate::cluster::NodeId;
 use crate::failure::QuorumError;
 use crate::metrics::RepairKind;
 use crate::proto::{Encoded, RemoteError, Request, Response};
@@ -60,7 +61,7 @@ pub struct ReadArgs {
 }
 
 /// A replica's answer as it reaches the read: who, and what.
-type Answer = (String, Result<Got, PeerError>);
+type Answer = (NodeId, Result<Got, PeerError>);
 
 /// The I/O side of a read: asks replicas — this node inline, another
 /// over RPC in a task that reports on the channel — and logs what they
@@ -85,7 +86,7 @@ impl Asker<'_> {
             Ask::Versions(n) => (n, false),
             Ask::Digest(n) => (n, true),
         };
-        if target == node.replica.id() {
+        if *target == *node.replica.id() {
             let local = async {
                 node.faults.storage_delay().await;
                 node.replica.read(&a.bucket, &a.key)
@@ -185,7 +186,6 @@ impl Coordinator {
             answers: None,
             most: order.len().max(1),
         };
-        let order = order.into_iter().map(str::to_string).collect();
         let (mut g, first) = Gather::start(order, required, self.options.read_digests);
         let mut step = io.ask_all(&mut g, first).await;
         let mut speculate_at = Instant::now() + SPECULATE_AFTER;
@@ -235,7 +235,7 @@ impl Coordinator {
                             let names: Vec<&str> = asks
                                 .iter()
                                 .map(|a| match a {
-                                    Ask::Versions(n) | Ask::Digest(n) => n.as_str(),
+                                    Ask::Versions(n) | Ask::Digest(n) => &**n,
                                 })
                                 .collect();
                             format!("slow replicas; also asking {}", names.join(", "))

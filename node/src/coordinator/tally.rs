@@ -12,6 +12,7 @@
 //! tally does not wait for are ignored, so a confused or duplicated
 //! answer cannot push a write over its quorum.
 
+use crate::cluster::NodeId;
 use crate::failure::ReplicaFailure;
 
 /// What the write should do now.
@@ -44,14 +45,14 @@ pub struct Shortfall {
 pub struct Tally {
     required: usize,
     acks: usize,
-    waiting: Vec<String>,
+    waiting: Vec<NodeId>,
     failed: Vec<ReplicaFailure>,
 }
 
 impl Tally {
     /// A write that needs `required` acknowledgements, has `acks` already
     /// (the minting replica's own copy), and waits for `targets`.
-    pub fn new(required: usize, acks: usize, targets: Vec<String>) -> Tally {
+    pub fn new(required: usize, acks: usize, targets: Vec<NodeId>) -> Tally {
         Tally {
             required,
             acks,
@@ -74,13 +75,16 @@ impl Tally {
     /// Target `from` answered: acknowledged (`Ok`) or failed (`Err`, with
     /// why). Answers from nodes not waited for are ignored.
     pub fn on_answer(&mut self, from: &str, answer: Result<(), String>) -> Verdict {
-        let Some(at) = self.waiting.iter().position(|n| n == from) else {
+        let Some(at) = self.waiting.iter().position(|n| **n == *from) else {
             return self.verdict();
         };
         let node = self.waiting.remove(at);
         match answer {
             Ok(()) => self.acks += 1,
-            Err(reason) => self.failed.push(ReplicaFailure { node, reason }),
+            Err(reason) => self.failed.push(ReplicaFailure {
+                node: node.to_string(),
+                reason,
+            }),
         }
         self.verdict()
     }
@@ -91,7 +95,7 @@ impl Tally {
         if self.acks < self.required {
             self.failed
                 .extend(self.waiting.drain(..).map(|node| ReplicaFailure {
-                    node,
+                    node: node.to_string(),
                     reason: "no answer before the deadline".into(),
                 }));
             return Verdict::Failed(self.shortfall());
@@ -137,7 +141,11 @@ mod tests {
     }
 
     fn run(required: usize, targets: &[&str], events: &[E]) -> Vec<V> {
-        let mut t = Tally::new(required, 1, targets.iter().map(|s| s.to_string()).collect());
+        let mut t = Tally::new(
+            required,
+            1,
+            targets.iter().map(|s| NodeId::from(*s)).collect(),
+        );
         let mut out = vec![short(&t.verdict())];
         for e in events {
             let v = match *e {

@@ -16,6 +16,7 @@ use super::tally::{Tally, Verdict};
 use super::trace::{Trace, note};
 use super::{Placement, Quorum, Target, timeout_error};
 use crate::buckets::{BucketProps, Consistency};
+use crate::cluster::NodeId;
 use crate::failure::{QuorumError, ReplicaFailure};
 use crate::proto::{Encoded, RemoteError, Request, Response, WriteReply, WriteRequest};
 use crate::replica::Mutation;
@@ -55,7 +56,7 @@ fn describe(p: &Placement) -> String {
         .iter()
         .map(|t| match &t.hint_for {
             Some(o) => format!("{} (for {o})", t.node),
-            None => t.node.clone(),
+            None => t.node.to_string(),
         })
         .collect();
     let mut s = format!(
@@ -103,8 +104,8 @@ impl Coordinator {
         let me_replica = p
             .targets
             .iter()
-            .any(|t| t.node == me && t.hint_for.is_none());
-        if me_replica || minter.is_some_and(|t| t.node == me) {
+            .any(|t| *t.node == *me && t.hint_for.is_none());
+        if me_replica || minter.is_some_and(|t| *t.node == *me) {
             let mutation = take_mutation(&mut a);
             return self
                 .coordinate(&a, mutation, &p, required, deadline, false)
@@ -168,7 +169,7 @@ impl Coordinator {
                     return Ok(reply.object);
                 }
                 Ok(other) => failed.push(ReplicaFailure {
-                    node: t.node.clone(),
+                    node: t.node.to_string(),
                     reason: format!("unexpected answer {other:?}"),
                 }),
                 Err(PeerError::Remote(RemoteError::Quorum(e))) => {
@@ -180,13 +181,13 @@ impl Coordinator {
                         format!("{} did not take the write: {e}", t.node)
                     });
                     failed.push(ReplicaFailure {
-                        node: t.node.clone(),
+                        node: t.node.to_string(),
                         reason: e.to_string(),
                     });
                 }
                 Err(e) => {
                     failed.push(ReplicaFailure {
-                        node: t.node.clone(),
+                        node: t.node.to_string(),
                         reason: e.to_string(),
                     });
                     return Err(QuorumError::Timeout {
@@ -269,9 +270,9 @@ impl Coordinator {
         let stands_in_for = p
             .targets
             .iter()
-            .find(|t| t.node == me)
+            .find(|t| *t.node == *me)
             .and_then(|t| t.hint_for.clone());
-        let (now, later): (Vec<String>, Vec<String>) = if fallback {
+        let (now, later): (Vec<NodeId>, Vec<NodeId>) = if fallback {
             (p.replicas.clone(), Vec::new())
         } else {
             (stands_in_for.into_iter().collect(), p.down.clone())
@@ -311,7 +312,7 @@ impl Coordinator {
                         .replicas
                         .iter()
                         .map(|r| ReplicaFailure {
-                            node: r.clone(),
+                            node: r.to_string(),
                             reason: "down".into(),
                         })
                         .collect(),
@@ -319,12 +320,22 @@ impl Coordinator {
             };
         }
 
-        let mut others: Vec<Target> = p.targets.iter().filter(|t| t.node != me).cloned().collect();
+        let mut others: Vec<Target> = p
+            .targets
+            .iter()
+            .filter(|t| *t.node != *me)
+            .cloned()
+            .collect();
         // Pending owners get every write while the ring changes.
-        others.extend(p.pending_live.iter().filter(|n| **n != me).map(|n| Target {
-            node: n.clone(),
-            hint_for: None,
-        }));
+        others.extend(
+            p.pending_live
+                .iter()
+                .filter(|n| ***n != *me)
+                .map(|n| Target {
+                    node: n.clone(),
+                    hint_for: None,
+                }),
+        );
         // Where the targets answer (nothing to make when there are none).
         let mut answers = None;
         if !others.is_empty() {
@@ -403,7 +414,7 @@ impl Coordinator {
         written: Arc<(String, Vec<u8>)>,
         object: Encoded,
         deadline: Instant,
-        done: mpsc::Sender<(String, Result<(), PeerError>)>,
+        done: mpsc::Sender<(NodeId, Result<(), PeerError>)>,
         trace: Option<Trace>,
     ) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -412,7 +423,7 @@ impl Coordinator {
             bucket: bucket.clone(),
             key: key.clone(),
             object: object.clone(),
-            hint_for: t.hint_for.clone(),
+            hint_for: t.hint_for.as_deref().map(str::to_string),
         };
         note(&trace, || format!("replicating to {}", t.node));
         let result = match self.peers.call(&t.node, req, left).await {

@@ -105,14 +105,13 @@ pub fn locate(api: &Api, raw_key: &str, req: &Request) -> Reply {
     let key = decode_key(raw_key)?;
     let props = api.buckets.props_for_keys(bucket);
     let token = quorumkv_ring::token_of(bucket.as_bytes(), &key);
-    let ring = api.cluster.ring();
-    let replicas = ring.preference_list(token, props.n as usize);
-    let fallbacks = crate::coordinator::fallbacks(&ring, token, &replicas);
+    let replicas = api.cluster.preference(token, props.n as usize);
+    let fallbacks = api.cluster.fallbacks(token, &replicas);
     let placement = api.coordinator.placement(bucket, &key, &props);
     let targets: Vec<_> = placement
         .targets
         .iter()
-        .map(|t| json!({"node": t.node, "for": t.hint_for}))
+        .map(|t| json!({"node": &*t.node, "for": t.hint_for.as_deref()}))
         .collect();
     Ok(json(
         200,

@@ -15,36 +15,12 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::failure::{QuorumError, ReplicaFailure};
+use crate::failure::QuorumError;
 use crate::storage::StorageError;
 
 impl From<QuorumError> for ApiError {
     fn from(e: QuorumError) -> ApiError {
-        match e {
-            QuorumError::BadConsistency(m) => ApiError::BadConsistency(m),
-            QuorumError::Unavailable {
-                required,
-                alive,
-                message,
-                failed,
-            } => ApiError::Unavailable {
-                required,
-                alive,
-                message,
-                failed,
-            },
-            QuorumError::Timeout {
-                required,
-                acks,
-                message,
-                failed,
-            } => ApiError::Timeout {
-                required,
-                acks,
-                message,
-                failed,
-            },
-        }
+        ApiError::Quorum(e)
     }
 }
 
@@ -67,12 +43,12 @@ impl From<crate::stream::Error> for ApiError {
             E::NoMember(m) => ApiError::NotFound(m),
             // The change could not start on this node: it is unavailable
             // for it, and says why.
-            e => ApiError::Unavailable {
+            e => ApiError::Quorum(QuorumError::Unavailable {
                 required: 1,
                 alive: 0,
                 message: e.to_string(),
                 failed: Vec::new(),
-            },
+            }),
         }
     }
 }
@@ -92,9 +68,6 @@ pub enum ApiError {
         /// The node's limit.
         limit: u64,
     },
-    /// `r` or `w` is not a valid consistency for the bucket.
-    #[error("{0}")]
-    BadConsistency(String),
     /// A bucket (or other named thing) that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -104,30 +77,11 @@ pub enum ApiError {
         /// The context of a known deletion, sent as `X-Causal-Context`.
         context: Option<String>,
     },
-    /// Fewer live replicas than required; nothing was done.
-    #[error("{message}")]
-    Unavailable {
-        /// Replicas that had to answer.
-        required: usize,
-        /// Replicas alive.
-        alive: usize,
-        /// What happened and how to fix it.
-        message: String,
-        /// Replicas that failed, with why.
-        failed: Vec<ReplicaFailure>,
-    },
-    /// The deadline passed before enough replicas answered.
-    #[error("{message}")]
-    Timeout {
-        /// Replicas that had to answer.
-        required: usize,
-        /// Replicas that answered in time.
-        acks: usize,
-        /// What happened.
-        message: String,
-        /// Replicas that failed or were late, with why.
-        failed: Vec<ReplicaFailure>,
-    },
+    /// A quorum read or write failed: `bad_consistency` (400),
+    /// `unavailable` (503) or `timeout` (504), with the counts and the
+    /// replicas that failed.
+    #[error(transparent)]
+    Quorum(QuorumError),
     /// Too many requests in flight.
     #[error("node is overloaded: {0}")]
     Overloaded(String),
@@ -147,11 +101,12 @@ impl ApiError {
     /// The HTTP status code of the error.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) | ApiError::KeyTooLong(_) | ApiError::BadConsistency(_) => 400,
+            ApiError::BadRequest(_) | ApiError::KeyTooLong(_) => 400,
+            ApiError::Quorum(QuorumError::BadConsistency(_)) => 400,
             ApiError::ValueTooLarge { .. } => 413,
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => 404,
-            ApiError::Unavailable { .. } | ApiError::Overloaded(_) => 503,
-            ApiError::Timeout { .. } => 504,
+            ApiError::Quorum(QuorumError::Unavailable { .. }) | ApiError::Overloaded(_) => 503,
+            ApiError::Quorum(QuorumError::Timeout { .. }) => 504,
             ApiError::Unauthorized(_) => 401,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Conflict(_) => 409,
@@ -164,10 +119,10 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed(_) => "bad_request",
             ApiError::KeyTooLong(_) => "key_too_long",
             ApiError::ValueTooLarge { .. } => "value_too_large",
-            ApiError::BadConsistency(_) => "bad_consistency",
+            ApiError::Quorum(QuorumError::BadConsistency(_)) => "bad_consistency",
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => "not_found",
-            ApiError::Unavailable { .. } => "unavailable",
-            ApiError::Timeout { .. } => "timeout",
+            ApiError::Quorum(QuorumError::Unavailable { .. }) => "unavailable",
+            ApiError::Quorum(QuorumError::Timeout { .. }) => "timeout",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Conflict(_) => "conflict",
@@ -178,22 +133,22 @@ impl ApiError {
     pub fn body(&self) -> Json {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match self {
-            ApiError::Unavailable {
+            ApiError::Quorum(QuorumError::Unavailable {
                 required,
                 alive,
                 failed,
                 ..
-            } => {
+            }) => {
                 body["required"] = json!(required);
                 body["alive"] = json!(alive);
                 body["failed"] = json!(failed);
             }
-            ApiError::Timeout {
+            ApiError::Quorum(QuorumError::Timeout {
                 required,
                 acks,
                 failed,
                 ..
-            } => {
+            }) => {
                 body["required"] = json!(required);
                 body["acks"] = json!(acks);
                 body["failed"] = json!(failed);
@@ -224,26 +179,30 @@ mod tests {
                 413,
                 "value_too_large",
             ),
-            (ApiError::BadConsistency("r".into()), 400, "bad_consistency"),
+            (
+                QuorumError::BadConsistency("r".into()).into(),
+                400,
+                "bad_consistency",
+            ),
             (ApiError::NotFound("b".into()), 404, "not_found"),
             (ApiError::KeyNotFound { context: None }, 404, "not_found"),
             (
-                ApiError::Unavailable {
+                ApiError::from(QuorumError::Unavailable {
                     required: 2,
                     alive: 1,
                     message: "m".into(),
                     failed: vec![],
-                },
+                }),
                 503,
                 "unavailable",
             ),
             (
-                ApiError::Timeout {
+                ApiError::from(QuorumError::Timeout {
                     required: 2,
                     acks: 1,
                     message: "m".into(),
                     failed: vec![],
-                },
+                }),
                 504,
                 "timeout",
             ),
@@ -261,23 +220,23 @@ mod tests {
 
     #[test]
     fn unavailable_and_timeout_bodies_carry_their_counts() {
-        let b = ApiError::Unavailable {
+        let b = ApiError::from(QuorumError::Unavailable {
             required: 2,
             alive: 1,
             message: "m".into(),
             failed: vec![],
-        }
+        })
         .body();
         assert_eq!(
             (b["required"].as_u64(), b["alive"].as_u64()),
             (Some(2), Some(1))
         );
-        let b = ApiError::Timeout {
+        let b = ApiError::from(QuorumError::Timeout {
             required: 3,
             acks: 2,
             message: "m".into(),
             failed: vec![],
-        }
+        })
         .body();
         assert_eq!(
             (b["required"].as_u64(), b["acks"].as_u64()),

@@ -22,32 +22,47 @@ fn value_for(writer: usize, seq: u64) -> Vec<u8> {
     v
 }
 
+/// The writes a node acknowledged (204), by key.
+type Acked = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+/// `WRITERS` tasks writing fresh keys `PREFIX-w-seq` through `api` (with
+/// `query`) until a write fails — the node stopped or died under them —
+/// and noting every acknowledged one in `acked`.
+fn writers(
+    api: &Api,
+    prefix: &'static str,
+    query: &'static str,
+    acked: &Acked,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..WRITERS)
+        .map(|w| {
+            let (api, acked) = (api.clone(), acked.clone());
+            tokio::spawn(async move {
+                for seq in 0u64.. {
+                    let key = format!("{prefix}-{w}-{seq}");
+                    let value = value_for(w, seq);
+                    match api.put(&format!("/kv/{key}{query}"), &value).await {
+                        Ok(r) if r.status == 204 => {
+                            acked
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(key, value);
+                        }
+                        // Refused while draining, or the node is gone.
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill() -> Result<()> {
     let mut c = Cluster::single(&["--default-n", "1", "--sync", "always"])?;
     let api = Api::new(&c.node().url());
-    let acked: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for w in 0..WRITERS {
-        let api = api.clone();
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            for seq in 0u64.. {
-                let key = format!("crash-{w}-{seq}");
-                let value = value_for(w, seq);
-                match api.put(&format!("/kv/{key}"), &value).await {
-                    Ok(r) if r.status == 204 => {
-                        acked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(key, value);
-                    }
-                    // The node died under us: connection errors are expected.
-                    _ => break,
-                }
-            }
-        }));
-    }
+    let acked: Acked = Arc::default();
+    let tasks = writers(&api, "crash", "", &acked);
     // Kill once a good stream of writes has been acknowledged.
     let counter = acked.clone();
     eventually(Duration::from_secs(60), "2000 acknowledged writes", || {
@@ -95,27 +110,8 @@ async fn sigterm_under_load_ends_every_task_first_and_keeps_every_acknowledged_w
     // so a store closed under running tasks would show here.
     let mut c = start_cluster(3, &["--sync", "periodic"]).await?;
     let n1 = Api::new(&c.nodes[0].url());
-    let acked: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let (api, acked) = (n1.clone(), acked.clone());
-        writers.push(tokio::spawn(async move {
-            for seq in 0u64.. {
-                let key = format!("term-{w}-{seq}");
-                let value = value_for(w, seq);
-                match api.put(&format!("/kv/{key}?w=quorum"), &value).await {
-                    Ok(r) if r.status == 204 => {
-                        acked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(key, value);
-                    }
-                    // Refused while draining, or the node is gone.
-                    _ => break,
-                }
-            }
-        }));
-    }
+    let acked: Acked = Arc::default();
+    let writers = writers(&n1, "term", "?w=quorum", &acked);
     let counter = acked.clone();
     eventually(Duration::from_secs(60), "1000 acknowledged writes", || {
         let n = counter.lock().map(|m| m.len()).unwrap_or(0);

@@ -194,14 +194,9 @@ impl Coordinator {
                 Step::Done => break,
                 Step::Failed(s) => {
                     let acks = s.acks;
-                    return Err(QuorumError::Timeout {
-                        required,
-                        acks,
-                        message: format!(
-                            "{acks} of {required} replicas answered; the others failed"
-                        ),
-                        failed: s.failed,
-                    });
+                    return Err(s.into_timeout(format!(
+                        "{acks} of {required} replicas answered; the others failed"
+                    )));
                 }
                 Step::Ask(asks) => {
                     step = io.ask_all(&mut g, asks).await;

@@ -13,7 +13,7 @@
 //! answer cannot push a write over its quorum.
 
 use crate::cluster::NodeId;
-use crate::failure::ReplicaFailure;
+use crate::failure::{QuorumError, ReplicaFailure};
 
 /// What the write should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,18 @@ pub struct Tally {
     acks: usize,
     waiting: Vec<NodeId>,
     failed: Vec<ReplicaFailure>,
+}
+
+impl Shortfall {
+    /// The 504 this shortfall answers, saying `message`.
+    pub fn into_timeout(self, message: String) -> QuorumError {
+        QuorumError::Timeout {
+            required: self.required,
+            acks: self.acks,
+            message,
+            failed: self.failed,
+        }
+    }
 }
 
 impl Tally {

@@ -364,14 +364,9 @@ impl Coordinator {
                 // has answered (so `acks` is exact).
                 Verdict::Failed(s) => {
                     let acks = s.acks;
-                    return Err(QuorumError::Timeout {
-                        required,
-                        acks,
-                        message: format!(
-                            "{acks} of {required} replicas acknowledged; the others failed. The write is stored on {acks} and may become visible"
-                        ),
-                        failed: s.failed,
-                    });
+                    return Err(s.into_timeout(format!(
+                        "{acks} of {required} replicas acknowledged; the others failed. The write is stored on {acks} and may become visible"
+                    )));
                 }
                 Verdict::Waiting => {}
             }

@@ -206,16 +206,16 @@ pub async fn run(g: &Globals, c: FaultsCommand) -> anyhow::Result<ExitCode> {
         rows.extend(failed.iter().map(|(id, url, e)| {
             vec![
                 id.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
                 format!("failed ({url}): {e}"),
-                String::new(),
-                String::new(),
-                String::new(),
             ]
         }));
         print!(
             "{}",
             table(
-                &["NODE", "MESSAGES", "PARTITION", "CLOCK", "OWN REPLICA"],
+                &["NODE", "PARTITION", "CLOCK", "OWN REPLICA", "MESSAGES"],
                 &rows
             )
         );
@@ -329,14 +329,21 @@ fn partition_patch(sides: &str, one_way: bool, members: &[&str]) -> anyhow::Resu
     Ok(json!({"partition": p}))
 }
 
-/// One node's faults as the table's columns after NODE: messages, the
-/// partition, the clock, the own replica.
+/// One node's faults as the table's columns after NODE: the partition,
+/// the clock, the own replica, and (last, as the widest) the messages.
 fn describe(s: &Settings) -> Vec<String> {
     let link = |l: &quorumkv_faults::LinkFaults| {
-        let mut parts: Vec<String> = Leg::ALL
-            .iter()
-            .filter_map(|leg| l.leg(*leg).map(|d| format!("{leg}={d}")))
-            .collect();
+        // Legs with the same distribution (a preset's) share one entry.
+        let mut groups: Vec<(String, &Dist)> = Vec::new();
+        for leg in Leg::ALL {
+            if let Some(d) = l.leg(leg) {
+                match groups.iter_mut().find(|(_, g)| *g == d) {
+                    Some((names, _)) => names.push_str(&format!(",{leg}")),
+                    None => groups.push((leg.to_string(), d)),
+                }
+            }
+        }
+        let mut parts: Vec<String> = groups.iter().map(|(n, d)| format!("{n}={d}")).collect();
         for (name, p) in [("drop", l.drop), ("dup", l.dup), ("reorder", l.reorder)] {
             if p > 0.0 {
                 parts.push(format!("{name}={p}"));
@@ -366,17 +373,17 @@ fn describe(s: &Settings) -> Vec<String> {
         own.push(format!("storage +{} ms", s.storage_delay_ms));
     }
     vec![
-        if messages.is_empty() {
-            none()
-        } else {
-            messages.join("; ")
-        },
         s.partition.as_ref().map_or_else(none, |p| p.to_string()),
         clock,
         if own.is_empty() {
             none()
         } else {
             own.join(", ")
+        },
+        if messages.is_empty() {
+            none()
+        } else {
+            messages.join("; ")
         },
     ]
 }
@@ -471,7 +478,7 @@ mod tests {
     #[test]
     fn the_table_describes_each_kind_of_fault() {
         let s: Settings = serde_json::from_value(json!({
-            "all_peers": {"w": "const:5", "drop": 0.1},
+            "all_peers": {"w": "const:5", "a": "exp:1", "r": "const:5", "drop": 0.1},
             "peers": {"n2": {"r": "exp:2"}},
             "partition": {"sides": [["n1"], ["n2"]], "one_way": true},
             "clock": {"offset_ms": -2500, "drift_ppm": 100.0},
@@ -482,10 +489,10 @@ mod tests {
         assert_eq!(
             describe(&s),
             [
-                "all: w=const:5 drop=0.1; to n2: r=exp:2",
                 "n1|n2 (one-way)",
                 "-2500 ms, +100 ppm",
                 "pays the legs, storage +40 ms",
+                "all: w,r=const:5 a=exp:1 drop=0.1; to n2: r=exp:2",
             ]
         );
         assert_eq!(describe(&Settings::default()), ["-", "-", "-", "-"]);

@@ -116,36 +116,7 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-/// Labels of a message a fault did something to.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FaultLabels {
-    /// `delayed`, `dropped`, `answer_dropped`, `duplicated`, `reordered`
-    /// or `cut`.
-    pub fault: &'static str,
-    /// `rpc`, `gossip` or `local` (the own replica's operations).
-    pub traffic: &'static str,
-}
-
-/// Labels of an injected delay.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LegLabels {
-    /// `w`, `a`, `r` or `s`.
-    pub leg: &'static str,
-}
-
-/// Labels of a per-peer fault setting.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FaultSettingLabels {
-    /// The destination node, or `*` for every peer without its own entry.
-    pub peer: String,
-    /// `drop`, `dup`, `reorder`, or a leg's mean: `w_mean_ms`, ...
-    pub setting: &'static str,
-}
-
-/// An f64 gauge.
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     // 50 µs .. ~6.5 s, doubling: fine enough for p99s of loopback traffic.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
@@ -213,25 +184,8 @@ pub struct Metrics {
     /// Timestamps seen more than `--max-clock-offset-ms` ahead of this
     /// node's clock (it moved only up to that bound).
     pub hlc_clamped: Counter,
-    /// 1 when `--fault-injection` is on.
-    pub fault_injection: Gauge,
-    /// Messages faults did something to, by fault and traffic.
-    pub fault_messages: Family<FaultLabels, Counter>,
-    /// Injected delays as measured, by leg, in seconds.
-    pub fault_delay: Family<LegLabels, Histogram, fn() -> Histogram>,
-    /// The injected faults' settings per peer (probabilities, leg means).
-    pub fault_settings: Family<FaultSettingLabels, FloatGauge>,
-    /// Nodes this node's messages are cut from by the partition.
-    pub fault_peers_cut: Gauge,
-    /// 1 when the own replica's operations pay the legs.
-    pub fault_local_legs: Gauge,
-    /// The injected storage delay, ms.
-    pub fault_storage_delay_ms: Gauge,
-    /// How far this node's clock reads from the host's, ms (refreshed
-    /// when rendered).
-    pub fault_clock_offset_ms: Gauge,
-    /// The injected clock drift, ppm.
-    pub fault_clock_drift_ppm: FloatGauge,
+    /// What fault injection did and what it injects now.
+    pub faults: crate::faults::FaultMetrics,
     /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
     hint_sync: std::sync::Mutex<()>,
 }
@@ -406,72 +360,9 @@ impl Metrics {
             "Version timestamps seen more than --max-clock-offset-ms ahead of this node's clock: kept, but the clock moved only up to that bound",
             hlc_clamped.clone(),
         );
-        let fault_injection = Gauge::default();
-        registry.register(
-            "fault_injection_enabled",
-            "1 when the node runs with --fault-injection",
-            fault_injection.clone(),
-        );
-        let fault_messages = Family::<FaultLabels, Counter>::default();
-        registry.register(
-            "fault_messages",
-            "Messages injected faults acted on, by fault (delayed, dropped, answer_dropped, duplicated, reordered, cut) and traffic (rpc, gossip, local)",
-            fault_messages.clone(),
-        );
-        let fault_delay = Family::<LegLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
-        registry.register(
-            "fault_delay_seconds",
-            "Injected delays as measured, by WARS leg (w, a, r, s)",
-            fault_delay.clone(),
-        );
-        let fault_settings = Family::<FaultSettingLabels, FloatGauge>::default();
-        registry.register(
-            "fault_setting",
-            "Injected fault settings per destination peer (* for every peer without its own): drop, dup, reorder probabilities and each leg's mean delay in ms",
-            fault_settings.clone(),
-        );
-        let fault_peers_cut = Gauge::default();
-        registry.register(
-            "fault_peers_cut",
-            "Nodes this node's messages are cut from by an injected partition",
-            fault_peers_cut.clone(),
-        );
-        let fault_local_legs = Gauge::default();
-        registry.register(
-            "fault_local_legs",
-            "1 when the coordinator's own replica operations pay the injected legs",
-            fault_local_legs.clone(),
-        );
-        let fault_storage_delay_ms = Gauge::default();
-        registry.register(
-            "fault_storage_delay_ms",
-            "Injected delay of every operation on this node's own replica, ms",
-            fault_storage_delay_ms.clone(),
-        );
-        let fault_clock_offset_ms = Gauge::default();
-        registry.register(
-            "fault_clock_offset_ms",
-            "How far this node's clock reads ahead of the host's (negative: behind), ms, injected offset plus drift so far",
-            fault_clock_offset_ms.clone(),
-        );
-        let fault_clock_drift_ppm = FloatGauge::default();
-        registry.register(
-            "fault_clock_drift_ppm",
-            "Injected drift of this node's clock, parts per million",
-            fault_clock_drift_ppm.clone(),
-        );
+        let faults = crate::faults::FaultMetrics::register(&mut registry);
         Metrics {
-            fault_injection,
-            fault_messages,
-            fault_delay,
-            fault_settings,
-            fault_peers_cut,
-            fault_local_legs,
-            fault_storage_delay_ms,
-            fault_clock_offset_ms,
-            fault_clock_drift_ppm,
+            faults,
             hlc_clamped,
             repair_bytes,
             repair_divergence_age,
@@ -591,57 +482,7 @@ impl Metrics {
     /// replica's total) and the clock's offset from the host's.
     pub fn sync_clock(&self, clamped: u64, offset_ms: i64) {
         catch_up(&self.hlc_clamped, clamped);
-        self.fault_clock_offset_ms.set(offset_ms);
-    }
-
-    /// Counts one message `fault` acted on.
-    pub fn count_fault(&self, fault: &'static str, traffic: &'static str) {
-        self.fault_messages
-            .get_or_create(&FaultLabels { fault, traffic })
-            .inc();
-    }
-
-    /// Records one injected delay of leg `leg` as measured.
-    pub fn observe_fault_delay(&self, leg: &'static str, secs: f64) {
-        self.fault_delay
-            .get_or_create(&LegLabels { leg })
-            .observe(secs);
-    }
-
-    /// Shows the fault settings node `me` now injects.
-    pub fn show_faults(&self, me: &str, s: &quorumkv_faults::Settings) {
-        self.fault_settings.clear();
-        let links = std::iter::once(("*".to_string(), &s.all_peers))
-            .chain(s.peers.iter().map(|(k, v)| (k.clone(), v)));
-        for (peer, l) in links {
-            let set = |setting, v: f64| {
-                self.fault_settings
-                    .get_or_create(&FaultSettingLabels {
-                        peer: peer.clone(),
-                        setting,
-                    })
-                    .set(v);
-            };
-            set("drop", l.drop);
-            set("dup", l.dup);
-            set("reorder", l.reorder);
-            for (leg, name) in [
-                (quorumkv_faults::Leg::W, "w_mean_ms"),
-                (quorumkv_faults::Leg::A, "a_mean_ms"),
-                (quorumkv_faults::Leg::R, "r_mean_ms"),
-                (quorumkv_faults::Leg::S, "s_mean_ms"),
-            ] {
-                // An infinite mean (a heavy Pareto tail) shows as +Inf.
-                if let Some(d) = l.leg(leg) {
-                    set(name, d.mean().unwrap_or(f64::INFINITY));
-                }
-            }
-        }
-        let cut = s.partition.as_ref().map_or(0, |p| p.cut_from(me).len());
-        self.fault_peers_cut.set(cut as i64);
-        self.fault_local_legs.set(i64::from(s.local));
-        self.fault_storage_delay_ms.set(s.storage_delay_ms as i64);
-        self.fault_clock_drift_ppm.set(s.clock.drift_ppm);
+        self.faults.clock_offset_ms.set(offset_ms);
     }
 
     /// Counts one read repair.

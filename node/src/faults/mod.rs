@@ -25,6 +25,7 @@
 //! load per local replica operation ([`Faults::local`]) and per
 //! wall-clock read ([`crate::clock::unix_ms`]).
 
+mod metrics;
 mod peers;
 mod timer;
 
@@ -40,6 +41,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use metrics::FaultMetrics;
 pub use peers::{FaultyGossip, FaultyPeers};
 
 use crate::metrics::Metrics;
@@ -75,7 +77,7 @@ impl Faults {
     /// Switches of node `me` that can be set only when `enabled`; what
     /// they do is counted in `metrics`.
     pub fn new(enabled: bool, me: &str, metrics: Arc<Metrics>) -> Faults {
-        metrics.fault_injection.set(i64::from(enabled));
+        metrics.faults.injection.set(i64::from(enabled));
         Faults {
             enabled,
             me: me.to_string(),
@@ -138,7 +140,7 @@ impl Faults {
         self.network.store(s.touches_network(), Relaxed);
         self.local
             .store(s.storage_delay_ms > 0 || local_legs, Relaxed);
-        self.metrics.show_faults(&self.me, &s);
+        self.metrics.faults.show(&self.me, &s);
         Ok(s)
     }
 
@@ -165,7 +167,7 @@ impl Faults {
     /// `answer_dropped`, `duplicated`, `reordered`, `cut`), by `traffic`
     /// (`rpc`, `gossip`, `local`).
     pub fn count(&self, fault: &'static str, traffic: &'static str) {
-        self.metrics.count_fault(fault, traffic);
+        self.metrics.faults.count(fault, traffic);
     }
 
     /// Sleeps `ms` for leg `leg`, or until `deadline` if that comes first;
@@ -181,7 +183,8 @@ impl Faults {
         timer::sleep_until(until).await;
         if whole && let Some(leg) = leg {
             self.metrics
-                .observe_fault_delay(leg.name(), start.elapsed().as_secs_f64());
+                .faults
+                .observe_delay(leg.name(), start.elapsed().as_secs_f64());
         }
         whole
     }

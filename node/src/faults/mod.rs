@@ -175,7 +175,10 @@ impl Faults {
     /// delay as measured is recorded per leg.
     pub async fn delay(&self, ms: f64, leg: Option<Leg>, deadline: Option<Instant>) -> bool {
         let start = Instant::now();
-        let until = start + Duration::from_secs_f64(ms.max(0.0) / 1000.0).min(FOREVER);
+        // Clamped before converting: a heavy tail may draw more seconds
+        // than a Duration holds (from_secs_f64 would panic).
+        let secs = (ms / 1000.0).clamp(0.0, FOREVER.as_secs_f64());
+        let until = start + Duration::from_secs_f64(secs);
         let (until, whole) = match deadline {
             Some(d) if d < until => (d, false),
             _ => (until, true),
@@ -289,6 +292,19 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
+    }
+
+    /// A heavy tail can draw more seconds than a `Duration` holds; the
+    /// delay is cut at the deadline instead of panicking.
+    #[tokio::test]
+    async fn an_absurdly_long_draw_ends_at_the_deadline() {
+        let f = faults(true);
+        let t0 = Instant::now();
+        let whole = f
+            .delay(1e300, Some(Leg::W), Some(t0 + Duration::from_millis(20)))
+            .await;
+        assert!(!whole);
+        assert!(t0.elapsed() >= Duration::from_millis(20));
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::storage::SyncMode;
 
+/// Default `--max-clock-offset-ms`: CockroachDB's default `--max-offset`.
+pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
+
 /// Default row cache capacity (`--row-cache-mb`), in bytes.
 pub const DEFAULT_ROW_CACHE_BYTES: u64 = 64 << 20;
 
@@ -165,6 +168,13 @@ pub struct Args {
     /// traffic; never use in production [default: off]
     #[arg(long, env = "QKV_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub fault_injection: Option<bool>,
+
+    /// How far ahead of this node's clock a timestamp from another node
+    /// may move it, in ms, 1..=86400000; versions stamped further ahead
+    /// are kept but move the clock only this far (docs/CONSISTENCY.md)
+    /// [default: 500]
+    #[arg(long, env = "QKV_MAX_CLOCK_OFFSET_MS", value_name = "MS")]
+    pub max_clock_offset_ms: Option<u64>,
 
     /// Default deadline of a request, in ms, 1..=600000 [default: 2000]
     #[arg(long, env = "QKV_TIMEOUT_MS", value_name = "MS")]
@@ -332,6 +342,8 @@ pub struct Config {
     pub join: Join,
     /// Fault-injection admin routes enabled.
     pub fault_injection: bool,
+    /// How far ahead a remote timestamp may move this node's clock, ms.
+    pub max_clock_offset_ms: u64,
     /// Default request deadline.
     pub timeout: Duration,
     /// Concurrent requests before 503 overloaded.
@@ -524,6 +536,12 @@ impl Config {
             )?,
             join: pick!(join).unwrap_or(Join::Auto),
             fault_injection: pick!(fault_injection).unwrap_or(false),
+            max_clock_offset_ms: in_range(
+                "--max-clock-offset-ms",
+                pick!(max_clock_offset_ms).unwrap_or(DEFAULT_MAX_CLOCK_OFFSET_MS),
+                1,
+                86_400_000,
+            )?,
             timeout: Duration::from_millis(in_range(
                 "--timeout-ms",
                 pick!(timeout_ms).unwrap_or(2000),

@@ -24,7 +24,7 @@
 //! replaced.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::buckets::Conflicts;
 use crate::storage::{DataKey, StorageError, Store};
@@ -91,6 +91,11 @@ pub struct Replica {
     store: Store,
     locks: Vec<tokio::sync::Mutex<()>>,
     clock: Mutex<Clock>,
+    /// How far ahead of this node's wall clock a timestamp seen in a
+    /// version may move its clock (`--max-clock-offset-ms`).
+    max_clock_offset_ms: u64,
+    /// Timestamps seen beyond that bound.
+    clock_clamped: AtomicU64,
     keys: AtomicI64,
     bytes: AtomicI64,
     cache: RowCache,
@@ -118,10 +123,31 @@ impl Replica {
             store,
             locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(Clock::new()),
+            max_clock_offset_ms: crate::config::DEFAULT_MAX_CLOCK_OFFSET_MS,
+            clock_clamped: AtomicU64::new(0),
             keys: AtomicI64::new(keys as i64),
             bytes: AtomicI64::new(bytes as i64),
             cache: RowCache::new(cache_bytes),
         })
+    }
+
+    /// The same replica, letting timestamps move its clock at most
+    /// `ms` ahead of its wall clock (`--max-clock-offset-ms`).
+    pub fn with_max_clock_offset(mut self, ms: u64) -> Replica {
+        self.max_clock_offset_ms = ms;
+        self
+    }
+
+    /// Timestamps seen more than the max clock offset ahead of this node's
+    /// clock, which moved it only as far as the bound (for metrics).
+    pub fn clock_clamped(&self) -> u64 {
+        self.clock_clamped.load(Ordering::Relaxed)
+    }
+
+    fn count_clamped(&self, clamped: bool) {
+        if clamped {
+            self.clock_clamped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// This node's id: what placement, traces and inspection name.
@@ -190,14 +216,18 @@ impl Replica {
     /// A timestamp from this node's hybrid logical clock, later than
     /// `seen` (the newest version already stored for the key): a write
     /// made after another is stamped after it even when this node's wall
-    /// clock lags the one that stamped the older version.
+    /// clock lags the one that stamped the older version. A `seen` beyond
+    /// the max clock offset does not move the clock itself
+    /// ([`Clock::stamp_after`]).
     pub fn now_after(&self, seen: Option<Timestamp>) -> Timestamp {
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let wall = crate::clock::unix_ms();
-        if let Some(t) = seen {
-            clock.observe(t, wall);
-        }
-        clock.now(wall)
+        let (ts, clamped) = self
+            .clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stamp_after(seen, wall, self.max_clock_offset_ms);
+        self.count_clamped(clamped);
+        ts
     }
 
     /// Coordinates a client write here: the versions `ctx` covers are
@@ -244,8 +274,13 @@ impl Replica {
         let _guard = self.stripe(&k).lock().await;
         let (old, old_size) = self.read_sized(bucket, &k)?.unzip();
         if let Some(t) = remote.max_timestamp() {
-            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            clock.observe(t, crate::clock::unix_ms());
+            let wall = crate::clock::unix_ms();
+            let (_, clamped) = self
+                .clock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe_within(t, wall, self.max_clock_offset_ms);
+            self.count_clamped(clamped);
         }
         let mut object = match &old {
             Some(o) => o.sync(remote),
@@ -410,6 +445,49 @@ mod tests {
         assert!(r.forget("b", b"k").await.expect("forget") > 0);
         assert!(r.read("b", b"k").expect("read").is_none());
         assert_eq!(r.stored(), (0, 0));
+    }
+
+    /// A version stamped an hour ahead (a peer whose clock runs fast) is
+    /// kept, and a later blind write of its key in an LWW bucket still
+    /// replaces it; but it moves this replica's clock only up to the max
+    /// offset, so another key's write is stamped near the wall clock.
+    #[tokio::test]
+    async fn a_version_from_a_clock_far_ahead_is_kept_and_clamped_and_counted() {
+        let r = Replica::open("n1".into(), "n1".into(), Store::memory())
+            .expect("open")
+            .with_max_clock_offset(500);
+        let hour = 3_600_000;
+        let ahead = Timestamp::new(crate::clock::unix_ms() + hour, 0);
+        let mut remote = Dvvs::default();
+        remote.update(
+            &Context::new(),
+            "n2",
+            Value::live(b"fast".to_vec(), "t", ahead),
+        );
+        r.merge("b", b"k", &remote, Conflicts::Lww)
+            .await
+            .expect("merge");
+        assert_eq!(r.clock_clamped(), 1);
+        assert_eq!(
+            live(&r.read("b", b"k").expect("read").expect("kept")),
+            [b"fast".to_vec()]
+        );
+        let out = r
+            .write("b", b"k", &Context::new(), put("later"), Conflicts::Lww)
+            .await
+            .expect("write");
+        assert_eq!(live(&out.object), [b"later".to_vec()]);
+        assert_eq!(r.clock_clamped(), 2);
+        let other = r
+            .write("b", b"other", &Context::new(), put("v"), Conflicts::Lww)
+            .await
+            .expect("write");
+        let stamped = other.object.max_timestamp().expect("stamped").wall_ms();
+        assert!(
+            stamped < crate::clock::unix_ms() + 1000,
+            "another key's write is stamped {stamped}, dragged toward {}",
+            ahead.wall_ms()
+        );
     }
 
     /// Open or shut; writes wait while it is shut.

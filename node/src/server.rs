@@ -42,7 +42,7 @@ use crate::buckets::Buckets;
 use crate::cluster::{Cluster, LocalNode};
 use crate::config::{Config, Engine, validate_node_id};
 use crate::coordinator::{self, Coordinator};
-use crate::faults::Faults;
+use crate::faults::{Faults, FaultyGossip, FaultyPeers};
 use crate::hints::{HintConfig, Hints};
 use crate::http::Api;
 use crate::membership;
@@ -182,7 +182,8 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
     let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
     let replica = Arc::new(
         Replica::with_row_cache(id.clone(), actor, store.clone(), config.row_cache_bytes)
-            .map_err(storage)?,
+            .map_err(storage)?
+            .with_max_clock_offset(config.max_clock_offset_ms),
     );
     let cluster = Arc::new(Cluster::single(
         LocalNode {
@@ -195,12 +196,26 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         tokens,
     ));
     let metrics = Arc::new(Metrics::new());
-    let faults = Arc::new(Faults::new(config.fault_injection));
+    let faults = Arc::new(Faults::new(
+        config.fault_injection,
+        &cluster.local().id,
+        metrics.clone(),
+    ));
     let tasks = Tasks::new();
 
-    // Services over the transport.
+    // Services over the transport; with --fault-injection, through the
+    // fault layer (without it, untouched).
     let transport = bind(&cluster);
-    let peers = transport.peers.clone();
+    let peers: Arc<dyn Peers> = if faults.enabled() {
+        Arc::new(FaultyPeers::new(transport.peers.clone(), faults.clone()))
+    } else {
+        transport.peers.clone()
+    };
+    let gossip_transport = FaultyGossip::new(
+        transport.gossip,
+        faults.enabled().then(|| faults.clone()),
+        cluster.clone(),
+    );
     let bucket_sync = Arc::new(BucketSync::new(
         buckets.clone(),
         cluster.clone(),
@@ -244,7 +259,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         },
         e => StartError::Membership(e.to_string()),
     };
-    let gossip = membership::prepare(&config, &cluster, &store, transport.gossip, rng)
+    let gossip = membership::prepare(&config, &cluster, &store, gossip_transport, rng)
         .map_err(membership_error)?;
     let changes = ChangeDriver::new(
         stream::Parts {

@@ -4,6 +4,7 @@
 mod bucket;
 mod cleanup;
 mod exp;
+mod faults;
 mod kv;
 mod local;
 pub mod output;
@@ -98,6 +99,11 @@ pub enum Command {
     /// check a recorded history.
     #[command(subcommand)]
     Exp(exp::ExpCommand),
+    /// Inject faults into nodes started with --fault-injection: message
+    /// delays per WARS leg, drops, duplicates, reordering, partitions,
+    /// clock skew.
+    #[command(subcommand)]
+    Faults(faults::FaultsCommand),
 }
 
 /// Global options every command may need.
@@ -155,6 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Repair(a) => repair::run(&g, a).await,
             Command::Cleanup(a) => cleanup::run(&g, a).await,
             Command::Local(c) => local::run(&g, c).await,
+            Command::Faults(c) => faults::run(&g, c).await,
             Command::Bench(_) | Command::Exp(_) => unreachable!("handled above"),
         }
     })
@@ -230,6 +237,21 @@ mod tests {
             &["qkv", "--json", "status"],
             &["qkv", "--node", "a:1,b:2", "repair", "--timeout-secs", "60"],
             &["qkv", "local", "down", "--dir", "x"],
+            &["qkv", "faults", "show", "--only", "n1"],
+            &[
+                "qkv",
+                "faults",
+                "set",
+                "--w-delay",
+                "const:5",
+                "--drop",
+                "0.1",
+                "--to",
+                "n2",
+            ],
+            &["qkv", "faults", "partition", "n1,n2|n3", "--one-way"],
+            &["qkv", "faults", "heal"],
+            &["qkv", "--json", "faults", "clear"],
             &[
                 "qkv",
                 "ring",

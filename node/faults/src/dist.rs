@@ -310,6 +310,22 @@ impl Dist {
         }
     }
 
+    /// The same distribution with every `empirical:FILE` turned into its
+    /// inline samples (`empirical:[…]`): what to send to a node, which
+    /// reads no files.
+    pub fn inlined(&self) -> Dist {
+        match &self.0 {
+            Kind::Empirical(e) if e.file.is_some() => Dist(Kind::Empirical(Empirical {
+                sorted: e.sorted.clone(),
+                file: None,
+            })),
+            Kind::Mix(m) => {
+                Dist::mix_unchecked(m.parts.iter().map(|(w, d)| (*w, d.inlined())).collect())
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// Whether this is an empirical distribution read from a file.
     pub fn file(&self) -> Option<&str> {
         match &self.0 {

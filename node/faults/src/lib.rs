@@ -18,16 +18,26 @@
 //! * [`DelaySpec`]: what a `--delays` option holds, a preset or one
 //!   distribution for every leg.
 //! * [`load`]: the one piece of I/O, reading `empirical:FILE` samples.
+//! * [`Settings`]: the fault-injection document a node's
+//!   `/internal/faults` route and `qkv faults` exchange — per-peer leg
+//!   delays, drops, duplicates, reordering, a [`Partition`], a
+//!   [`ClockFault`] — and [`plan`], what happens to one message under them.
 //!
 //! The crate is pure apart from [`load`]: randomness comes in as an
-//! [`rand::Rng`] the caller seeds.
+//! [`rand::Rng`] the caller seeds, and time as numbers.
 
 mod dist;
 mod error;
 pub mod load;
+pub mod plan;
 mod preset;
+mod settings;
 mod syntax;
 
 pub use dist::Dist;
 pub use error::Error;
 pub use preset::{DelaySpec, Delays, Legs, Preset};
+pub use settings::{
+    ClockFault, Leg, LinkFaults, MAX_CLOCK_OFFSET_MS, MAX_DRIFT_PPM, MAX_STORAGE_DELAY_MS,
+    Partition, REORDER_HOLD_MS, Settings, SettingsError,
+};

@@ -77,6 +77,12 @@ mod tests {
         assert_eq!(d.file(), Some(path.to_str().expect("utf-8")));
         let mix = dist(&format!("mix:0.5*{text}+0.5*const:1")).expect("loads");
         assert_eq!(mix.mean(), Some(1.5));
+        // Inlined, the samples travel in the text, which parses without
+        // reading the file.
+        let inline = mix.inlined();
+        assert_eq!(inline.file(), None);
+        assert_eq!(inline.to_string(), "mix:0.5*empirical:[1,2,3]+0.5*const:1");
+        assert_eq!(inline.to_string().parse::<Dist>().expect("parses"), inline);
         match spec(&text).expect("a distribution for every leg") {
             DelaySpec::Every(e) => assert_eq!(e, d),
             other => panic!("{other:?}"),

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorumkv_faults::Leg;
 use tokio::time::Instant;
 
 use tokio::sync::mpsc;
@@ -87,10 +88,9 @@ impl Asker<'_> {
             Ask::Digest(n) => (n, true),
         };
         if *target == *node.replica.id() {
-            let local = async {
-                node.faults.storage_delay().await;
+            let local = node.faults.local((Leg::R, Leg::S), async {
                 node.replica.read(&a.bucket, &a.key)
-            };
+            });
             let result = match tokio::time::timeout_at(self.deadline, local).await {
                 Err(_) => Err(PeerError::Timeout(0)),
                 Ok(Err(e)) => Err(PeerError::Remote(RemoteError::Storage(e.to_string()))),

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorumkv_faults::Leg;
 use tokio::time::Instant;
 
 use tokio::sync::mpsc;
@@ -233,12 +234,11 @@ impl Coordinator {
         {
             self.bucket_sync.announce(&a.bucket);
         }
-        let local = async {
-            self.faults.storage_delay().await;
+        let local = self.faults.local(
+            (Leg::W, Leg::A),
             self.replica
-                .write(&a.bucket, &a.key, &a.ctx, mutation, a.props.conflicts)
-                .await
-        };
+                .write(&a.bucket, &a.key, &a.ctx, mutation, a.props.conflicts),
+        );
         let outcome = match tokio::time::timeout_at(deadline, local).await {
             Err(_) => {
                 return Err(timeout_error(

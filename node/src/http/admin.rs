@@ -13,6 +13,7 @@ use super::{Reply, json, respond};
 use crate::buckets::{BucketUpdate, validate_bucket_name};
 use crate::error::ApiError;
 use crate::faults::FaultSettings;
+use quorumkv_faults::Settings;
 
 fn only(req: &Request, allowed: &[Method]) -> Result<(), ApiError> {
     if allowed.contains(&req.method) {
@@ -144,6 +145,8 @@ pub fn metrics(api: &Api, req: &Request) -> Reply {
         api.metrics.sync_net(net.counters());
     }
     api.metrics.sync_outstanding(&api.peers.all_outstanding());
+    api.metrics
+        .sync_clock(api.replica.clock_clamped(), crate::clock::offset_ms());
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -178,13 +181,55 @@ pub async fn repair(api: &Arc<Api>, req: Request) -> Reply {
     Ok(json(200, &json!(report)))
 }
 
-/// `GET|PUT /internal/fault`: the injected faults (`--fault-injection` only).
-pub async fn fault(api: &Api, req: Request) -> Reply {
-    if !api.faults.enabled() {
-        return Err(ApiError::NotFound(
+fn fault_injection_on(api: &Api) -> Result<(), ApiError> {
+    if api.faults.enabled() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(
             "fault injection is disabled; start qkvd with --fault-injection".into(),
-        ));
+        ))
     }
+}
+
+/// Largest fault document accepted (inline empirical samples make it
+/// long).
+const MAX_FAULTS_BODY: u64 = 4 << 20;
+
+/// `GET|PUT|PATCH|DELETE /internal/faults` (`--fault-injection` only):
+/// the fault document — read, replaced, merge-patched (RFC 7386: `null`
+/// removes a member), or cleared. Answers the document now in force.
+pub async fn faults(api: &Api, req: Request) -> Reply {
+    fault_injection_on(api)?;
+    let invalid = |e: &dyn std::fmt::Display| {
+        ApiError::BadRequest(format!("fault settings are not valid: {e}"))
+    };
+    let next: Settings = match req.method {
+        Method::GET => return Ok(json(200, &json!(*api.faults.document()))),
+        Method::DELETE => Settings::default(),
+        Method::PUT | Method::PATCH => {
+            let patch = req.method == Method::PATCH;
+            let Request { headers, body, .. } = req;
+            let raw = body.read(&headers, MAX_FAULTS_BODY).await?;
+            if patch {
+                let patch: serde_json::Value =
+                    serde_json::from_slice(&raw).map_err(|e| invalid(&e))?;
+                let mut doc = json!(*api.faults.document());
+                json_patch::merge(&mut doc, &patch);
+                serde_json::from_value(doc).map_err(|e| invalid(&e))?
+            } else {
+                serde_json::from_slice(&raw).map_err(|e| invalid(&e))?
+            }
+        }
+        ref m => return Err(ApiError::MethodNotAllowed(m.to_string())),
+    };
+    let now = api.faults.replace(next).map_err(|e| invalid(&e))?;
+    Ok(json(200, &json!(*now)))
+}
+
+/// `GET|PUT /internal/fault`: the storage delay alone (`--fault-injection`
+/// only); `/internal/faults` has every fault.
+pub async fn fault(api: &Api, req: Request) -> Reply {
+    fault_injection_on(api)?;
     match req.method {
         Method::GET => Ok(json(200, &json!(api.faults.settings()))),
         Method::PUT | Method::POST => {

@@ -222,10 +222,16 @@ pub fn local_view(api: &Api, bucket: &str, raw_key: &str) -> Reply {
     let Some(object) = object else {
         return Err(ApiError::KeyNotFound { context: None });
     };
+    // Inspection adds each version's timestamp (its wall part, ms): what
+    // orders a last-writer-wins bucket, and where a skewed clock shows.
     let values: Vec<_> = object
         .live_values()
         .iter()
-        .map(|v| sibling_json(v))
+        .map(|v| {
+            let mut j = sibling_json(v);
+            j["timestamp_ms"] = json!(v.timestamp.wall_ms());
+            j
+        })
         .collect();
     Ok(json(
         200,

@@ -157,6 +157,7 @@ fn method_label(m: &Method) -> &'static str {
         Method::PUT => "PUT",
         Method::POST => "POST",
         Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
         Method::HEAD => "HEAD",
         _ => "OTHER",
     }
@@ -243,6 +244,7 @@ async fn dispatch(api: &Arc<Api>, segments: &[&str], req: request::Request) -> R
         ["cluster", "ranges"] => ranges::ranges(api, req).await,
         ["metrics"] => admin::metrics(api, &req),
         ["internal", "fault"] => admin::fault(api, req).await,
+        ["internal", "faults"] => admin::faults(api, req).await,
         ["internal", "repair"] => admin::repair(api, req).await,
         ["internal", "local", "buckets", bucket, "keys", key] => {
             admin::internal_local(api, bucket, key, &req)

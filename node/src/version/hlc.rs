@@ -131,6 +131,57 @@ impl Clock {
         self.last = self.last.max(remote).tick(wall_ms);
         self.last
     }
+
+    /// [`Clock::observe`] with a bound: a `remote` more than
+    /// `max_offset_ms` ahead of `wall_ms` is folded in only as far as that
+    /// bound (the clock is *clamped*, and the second value says so), so
+    /// that one node whose clock runs far ahead cannot drag every clock it
+    /// reaches along with it (docs/CONSISTENCY.md, "Clocks").
+    pub fn observe_within(
+        &mut self,
+        remote: Timestamp,
+        wall_ms: u64,
+        max_offset_ms: u64,
+    ) -> (Timestamp, bool) {
+        let (absorbed, clamped) = bound(remote, wall_ms, max_offset_ms);
+        (self.observe(absorbed, wall_ms), clamped)
+    }
+
+    /// A write's timestamp: later than `seen` (the newest version already
+    /// stored for the key) however far ahead that is, and later than
+    /// everything this clock issued or observed within the bound. `seen`
+    /// is folded into the clock only up to `max_offset_ms` past `wall_ms`
+    /// ([`Clock::observe_within`]): a version stamped by a clock far ahead
+    /// makes the next write *of its key* follow it — so last-writer-wins
+    /// still orders that key's writes as they happened — without moving
+    /// this node's clock, and with it every other key's writes. Returns
+    /// whether `seen` was beyond the bound.
+    pub fn stamp_after(
+        &mut self,
+        seen: Option<Timestamp>,
+        wall_ms: u64,
+        max_offset_ms: u64,
+    ) -> (Timestamp, bool) {
+        let clamped = seen.is_some_and(|s| self.observe_within(s, wall_ms, max_offset_ms).1);
+        let t = self.now(wall_ms);
+        match seen {
+            Some(s) if s >= t => (s.tick(wall_ms), clamped),
+            _ => (t, clamped),
+        }
+    }
+}
+
+/// `remote`, or the bound `max_offset_ms` past `wall_ms` when it is beyond
+/// it (and whether it was).
+fn bound(remote: Timestamp, wall_ms: u64, max_offset_ms: u64) -> (Timestamp, bool) {
+    if remote.is_ahead_of(wall_ms, max_offset_ms) {
+        (
+            Timestamp::new(wall_ms.saturating_add(max_offset_ms), 0),
+            true,
+        )
+    } else {
+        (remote, false)
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +259,42 @@ mod tests {
         assert!(!honest_write.is_ahead_of(t0 + hour, 0));
     }
 
+    #[test]
+    fn a_remote_timestamp_beyond_the_max_offset_is_absorbed_only_up_to_it() {
+        let t0 = 1_700_000_000_000;
+        let mut c = Clock::new();
+        c.now(t0);
+        // 400 ms ahead, within a 500 ms bound: absorbed whole.
+        let near = Timestamp::new(t0 + 400, 2);
+        assert_eq!(
+            c.observe_within(near, t0, 500),
+            (Timestamp::new(t0 + 400, 3), false)
+        );
+        // An hour ahead: the clock moves to the bound, not an hour on.
+        let far = Timestamp::new(t0 + 3_600_000, 0);
+        let (t, clamped) = c.observe_within(far, t0 + 1, 500);
+        assert!(clamped);
+        assert_eq!(t, Timestamp::new(t0 + 501, 1));
+        // This node's next write to another key follows its own time.
+        let (other, clamped) = c.stamp_after(None, t0 + 600, 500);
+        assert_eq!((other, clamped), (Timestamp::new(t0 + 600, 0), false));
+        // A write to the far-ahead version's key is stamped after it, so
+        // it still wins last-writer-wins, and the clock stays put.
+        let (same_key, clamped) = c.stamp_after(Some(far), t0 + 700, 500);
+        assert!(clamped);
+        assert_eq!(same_key, Timestamp::new(t0 + 3_600_000, 1));
+        assert!(c.last().wall_ms() <= t0 + 1200);
+        // Within the bound, stamp_after is observe then now, as before.
+        let mut a = Clock::starting_at(Timestamp::new(t0, 0));
+        let mut b = a.clone();
+        let seen = Timestamp::new(t0 + 300, 9);
+        b.observe(seen, t0 + 10);
+        assert_eq!(
+            a.stamp_after(Some(seen), t0 + 10, 500),
+            (b.now(t0 + 10), false)
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Event {
         Local(u64),
@@ -247,6 +334,32 @@ mod tests {
                 };
                 prop_assert!(t > prev);
                 prev = t;
+            }
+        }
+
+        /// Whatever remote and stored timestamps arrive, a write's stamp
+        /// is later than the version it saw, and the clock itself never
+        /// runs further ahead than the largest wall time plus the bound
+        /// (plus one millisecond of logical overflow).
+        #[test]
+        fn the_bound_keeps_the_clock_near_its_wall_time_and_writes_after_what_they_saw(
+            events in prop::collection::vec((any::<bool>(), 0u64..(1 << 40), any::<u16>(), 0u64..(1 << 40)), 1..64),
+            max_offset in 0u64..10_000,
+        ) {
+            let mut c = Clock::new();
+            let mut max_wall = 0;
+            for (write, remote, logical, wall) in events {
+                max_wall = max_wall.max(wall);
+                let remote = Timestamp::new(remote, logical);
+                let clamped = if write {
+                    let (t, clamped) = c.stamp_after(Some(remote), wall, max_offset);
+                    prop_assert!(t > remote);
+                    clamped
+                } else {
+                    c.observe_within(remote, wall, max_offset).1
+                };
+                prop_assert_eq!(clamped, remote.is_ahead_of(wall, max_offset));
+                prop_assert!(c.last().wall_ms() <= max_wall + max_offset + 1);
             }
         }
 

@@ -147,7 +147,9 @@ impl NodeHttp {
             .await
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// `method base+path` with an optional JSON body, as JSON; `timeout`
+    /// overrides the client timeout when longer.
+    pub async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         base: &str,

@@ -4,6 +4,10 @@
 //! (`keys`, `bucket`, ...), never by key, so the label space stays small
 //! whatever clients send.
 
+mod faults;
+
+pub use faults::FaultMetrics;
+
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
@@ -116,7 +120,7 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     // 50 µs .. ~6.5 s, doubling: fine enough for p99s of loopback traffic.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
@@ -181,6 +185,11 @@ pub struct Metrics {
     pub repair_divergence_max_age: Gauge,
     /// Tombstone-only keys removed from storage by purge.
     pub tombstones_purged: Counter,
+    /// Timestamps seen more than `--max-clock-offset-ms` ahead of this
+    /// node's clock (it moved only up to that bound).
+    pub hlc_clamped: Counter,
+    /// What fault injection did and what it injects now.
+    pub faults: FaultMetrics,
     /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
     hint_sync: std::sync::Mutex<()>,
 }
@@ -349,7 +358,16 @@ impl Metrics {
             "Tombstone-only keys removed from storage (past the grace period, range repaired since the delete)",
             tombstones_purged.clone(),
         );
+        let hlc_clamped = Counter::default();
+        registry.register(
+            "hlc_clamped",
+            "Version timestamps seen more than --max-clock-offset-ms ahead of this node's clock: kept, but the clock moved only up to that bound",
+            hlc_clamped.clone(),
+        );
+        let faults = FaultMetrics::register(&mut registry);
         Metrics {
+            faults,
+            hlc_clamped,
             repair_bytes,
             repair_divergence_age,
             repair_divergence_max_age,
@@ -462,6 +480,13 @@ impl Metrics {
         catch_up(&self.net_frames_sent, c.sent.load(Relaxed));
         catch_up(&self.net_writes, c.writes.load(Relaxed));
         catch_up(&self.net_frames_received, c.received.load(Relaxed));
+    }
+
+    /// Refreshes the clock figures: the count of clamped timestamps (the
+    /// replica's total) and the clock's offset from the host's.
+    pub fn sync_clock(&self, clamped: u64, offset_ms: i64) {
+        catch_up(&self.hlc_clamped, clamped);
+        self.faults.clock_offset_ms.set(offset_ms);
     }
 
     /// Counts one read repair.

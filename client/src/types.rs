@@ -290,6 +290,9 @@ pub struct BucketProps {
     /// Read-repair mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_repair: Option<ReadRepair>,
+    /// When a read asks a spare replica: `auto` (absent), `off`, `NNms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative_retry: Option<String>,
     /// Properties this client does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -317,6 +320,9 @@ pub struct BucketPropsUpdate {
     /// Read-repair mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_repair: Option<ReadRepair>,
+    /// Speculative retry: `auto`, `off` or `NNms` (the node checks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speculative_retry: Option<String>,
 }
 
 impl BucketPropsUpdate {

@@ -138,6 +138,57 @@ pub enum ReadRepair {
     Off,
 }
 
+/// When a read asks a spare replica because the ones it asked are slow
+/// (speculative retry, as Cassandra's `speculative_retry`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SpeculativeRetry {
+    /// When the node judges the asked replicas late (the default).
+    #[default]
+    Auto,
+    /// Never: a read waits for the replicas it asked (what the PBS model
+    /// assumes; the staleness experiments use it).
+    Off,
+    /// After this many milliseconds.
+    After(u32),
+}
+
+impl SpeculativeRetry {
+    /// Whether this is the default (not shown in a bucket's properties).
+    pub fn is_auto(&self) -> bool {
+        *self == SpeculativeRetry::Auto
+    }
+}
+
+impl From<SpeculativeRetry> for String {
+    fn from(s: SpeculativeRetry) -> String {
+        match s {
+            SpeculativeRetry::Auto => "auto".into(),
+            SpeculativeRetry::Off => "off".into(),
+            SpeculativeRetry::After(ms) => format!("{ms}ms"),
+        }
+    }
+}
+
+impl TryFrom<String> for SpeculativeRetry {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<SpeculativeRetry, String> {
+        match s.as_str() {
+            "auto" => Ok(SpeculativeRetry::Auto),
+            "off" => Ok(SpeculativeRetry::Off),
+            other => other
+                .strip_suffix("ms")
+                .and_then(|ms| ms.parse::<u32>().ok())
+                .filter(|ms| (1..=60_000).contains(ms))
+                .map(SpeculativeRetry::After)
+                .ok_or_else(|| {
+                    format!("speculative_retry {other:?} is not auto, off, or 1ms to 60000ms")
+                }),
+        }
+    }
+}
+
 /// A bucket's properties, as `GET /buckets/{bucket}` shows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketProps {
@@ -157,6 +208,9 @@ pub struct BucketProps {
     pub sloppy_quorum: bool,
     /// Read-repair mode.
     pub read_repair: ReadRepair,
+    /// When a read asks a spare replica; shown only when not `auto`.
+    #[serde(default, skip_serializing_if = "SpeculativeRetry::is_auto")]
+    pub speculative_retry: SpeculativeRetry,
 }
 
 /// A consistency setting's name, shared when it is one of the usual ones.
@@ -181,6 +235,7 @@ impl BucketProps {
             conflicts: Conflicts::Siblings,
             sloppy_quorum: false,
             read_repair: ReadRepair::Blocking,
+            speculative_retry: SpeculativeRetry::Auto,
         }
     }
 
@@ -211,6 +266,8 @@ pub struct BucketUpdate {
     pub sloppy_quorum: Option<bool>,
     /// Read repair.
     pub read_repair: Option<ReadRepair>,
+    /// Speculative retry.
+    pub speculative_retry: Option<SpeculativeRetry>,
 }
 
 /// Why bucket properties could not be set.
@@ -409,6 +466,9 @@ impl Buckets {
         if let Some(rr) = update.read_repair {
             props.read_repair = rr;
         }
+        if let Some(sr) = update.speculative_retry {
+            props.speculative_retry = sr;
+        }
         self.persist(
             name,
             Stored {
@@ -496,19 +556,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_properties_read_back_the_same_and_share_the_usual_names() {
-        let mut props = BucketProps::defaults(3);
-        props.w = consistency_name("2".into());
-        for bytes in [
-            rmp_serde::to_vec(&props).expect("encode"),
-            serde_json::to_vec(&props).expect("json"),
+    fn speculative_retry_reads_and_writes_as_text_and_refuses_nonsense() {
+        for (text, want) in [
+            ("auto", SpeculativeRetry::Auto),
+            ("off", SpeculativeRetry::Off),
+            ("25ms", SpeculativeRetry::After(25)),
         ] {
-            let back: BucketProps = rmp_serde::from_slice(&bytes)
-                .or_else(|_| serde_json::from_slice(&bytes))
-                .expect("decode");
-            assert_eq!(back, props);
-            assert!(matches!(back.r, Cow::Borrowed("quorum")));
-            assert!(matches!(back.w, Cow::Owned(ref w) if w == "2"));
+            let got = SpeculativeRetry::try_from(text.to_string()).expect("valid");
+            assert_eq!(got, want);
+            assert_eq!(String::from(got), text);
+        }
+        for bad in ["", "0ms", "60001ms", "fast", "10", "ms"] {
+            assert!(
+                SpeculativeRetry::try_from(bad.to_string()).is_err(),
+                "{bad}"
+            );
+        }
+        let shown = serde_json::to_value(BucketProps::defaults(3)).expect("json");
+        assert!(
+            shown.get("speculative_retry").is_none(),
+            "auto is not shown: {shown}"
+        );
+    }
+
+    #[test]
+    fn stored_properties_read_back_the_same_and_share_the_usual_names() {
+        for retry in [SpeculativeRetry::Auto, SpeculativeRetry::After(7)] {
+            let mut props = BucketProps::defaults(3);
+            props.w = consistency_name("2".into());
+            props.speculative_retry = retry;
+            for bytes in [
+                rmp_serde::to_vec(&props).expect("encode"),
+                serde_json::to_vec(&props).expect("json"),
+            ] {
+                let back: BucketProps = rmp_serde::from_slice(&bytes)
+                    .or_else(|_| serde_json::from_slice(&bytes))
+                    .expect("decode");
+                assert_eq!(back, props);
+                assert!(matches!(back.r, Cow::Borrowed("quorum")));
+                assert!(matches!(back.w, Cow::Owned(ref w) if w == "2"));
+            }
         }
     }
 

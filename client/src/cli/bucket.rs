@@ -45,6 +45,9 @@ pub struct SetArgs {
     /// Read repair: blocking, async or off.
     #[arg(long)]
     pub read_repair: Option<ReadRepair>,
+    /// When a read also asks a spare replica: auto, off, or NNms.
+    #[arg(long, value_name = "auto|off|NNms")]
+    pub speculative_retry: Option<String>,
 }
 
 impl SetArgs {
@@ -56,6 +59,7 @@ impl SetArgs {
             conflicts: self.conflicts.clone(),
             sloppy_quorum: self.sloppy_quorum,
             read_repair: self.read_repair.clone(),
+            speculative_retry: self.speculative_retry.clone(),
         }
     }
 }
@@ -103,6 +107,10 @@ fn props_table(p: &BucketProps) -> String {
             opt(p.read_repair.as_ref().map(|c| c.to_string())),
         ],
     ];
+    // Shown only when set, as the node shows it.
+    if let Some(sr) = &p.speculative_retry {
+        rows.push(vec!["speculative_retry".into(), sr.clone()]);
+    }
     for (k, v) in &p.extra {
         let v = match v {
             Value::String(s) => s.clone(),

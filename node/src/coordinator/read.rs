@@ -24,7 +24,7 @@ use super::Coordinator;
 use super::gather::{Ask, Gather, Got, Step};
 use super::trace::{Trace, note};
 use super::{Quorum, read_order, timeout_error};
-use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair};
+use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair, SpeculativeRetry};
 use crate::cluster::NodeId;
 use crate::failure::QuorumError;
 use crate::metrics::RepairKind;
@@ -188,7 +188,12 @@ impl Coordinator {
         };
         let (mut g, first) = Gather::start(order, required, self.options.read_digests);
         let mut step = io.ask_all(&mut g, first).await;
-        let mut speculate_at = Instant::now() + SPECULATE_AFTER;
+        // With no speculation the timer is the deadline itself.
+        let mut speculate_at = match a.props.speculative_retry {
+            SpeculativeRetry::Auto => Instant::now() + SPECULATE_AFTER,
+            SpeculativeRetry::After(ms) => Instant::now() + Duration::from_millis(ms.into()),
+            SpeculativeRetry::Off => deadline,
+        };
         loop {
             match step {
                 Step::Done => break,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Sim;
-use crate::buckets::{BucketUpdate, Consistency, ReadRepair};
+use crate::buckets::{BucketUpdate, Consistency, ReadRepair, SpeculativeRetry};
 use crate::failure::QuorumError;
 use crate::metrics::RepairKind;
 use crate::replica::INCARNATION_SEPARATOR;
@@ -478,4 +478,48 @@ async fn a_node_stopped_under_load_ends_every_task_before_its_store_closes() {
             "k{i}: {got:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_speculative_retry_off_a_read_waits_for_the_replicas_it_asked() {
+    let sim = Sim::start(3, 13, &[]).await;
+    for (bucket, retry) in [
+        ("off", SpeculativeRetry::Off),
+        ("fixed", SpeculativeRetry::After(300)),
+    ] {
+        let update = BucketUpdate {
+            speculative_retry: Some(retry),
+            ..BucketUpdate::default()
+        };
+        sim.bucket(0, bucket, update).await;
+    }
+    // Keys whose preference order is n1, n2, n3 in each bucket: n1 asks
+    // itself, then n2, which is slow.
+    let key = key_where(&sim, "off", |r| r == [0, 1, 2]);
+    let fixed = key_where(&sim, "fixed", |r| r == [0, 1, 2]);
+    for (bucket, key) in [("off", &key), ("fixed", &fixed)] {
+        sim.put(0, bucket, key, "v", Consistency::All, &NONE)
+            .await
+            .expect("written everywhere");
+    }
+    sim.net.set_link(
+        "n1",
+        "n2",
+        Link {
+            latency: Duration::from_secs(1),
+            ..Link::default()
+        },
+    );
+    let t0 = tokio::time::Instant::now();
+    let got = sim.get(0, "off", &key, Consistency::Quorum).await;
+    assert_eq!(got.expect("read"), ["v"]);
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    let t0 = tokio::time::Instant::now();
+    let got = sim.get(0, "fixed", &fixed, Consistency::Quorum).await;
+    assert_eq!(got.expect("read"), ["v"]);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(400),
+        "the spare is asked after the bucket's 300 ms: {took:?}"
+    );
 }

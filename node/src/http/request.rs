@@ -134,6 +134,7 @@ impl Query {
 /// Percent-decodes one raw path segment into key bytes and checks the
 /// contract's length limits.
 pub fn decode_key(segment: &str) -> Result<Vec<u8>, ApiError> {
+    check_escapes(segment)?;
     // Through `Cow`: a segment without escapes (the common case) is copied
     // in one go instead of collected a byte at a time.
     let key = std::borrow::Cow::from(percent_encoding::percent_decode_str(segment)).into_owned();
@@ -146,6 +147,26 @@ pub fn decode_key(segment: &str) -> Result<Vec<u8>, ApiError> {
         return Err(ApiError::KeyTooLong(key.len()));
     }
     Ok(key)
+}
+
+/// Refuses a `%` not followed by two hex digits: decoders differ on what
+/// such a key means (most pass it through literally), so storing it under
+/// one reading would make it unreachable to a client that means another.
+fn check_escapes(segment: &str) -> Result<(), ApiError> {
+    let bytes = segment.as_bytes();
+    let mut i = 0;
+    while let Some(off) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + off;
+        let hex = bytes.get(at + 1..at + 3);
+        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+            let shown: String = segment[at..].chars().take(3).collect();
+            return Err(ApiError::BadRequest(format!(
+                "malformed percent-encoding {shown:?} at byte {at} of the key: a % must be followed by two hex digits (write a literal % as %25)"
+            )));
+        }
+        i = at + 3;
+    }
+    Ok(())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -212,6 +233,30 @@ mod tests {
         assert_eq!(decode_key("").expect_err("empty").code(), "bad_request");
         // 1024 bytes encoded as 3072 characters is still 1024 bytes.
         assert!(decode_key(&"%FF".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn a_key_with_a_malformed_escape_is_a_bad_request_not_stored_literally() {
+        for bad in ["%", "%zz", "%4", "a%", "ab%4", "%4g", "ok%25then%"] {
+            let err = decode_key(bad).expect_err(bad);
+            assert_eq!(err.code(), "bad_request", "{bad}");
+        }
+        assert_eq!(decode_key("100%25").expect("ok"), b"100%");
+        assert_eq!(decode_key("%aF%Ab").expect("ok"), [0xaf, 0xab]);
+    }
+
+    proptest::proptest! {
+        /// Any segment is decoded or refused without a panic, and any key
+        /// survives encoding every byte and decoding again.
+        #[test]
+        fn any_segment_is_decoded_or_refused_and_keys_round_trip(
+            segment in "[%0-9a-zA-Z/\\u{80}-\\u{10ffff}]{0,40}",
+            key in proptest::collection::vec(proptest::num::u8::ANY, 1..64),
+        ) {
+            let _ = decode_key(&segment);
+            let encoded: String = key.iter().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(decode_key(&encoded).expect("encoded key"), key);
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub struct PeerInfo {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Msg {
+pub(super) enum Msg {
     Hello {
         cluster: String,
         node: String,
@@ -154,6 +154,12 @@ async fn recv(conn: &mut Conn) -> Result<Msg, NetError> {
         Some(f) => f.map_err(NetError::Io)?,
         None => return Err(NetError::Closed),
     };
+    parse(&frame)
+}
+
+/// Reads one handshake frame from a peer not yet authenticated: bytes
+/// anyone can send.
+pub(super) fn parse(frame: &[u8]) -> Result<Msg, NetError> {
     if frame.len() < HEADER || &frame[..4] != MAGIC {
         return Err(NetError::Refused(Refusal::NotQuorumkv));
     }

@@ -64,6 +64,8 @@
 //!   [`Net::peer_is_back`] ends the backoff at once; without that signal a
 //!   returning peer is called again only after the backoff (at most 5 s).
 
+#[cfg(test)]
+mod decode_tests;
 pub mod handshake;
 mod peer;
 mod peers;
@@ -126,6 +128,14 @@ pub enum Envelope {
         /// The answer, or why there is none.
         result: Result<proto::Response, proto::RemoteError>,
     },
+}
+
+impl Envelope {
+    /// Decodes one frame of an authenticated peer (a frame is at most
+    /// [`Config::max_frame`] bytes; decoding allocates no more than that).
+    pub(crate) fn decode(frame: &[u8]) -> Result<Envelope, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(frame)
+    }
 }
 
 /// Why the other side of a handshake was refused. The `Display` text is
@@ -464,7 +474,7 @@ impl Net {
     /// Hands one received frame, from `from` on a connection of `side`, to
     /// its consumer.
     fn dispatch(self: &Arc<Self>, from: &PeerInfo, frame: &[u8], side: peer::Side<'_>) {
-        let env: Envelope = match rmp_serde::from_slice(frame) {
+        let env = match Envelope::decode(frame) {
             Ok(e) => e,
             Err(e) => {
                 // E.g. a variant from a newer node: skip the frame, keep the link.

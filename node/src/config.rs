@@ -198,6 +198,13 @@ pub struct Args {
     #[arg(long, env = "QKV_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Run with a non-loopback `--listen` and no cluster secret, or a
+    /// non-loopback `--http` and no bearer tokens: anyone who reaches the
+    /// address can then join the cluster or read and write every key
+    /// [default: off, such a node refuses to start]
+    #[arg(long, env = "QKV_INSECURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure: Option<bool>,
+
     /// Time between gossip rounds, in ms, 10..=60000; failure detection
     /// scales with it (conviction after ~18.4 intervals of silence at the
     /// default threshold). For tests and experiments [default: 1000]
@@ -407,6 +414,36 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(v)
 }
 
+/// Refuses addresses other machines can reach without the lock that goes
+/// with them: a non-loopback `--listen` needs a cluster secret (else any
+/// process that connects can join and be handed data), a non-loopback
+/// `--http` needs bearer tokens (else anyone reads and writes every key).
+/// `--insecure` skips the check.
+fn no_open_door(
+    http: SocketAddr,
+    listen: SocketAddr,
+    secret: bool,
+    tokens: bool,
+) -> Result<(), ConfigError> {
+    if !listen.ip().is_loopback() && !secret {
+        return Err(ConfigError::Value {
+            name: "--listen",
+            reason: format!(
+                "{listen} is reachable from other machines but no cluster secret is set: add --cluster-secret-file FILE (the same secret on every node), or --insecure to run the internode port open"
+            ),
+        });
+    }
+    if !http.ip().is_loopback() && !tokens {
+        return Err(ConfigError::Value {
+            name: "--http",
+            reason: format!(
+                "{http} is reachable from other machines but no bearer token is set: add --client-tokens-file FILE and --admin-token-file FILE, or --insecure to serve the API open"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Node ids travel in gossip, URLs and logs: keep them simple.
 pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
@@ -491,16 +528,36 @@ impl Config {
             None => None,
         };
         let client_tokens = match pick!(client_tokens_file) {
-            Some(p) => read_secret_file("--client-tokens-file", &p)?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from)
-                .collect(),
+            Some(p) => {
+                let tokens: Vec<String> = read_secret_file("--client-tokens-file", &p)?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect();
+                // An empty file would otherwise leave the API open while
+                // the operator believes it is closed.
+                if tokens.is_empty() {
+                    return Err(ConfigError::Value {
+                        name: "--client-tokens-file",
+                        reason: format!("{} holds no token (only blank or # lines)", p.display()),
+                    });
+                }
+                tokens
+            }
             None => Vec::new(),
         };
         let admin_token = match pick!(admin_token_file) {
-            Some(p) => Some(read_secret_file("--admin-token-file", &p)?).filter(|s| !s.is_empty()),
+            Some(p) => {
+                let t = read_secret_file("--admin-token-file", &p)?;
+                if t.is_empty() {
+                    return Err(ConfigError::Value {
+                        name: "--admin-token-file",
+                        reason: format!("{} is empty", p.display()),
+                    });
+                }
+                Some(t)
+            }
             None => None,
         };
         let rack = pick!(rack);
@@ -512,10 +569,20 @@ impl Config {
                 reason: "must be 1 to 64 bytes".into(),
             });
         }
+        let http = pick!(http).unwrap_or(default_http);
+        let listen = pick!(listen).unwrap_or(default_listen);
+        if !pick!(insecure).unwrap_or(false) {
+            no_open_door(
+                http,
+                listen,
+                cluster_secret.is_some(),
+                !client_tokens.is_empty() || admin_token.is_some(),
+            )?;
+        }
         Ok(Config {
             id,
-            http: pick!(http).unwrap_or(default_http),
-            listen: pick!(listen).unwrap_or(default_listen),
+            http,
+            listen,
             seeds: pick!(seeds).unwrap_or_default(),
             data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             cluster_name,
@@ -694,6 +761,64 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<Args>("vnode = 3").is_err());
+    }
+
+    #[test]
+    fn a_reachable_address_without_its_lock_is_refused_unless_insecure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&secret, "s3cret\n").expect("write");
+        std::fs::write(&tokens, "# clients\nt1\n").expect("write");
+        let (secret, tokens) = (
+            secret.to_str().expect("utf8"),
+            tokens.to_str().expect("utf8"),
+        );
+        let try_args = |args: &[&str]| Config::resolve(parse(args), Args::default());
+
+        let err = try_args(&["--listen", "0.0.0.0:7001"]).expect_err("open internode port");
+        assert!(err.to_string().contains("--cluster-secret-file"), "{err}");
+        let err = try_args(&["--http", "10.1.2.3:8001"]).expect_err("open API");
+        assert!(err.to_string().contains("--client-tokens-file"), "{err}");
+        let err = try_args(&["--http", "[::]:8001", "--cluster-secret-file", secret])
+            .expect_err("a secret does not lock the API");
+        assert!(err.to_string().contains("--http"), "{err}");
+
+        for ok in [
+            &["--listen", "0.0.0.0:7001", "--cluster-secret-file", secret][..],
+            &["--http", "0.0.0.0:8001", "--client-tokens-file", tokens],
+            &[
+                "--listen",
+                "0.0.0.0:7001",
+                "--http",
+                "0.0.0.0:8001",
+                "--insecure",
+            ],
+            &["--listen", "[::1]:7001", "--http", "127.0.0.2:8001"],
+        ] {
+            try_args(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn token_files_without_a_token_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty");
+        let comments = dir.path().join("comments");
+        std::fs::write(&empty, "\n  \n").expect("write");
+        std::fs::write(&comments, "# one day\n\n# not yet\n").expect("write");
+        for (flag, file) in [
+            ("--client-tokens-file", &empty),
+            ("--client-tokens-file", &comments),
+            ("--admin-token-file", &empty),
+        ] {
+            let err = Config::resolve(
+                parse(&[flag, file.to_str().expect("utf8")]),
+                Args::default(),
+            )
+            .expect_err("no token");
+            assert!(err.to_string().contains(flag), "{err}");
+        }
     }
 
     #[test]

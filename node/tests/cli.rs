@@ -68,6 +68,35 @@ fn refuses(args: &[&str], env: &[(&str, &str)], needle: &str) {
 }
 
 #[test]
+fn a_node_reachable_from_other_machines_without_a_lock_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d").display().to_string();
+    let empty = dir.path().join("tokens");
+    std::fs::write(&empty, "# nobody yet\n").expect("write");
+    let d = ["--data-dir", data.as_str()];
+    refuses(
+        &[&d[..], &["--listen", "0.0.0.0:0"]].concat(),
+        &[],
+        "--cluster-secret-file",
+    );
+    refuses(
+        &[&d[..], &["--http", "0.0.0.0:0"]].concat(),
+        &[],
+        "--client-tokens-file",
+    );
+    refuses(
+        &[&d[..], &["--http", "0.0.0.0:0"]].concat(),
+        &[],
+        "--insecure",
+    );
+    refuses(
+        &["--client-tokens-file", &empty.display().to_string()],
+        &[],
+        "holds no token",
+    );
+}
+
+#[test]
 fn bad_values_unusable_dirs_and_busy_ports_are_refused_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("plain-file");

@@ -361,6 +361,25 @@ async fn unknown_routes_and_methods_are_4xx() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_key_with_a_malformed_escape_is_400_and_nothing_is_stored() -> Result<()> {
+    let (_c, api) = single(&[])?;
+    for bad in ["%", "%zz", "%4", "a%4g"] {
+        let r = api.put(&format!("/kv/{bad}"), b"v").await?;
+        assert_error(&r, 400, "bad_request").await;
+        // The literal key (what a lenient decoder would have stored).
+        let literal = enc(bad.as_bytes());
+        assert_eq!(
+            api.get(&format!("/kv/{literal}")).await?.status,
+            404,
+            "{bad}"
+        );
+    }
+    assert_eq!(api.put("/kv/100%25", b"v").await?.status, 204);
+    assert_eq!(api.get("/kv/100%25").await?.body, b"v");
+    Ok(())
+}
+
+#[tokio::test]
 async fn bearer_tokens_guard_every_route_but_health() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (client_s, admin_s) = quorumkv_tests::token_files(dir.path())?;
@@ -382,6 +401,31 @@ async fn bearer_tokens_guard_every_route_but_health() -> Result<()> {
     assert_error(&api.get_with(local, &c).await?, 401, "unauthorized").await;
     let a = [("authorization", "Bearer a-token")];
     assert_eq!(api.get_with(local, &a).await?.status, 200);
+
+    // A client token reads what a bucket is but cannot change it (to lww,
+    // or to sloppy quorums), nor repair or clean up.
+    let lww = br#"{"conflicts":"lww"}"#;
+    assert_error(
+        &api.put_with("/buckets/b", &c, lww).await?,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let r = api.get_with("/buckets/b", &a).await?;
+    assert_eq!(r.status, 404, "the refused change created nothing");
+    assert_eq!(api.get_with("/buckets/default", &c).await?.status, 200);
+    assert_eq!(api.put_with("/buckets/b", &a, lww).await?.status, 200);
+    assert_eq!(
+        api.get_with("/buckets/b", &c).await?.json()["conflicts"],
+        "lww"
+    );
+    for (path, body) in [
+        ("/internal/repair", &b"{}"[..]),
+        ("/cluster/cleanup", b"{}"),
+    ] {
+        let r = api.send("POST", path, &c, Some(body.to_vec())).await?;
+        assert_error(&r, 401, "unauthorized").await;
+    }
     Ok(())
 }
 

@@ -176,7 +176,7 @@ async fn serve(
     let route = route_label(&segments);
     let result = match api.admit() {
         Err(e) => Err(e),
-        Ok(_permit) => match request::check_auth(&api, &headers, route) {
+        Ok(_permit) => match request::check_auth(&api, &headers, route, &method) {
             Err(e) => Err(e),
             Ok(()) => {
                 let req = request::Request {

@@ -185,10 +185,16 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Checks the bearer token for `route` when tokens are configured:
-/// `/health` is open, `/internal/...`, `/cluster/ranges` and the
-/// cluster-change routes (`cluster_change`) need the admin token,
-/// everything else a client or the admin token.
-pub fn check_auth(api: &Api, headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
+/// `/health` is open; `/internal/...` (repair, faults, ...), `/cluster/ranges`,
+/// the cluster-change routes (`cluster_change`, cleanup included) and any
+/// change of a bucket's properties need the admin token; a client token
+/// reads and writes keys and reads what the cluster and its buckets are.
+pub fn check_auth(
+    api: &Api,
+    headers: &HeaderMap,
+    route: &str,
+    method: &Method,
+) -> Result<(), ApiError> {
     let cfg = &api.config;
     if !cfg.auth_enabled() || route == "health" {
         return Ok(());
@@ -199,7 +205,8 @@ pub fn check_auth(api: &Api, headers: &HeaderMap, route: &str) -> Result<(), Api
         ));
     };
     let is_admin = cfg.admin_token.as_deref().is_some_and(|a| same(a, token));
-    if matches!(route, "internal" | "ranges" | "cluster_change") {
+    let bucket_change = route == "bucket" && !matches!(*method, Method::GET | Method::HEAD);
+    if bucket_change || matches!(route, "internal" | "ranges" | "cluster_change") {
         return if is_admin {
             Ok(())
         } else {

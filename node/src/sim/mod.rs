@@ -163,6 +163,8 @@ impl Sim {
             "0",
             "--cleanup-grace-secs",
             "0",
+            // Simulated addresses (10.0.0.x) on the in-memory network.
+            "--insecure",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -424,6 +424,26 @@ pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A tombstone may be purged once its grace has passed; a hint for a
+/// replica that missed the delete's key may be replayed up to the hint
+/// window after it was written. A hint replayed after the tombstone it
+/// predates was purged brings the deleted value back, so the grace must be
+/// at least the hint window (as Cassandra requires of `gc_grace_seconds`
+/// and `max_hint_window`).
+pub fn check_tombstone_grace(grace: Duration, hint_window: Duration) -> Result<(), ConfigError> {
+    if grace < hint_window {
+        return Err(ConfigError::Value {
+            name: "--tombstone-grace-secs",
+            reason: format!(
+                "{} s is shorter than --max-hint-window-secs ({} s): a hint replayed after its key's tombstone was purged would bring a deleted value back; raise the grace or lower the hint window",
+                grace.as_secs(),
+                hint_window.as_secs()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Config {
     /// Parses the process's command line and environment, reads the file
     /// if one is named, and resolves defaults.
@@ -512,7 +532,7 @@ impl Config {
                 reason: "must be 1 to 64 bytes".into(),
             });
         }
-        Ok(Config {
+        let config = Config {
             id,
             http: pick!(http).unwrap_or(default_http),
             listen: pick!(listen).unwrap_or(default_listen),
@@ -636,7 +656,9 @@ impl Config {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             },
-        })
+        };
+        check_tombstone_grace(config.tombstone_grace, config.max_hint_window)?;
+        Ok(config)
     }
 
     /// Whether any bearer token is configured (then every route but
@@ -654,6 +676,33 @@ mod tests {
         let mut v = vec!["qkvd"];
         v.extend_from_slice(args);
         Args::try_parse_from(v).expect("test args parse")
+    }
+
+    #[test]
+    fn a_tombstone_grace_shorter_than_the_hint_window_is_refused() {
+        let refused = Config::from_args(parse(&[
+            "--tombstone-grace-secs",
+            "60",
+            "--max-hint-window-secs",
+            "61",
+        ]))
+        .expect_err("grace < hint window");
+        assert!(
+            matches!(&refused, ConfigError::Value { name: "--tombstone-grace-secs", reason } if reason.contains("--max-hint-window-secs")),
+            "{refused}"
+        );
+        // The default hint window (3 h) with a short grace: refused too.
+        assert!(Config::from_args(parse(&["--tombstone-grace-secs", "2"])).is_err());
+        for (grace, window) in [("60", "60"), ("61", "60"), ("2", "1")] {
+            let c = Config::from_args(parse(&[
+                "--tombstone-grace-secs",
+                grace,
+                "--max-hint-window-secs",
+                window,
+            ]))
+            .expect("grace >= hint window");
+            assert!(c.tombstone_grace >= c.max_hint_window);
+        }
     }
 
     #[test]

@@ -249,7 +249,11 @@ impl Replica {
             Mutation::Put { data, content_type } => Value::live(data, content_type, ts),
             Mutation::Delete => Value::tombstone(ts),
         };
-        object.update(ctx, &self.actor, value);
+        // Only a corrupt or hostile stored state leaves no fresh dot: an
+        // error for this write, never a dot that names another one.
+        object.update(ctx, &self.actor, value).map_err(|e| {
+            StorageError::Corrupt(format!("{bucket}/{}: {e}", String::from_utf8_lossy(key)))
+        })?;
         let lww_dropped = match conflicts {
             Conflicts::Lww => object.resolve_lww(),
             Conflicts::Siblings => 0,
@@ -459,11 +463,13 @@ mod tests {
         let hour = 3_600_000;
         let ahead = Timestamp::new(crate::clock::unix_ms() + hour, 0);
         let mut remote = Dvvs::default();
-        remote.update(
-            &Context::new(),
-            "n2",
-            Value::live(b"fast".to_vec(), "t", ahead),
-        );
+        remote
+            .update(
+                &Context::new(),
+                "n2",
+                Value::live(b"fast".to_vec(), "t", ahead),
+            )
+            .expect("a fresh dot");
         r.merge("b", b"k", &remote, Conflicts::Lww)
             .await
             .expect("merge");

@@ -247,9 +247,11 @@ mod tests {
             &Context::new(),
             "n1",
             Value::live(&b"v"[..], "text/plain", Timestamp::new(ms - 5, 0)),
-        );
+        )
+        .expect("a fresh dot");
         let ctx = d.context();
-        d.update(&ctx, "n1", Value::tombstone(Timestamp::new(ms, 0)));
+        d.update(&ctx, "n1", Value::tombstone(Timestamp::new(ms, 0)))
+            .expect("a fresh dot");
         d
     }
 
@@ -262,7 +264,8 @@ mod tests {
             &Context::new(),
             "n2",
             Value::live(&b"w"[..], "text/plain", Timestamp::new(900, 0)),
-        );
+        )
+        .expect("a fresh dot");
         assert_eq!(tombstone_only_since(&live), None, "a live sibling stays");
         assert_eq!(tombstone_only_since(&Dvvs::new()), None);
     }

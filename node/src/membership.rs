@@ -635,6 +635,67 @@ mod tests {
         }
     }
 
+    /// n2 is down when this node restarts, and no peer can tell about it:
+    /// it is still a member (down, normal, with its tokens) and on the
+    /// ring, from the ring saved at the last run.
+    #[tokio::test]
+    async fn a_restarted_node_keeps_a_member_nobody_can_tell_it_about() {
+        use rand::SeedableRng;
+
+        use crate::cluster::{LocalNode, NodeState};
+
+        let store = Store::memory();
+        let n2 = Delta {
+            node: "n2".into(),
+            generation: 5,
+            heartbeat: Some(3),
+            states: vec![
+                Versioned {
+                    version: 1,
+                    value: AppState::Status(Status::Normal),
+                },
+                Versioned {
+                    version: 2,
+                    value: AppState::Tokens(vec![42].into()),
+                },
+                Versioned {
+                    version: 3,
+                    value: AppState::GossipAddr("127.0.0.1:7999".into()),
+                },
+            ],
+        };
+        saved::save(&store, &[n2]).await.expect("save");
+        let mut c = crate::config::Config::resolve(Default::default(), Default::default())
+            .expect("defaults are valid");
+        c.seeds = vec![c.listen];
+        let cluster = Cluster::single(
+            LocalNode {
+                id: "n1".into(),
+                http: c.http,
+                listen: c.listen,
+                generation: 9,
+                rack: None,
+            },
+            vec![7],
+        );
+        let net = driver::MemoryNetwork::new();
+        let prepared = prepare(
+            &c,
+            &cluster,
+            &store,
+            net.transport(c.listen.to_string()),
+            ChaCha8Rng::seed_from_u64(1),
+        )
+        .expect("prepare");
+        cluster.apply(&prepared.handle().snapshot());
+        let m = cluster.member("n2").expect("n2 is remembered");
+        assert_eq!((m.status, m.state), ("down", NodeState::Normal));
+        assert_eq!(m.tokens, [42]);
+        assert_eq!(cluster.ring().nodes(), ["n1", "n2"]);
+        assert!(!cluster.is_alive("n2"));
+        assert_eq!(cluster.addr_of("n2").as_deref(), Some("127.0.0.1:7999"));
+    }
+
     #[test]
     fn the_detector_follows_the_gossip_interval() {
         let mut c = crate::config::Config::resolve(Default::default(), Default::default())

@@ -234,6 +234,14 @@ pub struct Args {
     #[arg(long, env = "QKV_TOMBSTONE_GRACE_SECS", value_name = "SECS")]
     pub tombstone_grace_secs: Option<u64>,
 
+    /// Start a node whose data dir was last up longer than
+    /// --tombstone-grace-secs ago (e.g. after the whole cluster was stopped
+    /// that long); without it such a node refuses to start, since its old
+    /// data may hold values whose tombstones the others purged: wipe its
+    /// data dir instead, and it replaces itself [default: off]
+    #[arg(long, env = "QKV_REJOIN_AFTER_GRACE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub rejoin_after_grace: Option<bool>,
+
     /// Anti-entropy throttle: version bytes one repair pass (scheduled or
     /// `qkv repair`) may send plus receive per second, 1024..=2^40
     /// [default: 20971520, 20 MiB/s]
@@ -366,6 +374,9 @@ pub struct Config {
     pub anti_entropy_interval: Option<Duration>,
     /// How long tombstones are kept at least (`--tombstone-grace-secs`).
     pub tombstone_grace: Duration,
+    /// Start even when the data dir was last up longer than the grace ago
+    /// (`--rejoin-after-grace`).
+    pub rejoin_after_grace: bool,
     /// Repair throttle, bytes/s (`--repair-bytes-per-sec`).
     pub repair_bytes_per_sec: u64,
     /// Row cache capacity in bytes (`--row-cache-mb`; 0: off).
@@ -556,6 +567,7 @@ impl Config {
             )?,
             join: pick!(join).unwrap_or(Join::Auto),
             fault_injection: pick!(fault_injection).unwrap_or(false),
+            rejoin_after_grace: pick!(rejoin_after_grace).unwrap_or(false),
             max_clock_offset_ms: in_range(
                 "--max-clock-offset-ms",
                 pick!(max_clock_offset_ms).unwrap_or(DEFAULT_MAX_CLOCK_OFFSET_MS),

@@ -169,6 +169,13 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         source,
     };
     // State.
+    check_downtime(
+        &store,
+        config.tombstone_grace,
+        config.rejoin_after_grace,
+        crate::clock::unix_ms(),
+    )
+    .map_err(StartError::Identity)?;
     let generation = next_generation(&store).await.map_err(storage)?;
     // A node without tokens chooses them once it has learned the ring
     // from gossip (`membership`); until then it is standby.
@@ -295,6 +302,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
     }));
 
     // Background work, until shutdown cancels it.
+    tasks.spawn(record_up(store.clone(), tasks.token()));
     tasks.spawn(hints.clone().run_replayer(
         coordinator::hint_target_is_up(cluster.clone()),
         coordinator::hint_delivery(peers.clone()),
@@ -474,6 +482,59 @@ async fn begin_run(store: &Store) -> Result<Option<u32>, StorageError> {
 /// Records a clean stop (fsynced): the next run keeps the incarnation.
 async fn end_run(store: &Store) -> Result<(), StorageError> {
     store.meta_put_durable(RUN_KEY, RUN_STOPPED.to_vec()).await
+}
+
+/// Meta key of the last time (unix ms) this data dir was known up.
+const LAST_UP_KEY: &str = "last_up_ms";
+/// How often the running node refreshes [`LAST_UP_KEY`].
+const LAST_UP_EVERY: Duration = Duration::from_secs(60);
+
+/// Refuses to start a data dir that owns ranges and was last up longer
+/// than the tombstone grace ago, unless `allow` (`--rejoin-after-grace`):
+/// the other replicas may have purged tombstones of deletes it missed, and
+/// its old values would come back through read repair and anti-entropy.
+/// Wiped, it replaces itself instead (`membership::replace`). `now_ms` is
+/// passed in for the tests.
+fn check_downtime(store: &Store, grace: Duration, allow: bool, now_ms: u64) -> Result<(), String> {
+    let io = |e: StorageError| e.to_string();
+    if tokens::load(store)
+        .map_err(io)?
+        .is_none_or(|t| t.is_empty())
+    {
+        return Ok(());
+    }
+    let Some(b) = store.meta_get(LAST_UP_KEY).map_err(io)? else {
+        return Ok(());
+    };
+    let last = <[u8; 8]>::try_from(b.as_slice())
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("stored last-up time is {} bytes, not 8", b.len()))?;
+    let away = Duration::from_millis(now_ms.saturating_sub(last));
+    if away <= grace + LAST_UP_EVERY || allow {
+        return Ok(());
+    }
+    Err(format!(
+        "this data dir was last up {} s ago, longer than --tombstone-grace-secs ({} s): other replicas may have purged the tombstones of deletes it missed, and its old values would come back. Wipe the data dir and start the node again under the same id (it then replaces itself: docs/OPERATIONS.md, \"Replacing a node's disk\"), or pass --rejoin-after-grace if every node was down as long (the whole cluster was stopped)",
+        away.as_secs(),
+        grace.as_secs()
+    ))
+}
+
+/// Keeps [`LAST_UP_KEY`] fresh while the node runs.
+async fn record_up(store: Store, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let now = crate::clock::unix_ms();
+        if let Err(e) = store
+            .meta_put(LAST_UP_KEY, now.to_be_bytes().to_vec())
+            .await
+        {
+            tracing::debug!(error = %e, "cannot record that the node is up");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LAST_UP_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// The generation grows across restarts: at least the previous one plus
@@ -785,6 +846,39 @@ mod tests {
                 "{sync:?}, clean {clean}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_down_longer_than_the_tombstone_grace_refuses_a_normal_rejoin() {
+        let grace = Duration::from_secs(3600);
+        let store = Store::memory();
+        let now = 10_000_000_000;
+        // A new data dir, or one without ranges: nothing to check.
+        assert!(check_downtime(&store, grace, false, now).is_ok());
+        tokens::save(&store, &[1, 2]).await.expect("tokens");
+        assert!(
+            check_downtime(&store, grace, false, now).is_ok(),
+            "never recorded up"
+        );
+        let up_at = |ms: u64| ms.to_be_bytes().to_vec();
+        store
+            .meta_put(LAST_UP_KEY, up_at(now - 1_000))
+            .await
+            .expect("put");
+        assert!(
+            check_downtime(&store, grace, false, now).is_ok(),
+            "a plain restart"
+        );
+        store
+            .meta_put(LAST_UP_KEY, up_at(now - 2 * 3_600_000))
+            .await
+            .expect("put");
+        let refused = check_downtime(&store, grace, false, now).expect_err("down past the grace");
+        assert!(refused.contains("--tombstone-grace-secs"), "{refused}");
+        assert!(
+            check_downtime(&store, grace, true, now).is_ok(),
+            "--rejoin-after-grace"
+        );
     }
 
     #[tokio::test]

@@ -696,6 +696,50 @@ mod tests {
         assert_eq!(cluster.addr_of("n2").as_deref(), Some("127.0.0.1:7999"));
     }
 
+    /// A node restarted in the middle of its replacement (the mark is in
+    /// its data dir, beside the tokens) announces it again: it still does
+    /// not count, on itself either; once the mark is gone it counts.
+    #[tokio::test]
+    async fn a_node_restarted_while_replacing_still_does_not_count() {
+        use rand::SeedableRng;
+
+        use crate::cluster::LocalNode;
+
+        for marked in [true, false] {
+            let store = Store::memory();
+            replace::begin(&store).await.expect("mark");
+            if !marked {
+                replace::finish(&store).await.expect("done");
+            }
+            let mut c = crate::config::Config::resolve(Default::default(), Default::default())
+                .expect("defaults are valid");
+            c.seeds = vec![c.listen];
+            let cluster = Cluster::single(
+                LocalNode {
+                    id: "n1".into(),
+                    http: c.http,
+                    listen: c.listen,
+                    generation: 9,
+                    rack: None,
+                },
+                vec![7],
+            );
+            let net = driver::MemoryNetwork::new();
+            let prepared = prepare(
+                &c,
+                &cluster,
+                &store,
+                net.transport(c.listen.to_string()),
+                ChaCha8Rng::seed_from_u64(1),
+            )
+            .expect("prepare");
+            cluster.apply(&prepared.handle().snapshot());
+            assert_eq!(cluster.is_replacing("n1"), marked);
+            assert_eq!(cluster.is_alive("n1"), !marked);
+            assert_eq!(cluster.ring().nodes(), ["n1"], "on the ring either way");
+        }
+    }
+
     #[test]
     fn the_detector_follows_the_gossip_interval() {
         let mut c = crate::config::Config::resolve(Default::default(), Default::default())

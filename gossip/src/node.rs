@@ -84,7 +84,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::{
     Config, Error,
     failure_detector::ArrivalWindow,
-    protocol::{Digest, Event, Message, Outgoing},
+    protocol::{Delta, Digest, Event, Message, Outgoing},
     state::{Addr, AppState, EndpointState, Generation, NodeId, Status, Version, Versioned},
 };
 
@@ -337,6 +337,21 @@ impl<R: Rng> Node<R> {
         }
     }
 
+    /// Adds a member this node knew before it restarted (its last-known
+    /// state, as saved by the caller), so that a member that is down when
+    /// this node comes back is still a member — down until its heartbeat is
+    /// seen to advance, exactly like a member first heard of through
+    /// gossip — and is passed on to peers that never heard of it. Ignored
+    /// for this node itself, for a member already known, and for one in
+    /// the `left` quarantine.
+    pub fn remember(&mut self, state: Delta) {
+        if self.index.contains_key(&state.node) {
+            return;
+        }
+        let now = self.now;
+        self.apply(state, now);
+    }
+
     /// Takes the membership events produced since the last call.
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -583,6 +598,44 @@ mod tests {
             matches!(&ev[..], [Event::Joined { node, generation: 100 }, ..] if node.as_str() == "b"),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn a_remembered_member_is_down_until_it_beats_and_is_passed_on() {
+        let mut a = node("a", &["b:1"]);
+        let mut b = node("b", &[]);
+        let mut c = node("c", &[]);
+        c.tick(secs(0.0));
+        let saved = |n: &Node| Delta {
+            node: n.id().clone(),
+            generation: n.local().generation(),
+            heartbeat: Some(n.local().heartbeat()),
+            states: n.local().states().to_vec(),
+        };
+        a.remember(saved(&c));
+        assert!(!a.is_live(c.id()), "remembered, not seen beating");
+        assert_eq!(
+            a.member(c.id()).map(|m| m.status()),
+            Some(Some(Status::Normal))
+        );
+        // Already known, or itself: nothing changes.
+        let before = a.digest_of(c.id());
+        a.remember(Delta {
+            states: Vec::new(),
+            ..saved(&c)
+        });
+        assert_eq!(a.digest_of(c.id()), before);
+        let mine = a.digest_of(a.id());
+        a.remember(Delta {
+            node: a.id().clone(),
+            generation: 1,
+            heartbeat: Some(1),
+            states: Vec::new(),
+        });
+        assert_eq!(a.digest_of(a.id()), mine);
+        // Gossip passes it on to a peer that never heard of it.
+        exchange(&mut a, &mut b, secs(1.0));
+        assert_eq!(b.digest_of(c.id()), a.digest_of(c.id()));
     }
 
     #[test]

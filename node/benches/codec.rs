@@ -17,7 +17,8 @@ fn set(siblings: u64) -> Dvvs {
     let mut d = Dvvs::new();
     for k in 1..=siblings {
         let v = Value::live(vec![7; 100], "application/octet-stream", Timestamp(k << 20));
-        d.update(&Context::new(), "n1a2b3c4d5e6f708", v);
+        d.update(&Context::new(), "n1a2b3c4d5e6f708", v)
+            .expect("a fresh dot");
     }
     d
 }

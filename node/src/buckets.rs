@@ -330,6 +330,46 @@ pub struct BucketRecord {
     pub updated_ms: u64,
 }
 
+/// The merge of two nodes' records of one bucket; commutative,
+/// associative and idempotent, so every node ends with the same record
+/// whatever order announcements arrive in.
+///
+/// The record set last wins (ties: the larger encoding) and `has_data` is
+/// OR-ed. `n` obeys the rule a local update obeys — frozen once the bucket
+/// holds data — also for changes made elsewhere: when a side knew the
+/// bucket held data, its `n` is the one keys were written at, and it is
+/// kept whatever a side that believed the bucket empty set meanwhile. Two
+/// sides that both hold data at different `n` (possible only if they wrote
+/// before hearing of each other) keep the larger: its preference lists
+/// contain every replica the smaller one wrote to.
+fn merge_stored(a: &Stored, b: &Stored) -> Stored {
+    // The order ignores `n`, which is decided on its own below, so that a
+    // merged record orders like the record it took its other properties from.
+    let key = |s: &Stored| {
+        let mut p = s.props.clone();
+        p.n = 0;
+        (
+            s.updated_ms,
+            serde_json::to_string(&p).unwrap_or_default(),
+            s.props.n,
+        )
+    };
+    let newer = if key(b) > key(a) { b } else { a };
+    let n = match (a.has_data, b.has_data) {
+        (true, true) => a.props.n.max(b.props.n),
+        (true, false) => a.props.n,
+        (false, true) => b.props.n,
+        (false, false) => newer.props.n,
+    };
+    let mut props = newer.props.clone();
+    props.n = n;
+    Stored {
+        props,
+        has_data: a.has_data || b.has_data,
+        updated_ms: newer.updated_ms,
+    }
+}
+
 fn meta_key(name: &str) -> String {
     format!("bucket/{name}")
 }
@@ -508,35 +548,21 @@ impl Buckets {
         })
     }
 
-    /// Merges a bucket announced by another node: the properties set last
-    /// win (ties: the larger encoding, so every node picks the same), and a
-    /// bucket that holds data anywhere holds data everywhere. Returns
-    /// whether anything changed here.
+    /// Merges a bucket announced by another node ([`merge_stored`]: the
+    /// properties set last win, except that `n` stays frozen once the
+    /// bucket holds data, and a bucket that holds data anywhere holds data
+    /// everywhere). Returns whether anything changed here.
     pub async fn apply_remote(&self, remote: BucketRecord) -> Result<bool, StorageError> {
         let local = self.read().get(&remote.name).cloned();
+        let theirs = Stored {
+            props: remote.props,
+            has_data: remote.has_data,
+            updated_ms: remote.updated_ms,
+        };
         let merged = match local {
-            None => Stored {
-                props: remote.props,
-                has_data: remote.has_data,
-                updated_ms: remote.updated_ms,
-            },
+            None => theirs,
             Some(l) => {
-                let key =
-                    |p: &BucketProps, ms: u64| (ms, serde_json::to_string(p).unwrap_or_default());
-                let remote_wins =
-                    key(&remote.props, remote.updated_ms) > key(&l.props, l.updated_ms);
-                let merged = if remote_wins {
-                    Stored {
-                        props: remote.props,
-                        has_data: l.has_data || remote.has_data,
-                        updated_ms: remote.updated_ms,
-                    }
-                } else {
-                    Stored {
-                        has_data: l.has_data || remote.has_data,
-                        ..l.clone()
-                    }
-                };
+                let merged = merge_stored(&l, &theirs);
                 if merged.props == l.props
                     && merged.has_data == l.has_data
                     && merged.updated_ms == l.updated_ms
@@ -665,6 +691,69 @@ mod tests {
         assert!(matches!(err, Error::Invalid(_)), "{err}");
         assert_eq!(crate::error::ApiError::from(err).code(), "bad_request");
         assert_eq!(b.get("t").map(|p| p.n), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_remote_update_does_not_change_n_of_a_bucket_that_holds_data_here() {
+        let b = Buckets::load(Store::memory(), "n1", 3).expect("load");
+        b.mark_has_data("t").await.expect("mark");
+        let mut props = b.get("t").expect("t");
+        props.n = 5;
+        props.conflicts = Conflicts::Lww;
+        // Set elsewhere, later, by a node that believed the bucket empty.
+        let remote = BucketRecord {
+            name: "t".into(),
+            props,
+            has_data: false,
+            updated_ms: crate::clock::unix_ms() + 60_000,
+        };
+        assert!(b.apply_remote(remote).await.expect("apply"));
+        let now = b.get("t").expect("t");
+        assert_eq!(now.n, 3, "n is frozen once the bucket holds data");
+        assert_eq!(
+            now.conflicts,
+            Conflicts::Lww,
+            "the rest of the newer setting applies"
+        );
+    }
+
+    fn stored() -> impl proptest::strategy::Strategy<Value = Stored> {
+        use proptest::prelude::*;
+        (1u32..6, any::<bool>(), 0u64..4, any::<bool>()).prop_map(|(n, has_data, ms, lww)| {
+            let mut props = BucketProps::defaults(3);
+            props.n = n;
+            if lww {
+                props.conflicts = Conflicts::Lww;
+            }
+            Stored {
+                props,
+                has_data,
+                updated_ms: ms,
+            }
+        })
+    }
+
+    fn same(a: &Stored, b: &Stored) -> bool {
+        a.props == b.props && a.has_data == b.has_data && a.updated_ms == b.updated_ms
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merging_bucket_records_converges_and_keeps_n_where_data_was(a in stored(), b in stored(), c in stored()) {
+            proptest::prop_assert!(same(&merge_stored(&a, &b), &merge_stored(&b, &a)));
+            proptest::prop_assert!(same(&merge_stored(&a, &a), &a));
+            proptest::prop_assert!(same(
+                &merge_stored(&merge_stored(&a, &b), &c),
+                &merge_stored(&a, &merge_stored(&b, &c))
+            ));
+            let m = merge_stored(&a, &b);
+            if a.has_data && !b.has_data {
+                proptest::prop_assert_eq!(m.props.n, a.props.n);
+            }
+            if b.has_data && !a.has_data {
+                proptest::prop_assert_eq!(m.props.n, b.props.n);
+            }
+        }
     }
 
     #[tokio::test]

@@ -27,6 +27,19 @@
 //! the current ring only. When nothing is joining, leaving or being
 //! removed, there is no future ring and no key has pending owners.
 //!
+//! # Replacing members
+//!
+//! A member that restarted on an empty data dir under an id the ring
+//! knows (its disk was lost) takes its tokens back but holds nothing: it
+//! announces [`REPLACING`] until it has repaired every range it replicates
+//! with every other replica of it (`membership::replace`). Meanwhile it
+//! keeps its place on the ring — keys are placed exactly as before — but
+//! [`Cluster::is_alive`] says no for it, on every node and on itself: it
+//! counts toward no `r` or `w`, reads do not ask it, it mints no version,
+//! and writes for it are hinted and delivered once it is done. Counting
+//! it would let a quorum of "replicas" that never received a write
+//! answer 404 for it.
+//!
 //! A dead node is removed (`POST /cluster/removenode`) by another member,
 //! which gossips it under its own application state [`REMOVING`]; once the
 //! ranges are re-replicated it moves it to [`REMOVED`] (a comma-separated
@@ -93,6 +106,10 @@ pub struct Member {
     /// Rack, if configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rack: Option<String>,
+    /// Restarted without its data and still restoring it (see the module
+    /// docs): on the ring, but counted as down. Shown only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replacing: bool,
 }
 
 /// Static facts about this node.
@@ -118,7 +135,10 @@ type Owners = Vec<(String, Vec<Token>, Option<String>)>;
 /// One consistent view: members, liveness and the ring.
 struct View {
     members: Arc<Vec<Member>>,
+    /// Members up by the failure detector and not replacing.
     live: HashSet<String>,
+    /// Members announcing [`REPLACING`].
+    replacing: HashSet<String>,
     /// Every member's internode address, by id.
     addrs: HashMap<String, Arc<str>>,
     owners: Owners,
@@ -173,6 +193,10 @@ pub const REMOVING: &str = "removing";
 /// The gossip application state under which a member lists the nodes it
 /// removed, comma-separated.
 pub const REMOVED: &str = "removed";
+/// The gossip application state under which a member says that it is
+/// restoring the data of the ranges it took back after losing its disk
+/// (`1`; empty or absent: it is not).
+pub const REPLACING: &str = "replacing";
 
 /// A change in flight, as the view shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,6 +334,7 @@ pub fn members_of(snapshot: &Snapshot) -> Vec<Member> {
                 heartbeat: s.heartbeat(),
                 tokens: s.tokens().to_vec(),
                 rack: s.rack().map(str::to_string),
+                replacing: custom(m, REPLACING).is_some_and(|v| !v.is_empty()),
             }
         })
         .collect()
@@ -335,6 +360,7 @@ impl Cluster {
             heartbeat: 0,
             tokens,
             rack: local.rack.clone(),
+            replacing: false,
         };
         let members = vec![me];
         let owners = owners_of(&members);
@@ -343,6 +369,7 @@ impl Cluster {
             ring_ids: ids_of(&ring),
             ring: Arc::new(ring),
             live: HashSet::from([local.id.clone()]),
+            replacing: HashSet::new(),
             addrs: addrs_of(&members),
             members: Arc::new(members),
             future_owners: owners.clone(),
@@ -372,9 +399,14 @@ impl Cluster {
         let future_owners = future_owners_of(&members, |id| {
             removing.contains_key(id) || removed.contains(id)
         });
+        let replacing: HashSet<String> = members
+            .iter()
+            .filter(|m| m.replacing)
+            .map(|m| m.id.clone())
+            .collect();
         let live = members
             .iter()
-            .filter(|m| m.status == "up")
+            .filter(|m| m.status == "up" && !m.replacing)
             .map(|m| m.id.clone())
             .collect();
         let old = self.current();
@@ -399,6 +431,7 @@ impl Cluster {
             addrs: addrs_of(&members),
             members: Arc::new(members),
             live,
+            replacing,
             owners,
             ring,
             ring_ids,
@@ -426,9 +459,21 @@ impl Cluster {
         self.current().ring.clone()
     }
 
-    /// Whether `node` is believed alive (this node always is).
+    /// Whether `node` is believed alive and may count toward `r` and `w`:
+    /// up by the failure detector (this node always is) and not replacing
+    /// (see the module docs; this node neither, while it replaces).
     pub fn is_alive(&self, node: &str) -> bool {
-        node == self.local.id || self.current().live.contains(node)
+        let v = self.current();
+        if v.replacing.contains(node) {
+            return false;
+        }
+        node == self.local.id || v.live.contains(node)
+    }
+
+    /// Whether `node` announces that it is replacing (restoring the data
+    /// it lost).
+    pub fn is_replacing(&self, node: &str) -> bool {
+        self.current().replacing.contains(node)
     }
 
     /// The internode (`--listen`) address of a member, if known.
@@ -618,6 +663,74 @@ mod tests {
         // Same owners again: the ring is not rebuilt.
         assert!(!c.apply(&snap));
         assert!(Arc::ptr_eq(&ring, &c.ring()));
+    }
+
+    #[test]
+    fn a_replacing_member_keeps_its_place_on_the_ring_but_is_not_alive() {
+        let c = Cluster::single(local(), vec![100]);
+        let mut n3 = member("n3", Status::Normal, &[300], true);
+        let replacing = |v: &str| Delta {
+            node: "n3".into(),
+            generation: 7,
+            heartbeat: None,
+            states: vec![Versioned {
+                version: 10,
+                value: AppState::Custom(REPLACING.into(), v.into()),
+            }],
+        };
+        n3.state.apply(&replacing("1"));
+        let snap = |n3: &MemberSnapshot| Snapshot {
+            members: vec![
+                member("n1", Status::Normal, &[100], true),
+                member("n2", Status::Normal, &[200], true),
+                n3.clone(),
+            ],
+            ..Snapshot::default()
+        };
+        c.apply(&snap(&n3));
+        assert_eq!(c.ring().nodes(), ["n1", "n2", "n3"]);
+        assert_eq!(
+            c.preference(250, 3),
+            [NodeId::from("n3"), NodeId::from("n1"), NodeId::from("n2")],
+            "placement does not move"
+        );
+        assert!(c.is_replacing("n3") && !c.is_alive("n3"));
+        assert!(c.is_alive("n2"));
+        let m = c.member("n3").expect("n3");
+        assert_eq!(
+            (m.status, m.state, m.replacing),
+            ("up", NodeState::Normal, true)
+        );
+        // Done: it counts again.
+        n3.state.apply(&Delta {
+            states: vec![Versioned {
+                version: 11,
+                value: AppState::Custom(REPLACING.into(), "".into()),
+            }],
+            ..replacing("")
+        });
+        c.apply(&snap(&n3));
+        assert!(!c.is_replacing("n3") && c.is_alive("n3"));
+    }
+
+    #[test]
+    fn this_node_is_not_alive_to_itself_while_it_replaces() {
+        let c = Cluster::single(local(), vec![100]);
+        let mut n1 = member("n1", Status::Normal, &[100], true);
+        n1.state.apply(&Delta {
+            node: "n1".into(),
+            generation: 7,
+            heartbeat: None,
+            states: vec![Versioned {
+                version: 10,
+                value: AppState::Custom(REPLACING.into(), "1".into()),
+            }],
+        });
+        c.apply(&Snapshot {
+            members: vec![n1, member("n2", Status::Normal, &[200], true)],
+            ..Snapshot::default()
+        });
+        assert!(!c.is_alive("n1"));
     }
 
     #[test]

@@ -241,6 +241,14 @@ pub struct Args {
     #[arg(long, env = "QKV_TOMBSTONE_GRACE_SECS", value_name = "SECS")]
     pub tombstone_grace_secs: Option<u64>,
 
+    /// Start a node whose data dir was last up longer than
+    /// --tombstone-grace-secs ago (e.g. after the whole cluster was stopped
+    /// that long); without it such a node refuses to start, since its old
+    /// data may hold values whose tombstones the others purged: wipe its
+    /// data dir instead, and it replaces itself [default: off]
+    #[arg(long, env = "QKV_REJOIN_AFTER_GRACE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub rejoin_after_grace: Option<bool>,
+
     /// Anti-entropy throttle: version bytes one repair pass (scheduled or
     /// `qkv repair`) may send plus receive per second, 1024..=2^40
     /// [default: 20971520, 20 MiB/s]
@@ -373,6 +381,9 @@ pub struct Config {
     pub anti_entropy_interval: Option<Duration>,
     /// How long tombstones are kept at least (`--tombstone-grace-secs`).
     pub tombstone_grace: Duration,
+    /// Start even when the data dir was last up longer than the grace ago
+    /// (`--rejoin-after-grace`).
+    pub rejoin_after_grace: bool,
     /// Repair throttle, bytes/s (`--repair-bytes-per-sec`).
     pub repair_bytes_per_sec: u64,
     /// Row cache capacity in bytes (`--row-cache-mb`; 0: off).
@@ -459,6 +470,26 @@ pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
             reason: format!("{id:?} must be 1 to 64 characters of [A-Za-z0-9._-]"),
         })
     }
+}
+
+/// A tombstone may be purged once its grace has passed; a hint for a
+/// replica that missed the delete's key may be replayed up to the hint
+/// window after it was written. A hint replayed after the tombstone it
+/// predates was purged brings the deleted value back, so the grace must be
+/// at least the hint window (as Cassandra requires of `gc_grace_seconds`
+/// and `max_hint_window`).
+pub fn check_tombstone_grace(grace: Duration, hint_window: Duration) -> Result<(), ConfigError> {
+    if grace < hint_window {
+        return Err(ConfigError::Value {
+            name: "--tombstone-grace-secs",
+            reason: format!(
+                "{} s is shorter than --max-hint-window-secs ({} s): a hint replayed after its key's tombstone was purged would bring a deleted value back; raise the grace or lower the hint window",
+                grace.as_secs(),
+                hint_window.as_secs()
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl Config {
@@ -579,7 +610,7 @@ impl Config {
                 !client_tokens.is_empty() || admin_token.is_some(),
             )?;
         }
-        Ok(Config {
+        let config = Config {
             id,
             http,
             listen,
@@ -603,6 +634,7 @@ impl Config {
             )?,
             join: pick!(join).unwrap_or(Join::Auto),
             fault_injection: pick!(fault_injection).unwrap_or(false),
+            rejoin_after_grace: pick!(rejoin_after_grace).unwrap_or(false),
             max_clock_offset_ms: in_range(
                 "--max-clock-offset-ms",
                 pick!(max_clock_offset_ms).unwrap_or(DEFAULT_MAX_CLOCK_OFFSET_MS),
@@ -703,7 +735,9 @@ impl Config {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             },
-        })
+        };
+        check_tombstone_grace(config.tombstone_grace, config.max_hint_window)?;
+        Ok(config)
     }
 
     /// Whether any bearer token is configured (then every route but
@@ -721,6 +755,33 @@ mod tests {
         let mut v = vec!["qkvd"];
         v.extend_from_slice(args);
         Args::try_parse_from(v).expect("test args parse")
+    }
+
+    #[test]
+    fn a_tombstone_grace_shorter_than_the_hint_window_is_refused() {
+        let refused = Config::from_args(parse(&[
+            "--tombstone-grace-secs",
+            "60",
+            "--max-hint-window-secs",
+            "61",
+        ]))
+        .expect_err("grace < hint window");
+        assert!(
+            matches!(&refused, ConfigError::Value { name: "--tombstone-grace-secs", reason } if reason.contains("--max-hint-window-secs")),
+            "{refused}"
+        );
+        // The default hint window (3 h) with a short grace: refused too.
+        assert!(Config::from_args(parse(&["--tombstone-grace-secs", "2"])).is_err());
+        for (grace, window) in [("60", "60"), ("61", "60"), ("2", "1")] {
+            let c = Config::from_args(parse(&[
+                "--tombstone-grace-secs",
+                grace,
+                "--max-hint-window-secs",
+                window,
+            ]))
+            .expect("grace >= hint window");
+            assert!(c.tombstone_grace >= c.max_hint_window);
+        }
     }
 
     #[test]

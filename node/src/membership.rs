@@ -10,7 +10,10 @@
 //!    and the round interval and phi threshold (hidden flags
 //!    `--gossip-interval-ms`, `--phi-threshold`; the detector's interval
 //!    floor follows the round interval).
-//! 2. It announces its HTTP address, rack, and — when the data dir holds
+//! 2. It remembers the members of the ring it last saw ([`saved`]): each
+//!    is a member again, `down` until it is heard from, so that a member
+//!    that is down while this node restarts keeps its place on the ring.
+//!    It announces its HTTP address, rack, and — when the data dir holds
 //!    tokens — those tokens with status `normal`; otherwise `standby`.
 //! 3. The gossip driver ([`quorumkv_gossip::driver`]) runs over the
 //!    transport's gossip side (authenticated TCP connections in a real
@@ -36,7 +39,11 @@
 //!    `joining`, every gained range streamed, then `normal`. With
 //!    `--join manual` it announces `standby` and waits for
 //!    `POST /cluster/join`.
-//! 5. **Restarts in the middle of a change**: a node that was joining
+//! 5. **A lost disk** ([`replace`]): a node that took its tokens back on
+//!    an empty data dir announces that it is replacing, counts toward no
+//!    quorum, and repairs every range with every other replica before it
+//!    announces that it counts again.
+//! 6. **Restarts in the middle of a change**: a node that was joining
 //!    announces `joining` with its tokens and resumes streaming; one that
 //!    was leaving announces `leaving` and resumes; one that left announces
 //!    `left`; a remover announces again the nodes it removed (or is
@@ -75,6 +82,9 @@ use crate::stream::{self, ChangeDriver, Kind};
 use crate::tasks::Tasks;
 use crate::tokens;
 use crate::transport::Peers;
+
+pub mod replace;
+pub mod saved;
 
 /// A joining node waits at most this many gossip rounds for seeds' answers.
 pub const JOIN_ROUNDS: u64 = 3;
@@ -120,6 +130,10 @@ pub struct Prepared<T> {
     left: bool,
     /// The tokens the data dir holds (empty: none yet).
     stored: Vec<Token>,
+    /// The [`saved::shape`] of the ring saved at the last run.
+    ring_shape: u64,
+    /// Whether the data dir replaces a lost one ([`replace`]).
+    replacing: bool,
 }
 
 /// Why membership could not start.
@@ -162,8 +176,20 @@ pub fn prepare<T: Transport>(
         rng,
     )
     .map_err(|e| Error::Settings(e.to_string()))?;
+    let remembered = saved::load(store)?;
+    let ring_shape = saved::shape(&remembered);
+    if !remembered.is_empty() {
+        info!(
+            members = remembered.len(),
+            "remembering the members of the ring this node last saw (down until heard from)"
+        );
+    }
+    for member in remembered {
+        gossip.remember(member);
+    }
     let saved = stream::saved(store)?;
     let left = stream::has_left(store)?;
+    let replacing = replace::is_replacing(store)? && !stored.is_empty() && !left;
     let removed = stream::removed_by_me(store)?;
     let mut announce = vec![AppState::HttpAddr(local.http.to_string().into())];
     if let Some(rack) = &local.rack {
@@ -195,6 +221,9 @@ pub fn prepare<T: Transport>(
             Status::Normal
         }));
     }
+    if replacing {
+        announce.push(replace::announcement(true));
+    }
     for value in announce {
         gossip
             .set_local(value)
@@ -207,6 +236,8 @@ pub fn prepare<T: Transport>(
         saved,
         left,
         stored,
+        ring_shape,
+        replacing,
     })
 }
 
@@ -222,6 +253,8 @@ pub struct Parts {
     pub peers: Arc<dyn Peers>,
     /// Pushes bucket properties to a member that comes up.
     pub bucket_sync: Arc<BucketSync>,
+    /// Restores the ranges of a node that lost its disk ([`replace`]).
+    pub repairer: Arc<crate::repair::Repairer>,
     /// This node's store (stream positions are dropped once no change is
     /// in flight).
     pub store: Store,
@@ -252,6 +285,8 @@ impl<T: Transport> Prepared<T> {
             saved,
             left,
             stored,
+            ring_shape,
+            replacing,
         } = self;
         let stop = parts.tasks.token();
         parts
@@ -259,7 +294,15 @@ impl<T: Transport> Prepared<T> {
             .spawn(async move { driver.run(stop.cancelled_owned()).await });
         parts.cluster.apply(&handle.snapshot());
         let m = Arc::new(Membership { parts, handle });
-        m.parts.tasks.spawn(m.clone().follow());
+        m.parts.tasks.spawn(m.clone().follow(ring_shape));
+        if replacing {
+            m.parts.tasks.spawn(replace::run(
+                m.parts.repairer.clone(),
+                m.parts.store.clone(),
+                m.handle.clone(),
+                m.parts.tasks.clone(),
+            ));
+        }
         let config = m.parts.config.clone();
         if left {
             info!("this node was decommissioned: it stays out of the ring");
@@ -450,9 +493,10 @@ async fn learn(handle: &Handle, me: &str, interval: Duration) -> Arc<Snapshot> {
 }
 
 impl Membership {
-    /// Applies every snapshot to the cluster view and logs membership events,
-    /// until the driver stops.
-    async fn follow(self: Arc<Self>) {
+    /// Applies every snapshot to the cluster view, saves the ring when it
+    /// changed (`ring_shape`: the shape saved last) and logs membership
+    /// events, until the driver stops.
+    async fn follow(self: Arc<Self>, mut ring_shape: u64) {
         let (node, handle) = (&self.parts, &self.handle);
         let mut snapshots = handle.watch();
         let mut events = handle.events();
@@ -467,6 +511,14 @@ impl Membership {
                     if node.cluster.apply(&snap) {
                         let ring = node.cluster.ring();
                         info!(nodes = ring.node_count(), tokens = ring.vnode_count(), "ring changed");
+                    }
+                    let members = saved::of(&snap);
+                    let shape = saved::shape(&members);
+                    if shape != ring_shape {
+                        match saved::save(&node.store, &members).await {
+                            Ok(()) => ring_shape = shape,
+                            Err(e) => warn!(error = %e, "cannot save the ring; retrying at the next snapshot"),
+                        }
                     }
                     if node.changes.changes().observe(&node.cluster) {
                         // No change in flight: stream positions are history.
@@ -580,6 +632,111 @@ mod tests {
                 "acks {acks} rounds {rounds}: {:?}",
                 waiting_for(&s, "n3")
             );
+        }
+    }
+
+    /// n2 is down when this node restarts, and no peer can tell about it:
+    /// it is still a member (down, normal, with its tokens) and on the
+    /// ring, from the ring saved at the last run.
+    #[tokio::test]
+    async fn a_restarted_node_keeps_a_member_nobody_can_tell_it_about() {
+        use rand::SeedableRng;
+
+        use crate::cluster::{LocalNode, NodeState};
+
+        let store = Store::memory();
+        let n2 = Delta {
+            node: "n2".into(),
+            generation: 5,
+            heartbeat: Some(3),
+            states: vec![
+                Versioned {
+                    version: 1,
+                    value: AppState::Status(Status::Normal),
+                },
+                Versioned {
+                    version: 2,
+                    value: AppState::Tokens(vec![42].into()),
+                },
+                Versioned {
+                    version: 3,
+                    value: AppState::GossipAddr("127.0.0.1:7999".into()),
+                },
+            ],
+        };
+        saved::save(&store, &[n2]).await.expect("save");
+        let mut c = crate::config::Config::resolve(Default::default(), Default::default())
+            .expect("defaults are valid");
+        c.seeds = vec![c.listen];
+        let cluster = Cluster::single(
+            LocalNode {
+                id: "n1".into(),
+                http: c.http,
+                listen: c.listen,
+                generation: 9,
+                rack: None,
+            },
+            vec![7],
+        );
+        let net = driver::MemoryNetwork::new();
+        let prepared = prepare(
+            &c,
+            &cluster,
+            &store,
+            net.transport(c.listen.to_string()),
+            ChaCha8Rng::seed_from_u64(1),
+        )
+        .expect("prepare");
+        cluster.apply(&prepared.handle().snapshot());
+        let m = cluster.member("n2").expect("n2 is remembered");
+        assert_eq!((m.status, m.state), ("down", NodeState::Normal));
+        assert_eq!(m.tokens, [42]);
+        assert_eq!(cluster.ring().nodes(), ["n1", "n2"]);
+        assert!(!cluster.is_alive("n2"));
+        assert_eq!(cluster.addr_of("n2").as_deref(), Some("127.0.0.1:7999"));
+    }
+
+    /// A node restarted in the middle of its replacement (the mark is in
+    /// its data dir, beside the tokens) announces it again: it still does
+    /// not count, on itself either; once the mark is gone it counts.
+    #[tokio::test]
+    async fn a_node_restarted_while_replacing_still_does_not_count() {
+        use rand::SeedableRng;
+
+        use crate::cluster::LocalNode;
+
+        for marked in [true, false] {
+            let store = Store::memory();
+            replace::begin(&store).await.expect("mark");
+            if !marked {
+                replace::finish(&store).await.expect("done");
+            }
+            let mut c = crate::config::Config::resolve(Default::default(), Default::default())
+                .expect("defaults are valid");
+            c.seeds = vec![c.listen];
+            let cluster = Cluster::single(
+                LocalNode {
+                    id: "n1".into(),
+                    http: c.http,
+                    listen: c.listen,
+                    generation: 9,
+                    rack: None,
+                },
+                vec![7],
+            );
+            let net = driver::MemoryNetwork::new();
+            let prepared = prepare(
+                &c,
+                &cluster,
+                &store,
+                net.transport(c.listen.to_string()),
+                ChaCha8Rng::seed_from_u64(1),
+            )
+            .expect("prepare");
+            cluster.apply(&prepared.handle().snapshot());
+            assert_eq!(cluster.is_replacing("n1"), marked);
+            assert_eq!(cluster.is_alive("n1"), !marked);
+            assert_eq!(cluster.ring().nodes(), ["n1"], "on the ring either way");
         }
     }
 

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::buckets::Conflicts;
-use crate::storage::{DataKey, StorageError, Store};
+use crate::storage::{DataKey, Op, Partition, StorageError, Store};
 use crate::version::{Clock, Context, Dvvs, Timestamp, Value};
 
 mod cache;
@@ -249,7 +249,11 @@ impl Replica {
             Mutation::Put { data, content_type } => Value::live(data, content_type, ts),
             Mutation::Delete => Value::tombstone(ts),
         };
-        object.update(ctx, &self.actor, value);
+        // Only a corrupt or hostile stored state leaves no fresh dot: an
+        // error for this write, never a dot that names another one.
+        object.update(ctx, &self.actor, value).map_err(|e| {
+            StorageError::Corrupt(format!("{bucket}/{}: {e}", String::from_utf8_lossy(key)))
+        })?;
         let lww_dropped = match conflicts {
             Conflicts::Lww => object.resolve_lww(),
             Conflicts::Siblings => 0,
@@ -309,7 +313,18 @@ impl Replica {
             return Ok(0);
         };
         self.cache.forget(&k);
-        self.store.delete_at(&k).await?;
+        self.store
+            .write(vec![
+                Op::Delete {
+                    partition: Partition::Data,
+                    key: k.as_bytes().to_vec(),
+                },
+                Op::Delete {
+                    partition: Partition::Meta,
+                    key: tombstone_key(&k),
+                },
+            ])
+            .await?;
         self.keys.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(old.len() as i64, Ordering::Relaxed);
         Ok(old.len() as u64)
@@ -328,10 +343,43 @@ impl Replica {
             return Ok(false);
         }
         self.cache.forget(&k);
-        self.store.delete_at(&k).await?;
+        self.store
+            .write(vec![
+                Op::Delete {
+                    partition: Partition::Data,
+                    key: k.as_bytes().to_vec(),
+                },
+                Op::Delete {
+                    partition: Partition::Meta,
+                    key: tombstone_key(&k),
+                },
+            ])
+            .await?;
         self.keys.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(size as i64, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// When this node last stored a change to `key` that left it
+    /// tombstones only, by this node's own clock (unix ms); `None` for a
+    /// key that is not tombstone-only, or stored before these times were
+    /// kept. Purge counts the grace period from here, so that the
+    /// writer's clock — which may lag — never shortens it (see
+    /// `repair::purge`).
+    pub fn tombstone_stored_ms(
+        &self,
+        bucket: &str,
+        key: &[u8],
+    ) -> Result<Option<u64>, StorageError> {
+        let k = DataKey::new(bucket, key)?;
+        match self.store.raw_get(Partition::Meta, &tombstone_key(&k))? {
+            None => Ok(None),
+            Some(b) => <[u8; 8]>::try_from(b.as_slice())
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| {
+                    StorageError::Corrupt(format!("tombstone time of a key is {} bytes", b.len()))
+                }),
+        }
     }
 
     async fn persist(
@@ -345,7 +393,27 @@ impl Replica {
         // The store takes the bytes; the cache (when there is one) a copy.
         let entry = self.cache.entry(key, &bytes);
         let pending = self.cache.pending(key);
-        self.store.put_at(key, bytes).await?;
+        if object.is_deleted() {
+            // A change that leaves tombstones only: note when, on this
+            // node's clock, in the same batch (see `tombstone_stored_ms`).
+            let now = crate::clock::unix_ms();
+            self.store
+                .write(vec![
+                    Op::Put {
+                        partition: Partition::Data,
+                        key: key.as_bytes().to_vec(),
+                        value: bytes,
+                    },
+                    Op::Put {
+                        partition: Partition::Meta,
+                        key: tombstone_key(key),
+                        value: now.to_be_bytes().to_vec(),
+                    },
+                ])
+                .await?;
+        } else {
+            self.store.put_at(key, bytes).await?;
+        }
         pending.done(entry);
         match old_size {
             None => {
@@ -359,6 +427,14 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// Meta key of the time a key last became (or stayed, changed)
+/// tombstones only on this node.
+fn tombstone_key(k: &DataKey) -> Vec<u8> {
+    let mut out = b"tomb/".to_vec();
+    out.extend_from_slice(k.as_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -459,11 +535,13 @@ mod tests {
         let hour = 3_600_000;
         let ahead = Timestamp::new(crate::clock::unix_ms() + hour, 0);
         let mut remote = Dvvs::default();
-        remote.update(
-            &Context::new(),
-            "n2",
-            Value::live(b"fast".to_vec(), "t", ahead),
-        );
+        remote
+            .update(
+                &Context::new(),
+                "n2",
+                Value::live(b"fast".to_vec(), "t", ahead),
+            )
+            .expect("a fresh dot");
         r.merge("b", b"k", &remote, Conflicts::Lww)
             .await
             .expect("merge");

@@ -137,6 +137,14 @@ impl Running {
             info!("every task of the node has ended; closing the store");
         }
         drop(self.api);
+        if remaining == 0 {
+            // Nothing can write any more: every version this run minted is
+            // on disk once this is, so the next run may keep the
+            // incarnation (see `begin_run`).
+            if let Err(e) = end_run(&self.store).await {
+                warn!(error = %e, "cannot record the clean stop; the next start draws a new incarnation");
+            }
+        }
         self.store.close().await?;
         Ok(remaining)
     }
@@ -161,6 +169,13 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         source,
     };
     // State.
+    check_downtime(
+        &store,
+        config.tombstone_grace,
+        config.rejoin_after_grace,
+        crate::clock::unix_ms(),
+    )
+    .map_err(StartError::Identity)?;
     let generation = next_generation(&store).await.map_err(storage)?;
     // A node without tokens chooses them once it has learned the ring
     // from gossip (`membership`); until then it is standby.
@@ -179,7 +194,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         )
         .map_err(storage)?,
     );
-    let actor = crate::replica::actor_name(&id, load_incarnation(&store).map_err(storage)?);
+    let actor = crate::replica::actor_name(&id, begin_run(&store).await.map_err(storage)?);
     let replica = Arc::new(
         Replica::with_row_cache(id.clone(), actor, store.clone(), config.row_cache_bytes)
             .map_err(storage)?
@@ -287,6 +302,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
     }));
 
     // Background work, until shutdown cancels it.
+    tasks.spawn(record_up(store.clone(), tasks.token()));
     tasks.spawn(hints.clone().run_replayer(
         coordinator::hint_target_is_up(cluster.clone()),
         coordinator::hint_delivery(peers.clone()),
@@ -307,6 +323,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
             changes: changes.clone(),
             peers: peers.clone(),
             bucket_sync: bucket_sync.clone(),
+            repairer: repairer.clone(),
             store: store.clone(),
             tasks: tasks.clone(),
         })
@@ -345,10 +362,14 @@ pub async fn resolve_id(config: &Config, store: &Store) -> Result<String, StartE
         dir: dir.clone(),
         source,
     };
-    let stored = store
-        .meta_get("node_id")
-        .map_err(storage)?
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let stored = match store.meta_get(NODE_ID_KEY).map_err(storage)? {
+        None => None,
+        Some(b) => Some(stored_id(&b).map_err(|why| {
+            StartError::Identity(format!(
+                "data dir {dir} holds a corrupt node id ({why}); restore the data dir from a backup, or move it away and start the node on an empty one (it then takes its place back and repairs: docs/OPERATIONS.md, \"Replacing a node's disk\")"
+            ))
+        })?),
+    };
     match (&config.id, stored) {
         (Some(want), Some(have)) if *want != have => Err(StartError::Identity(format!(
             "data dir {dir} belongs to node {have:?}, not {want:?}; start with --id {have} or use another --data-dir"
@@ -362,20 +383,35 @@ pub async fn resolve_id(config: &Config, store: &Store) -> Result<String, StartE
             // A new data dir: a new incarnation, stored before the id so
             // that a dir holding an id always holds its incarnation too
             // (a dir with an id and none predates incarnations).
+            // Both fsynced whatever --sync says: a machine crash must not
+            // leave a node that forgets who it is.
             store
-                .meta_put(
+                .meta_put_durable(
                     INCARNATION_KEY,
                     rand::random::<u32>().to_be_bytes().to_vec(),
                 )
                 .await
                 .map_err(storage)?;
             store
-                .meta_put("node_id", id.clone().into_bytes())
+                .meta_put_durable(NODE_ID_KEY, id.clone().into_bytes())
                 .await
                 .map_err(storage)?;
             Ok(id)
         }
     }
+}
+
+/// Meta key of the data dir's node id (UTF-8, as `--id` spells it).
+const NODE_ID_KEY: &str = "node_id";
+
+/// The node id stored in a data dir, checked: bytes that are not UTF-8 or
+/// not a valid id are a corrupt data dir, never an id to run under (a
+/// lossy read would start the node under another id, as a stranger).
+fn stored_id(bytes: &[u8]) -> Result<String, String> {
+    let id = std::str::from_utf8(bytes)
+        .map_err(|_| format!("{} bytes that are not UTF-8", bytes.len()))?;
+    validate_node_id(id).map_err(|_| format!("{id:?} is not a valid node id"))?;
+    Ok(id.to_string())
 }
 
 /// Meta key of the data dir's incarnation (4 bytes, big endian).
@@ -394,19 +430,132 @@ fn load_incarnation(store: &Store) -> Result<Option<u32>, StorageError> {
     }
 }
 
+/// Meta key recording whether the node is running, and under which sync
+/// mode, or stopped cleanly.
+const RUN_KEY: &str = "run";
+const RUN_STOPPED: &[u8] = b"stopped";
+const RUN_PERIODIC: &[u8] = b"running periodic";
+const RUN_ALWAYS: &[u8] = b"running always";
+
+/// The incarnation this run mints its dots under, and the record that it
+/// runs.
+///
+/// A dot `(actor, counter)` must name one write only. The counter of a key
+/// lives in the key's stored versions; under `--sync periodic` a machine
+/// crash can lose the last writes, their counters with them, after other
+/// replicas acknowledged and kept them. The same actor would then mint the
+/// same dots again for other values, and merging two different versions
+/// with one dot keeps only one of them — an acknowledged write silently
+/// lost. So when the last run under `--sync periodic` did not stop cleanly
+/// (a crash of the process or the machine: they cannot be told apart),
+/// this run draws a new incarnation: its dots can collide with nothing
+/// minted before. Under `--sync always` a version reaches others only
+/// after its fsync, so no dot can be lost that way and the incarnation is
+/// kept. The record is fsynced whatever the sync mode.
+async fn begin_run(store: &Store) -> Result<Option<u32>, StorageError> {
+    let mut incarnation = load_incarnation(store)?;
+    if store.meta_get(RUN_KEY)?.as_deref() == Some(RUN_PERIODIC) {
+        let fresh = loop {
+            let drawn = rand::random::<u32>();
+            if Some(drawn) != incarnation {
+                break drawn;
+            }
+        };
+        store
+            .meta_put_durable(INCARNATION_KEY, fresh.to_be_bytes().to_vec())
+            .await?;
+        warn!(
+            previous = ?incarnation.map(|i| format!("{i:08x}")),
+            new = %format!("{fresh:08x}"),
+            "the last run under --sync periodic did not stop cleanly: minting under a new incarnation, so that no version dot lost in a crash is ever minted again"
+        );
+        incarnation = Some(fresh);
+    }
+    let running = match store.sync_mode() {
+        crate::storage::SyncMode::Periodic(_) => RUN_PERIODIC,
+        crate::storage::SyncMode::Always => RUN_ALWAYS,
+    };
+    store.meta_put_durable(RUN_KEY, running.to_vec()).await?;
+    Ok(incarnation)
+}
+
+/// Records a clean stop (fsynced): the next run keeps the incarnation.
+async fn end_run(store: &Store) -> Result<(), StorageError> {
+    store.meta_put_durable(RUN_KEY, RUN_STOPPED.to_vec()).await
+}
+
+/// Meta key of the last time (unix ms) this data dir was known up.
+const LAST_UP_KEY: &str = "last_up_ms";
+/// How often the running node refreshes [`LAST_UP_KEY`].
+const LAST_UP_EVERY: Duration = Duration::from_secs(60);
+
+/// Refuses to start a data dir that owns ranges and was last up longer
+/// than the tombstone grace ago, unless `allow` (`--rejoin-after-grace`):
+/// the other replicas may have purged tombstones of deletes it missed, and
+/// its old values would come back through read repair and anti-entropy.
+/// Wiped, it replaces itself instead (`membership::replace`). `now_ms` is
+/// passed in for the tests.
+fn check_downtime(store: &Store, grace: Duration, allow: bool, now_ms: u64) -> Result<(), String> {
+    let io = |e: StorageError| e.to_string();
+    if tokens::load(store)
+        .map_err(io)?
+        .is_none_or(|t| t.is_empty())
+    {
+        return Ok(());
+    }
+    let Some(b) = store.meta_get(LAST_UP_KEY).map_err(io)? else {
+        return Ok(());
+    };
+    let last = <[u8; 8]>::try_from(b.as_slice())
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("stored last-up time is {} bytes, not 8", b.len()))?;
+    let away = Duration::from_millis(now_ms.saturating_sub(last));
+    if away <= grace + LAST_UP_EVERY || allow {
+        return Ok(());
+    }
+    Err(format!(
+        "this data dir was last up {} s ago, longer than --tombstone-grace-secs ({} s): other replicas may have purged the tombstones of deletes it missed, and its old values would come back. Wipe the data dir and start the node again under the same id (it then replaces itself: docs/OPERATIONS.md, \"Replacing a node's disk\"), or pass --rejoin-after-grace if every node was down as long (the whole cluster was stopped)",
+        away.as_secs(),
+        grace.as_secs()
+    ))
+}
+
+/// Keeps [`LAST_UP_KEY`] fresh while the node runs.
+async fn record_up(store: Store, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let now = crate::clock::unix_ms();
+        if let Err(e) = store
+            .meta_put(LAST_UP_KEY, now.to_be_bytes().to_vec())
+            .await
+        {
+            tracing::debug!(error = %e, "cannot record that the node is up");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LAST_UP_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// The generation grows across restarts: at least the previous one plus
 /// one, and the wall-clock second when that is larger (as Cassandra does),
 /// so a wiped-and-restarted node still out-ranks its old gossip state.
 async fn next_generation(store: &Store) -> Result<u64, StorageError> {
-    let prev = store
-        .meta_get("generation")?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
+    let prev = match store.meta_get("generation")? {
+        None => 0,
+        Some(b) => <[u8; 8]>::try_from(b.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| {
+                StorageError::Corrupt(format!("stored generation is {} bytes, not 8", b.len()))
+            })?,
+    };
     let now = crate::clock::unix_secs();
-    let generation = (prev + 1).max(now);
+    let generation = prev
+        .checked_add(1)
+        .ok_or_else(|| StorageError::Corrupt("stored generation is at its maximum".into()))?
+        .max(now);
     store
-        .meta_put("generation", generation.to_be_bytes().to_vec())
+        .meta_put_durable("generation", generation.to_be_bytes().to_vec())
         .await?;
     Ok(generation)
 }
@@ -475,9 +624,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         source,
     };
     if tokens::load(&store).map_err(storage)?.is_none() {
-        tokens::recover(&net, &config, &id, &store)
-            .await
-            .map_err(storage)?;
+        let known = tokens::recover(&net, &config, &id).await.map_err(storage)?;
+        if !known.is_empty() {
+            // The cluster knows this id: this data dir replaces a lost one.
+            // Marked before the tokens are stored, so that a crash between
+            // the two cannot leave a node that counts without its data.
+            membership::replace::begin(&store).await.map_err(storage)?;
+            tokens::save(&store, &known).await.map_err(storage)?;
+        }
     }
     let transport = |cluster: &Arc<Cluster>| {
         let peers: Arc<dyn Peers> = Arc::new(TcpPeers::new(net.clone(), cluster.clone()));
@@ -573,10 +727,183 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn identity_generation_and_tokens_survive_a_machine_crash_under_periodic_sync() {
+        use crate::storage::SyncMode;
+        use crate::storage::crash::CrashEngine;
+        // A flush interval no test reaches: only explicit fsyncs count.
+        let periodic = SyncMode::Periodic(Duration::from_secs(3600));
+        let engine = CrashEngine::new();
+        let store = Store::with_engine(engine.clone(), periodic).expect("store");
+        assert_eq!(resolve_id(&config("n3"), &store).await.expect("id"), "n3");
+        let incarnation = load_incarnation(&store).expect("load");
+        let generation = next_generation(&store).await.expect("generation");
+        tokens::save(&store, &[7, 9]).await.expect("tokens");
+
+        let after = Store::with_engine(engine.crash(), periodic).expect("store");
+        assert_eq!(
+            after.meta_get(NODE_ID_KEY).expect("get").as_deref(),
+            Some(&b"n3"[..]),
+            "the node id must be on disk"
+        );
+        assert_eq!(load_incarnation(&after).expect("load"), incarnation);
+        assert!(incarnation.is_some());
+        assert_eq!(tokens::load(&after).expect("load"), Some(vec![7, 9]));
+        assert!(next_generation(&after).await.expect("generation") > generation);
+    }
+
+    /// A write acknowledged under `--sync periodic`, kept by another
+    /// replica, lost here by a machine crash: the next write of the key
+    /// here must not reuse its dot, or merging the two drops one.
+    #[tokio::test]
+    async fn after_a_crash_under_periodic_sync_a_new_write_never_reuses_a_lost_dot() {
+        use crate::buckets::Conflicts;
+        use crate::replica::Mutation;
+        use crate::storage::SyncMode;
+        use crate::storage::crash::CrashEngine;
+        use crate::version::Context;
+        let periodic = SyncMode::Periodic(Duration::from_secs(3600));
+        let put = |v: &str| Mutation::Put {
+            data: v.as_bytes().to_vec(),
+            content_type: "text/plain".into(),
+        };
+        let engine = CrashEngine::new();
+        let store = Store::with_engine(engine.clone(), periodic).expect("store");
+        resolve_id(&config("n1"), &store).await.expect("id");
+        let incarnation = begin_run(&store).await.expect("run");
+        let replica = Replica::open(
+            "n1".into(),
+            crate::replica::actor_name("n1", incarnation),
+            store,
+        )
+        .expect("replica");
+        let acked = replica
+            .write(
+                "b",
+                b"k",
+                &Context::new(),
+                put("first"),
+                Conflicts::Siblings,
+            )
+            .await
+            .expect("write")
+            .object;
+
+        // The machine crashes before the background fsync; the node restarts.
+        let store = Store::with_engine(engine.crash(), periodic).expect("store");
+        assert!(
+            store.get("b", b"k").expect("get").is_none(),
+            "the write was lost here"
+        );
+        let incarnation = begin_run(&store).await.expect("run");
+        let replica = Replica::open(
+            "n1".into(),
+            crate::replica::actor_name("n1", incarnation),
+            store,
+        )
+        .expect("replica");
+        let second = replica
+            .write(
+                "b",
+                b"k",
+                &Context::new(),
+                put("second"),
+                Conflicts::Siblings,
+            )
+            .await
+            .expect("write")
+            .object;
+        let merged = acked.sync(&second);
+        let mut values: Vec<&[u8]> = merged.values().iter().map(|v| v.data.as_slice()).collect();
+        values.sort();
+        assert_eq!(
+            values,
+            [&b"first"[..], b"second"],
+            "both writes survive the merge"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_or_sync_always_keeps_the_incarnation() {
+        use crate::storage::SyncMode;
+        use crate::storage::crash::CrashEngine;
+        // (sync mode, stopped cleanly before the crash)
+        for (sync, clean) in [
+            (SyncMode::Periodic(Duration::from_secs(3600)), true),
+            (SyncMode::Always, true),
+            (SyncMode::Always, false),
+        ] {
+            let engine = CrashEngine::new();
+            let store = Store::with_engine(engine.clone(), sync).expect("store");
+            resolve_id(&config("n1"), &store).await.expect("id");
+            let first = begin_run(&store).await.expect("run");
+            if clean {
+                end_run(&store).await.expect("stop");
+            }
+            let store = Store::with_engine(engine.crash(), sync).expect("store");
+            assert_eq!(
+                begin_run(&store).await.expect("run"),
+                first,
+                "{sync:?}, clean {clean}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_down_longer_than_the_tombstone_grace_refuses_a_normal_rejoin() {
+        let grace = Duration::from_secs(3600);
+        let store = Store::memory();
+        let now = 10_000_000_000;
+        // A new data dir, or one without ranges: nothing to check.
+        assert!(check_downtime(&store, grace, false, now).is_ok());
+        tokens::save(&store, &[1, 2]).await.expect("tokens");
+        assert!(
+            check_downtime(&store, grace, false, now).is_ok(),
+            "never recorded up"
+        );
+        let up_at = |ms: u64| ms.to_be_bytes().to_vec();
+        store
+            .meta_put(LAST_UP_KEY, up_at(now - 1_000))
+            .await
+            .expect("put");
+        assert!(
+            check_downtime(&store, grace, false, now).is_ok(),
+            "a plain restart"
+        );
+        store
+            .meta_put(LAST_UP_KEY, up_at(now - 2 * 3_600_000))
+            .await
+            .expect("put");
+        let refused = check_downtime(&store, grace, false, now).expect_err("down past the grace");
+        assert!(refused.contains("--tombstone-grace-secs"), "{refused}");
+        assert!(
+            check_downtime(&store, grace, true, now).is_ok(),
+            "--rejoin-after-grace"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_node_id_is_a_clear_start_error() {
+        for bad in [&b"n\xff3"[..], b"", b"n3/../n4", b"n3\n"] {
+            let store = Store::memory();
+            store
+                .meta_put(NODE_ID_KEY, bad.to_vec())
+                .await
+                .expect("put");
+            let e = resolve_id(&config("n3"), &store)
+                .await
+                .expect_err("a corrupt id must not start");
+            assert!(
+                matches!(&e, StartError::Identity(m) if m.contains("corrupt node id")),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_data_dir_from_before_incarnations_keeps_the_plain_id() {
         let store = Store::memory();
         store
-            .meta_put("node_id", b"n3".to_vec())
+            .meta_put(NODE_ID_KEY, b"n3".to_vec())
             .await
             .expect("put");
         assert_eq!(resolve_id(&config("n3"), &store).await.expect("id"), "n3");

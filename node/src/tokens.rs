@@ -48,10 +48,12 @@ pub fn load(store: &Store) -> Result<Option<Vec<Token>>, StorageError> {
     ))
 }
 
-/// Persists the tokens (durably, whatever the sync mode).
+/// Persists the tokens, fsynced whatever the sync mode: a node that
+/// forgot its tokens after a machine crash would choose others, and every
+/// range it held would move.
 pub async fn save(store: &Store, tokens: &[Token]) -> Result<(), StorageError> {
     let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_be_bytes()).collect();
-    store.meta_put(META_KEY, bytes).await
+    store.meta_put_durable(META_KEY, bytes).await
 }
 
 /// Chooses `--vnodes` tokens with the ring crate's allocator (`--token-
@@ -99,15 +101,15 @@ const RECOVER_TIMEOUT: Duration = Duration::from_secs(2);
 const RECOVER_ROUNDS: u32 = 3;
 
 /// For a node without stored tokens: asks the seeds (other than itself)
-/// which tokens the cluster knows for `id`, and when one knows some,
-/// persists them and returns them; empty when no seed knows the id (a new
+/// which tokens the cluster knows for `id`, and returns them when one
+/// knows some (the caller stores them: the node replaces its lost data
+/// dir, see `membership::replace`); empty when no seed knows the id (a new
 /// node: it chooses tokens when it joins) or none answered within
 /// [`RECOVER_ROUNDS`] rounds (it then joins as a new node, and says so).
 pub async fn recover(
     net: &Arc<Net>,
     config: &Config,
     id: &str,
-    store: &Store,
 ) -> Result<Vec<Token>, StorageError> {
     let seeds: Vec<String> = config
         .seeds
@@ -126,11 +128,10 @@ pub async fn recover(
             };
             match net.call(seed, req, RECOVER_TIMEOUT).await {
                 Ok(Response::Tokens(tokens)) if !tokens.is_empty() => {
-                    save(store, &tokens).await?;
                     info!(
                         %seed,
                         count = tokens.len(),
-                        "no stored tokens, but the cluster knows this id: took back its tokens (repair to restore its data)"
+                        "no stored tokens, but the cluster knows this id: took back its tokens; replacing (counts toward no quorum until every range is repaired)"
                     );
                     return Ok(tokens);
                 }
@@ -170,6 +171,7 @@ mod tests {
             heartbeat: 1,
             tokens: tokens.to_vec(),
             rack: None,
+            replacing: false,
         }
     }
 

@@ -177,7 +177,7 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    fn apply(&mut self, d: Delta, now: Duration) {
+    pub(super) fn apply(&mut self, d: Delta, now: Duration) {
         let fd = &self.config.failure_detector;
         let Some(&i) = self.index.get(&d.node) else {
             if self.is_quarantined(&d.node, d.generation) {

@@ -268,7 +268,8 @@ mod tests {
                 timestamp: Timestamp(u64::from(v.as_bytes()[0])),
                 tombstone: false,
             },
-        );
+        )
+        .expect("a fresh dot");
         o
     }
 

@@ -25,7 +25,8 @@ fn obj(text: &str) -> Dvvs {
         &Context::new(),
         "coord",
         Value::live(text.as_bytes(), "text/plain", Timestamp::new(T0, 0)),
-    );
+    )
+    .expect("a fresh dot");
     d
 }
 

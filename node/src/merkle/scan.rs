@@ -98,7 +98,8 @@ mod tests {
             &Context::new(),
             replica,
             Value::live(data.as_bytes(), "text/plain", Timestamp::new(ms, 0)),
-        );
+        )
+        .expect("a fresh dot");
         d
     }
 

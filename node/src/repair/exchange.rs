@@ -315,7 +315,8 @@ mod tests {
             &Context::new(),
             "n1",
             Value::live(data.as_bytes(), "text/plain", Timestamp::new(1, 0)),
-        );
+        )
+        .expect("a fresh dot");
         d
     }
 

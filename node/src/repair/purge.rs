@@ -16,7 +16,8 @@
 //!
 //! 1. its newest tombstone is older than the grace period
 //!    (`--tombstone-grace-secs`, default 10 days as Cassandra's
-//!    `gc_grace_seconds`), by the tombstone's HLC wall time; and
+//!    `gc_grace_seconds`), counted on this node's clock from when it stored
+//!    the tombstone (see the caveats); and
 //! 2. its token range (for the key's bucket `n`) was *fully* repaired by
 //!    this node after that tombstone was written: a repair pass started
 //!    after the tombstone's time compared this node with every other
@@ -52,10 +53,16 @@
 //! * Range records are keyed by `(n, start, end)`: after the ring changes,
 //!   the new ranges have no record until they are repaired again, so
 //!   nothing is purged early.
-//! * The tombstone time is the coordinator's HLC wall time: a coordinator
-//!   clock far ahead makes its tombstones wait longer (safe); one far behind
-//!   could make a repair look "after the delete" when it was not by up to
-//!   the skew — the grace period dwarfs any sane skew.
+//! * The tombstone time is this node's own clock: the replica notes, in
+//!   the same batch, when it stored a change that left the key tombstones
+//!   only ([`crate::replica::Replica::tombstone_stored_ms`]), and both the
+//!   grace and "repaired after the delete" compare that time with this
+//!   node's clock (`now`, the pass's start). A writer whose clock lags
+//!   cannot make a tombstone look older than it is here, nor a repair that
+//!   began before the tombstone arrived look like one after it. The
+//!   writer's HLC stamp still counts when it is later (a writer clock far
+//!   ahead only makes the tombstone wait longer). Keys stored before these
+//!   times were kept fall back to the writer's stamp.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -182,10 +189,17 @@ impl Repairer {
             let now = crate::clock::unix_ms();
             for e in page {
                 report.keys_scanned += 1;
-                let Some(since) = tombstone_only_since(&e.object) else {
+                let Some(written) = tombstone_only_since(&e.object) else {
                     continue;
                 };
                 report.tombstones += 1;
+                // This node's own clock: when it stored the tombstone. The
+                // writer's stamp only counts when later (a writer clock
+                // ahead makes the tombstone wait longer, which is safe).
+                let since = self
+                    .replica
+                    .tombstone_stored_ms(&e.bucket, &e.key)?
+                    .map_or(written, |stored| stored.max(written));
                 if now.saturating_sub(since) <= grace.as_millis() as u64 {
                     report.kept_in_grace += 1;
                     continue;
@@ -247,10 +261,76 @@ mod tests {
             &Context::new(),
             "n1",
             Value::live(&b"v"[..], "text/plain", Timestamp::new(ms - 5, 0)),
-        );
+        )
+        .expect("a fresh dot");
         let ctx = d.context();
-        d.update(&ctx, "n1", Value::tombstone(Timestamp::new(ms, 0)));
+        d.update(&ctx, "n1", Value::tombstone(Timestamp::new(ms, 0)))
+            .expect("a fresh dot");
         d
+    }
+
+    /// The writer's clock lags an hour: its tombstone looks an hour old,
+    /// and a full repair that began before it reached this node looks like
+    /// one after the delete. On this node's clock it arrived just now: it
+    /// stays for its grace.
+    #[tokio::test]
+    async fn a_tombstone_from_a_lagging_writer_clock_waits_its_grace_on_this_nodes_clock() {
+        use crate::buckets::{Buckets, Conflicts};
+        use crate::cluster::{Cluster, LocalNode};
+        use crate::replica::Replica;
+
+        let store = Store::memory();
+        let replica =
+            Arc::new(Replica::open("n1".into(), "n1".into(), store.clone()).expect("replica"));
+        let cluster = Arc::new(Cluster::single(
+            LocalNode {
+                id: "n1".into(),
+                http: "127.0.0.1:8001".parse().expect("addr"),
+                listen: "127.0.0.1:7001".parse().expect("addr"),
+                generation: 1,
+                rack: None,
+            },
+            vec![1 << 63],
+        ));
+        let net = crate::transport::memory::Network::new(1);
+        let (peers, _gossip, _requests) = net.bind("n1", "127.0.0.1:7001");
+        let repairer = Repairer::new(
+            super::super::Parts {
+                replica: replica.clone(),
+                cluster: cluster.clone(),
+                buckets: Arc::new(Buckets::load(store.clone(), "n1", 3).expect("buckets")),
+                peers,
+                metrics: Arc::new(crate::metrics::Metrics::new()),
+            },
+            super::super::Options {
+                default_n: 3,
+                bytes_per_sec: 1 << 20,
+                tombstone_grace: GRACE,
+            },
+        );
+        let now = crate::clock::unix_ms();
+        let repair_began = now - 1_000;
+        for rr in cluster.ring().ranges(3) {
+            record_repaired(&store, 3, rr.range, repair_began)
+                .await
+                .expect("record");
+        }
+        replica
+            .merge("b", b"k", &deleted_at(now - 3_600_000), Conflicts::Siblings)
+            .await
+            .expect("merge");
+        let stored = replica
+            .tombstone_stored_ms("b", b"k")
+            .expect("time")
+            .expect("noted");
+        assert!(stored >= now, "noted on this node's clock");
+        let report = repairer.purge().await.expect("purge");
+        assert_eq!(
+            (report.tombstones, report.purged, report.kept_in_grace),
+            (1, 0, 1),
+            "{report:?}"
+        );
+        assert!(replica.read("b", b"k").expect("read").is_some());
     }
 
     #[test]
@@ -262,7 +342,8 @@ mod tests {
             &Context::new(),
             "n2",
             Value::live(&b"w"[..], "text/plain", Timestamp::new(900, 0)),
-        );
+        )
+        .expect("a fresh dot");
         assert_eq!(tombstone_only_since(&live), None, "a live sibling stays");
         assert_eq!(tombstone_only_since(&Dvvs::new()), None);
     }

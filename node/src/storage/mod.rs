@@ -82,6 +82,8 @@
 //!   is released by [`Store::close`] (or when the last handle drops).
 
 mod commit;
+#[cfg(test)]
+pub mod crash;
 mod engine;
 mod error;
 mod fjall;
@@ -337,6 +339,28 @@ impl Store {
             value,
         }])
         .await
+    }
+
+    /// Stores node metadata `name` and returns once it is on disk whatever
+    /// the sync mode. For what a node must never forget or repeat — its
+    /// id, its incarnation, its tokens, the ring it last saw — a machine
+    /// crash under `--sync periodic` must not roll it back: under `Always`
+    /// this is [`Store::meta_put`]; under `Periodic` the write is followed
+    /// by an fsync of its own. Rare writes, so the extra fsync costs
+    /// nothing that matters.
+    pub async fn meta_put_durable(&self, name: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.meta_put(name, value).await?;
+        if let Durability::Periodic(..) = &self.inner.durability {
+            let engine = self.inner.engine.clone();
+            let counters = self.inner.counters.clone();
+            blocking(move || {
+                engine.sync()?;
+                counters.syncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Point read in any partition (for hints and other raw users).

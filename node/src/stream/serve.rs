@@ -126,7 +126,8 @@ mod tests {
                 &Context::new(),
                 "n1",
                 Value::live(&v[..], "text/plain", Timestamp::new(1, 0)),
-            );
+            )
+            .expect("a fresh dot");
             store
                 .put("b", format!("k{i}").as_bytes(), d.encode())
                 .await

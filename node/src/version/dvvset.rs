@@ -11,6 +11,8 @@ use super::value::Value;
 use super::{ReplicaId, VersionError};
 
 mod codec;
+#[cfg(test)]
+mod counters;
 
 /// First byte of [`Dvvs::encode`]'s output, so that the storage and RPC
 /// format can change without misreading old bytes.
@@ -25,12 +27,21 @@ const ENCODING_VERSION: u8 = 1;
 /// overflow.
 const MAX_CONTEXT_COUNTER: u64 = 1 << 62;
 
+/// The largest event counter a state may hold (2^63 − 1). Real counters
+/// stay below [`MAX_CONTEXT_COUNTER`] plus the writes of one key through
+/// one replica; a counter above this one comes from a corrupt record or a
+/// hostile peer and is refused when decoded, and a replica whose counter
+/// reached it refuses to mint ([`VersionError::CounterExhausted`]) rather
+/// than wrap or saturate — either would mint a dot that already names
+/// another write.
+pub const MAX_COUNTER: u64 = u64::MAX >> 1;
+
 /// One replica's part of a DVVSet: how many events (dots) of `id` the key
 /// has seen, and which of them are still current versions.
 ///
-/// Invariants (checked on decode): `counter ≥ 1`; `values` holds dots
-/// strictly descending (newest first), each in `1..=counter`. A dot of
-/// `id` up to `counter` that is not in `values` was overwritten.
+/// Invariants (checked on decode): `1 ≤ counter ≤ MAX_COUNTER`; `values`
+/// holds dots strictly descending (newest first), each in `1..=counter`.
+/// A dot of `id` up to `counter` that is not in `values` was overwritten.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     id: ReplicaId,
@@ -134,12 +145,24 @@ impl TryFrom<Unchecked> for Dvvs {
             if e.counter == 0 {
                 return invalid("entry with counter 0");
             }
-            let mut above = e.counter + 1;
+            if e.counter > MAX_COUNTER {
+                return Err(VersionError::Invalid(format!(
+                    "replica {:?} has counter {}, beyond the largest a replica can reach ({MAX_COUNTER}): a corrupt record or a bad peer",
+                    e.id, e.counter
+                )));
+            }
+            // Checked without `counter + 1`: each dot must lie below the
+            // previous one (or at most at the counter, for the first).
+            let mut below: Option<u64> = None;
             for (k, _) in &e.values {
-                if *k == 0 || *k >= above {
+                let fits = match below {
+                    None => *k <= e.counter,
+                    Some(prev) => *k < prev,
+                };
+                if *k == 0 || !fits {
                     return invalid("version dots not strictly descending within 1..=counter");
                 }
-                above = *k;
+                below = Some(*k);
             }
         }
         Ok(Dvvs {
@@ -160,11 +183,21 @@ impl Dvvs {
     /// 1). Versions not covered stay as siblings, so a concurrent write is
     /// never lost. `id` must be the replica doing the update: dots are only
     /// unique because each replica mints its own.
-    pub fn update(&mut self, ctx: &Context, id: &str, value: Value) {
+    ///
+    /// Fails, changing nothing, when `id`'s counter is at [`MAX_COUNTER`]
+    /// (no fresh dot is left: only a corrupt or hostile state gets there).
+    pub fn update(&mut self, ctx: &Context, id: &str, value: Value) -> Result<(), VersionError> {
         debug_assert!(
             !id.is_empty() && id.len() <= MAX_REPLICA_ID_LEN,
             "replica ids are 1..=255 bytes: {id:?}"
         );
+        let mine = self.find(id).ok().map_or(0, |at| self.entries[at].counter);
+        let seen = ctx.get(id).min(MAX_CONTEXT_COUNTER);
+        let dot = mine
+            .max(seen)
+            .checked_add(1)
+            .filter(|d| *d <= MAX_COUNTER)
+            .ok_or_else(|| VersionError::CounterExhausted(id.to_owned()))?;
         // Fold the context in: every covered dot goes, and the counters
         // learn what the client has seen (it may have read elsewhere).
         for e in &mut self.entries {
@@ -188,11 +221,14 @@ impl Dvvs {
             }
         };
         let e = &mut self.entries[at];
-        // Context counters are clamped to 2^62, so reaching u64::MAX takes
-        // 3·2^62 writes: this never saturates in practice, it only rules
-        // out a panic.
-        e.counter = e.counter.saturating_add(1);
-        e.values.insert(0, (e.counter, value));
+        debug_assert_eq!(
+            e.counter.checked_add(1),
+            Some(dot),
+            "the dot follows this entry"
+        );
+        e.counter = dot;
+        e.values.insert(0, (dot, value));
+        Ok(())
     }
 
     /// Merge with another replica's state of the same key: per replica, the
@@ -428,8 +464,10 @@ mod tests {
     #[test]
     fn two_writes_without_context_become_siblings() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 1));
-        d.update(&Context::new(), "a", put("y", 2));
+        d.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
+        d.update(&Context::new(), "a", put("y", 2))
+            .expect("a fresh dot");
         assert_eq!(d.sibling_count(), 2);
         assert_eq!(data(&d), ["x", "y"]);
         assert_eq!(d.context(), [("a".to_owned(), 2)].into_iter().collect());
@@ -440,10 +478,12 @@ mod tests {
     #[test]
     fn a_write_with_the_read_context_replaces_the_siblings() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 1));
-        d.update(&Context::new(), "b", put("y", 2));
+        d.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
+        d.update(&Context::new(), "b", put("y", 2))
+            .expect("a fresh dot");
         let read = d.context();
-        d.update(&read, "a", put("z", 3));
+        d.update(&read, "a", put("z", 3)).expect("a fresh dot");
         assert_eq!(d.sibling_count(), 1);
         assert_eq!(data(&d), ["z"]);
         assert!(d.context().descends(&read));
@@ -452,26 +492,32 @@ mod tests {
     #[test]
     fn a_write_keeps_what_was_written_after_its_read() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 1));
+        d.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
         let read = d.context();
-        d.update(&Context::new(), "a", put("concurrent", 2));
-        d.update(&read, "a", put("z", 3));
+        d.update(&Context::new(), "a", put("concurrent", 2))
+            .expect("a fresh dot");
+        d.update(&read, "a", put("z", 3)).expect("a fresh dot");
         assert_eq!(data(&d), ["concurrent", "z"]);
     }
 
     #[test]
     fn a_delete_with_context_leaves_only_a_tombstone() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 1));
-        d.update(&Context::new(), "b", put("y", 2));
+        d.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
+        d.update(&Context::new(), "b", put("y", 2))
+            .expect("a fresh dot");
         assert!(!d.has_tombstone() && !d.is_deleted());
-        d.update(&d.context(), "a", Value::tombstone(ts(3)));
+        d.update(&d.context(), "a", Value::tombstone(ts(3)))
+            .expect("a fresh dot");
         assert_eq!(d.sibling_count(), 1);
         assert!(d.has_tombstone() && d.is_deleted());
         assert!(d.live_values().is_empty());
         assert!(!d.context().is_empty());
         // A write after the delete, with its context, revives the key.
-        d.update(&d.context(), "b", put("back", 4));
+        d.update(&d.context(), "b", put("back", 4))
+            .expect("a fresh dot");
         assert!(!d.is_deleted() && !d.has_tombstone());
         assert_eq!(data(&d), ["back"]);
     }
@@ -479,8 +525,10 @@ mod tests {
     #[test]
     fn a_delete_without_context_is_a_sibling_of_the_value() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 1));
-        d.update(&Context::new(), "a", Value::tombstone(ts(2)));
+        d.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
+        d.update(&Context::new(), "a", Value::tombstone(ts(2)))
+            .expect("a fresh dot");
         assert!(d.has_tombstone() && !d.is_deleted());
         assert_eq!(d.live_values().len(), 1);
         assert!(!Dvvs::new().is_deleted() && Dvvs::new().is_empty());
@@ -490,16 +538,21 @@ mod tests {
     fn sync_of_diverged_replicas_keeps_both_sides_and_drops_what_either_overwrote() {
         // a and b share "x", then each overwrites it, concurrently.
         let mut a = Dvvs::new();
-        a.update(&Context::new(), "a", put("x", 1));
+        a.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
         let mut b = a.clone();
-        a.update(&a.context(), "a", put("from-a", 2));
-        b.update(&b.context(), "b", put("from-b", 3));
+        a.update(&a.context(), "a", put("from-a", 2))
+            .expect("a fresh dot");
+        b.update(&b.context(), "b", put("from-b", 3))
+            .expect("a fresh dot");
         let m = a.sync(&b);
         assert_eq!(data(&m), ["from-a", "from-b"]);
         assert_eq!(m, b.sync(&a));
         // A stale copy adds nothing, and what it holds is not resurrected.
         let mut stale = Dvvs::new();
-        stale.update(&Context::new(), "a", put("x", 1));
+        stale
+            .update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
         assert_eq!(m.sync(&stale), m);
         assert_eq!(m.sync(&Dvvs::new()), m);
     }
@@ -507,11 +560,12 @@ mod tests {
     #[test]
     fn a_write_at_another_replica_with_a_read_context_replaces_it_there() {
         let mut a = Dvvs::new();
-        a.update(&Context::new(), "a", put("x", 1));
+        a.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
         let read = a.context();
         // Replica c never saw "x"; the client's context still covers it.
         let mut c = Dvvs::new();
-        c.update(&read, "c", put("y", 2));
+        c.update(&read, "c", put("y", 2)).expect("a fresh dot");
         assert_eq!(data(&c.sync(&a)), ["y"]);
     }
 
@@ -530,7 +584,8 @@ mod tests {
         for (writes, winner, dropped) in cases {
             let mut d = Dvvs::new();
             for (id, v, ms) in *writes {
-                d.update(&Context::new(), id, put(v, *ms));
+                d.update(&Context::new(), id, put(v, *ms))
+                    .expect("a fresh dot");
             }
             let ctx = d.context();
             assert_eq!(d.resolve_lww(), *dropped, "{writes:?}");
@@ -546,8 +601,10 @@ mod tests {
     #[test]
     fn a_tombstone_wins_an_lww_tie() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 7));
-        d.update(&Context::new(), "b", Value::tombstone(ts(7)));
+        d.update(&Context::new(), "a", put("x", 7))
+            .expect("a fresh dot");
+        d.update(&Context::new(), "b", Value::tombstone(ts(7)))
+            .expect("a fresh dot");
         assert_eq!(d.resolve_lww(), 1);
         assert!(d.is_deleted());
     }
@@ -559,8 +616,10 @@ mod tests {
     #[test]
     fn lww_with_an_older_dot_winning_does_not_resurrect_the_loser() {
         let mut a = Dvvs::new();
-        a.update(&Context::new(), "a", put("winner", 9));
-        a.update(&Context::new(), "a", put("loser", 4));
+        a.update(&Context::new(), "a", put("winner", 9))
+            .expect("a fresh dot");
+        a.update(&Context::new(), "a", put("loser", 4))
+            .expect("a fresh dot");
         let other = a.clone();
         assert_eq!(a.resolve_lww(), 1);
         assert_eq!(data(&a), ["winner"]);
@@ -578,13 +637,15 @@ mod tests {
     #[test]
     fn a_forged_context_with_huge_counters_cannot_exhaust_the_dots() {
         let mut d = Dvvs::new();
-        d.update(&Context::new(), "a", put("x", 1));
+        d.update(&Context::new(), "a", put("x", 1))
+            .expect("a fresh dot");
         let forged: Context = [("a".to_owned(), u64::MAX), ("zz".to_owned(), u64::MAX)]
             .into_iter()
             .collect();
         let forged = Context::decode(&forged.encode()).unwrap_or_default();
-        d.update(&forged, "a", put("y", 2));
-        d.update(&Context::new(), "a", put("z", 3));
+        d.update(&forged, "a", put("y", 2)).expect("a fresh dot");
+        d.update(&Context::new(), "a", put("z", 3))
+            .expect("a fresh dot");
         assert_eq!(data(&d), ["y", "z"]);
         assert_eq!(d.context().get("a"), MAX_CONTEXT_COUNTER + 2);
         assert_eq!(Dvvs::decode(&d.encode()), Ok(d.clone()));
@@ -595,21 +656,26 @@ mod tests {
     fn max_timestamp_is_the_newest_version() {
         let mut d = Dvvs::new();
         assert_eq!(d.max_timestamp(), None);
-        d.update(&Context::new(), "a", put("x", 5));
-        d.update(&Context::new(), "b", put("y", 3));
+        d.update(&Context::new(), "a", put("x", 5))
+            .expect("a fresh dot");
+        d.update(&Context::new(), "b", put("y", 3))
+            .expect("a fresh dot");
         assert_eq!(d.max_timestamp(), Some(ts(5)));
     }
 
     #[test]
     fn encoding_round_trips_and_digests_are_canonical() {
         let mut a = Dvvs::new();
-        a.update(&Context::new(), "b", put("x", 1));
+        a.update(&Context::new(), "b", put("x", 1))
+            .expect("a fresh dot");
         a.update(
             &Context::new(),
             "a",
             Value::live(vec![0u8, 255, 7], "application/octet-stream", ts(2)),
-        );
-        a.update(&Context::new(), "a", Value::tombstone(ts(3)));
+        )
+        .expect("a fresh dot");
+        a.update(&Context::new(), "a", Value::tombstone(ts(3)))
+            .expect("a fresh dot");
         let bytes = a.encode();
         assert_eq!(Dvvs::decode(&bytes), Ok(a.clone()));
         assert_eq!(Dvvs::decode(&Dvvs::new().encode()), Ok(Dvvs::new()));
@@ -732,7 +798,9 @@ mod tests {
 
         fn write(&mut self, at: usize, ctx: &Context, delete: bool) -> Value {
             let v = self.value(at, delete);
-            self.states[at].update(ctx, REPLICAS[at], v.clone());
+            self.states[at]
+                .update(ctx, REPLICAS[at], v.clone())
+                .expect("a fresh dot");
             v
         }
 

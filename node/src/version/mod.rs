@@ -148,4 +148,10 @@ pub enum VersionError {
     /// Written by a newer (or foreign) format.
     #[error("versions use encoding version {0}, this node reads version 1")]
     UnsupportedEncoding(u8),
+    /// A write cannot get a fresh dot: the replica's counter for the key
+    /// is at its maximum (a corrupt or hostile state).
+    #[error(
+        "replica {0:?} has no fresh version dot left for this key (its counter is at the maximum)"
+    )]
+    CounterExhausted(String),
 }

@@ -32,11 +32,13 @@
 //! the current replicas only.
 
 mod gather;
+pub mod latency;
 mod read;
 mod tally;
 pub mod trace;
 mod write;
 
+pub use latency::Latencies;
 pub use read::ReadArgs;
 pub use write::WriteArgs;
 
@@ -76,6 +78,8 @@ pub struct Coordinator {
     bucket_sync: Arc<BucketSync>,
     tasks: Tasks,
     options: Options,
+    /// What this node's calls measured of each replica's speed.
+    latencies: Latencies,
 }
 
 /// What a [`Coordinator`] works with.
@@ -115,7 +119,23 @@ impl Coordinator {
             bucket_sync: parts.bucket_sync,
             tasks: parts.tasks,
             options,
+            latencies: Latencies::default(),
         })
+    }
+
+    /// The replicas' measured speed and the speculation delay (for
+    /// `/metrics` and tests).
+    pub fn latencies(&self) -> &Latencies {
+        &self.latencies
+    }
+
+    /// How a replica stands now: its measured speed and this node's calls
+    /// to it still unanswered.
+    fn standing(&self, n: &str) -> Standing {
+        Standing {
+            latency_us: self.latencies.estimate_us(n),
+            outstanding: self.peers.outstanding(n),
+        }
     }
 
     /// This node's id.
@@ -258,39 +278,67 @@ pub fn place(
     }
 }
 
+/// How a replica stands when a request chooses whom to ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The moving average of this node's read calls to it, in µs
+    /// ([`latency`]); `None` before the first.
+    pub latency_us: Option<u64>,
+    /// This node's calls to it still unanswered.
+    pub outstanding: usize,
+}
+
 /// The order in which a read asks the targets of `p`: this node first
 /// (`me`; its copy costs no round trip), then the other replicas by how
-/// many of this node's calls to each are still unanswered (`load`), then
-/// the stand-ins of a sloppy quorum, which hold only what was written
-/// while their owner was down. Ties keep preference order.
+/// fast this node's read calls to them have been lately, in factor-of-two
+/// bands ([`latency::band`]), then within a band by how many of this
+/// node's calls to each are still unanswered, then the stand-ins of a
+/// sloppy quorum, which hold only what was written while their owner was
+/// down. Ties keep preference order. `standing` says how each replica
+/// stands.
 ///
-/// Cassandra's dynamic snitch in its simplest form: on a machine where the
-/// nodes share cores, or with one replica in a GC pause or a disk stall,
-/// the replica that has answered its earlier calls is the one most likely
-/// to answer this one soon. A read waits for the R it asks, where a write
-/// waits only for the first W of all N, so without this a read's tail is
-/// the tail of whichever replica comes next in the preference list.
-///
-/// Caveat: a replica that fails calls at once (connection refused) has
-/// none outstanding, so reads keep trying it first — each failure costs
-/// no wait, only a spare's round trip — until the failure detector
-/// convicts it and it stops being a target.
-pub fn read_order(p: &Placement, me: &str, load: impl Fn(&str) -> usize) -> Vec<NodeId> {
-    let mut order: Vec<(u8, usize, &NodeId)> = p
+/// Cassandra's dynamic snitch: a replica slowed by a disk stall, a GC
+/// pause or a slow link is asked last once its calls have shown it,
+/// instead of costing every read whose preference list starts with it a
+/// speculation delay or its whole latency. The outstanding calls react
+/// at once (a stalled replica's calls pile up), the measured latency
+/// after its first slow answers; bands keep two healthy replicas equal so
+/// that reads still spread over them. A replica that fails its calls
+/// counts as slow ([`latency::FAILED_CALL`]). One that no read asks any
+/// more is probed now and then (`read.rs`, [`latency::probe_due`]) so
+/// that its figure follows it when it recovers.
+pub fn read_order(p: &Placement, me: &str, standing: impl Fn(&str) -> Standing) -> Vec<NodeId> {
+    by_speed(p, Some(me), standing)
+}
+
+/// The order in which a write that this node (no replica of the key)
+/// forwards tries the targets of `p`: the replicas as [`read_order`]
+/// orders them, then the stand-ins. The replica that takes it mints the
+/// version and answers after W acknowledgements, so a slow one there
+/// costs the write its whole latency.
+pub fn forward_order(p: &Placement, standing: impl Fn(&str) -> Standing) -> Vec<NodeId> {
+    by_speed(p, None, standing)
+}
+
+fn by_speed(p: &Placement, me: Option<&str>, standing: impl Fn(&str) -> Standing) -> Vec<NodeId> {
+    let mut order: Vec<(u8, u32, usize, &NodeId)> = p
         .targets
         .iter()
         .map(|t| {
             let n = &t.node;
-            match (**n == *me, &t.hint_for) {
-                (true, _) => (0, 0, n),
-                (false, None) => (1, load(n), n),
-                (false, Some(_)) => (2, 0, n),
+            match (Some(&**n) == me, &t.hint_for) {
+                (true, _) => (0, 0, 0, n),
+                (false, None) => {
+                    let s = standing(n);
+                    (1, latency::band(s.latency_us), s.outstanding, n)
+                }
+                (false, Some(_)) => (2, 0, 0, n),
             }
         })
         .collect();
     // Stable: equal keys keep preference order.
-    order.sort_by_key(|&(class, load, _)| (class, load));
-    order.into_iter().map(|(_, _, n)| n.clone()).collect()
+    order.sort_by_key(|&(class, band, load, _)| (class, band, load));
+    order.into_iter().map(|(_, _, _, n)| n.clone()).collect()
 }
 
 /// Counting: whether enough targets are alive.
@@ -470,6 +518,104 @@ mod tests {
         p.targets.iter().map(|t| &*t.node).collect()
     }
 
+    /// Standings with no latency known: outstanding calls alone.
+    fn by_load(load: impl Fn(&str) -> usize) -> impl Fn(&str) -> Standing {
+        move |n| Standing {
+            latency_us: None,
+            outstanding: load(n),
+        }
+    }
+
+    #[test]
+    fn a_read_asks_fast_replicas_before_slow_ones_and_the_less_loaded_of_equally_fast_ones() {
+        // b, c, d replicas (a is down), e stands in for a.
+        let p = place(names(&["a", "b", "c", "d"]), &names(&["e"]), true, |r| {
+            r != "a"
+        });
+        let s = |us: Option<u64>, outstanding| Standing {
+            latency_us: us,
+            outstanding,
+        };
+        for (b, c, d, me, want) in [
+            // b slowed to 50 ms: last of the replicas; c and d both under
+            // a millisecond, so the less loaded d first.
+            (
+                s(Some(50_000), 0),
+                s(Some(400), 3),
+                s(Some(900), 1),
+                "x",
+                ["d", "c", "b", "e"],
+            ),
+            // Nothing known of b: it counts as fast.
+            (
+                s(None, 0),
+                s(Some(400), 3),
+                s(Some(900), 1),
+                "x",
+                ["b", "d", "c", "e"],
+            ),
+            // 2 ms is a band slower than 0.4 ms, whatever the load.
+            (
+                s(Some(2_000), 0),
+                s(Some(400), 9),
+                s(Some(900), 9),
+                "x",
+                ["c", "d", "b", "e"],
+            ),
+            // Within a band, equal loads keep preference order.
+            (
+                s(Some(1_500), 2),
+                s(Some(2_900), 2),
+                s(Some(1_000), 2),
+                "x",
+                ["b", "c", "d", "e"],
+            ),
+            // This node first, however slow its figure.
+            (
+                s(Some(50_000), 5),
+                s(Some(400), 0),
+                s(Some(900), 0),
+                "b",
+                ["b", "c", "d", "e"],
+            ),
+            // A replica that failed its calls (1 s) after one merely slow.
+            (
+                s(Some(1_000_000), 0),
+                s(Some(50_000), 0),
+                s(None, 4),
+                "x",
+                ["d", "c", "b", "e"],
+            ),
+        ] {
+            let standing = |n: &str| match n {
+                "b" => b,
+                "c" => c,
+                "d" => d,
+                _ => Standing::default(),
+            };
+            assert_eq!(
+                strs(&read_order(&p, me, standing)),
+                want,
+                "{b:?} {c:?} {d:?} via {me}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forwarded_write_tries_the_fastest_replica_first_and_stand_ins_last() {
+        let p = place(names(&["a", "b", "c"]), &names(&["d"]), true, |r| r != "c");
+        let standing = |n: &str| Standing {
+            latency_us: (n == "a").then_some(100_000),
+            outstanding: 0,
+        };
+        assert_eq!(strs(&forward_order(&p, standing)), ["b", "a", "d"]);
+        // Nothing known: preference order.
+        assert_eq!(
+            strs(&forward_order(&p, |_| Standing::default())),
+            ["a", "b", "d"]
+        );
+    }
+
     #[test]
     fn a_read_asks_itself_then_the_least_loaded_replica_then_stand_ins() {
         let p = place(
@@ -487,11 +633,20 @@ mod tests {
         };
         // Not a replica: the replicas by load, the stand-in last even
         // though nothing waits on it.
-        assert_eq!(strs(&read_order(&p, "x", load)), ["c", "d", "b", "e"]);
+        assert_eq!(
+            strs(&read_order(&p, "x", by_load(load))),
+            ["c", "d", "b", "e"]
+        );
         // A replica: itself first whatever its load figure.
-        assert_eq!(strs(&read_order(&p, "b", load)), ["b", "c", "d", "e"]);
+        assert_eq!(
+            strs(&read_order(&p, "b", by_load(load))),
+            ["b", "c", "d", "e"]
+        );
         // No load anywhere: preference order.
-        assert_eq!(strs(&read_order(&p, "d", |_| 0)), ["d", "b", "c", "e"]);
+        assert_eq!(
+            strs(&read_order(&p, "d", by_load(|_| 0))),
+            ["d", "b", "c", "e"]
+        );
     }
 
     #[test]
@@ -558,11 +713,12 @@ mod tests {
 
     proptest! {
         /// A read's order is the targets, each once: this node first when
-        /// it is one, then replicas by non-decreasing load (ties in
+        /// it is one, then replicas by latency band and then load (ties in
         /// preference order), then stand-ins in preference order.
         #[test]
-        fn read_order_is_a_permutation_sorted_by_load(
+        fn read_order_is_a_permutation_sorted_by_speed_then_load(
             loads in proptest::collection::vec(0usize..4, 1..7),
+            latencies in proptest::collection::vec(proptest::option::of(0u64..200_000), 7),
             me in 0usize..8,
             stand_ins in 0usize..3,
         ) {
@@ -575,7 +731,12 @@ mod tests {
                 let i: usize = n[1..].parse().unwrap_or(0);
                 loads.get(i).copied().unwrap_or(0)
             };
-            let order = read_order(&p, &me, load);
+            let latency = |n: &str| {
+                let i: usize = n[1..].parse().unwrap_or(0);
+                latencies.get(i).copied().flatten()
+            };
+            let standing = |n: &str| Standing { latency_us: latency(n), outstanding: load(n) };
+            let order = read_order(&p, &me, standing);
             let order = strs(&order);
             let mut sorted: Vec<&str> = order.clone();
             sorted.sort_unstable();
@@ -589,8 +750,9 @@ mod tests {
             let cut = rest.iter().position(|n| stand_in(n)).unwrap_or(rest.len());
             prop_assert!(rest[cut..].iter().all(|n| stand_in(n)));
             let pos = |n: &str| p.targets.iter().position(|t| &*t.node == n);
+            let key = |n: &str| (latency::band(latency(n)), load(n), pos(n));
             for w in rest[..cut].windows(2) {
-                prop_assert!((load(w[0]), pos(w[0])) < (load(w[1]), pos(w[1])), "{:?}", order);
+                prop_assert!(key(w[0]) < key(w[1]), "{:?}", order);
             }
             for w in rest[cut..].windows(2) {
                 prop_assert!(pos(w[0]) < pos(w[1]));

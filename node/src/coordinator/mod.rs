@@ -32,11 +32,13 @@
 //! the current replicas only.
 
 mod gather;
+pub mod latency;
 mod read;
 mod tally;
 pub mod trace;
 mod write;
 
+pub use latency::Latencies;
 pub use read::ReadArgs;
 pub use write::WriteArgs;
 
@@ -76,6 +78,8 @@ pub struct Coordinator {
     bucket_sync: Arc<BucketSync>,
     tasks: Tasks,
     options: Options,
+    /// What this node's calls measured of each replica's speed.
+    latencies: Latencies,
 }
 
 /// What a [`Coordinator`] works with.
@@ -115,7 +119,23 @@ impl Coordinator {
             bucket_sync: parts.bucket_sync,
             tasks: parts.tasks,
             options,
+            latencies: Latencies::default(),
         })
+    }
+
+    /// The replicas' measured speed and the speculation delay (for
+    /// `/metrics` and tests).
+    pub fn latencies(&self) -> &Latencies {
+        &self.latencies
+    }
+
+    /// How a replica stands now: its measured speed and this node's calls
+    /// to it still unanswered.
+    fn standing(&self, n: &str) -> Standing {
+        Standing {
+            latency_us: self.latencies.estimate_us(n),
+            outstanding: self.peers.outstanding(n),
+        }
     }
 
     /// This node's id.
@@ -258,39 +278,67 @@ pub fn place(
     }
 }
 
+/// How a replica stands when a request chooses whom to ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The moving average of this node's read calls to it, in µs
+    /// ([`latency`]); `None` before the first.
+    pub latency_us: Option<u64>,
+    /// This node's calls to it still unanswered.
+    pub outstanding: usize,
+}
+
 /// The order in which a read asks the targets of `p`: this node first
 /// (`me`; its copy costs no round trip), then the other replicas by how
-/// many of this node's calls to each are still unanswered (`load`), then
-/// the stand-ins of a sloppy quorum, which hold only what was written
-/// while their owner was down. Ties keep preference order.
+/// fast this node's read calls to them have been lately, in factor-of-two
+/// bands ([`latency::band`]), then within a band by how many of this
+/// node's calls to each are still unanswered, then the stand-ins of a
+/// sloppy quorum, which hold only what was written while their owner was
+/// down. Ties keep preference order. `standing` says how each replica
+/// stands.
 ///
-/// Cassandra's dynamic snitch in its simplest form: on a machine where the
-/// nodes share cores, or with one replica in a GC pause or a disk stall,
-/// the replica that has answered its earlier calls is the one most likely
-/// to answer this one soon. A read waits for the R it asks, where a write
-/// waits only for the first W of all N, so without this a read's tail is
-/// the tail of whichever replica comes next in the preference list.
-///
-/// Caveat: a replica that fails calls at once (connection refused) has
-/// none outstanding, so reads keep trying it first — each failure costs
-/// no wait, only a spare's round trip — until the failure detector
-/// convicts it and it stops being a target.
-pub fn read_order(p: &Placement, me: &str, load: impl Fn(&str) -> usize) -> Vec<NodeId> {
-    let mut order: Vec<(u8, usize, &NodeId)> = p
+/// Cassandra's dynamic snitch: a replica slowed by a disk stall, a GC
+/// pause or a slow link is asked last once its calls have shown it,
+/// instead of costing every read whose preference list starts with it a
+/// speculation delay or its whole latency. The outstanding calls react
+/// at once (a stalled replica's calls pile up), the measured latency
+/// after its first slow answers; bands keep two healthy replicas equal so
+/// that reads still spread over them. A replica that fails its calls
+/// counts as slow ([`latency::FAILED_CALL`]). One that no read asks any
+/// more is probed now and then (`read.rs`, [`latency::probe_due`]) so
+/// that its figure follows it when it recovers.
+pub fn read_order(p: &Placement, me: &str, standing: impl Fn(&str) -> Standing) -> Vec<NodeId> {
+    by_speed(p, Some(me), standing)
+}
+
+/// The order in which a write that this node (no replica of the key)
+/// forwards tries the targets of `p`: the replicas as [`read_order`]
+/// orders them, then the stand-ins. The replica that takes it mints the
+/// version and answers after W acknowledgements, so a slow one there
+/// costs the write its whole latency.
+pub fn forward_order(p: &Placement, standing: impl Fn(&str) -> Standing) -> Vec<NodeId> {
+    by_speed(p, None, standing)
+}
+
+fn by_speed(p: &Placement, me: Option<&str>, standing: impl Fn(&str) -> Standing) -> Vec<NodeId> {
+    let mut order: Vec<(u8, u32, usize, &NodeId)> = p
         .targets
         .iter()
         .map(|t| {
             let n = &t.node;
-            match (**n == *me, &t.hint_for) {
-                (true, _) => (0, 0, n),
-                (false, None) => (1, load(n), n),
-                (false, Some(_)) => (2, 0, n),
+            match (Some(&**n) == me, &t.hint_for) {
+                (true, _) => (0, 0, 0, n),
+                (false, None) => {
+                    let s = standing(n);
+                    (1, latency::band(s.latency_us), s.outstanding, n)
+                }
+                (false, Some(_)) => (2, 0, 0, n),
             }
         })
         .collect();
     // Stable: equal keys keep preference order.
-    order.sort_by_key(|&(class, load, _)| (class, load));
-    order.into_iter().map(|(_, _, n)| n.clone()).collect()
+    order.sort_by_key(|&(class, band, load, _)| (class, band, load));
+    order.into_iter().map(|(_, _, _, n)| n.clone()).collect()
 }
 
 /// Counting: whether enough targets are alive.
@@ -451,190 +499,4 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn names(v: &[&str]) -> Vec<NodeId> {
-        v.iter().map(|s| NodeId::from(*s)).collect()
-    }
-
-    fn strs(v: &[NodeId]) -> Vec<&str> {
-        v.iter().map(|n| &**n).collect()
-    }
-
-    fn nodes(p: &Placement) -> Vec<&str> {
-        p.targets.iter().map(|t| &*t.node).collect()
-    }
-
-    #[test]
-    fn a_read_asks_itself_then_the_least_loaded_replica_then_stand_ins() {
-        let p = place(
-            names(&["a", "b", "c", "d"]),
-            &names(&["e", "f"]),
-            true,
-            |r| r != "a",
-        );
-        assert_eq!(nodes(&p), ["b", "c", "d", "e"]);
-        let load = |n: &str| match n {
-            "b" => 5,
-            "c" => 1,
-            "e" => 0,
-            _ => 3,
-        };
-        // Not a replica: the replicas by load, the stand-in last even
-        // though nothing waits on it.
-        assert_eq!(strs(&read_order(&p, "x", load)), ["c", "d", "b", "e"]);
-        // A replica: itself first whatever its load figure.
-        assert_eq!(strs(&read_order(&p, "b", load)), ["b", "c", "d", "e"]);
-        // No load anywhere: preference order.
-        assert_eq!(strs(&read_order(&p, "d", |_| 0)), ["d", "b", "c", "e"]);
-    }
-
-    #[test]
-    fn quorum_counts_live_replicas_in_preference_order() {
-        let p = place(names(&["a", "b", "c"]), &[], false, |r| r != "b");
-        assert_eq!(nodes(&p), ["a", "c"]);
-        assert_eq!(p.down, names(&["b"]));
-        Quorum::check("default", 3, &p, 2).expect("2 of 3 alive");
-        let err =
-            crate::error::ApiError::from(Quorum::check("default", 3, &p, 3).expect_err("all"));
-        let body = err.body();
-        assert_eq!(
-            (body["required"].as_u64(), body["alive"].as_u64()),
-            (Some(3), Some(2))
-        );
-        assert_eq!(body["failed"][0]["node"], "b");
-    }
-
-    #[test]
-    fn a_sloppy_quorum_takes_the_next_healthy_node_as_a_stand_in() {
-        let p = place(names(&["a", "b", "c"]), &names(&["d", "e"]), true, |r| {
-            r != "b" && r != "d"
-        });
-        assert_eq!(nodes(&p), ["a", "c", "e"]);
-        assert_eq!(p.targets[2].hint_for.as_deref(), Some("b"));
-        assert!(p.down.is_empty());
-        Quorum::check("s", 3, &p, 3).expect("sloppy: three healthy nodes");
-    }
-
-    #[test]
-    fn a_ring_smaller_than_n_says_how_to_fix_it() {
-        let p = place(names(&["a"]), &[], false, |_| true);
-        let err =
-            crate::error::ApiError::from(Quorum::check("default", 3, &p, 2).expect_err("1 < 2"));
-        let msg = err.to_string();
-        assert!(msg.contains("n=3") && msg.contains("\"n\":1"), "{msg}");
-        assert_eq!(err.status(), 503);
-    }
-
-    #[test]
-    fn a_pending_owner_takes_one_more_acknowledgement_and_counts_when_alive() {
-        let p = place(names(&["a", "b", "c"]), &[], false, |_| true)
-            .with_pending(names(&["d"]), |_| true);
-        assert_eq!(p.write_required(2), 3);
-        Quorum::check("default", 3, &p, p.write_required(2)).expect("4 alive, 3 needed");
-        Quorum::check("default", 3, &p, p.write_required(3)).expect("4 of 4");
-        // A down pending owner is hinted and still raises the bar.
-        let p = place(names(&["a", "b", "c"]), &[], false, |r| r != "c")
-            .with_pending(names(&["d"]), |r| r != "d");
-        assert_eq!(p.down, names(&["c", "d"]));
-        let err = crate::error::ApiError::from(
-            Quorum::check("default", 3, &p, p.write_required(2)).expect_err("2 < 3"),
-        );
-        assert!(err.to_string().contains("pending"), "{err}");
-    }
-
-    #[test]
-    fn an_empty_ring_is_unavailable() {
-        let p = place(Vec::new(), &[], false, |_| true);
-        let err =
-            crate::error::ApiError::from(Quorum::check("default", 1, &p, 1).expect_err("no nodes"));
-        assert_eq!(err.code(), "unavailable");
-    }
-
-    proptest! {
-        /// A read's order is the targets, each once: this node first when
-        /// it is one, then replicas by non-decreasing load (ties in
-        /// preference order), then stand-ins in preference order.
-        #[test]
-        fn read_order_is_a_permutation_sorted_by_load(
-            loads in proptest::collection::vec(0usize..4, 1..7),
-            me in 0usize..8,
-            stand_ins in 0usize..3,
-        ) {
-            let all: Vec<NodeId> = (0..loads.len() + stand_ins).map(|i| NodeId::from(format!("n{i}"))).collect();
-            let (replicas, extended) = all.split_at(loads.len());
-            let down: Vec<NodeId> = replicas.iter().take(stand_ins).cloned().collect();
-            let p = place(replicas.to_vec(), extended, true, |r| !down.iter().any(|d| **d == *r));
-            let me = format!("n{me}");
-            let load = |n: &str| {
-                let i: usize = n[1..].parse().unwrap_or(0);
-                loads.get(i).copied().unwrap_or(0)
-            };
-            let order = read_order(&p, &me, load);
-            let order = strs(&order);
-            let mut sorted: Vec<&str> = order.clone();
-            sorted.sort_unstable();
-            let mut expected = nodes(&p);
-            expected.sort_unstable();
-            prop_assert_eq!(sorted, expected);
-            let is_target = p.targets.iter().any(|t| *t.node == *me);
-            prop_assert_eq!(is_target, order.first() == Some(&me.as_str()));
-            let rest = if is_target { &order[1..] } else { &order[..] };
-            let stand_in = |n: &str| p.targets.iter().any(|t| &*t.node == n && t.hint_for.is_some());
-            let cut = rest.iter().position(|n| stand_in(n)).unwrap_or(rest.len());
-            prop_assert!(rest[cut..].iter().all(|n| stand_in(n)));
-            let pos = |n: &str| p.targets.iter().position(|t| &*t.node == n);
-            for w in rest[..cut].windows(2) {
-                prop_assert!((load(w[0]), pos(w[0])) < (load(w[1]), pos(w[1])), "{:?}", order);
-            }
-            for w in rest[cut..].windows(2) {
-                prop_assert!(pos(w[0]) < pos(w[1]));
-            }
-        }
-
-        #[test]
-        fn placement_uses_live_distinct_nodes_and_stands_in_only_for_down_replicas(
-            total in 1usize..9,
-            n in 1usize..6,
-            down_mask in any::<u16>(),
-            sloppy in any::<bool>(),
-        ) {
-            let all: Vec<NodeId> = (0..total).map(|i| NodeId::from(format!("n{i}"))).collect();
-            let n = n.min(total);
-            let replicas = all[..n].to_vec();
-            let extended = all[n..].to_vec();
-            let alive = |r: &str| {
-                let i: usize = r[1..].parse().unwrap_or(0);
-                down_mask & (1 << i) == 0
-            };
-            let p = place(replicas.clone(), &extended, sloppy, alive);
-            let distinct: HashSet<&str> = nodes(&p).into_iter().collect();
-            prop_assert_eq!(distinct.len(), p.targets.len());
-            prop_assert!(p.targets.len() <= n);
-            for t in &p.targets {
-                prop_assert!(alive(&t.node));
-                match &t.hint_for {
-                    None => prop_assert!(replicas.contains(&t.node)),
-                    Some(owner) => {
-                        prop_assert!(sloppy);
-                        prop_assert!(!alive(owner) && replicas.contains(owner));
-                        prop_assert!(extended.contains(&t.node));
-                    }
-                }
-            }
-            // Every down replica is either stood in for or listed as down.
-            for r in replicas.iter().filter(|r| !alive(r)) {
-                let covered = p.targets.iter().any(|t| t.hint_for.as_ref() == Some(r));
-                prop_assert!(covered != p.down.contains(r));
-            }
-            let live_total = all.iter().filter(|x| alive(x)).count();
-            let expect = if sloppy { live_total.min(n) } else { replicas.iter().filter(|r| alive(r)).count() };
-            prop_assert_eq!(p.targets.len(), expect);
-        }
-    }
-}
+mod tests;

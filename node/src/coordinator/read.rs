@@ -1,16 +1,21 @@
 //! The read path: ask R of the key's live replicas (this node first when
-//! it is one, then the others by how many of this node's calls they have
-//! yet to answer: [`read_order`]), ask a spare when one fails or is slow,
-//! merge what R of them answer with DVVSet sync, and repair the replicas
-//! that answered stale versions — before answering (`blocking`, the
-//! default: quorum reads become monotonic), after answering (`async`), or
-//! not at all (`off`).
+//! it is one, then the others by how fast they have answered this node's
+//! calls lately and how many they have yet to answer: [`read_order`]),
+//! ask a spare when one fails or is slow (after the bucket's
+//! `speculative_retry`; `auto` is the p99 of recent replica reads,
+//! [`super::latency`]), merge what R of them answer with DVVSet sync, and
+//! repair the replicas that answered stale versions — before answering
+//! (`blocking`, the default: quorum reads become monotonic), after
+//! answering (`async`), or not at all (`off`).
 //!
 //! By default every replica answers with its full versions. With the
 //! hidden `--read-digests on`, one replica (this node when it is one)
 //! answers with versions and the others with a digest; a digest that
 //! differs from the merge costs a second round trip for that replica's
 //! versions. docs/PERFORMANCE.md compares the two.
+//!
+//! Every read call's duration feeds [`super::latency::Latencies`]; a read
+//! also probes the replicas it does not ask when their figure is stale.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::Coordinator;
 use super::gather::{Ask, Gather, Got, Step};
+use super::latency::Sampled;
 use super::trace::{Trace, note};
 use super::{Quorum, read_order, timeout_error};
 use crate::buckets::{BucketProps, Conflicts, Consistency, ReadRepair, SpeculativeRetry};
@@ -32,9 +38,9 @@ use crate::proto::{Encoded, RemoteError, Request, Response};
 use crate::transport::PeerError;
 use crate::version::Dvvs;
 
-/// A spare replica is asked when an asked one has not answered after this
-/// long: one slow or paused replica should not cost the whole timeout.
-const SPECULATE_AFTER: Duration = Duration::from_millis(100);
+/// The longest a probe waits for its answer: past it the replica's figure
+/// is bad enough.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A key's merged versions, as a repair writes them to a replica.
 #[derive(Clone, Copy)]
@@ -114,7 +120,11 @@ impl Asker<'_> {
         let (node, tx) = (node.clone(), tx.clone());
         let left = self.deadline.saturating_duration_since(Instant::now());
         self.node.tasks.spawn(async move {
-            let result = match node.peers.call(&target, req, left).await {
+            let sent = Instant::now();
+            let result = node.peers.call(&target, req, left).await;
+            node.latencies
+                .record(&target, sent.elapsed(), result.is_ok(), Sampled::Asked);
+            let result = match result {
                 Ok(Response::Object(o)) => match o.as_ref().map(Encoded::decode).transpose() {
                     Ok(o) => Ok(Got::Full(o)),
                     Err(e) => Err(PeerError::Remote(RemoteError::Bad(format!(
@@ -174,10 +184,22 @@ impl Coordinator {
         let p = self.placement(&a.bucket, &a.key, &a.props);
         Quorum::check(&a.bucket, a.props.n, &p, required)?;
         let me = self.replica.id();
-        let order = read_order(&p, me, |n| self.peers.outstanding(n));
+        let order = read_order(&p, me, |n| self.standing(n));
         note(&a.trace, || {
             format!("reading r={required} from [{}]", order.join(", "))
         });
+        // The replicas this read will not ask at first, when no read
+        // asked them for a while: a probe refreshes their figure.
+        for n in order.iter().skip(required) {
+            let replica = p
+                .targets
+                .iter()
+                .any(|t| t.node == *n && t.hint_for.is_none());
+            if replica && **n != *me && self.latencies.claim_probe(n) {
+                note(&a.trace, || format!("probing {n}"));
+                self.probe(n.clone(), &a);
+            }
+        }
 
         let mut io = Asker {
             node: self,
@@ -190,7 +212,7 @@ impl Coordinator {
         let mut step = io.ask_all(&mut g, first).await;
         // With no speculation the timer is the deadline itself.
         let mut speculate_at = match a.props.speculative_retry {
-            SpeculativeRetry::Auto => Instant::now() + SPECULATE_AFTER,
+            SpeculativeRetry::Auto => Instant::now() + self.latencies.speculation_delay(),
             SpeculativeRetry::After(ms) => Instant::now() + Duration::from_millis(ms.into()),
             SpeculativeRetry::Off => deadline,
         };
@@ -231,6 +253,7 @@ impl Coordinator {
                     speculate_at = deadline;
                     let step = g.on_slow();
                     if let Step::Ask(asks) = &step {
+                        self.metrics.speculative_spares.inc();
                         note(&a.trace, || {
                             let names: Vec<&str> = asks
                                 .iter()
@@ -385,6 +408,23 @@ impl Coordinator {
         }
         note(&a.trace, || "answering".to_string());
         Ok(merged)
+    }
+
+    /// Sends replica `n` a digest read of `a`'s key whose only use is its
+    /// duration ([`Sampled::Probe`]); nobody waits for it.
+    fn probe(self: &Arc<Self>, n: NodeId, a: &ReadArgs) {
+        let req = Request::Read {
+            bucket: a.bucket.clone(),
+            key: a.key.clone(),
+            digest: true,
+        };
+        let node = self.clone();
+        self.tasks.spawn(async move {
+            let sent = Instant::now();
+            let ok = node.peers.call(&n, req, PROBE_TIMEOUT).await.is_ok();
+            node.latencies
+                .record(&n, sent.elapsed(), ok, Sampled::Probe);
+        });
     }
 
     /// Brings one replica up to `merged`.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::Coordinator;
 use super::tally::{Tally, Verdict};
 use super::trace::{Trace, note};
-use super::{Placement, Quorum, Target, timeout_error};
+use super::{Placement, Quorum, Target, forward_order, timeout_error};
 use crate::buckets::{BucketProps, Consistency};
 use crate::cluster::NodeId;
 use crate::failure::{QuorumError, ReplicaFailure};
@@ -128,7 +128,8 @@ impl Coordinator {
         }
     }
 
-    /// Hands the write to the first live replica that takes it.
+    /// Hands the write to the first live replica that takes it, the
+    /// fastest first ([`forward_order`]).
     async fn forward(
         self: &Arc<Self>,
         a: &WriteArgs,
@@ -137,10 +138,7 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<Dvvs, QuorumError> {
         let mut failed = Vec::new();
-        // Real replicas first, stand-ins after.
-        let mut order: Vec<&Target> = p.targets.iter().filter(|t| t.hint_for.is_none()).collect();
-        order.extend(p.targets.iter().filter(|t| t.hint_for.is_some()));
-        for t in order {
+        for node in forward_order(p, |n| self.standing(n)) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -159,36 +157,34 @@ impl Coordinator {
                 trace: a.trace.is_some(),
             });
             let sent_at = a.trace.as_ref().map_or(0, Trace::now_us);
-            note(&a.trace, || format!("forwarding to replica {}", t.node));
+            note(&a.trace, || format!("forwarding to replica {}", node));
             self.metrics.forwarded_writes.inc();
-            match self.peers.call(&t.node, req, left).await {
+            match self.peers.call(&node, req, left).await {
                 Ok(Response::Written(reply)) => {
                     if let Some(tr) = &a.trace {
                         tr.absorb(reply.trace, sent_at);
-                        tr.event(format!("{} answered: {} acks", t.node, reply.acks));
+                        tr.event(format!("{} answered: {} acks", node, reply.acks));
                     }
                     return Ok(reply.object);
                 }
                 Ok(other) => failed.push(ReplicaFailure {
-                    node: t.node.to_string(),
+                    node: node.to_string(),
                     reason: format!("unexpected answer {other:?}"),
                 }),
                 Err(PeerError::Remote(RemoteError::Quorum(e))) => {
-                    note(&a.trace, || format!("{} answered: {e}", t.node));
+                    note(&a.trace, || format!("{} answered: {e}", node));
                     return Err(e);
                 }
                 Err(e) if e.not_applied() => {
-                    note(&a.trace, || {
-                        format!("{} did not take the write: {e}", t.node)
-                    });
+                    note(&a.trace, || format!("{} did not take the write: {e}", node));
                     failed.push(ReplicaFailure {
-                        node: t.node.to_string(),
+                        node: node.to_string(),
                         reason: e.to_string(),
                     });
                 }
                 Err(e) => {
                     failed.push(ReplicaFailure {
-                        node: t.node.to_string(),
+                        node: node.to_string(),
                         reason: e.to_string(),
                     });
                     return Err(QuorumError::Timeout {
@@ -196,7 +192,7 @@ impl Coordinator {
                         acks: 0,
                         message: format!(
                             "replica {} took the write but did not answer in time ({e}); the write may still be applied",
-                            t.node
+                            node
                         ),
                         failed,
                     });

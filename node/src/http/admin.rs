@@ -145,6 +145,9 @@ pub fn metrics(api: &Api, req: &Request) -> Reply {
         api.metrics.sync_net(net.counters());
     }
     api.metrics.sync_outstanding(&api.peers.all_outstanding());
+    let l = api.coordinator.latencies();
+    api.metrics
+        .sync_latencies(&l.all(), l.speculation_delay(), l.probes());
     api.metrics
         .sync_clock(api.replica.clock_clamped(), crate::clock::offset_ms());
     Ok(respond(

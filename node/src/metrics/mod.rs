@@ -161,6 +161,17 @@ pub struct Metrics {
     /// This node's calls to each peer still unanswered (refreshed when
     /// rendered): a replica that falls behind shows here first.
     pub peer_calls_outstanding: Family<PeerLabels, Gauge>,
+    /// The moving average of this node's read calls to each peer, in
+    /// seconds (refreshed when rendered): the figure reads order replicas
+    /// by.
+    pub peer_read_latency: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    /// The current delay after which a read of a `speculative_retry: auto`
+    /// bucket asks a spare, in seconds (refreshed when rendered).
+    pub speculation_delay: Gauge<f64, AtomicU64>,
+    /// Spare replicas reads asked because the ones asked were slow.
+    pub speculative_spares: Counter,
+    /// Probes sent to replicas no read asked for a while.
+    pub read_probes: Counter,
     /// Internode frames written.
     pub net_frames_sent: Counter,
     /// Internode writes (flushes): frames sent / writes is the batching.
@@ -278,6 +289,30 @@ impl Metrics {
             "This node's internode calls to each peer still waiting for an answer",
             peer_calls_outstanding.clone(),
         );
+        let peer_read_latency = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "peer_read_latency_seconds",
+            "Moving average of this node's read calls to each peer: reads ask faster replicas first",
+            peer_read_latency.clone(),
+        );
+        let speculation_delay = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "read_speculation_delay_seconds",
+            "Delay after which a read of a speculative_retry auto bucket also asks a spare replica: the p99 of recent replica reads, 1 ms to 100 ms",
+            speculation_delay.clone(),
+        );
+        let speculative_spares = Counter::default();
+        registry.register(
+            "read_speculative_spares",
+            "Spare replicas reads asked because the replicas asked had not answered within the speculation delay",
+            speculative_spares.clone(),
+        );
+        let read_probes = Counter::default();
+        registry.register(
+            "read_probes",
+            "Digest reads sent to replicas that no read had asked for a while, to refresh their latency figure",
+            read_probes.clone(),
+        );
         let hints_written = Counter::default();
         registry.register("hints_written", "Hints stored", hints_written.clone());
         let hints_delivered = Counter::default();
@@ -380,6 +415,10 @@ impl Metrics {
             read_repairs,
             hints_pending,
             peer_calls_outstanding,
+            peer_read_latency,
+            speculation_delay,
+            speculative_spares,
+            read_probes,
             hints_written,
             hints_delivered,
             hints_dropped,
@@ -472,6 +511,18 @@ impl Metrics {
                 .get_or_create(&PeerLabels { peer: peer.clone() })
                 .set(*n as i64);
         }
+    }
+
+    /// Refreshes the tail-tolerance figures: each peer's read latency
+    /// (µs), the speculation delay and the probes sent so far.
+    pub fn sync_latencies(&self, peers: &[(String, u64)], delay: std::time::Duration, probes: u64) {
+        for (peer, us) in peers {
+            self.peer_read_latency
+                .get_or_create(&PeerLabels { peer: peer.clone() })
+                .set(*us as f64 / 1e6);
+        }
+        self.speculation_delay.set(delay.as_secs_f64());
+        catch_up(&self.read_probes, probes);
     }
 
     /// Refreshes the transport's figures from its counters.
@@ -567,6 +618,28 @@ mod tests {
                 let line = format!("qkv_peer_calls_outstanding{{peer=\"{peer}\"}} {n}");
                 assert!(text.contains(&line), "{line} in {text}");
             }
+        }
+    }
+
+    #[test]
+    fn tail_figures_show_per_peer_latency_the_speculation_delay_and_probes() {
+        let m = Metrics::new();
+        m.speculative_spares.inc();
+        m.sync_latencies(
+            &[("n2".into(), 1_500), ("n3".into(), 100_000)],
+            std::time::Duration::from_micros(2_048),
+            3,
+        );
+        m.sync_latencies(&[], std::time::Duration::from_micros(2_048), 5);
+        let text = m.render();
+        for line in [
+            r#"qkv_peer_read_latency_seconds{peer="n2"} 0.0015"#,
+            r#"qkv_peer_read_latency_seconds{peer="n3"} 0.1"#,
+            "qkv_read_speculation_delay_seconds 0.002048",
+            "qkv_read_speculative_spares_total 1",
+            "qkv_read_probes_total 5",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
         }
     }
 

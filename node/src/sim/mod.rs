@@ -23,6 +23,7 @@
 //! included.
 
 mod scenarios;
+mod tail;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

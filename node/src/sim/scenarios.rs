@@ -502,18 +502,11 @@ async fn with_speculative_retry_off_a_read_waits_for_the_replicas_it_asked() {
             .await
             .expect("written everywhere");
     }
-    sim.net.set_link(
-        "n1",
-        "n2",
-        Link {
-            latency: Duration::from_secs(1),
-            ..Link::default()
-        },
-    );
-    let t0 = tokio::time::Instant::now();
-    let got = sim.get(0, "off", &key, Consistency::Quorum).await;
-    assert_eq!(got.expect("read"), ["v"]);
-    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    let slow = Link {
+        latency: Duration::from_secs(1),
+        ..Link::default()
+    };
+    sim.net.set_link("n1", "n2", slow);
     let t0 = tokio::time::Instant::now();
     let got = sim.get(0, "fixed", &fixed, Consistency::Quorum).await;
     assert_eq!(got.expect("read"), ["v"]);
@@ -522,4 +515,11 @@ async fn with_speculative_retry_off_a_read_waits_for_the_replicas_it_asked() {
         took >= Duration::from_millis(300) && took < Duration::from_millis(400),
         "the spare is asked after the bucket's 300 ms: {took:?}"
     );
+    // n1 now knows n2 is slow and asks n3 instead: slow it too, so that
+    // whichever it asks, the read has a slow replica to wait for.
+    sim.net.set_link("n1", "n3", slow);
+    let t0 = tokio::time::Instant::now();
+    let got = sim.get(0, "off", &key, Consistency::Quorum).await;
+    assert_eq!(got.expect("read"), ["v"]);
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
 }

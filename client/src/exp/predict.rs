@@ -25,8 +25,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-pub use super::trial::QuorumkvModel;
 use super::trial::Trial;
+pub use super::trial::{QuorumkvModel, ReadCoordinator};
 
 /// Trials per chunk: the unit of seeding and of work per thread.
 pub const CHUNK: usize = 1 << 16;
@@ -146,8 +146,17 @@ pub enum Error {
         /// Values kept per trial.
         per_trial: u64,
     },
+    /// A read through another node than the write's, in a one-node
+    /// cluster.
+    #[error(
+        "nodes={nodes}: reading through another coordinator than the write's needs at least 2 nodes"
+    )]
+    NoOtherCoordinator {
+        /// Nodes.
+        nodes: usize,
+    },
     /// A bad speculation delay.
-    #[error("speculate_ms={ms}: must be finite and >= 0")]
+    #[error("speculate_ms={ms}: must be >= 0 (infinite: never)")]
     Speculate {
         /// The delay.
         ms: f64,
@@ -193,8 +202,11 @@ impl Config {
             if m.nodes < n {
                 return Err(Error::Nodes { nodes: m.nodes, n });
             }
-            if !m.speculate_ms.is_finite() || m.speculate_ms < 0.0 {
+            if m.speculate_ms.is_nan() || m.speculate_ms < 0.0 {
                 return Err(Error::Speculate { ms: m.speculate_ms });
+            }
+            if m.read_coordinator == ReadCoordinator::Other && m.nodes < 2 {
+                return Err(Error::NoOtherCoordinator { nodes: m.nodes });
             }
         }
         Ok(())

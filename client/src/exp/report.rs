@@ -36,8 +36,19 @@ pub struct Table {
 #[derive(Serialize)]
 struct QuorumkvEcho {
     nodes: usize,
-    speculate_ms: f64,
+    /// `null`: no speculative retry.
+    speculate_ms: Option<f64>,
     local_delays: bool,
+    read_coordinator: &'static str,
+}
+
+/// The speculation delay in words: `after N ms`, or `never`.
+fn speculation(ms: f64) -> String {
+    if ms.is_finite() {
+        format!("after {ms} ms")
+    } else {
+        "never".into()
+    }
 }
 
 #[derive(Serialize)]
@@ -126,8 +137,9 @@ impl Report<'_> {
             quorumkv: match c.model {
                 Model::Quorumkv(m) => Some(QuorumkvEcho {
                     nodes: m.nodes,
-                    speculate_ms: m.speculate_ms,
+                    speculate_ms: m.speculate_ms.is_finite().then_some(m.speculate_ms),
                     local_delays: m.local_delays,
+                    read_coordinator: m.read_coordinator.name(),
                 }),
                 Model::Wars => None,
             },
@@ -176,10 +188,11 @@ impl Report<'_> {
         let model = match c.model {
             Model::Wars => "WARS model".to_string(),
             Model::Quorumkv(m) => format!(
-                "quorumkv model ({} nodes, speculation after {} ms{})",
+                "quorumkv model ({} nodes, speculation {}{}, read through {} node)",
                 m.nodes,
-                m.speculate_ms,
-                if m.local_delays { ", local delays" } else { "" }
+                speculation(m.speculate_ms),
+                if m.local_delays { ", local delays" } else { "" },
+                m.read_coordinator.name()
             ),
         };
         let mut lines = vec![format!(
@@ -455,10 +468,11 @@ impl Report<'_> {
         if let Model::Quorumkv(m) = c.model {
             let _ = writeln!(
                 out,
-                "| nodes | {} |\n| speculative retry after | {} ms |\n| local replica operations delayed | {} |",
+                "| nodes | {} |\n| speculative retry | {} |\n| local replica operations delayed | {} |\n| read's coordinator | {} |",
                 m.nodes,
-                m.speculate_ms,
-                if m.local_delays { "yes" } else { "no" }
+                speculation(m.speculate_ms),
+                if m.local_delays { "yes" } else { "no" },
+                m.read_coordinator.name()
             );
         }
         let _ = writeln!(

@@ -38,17 +38,46 @@ pub(crate) enum Coord {
     Other { local: usize },
 }
 
+/// Which node a read goes through, given the write's coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadCoordinator {
+    /// Any node at random, whatever the write's (each operation's own
+    /// client, as the PBS model has it).
+    #[default]
+    Any,
+    /// Any node but the write's coordinator, at random (a reader that is
+    /// not the writer: `qkv exp staleness` by default).
+    Other,
+    /// The write's coordinator (a client reading its own writes through
+    /// the node it wrote to).
+    Same,
+}
+
+impl ReadCoordinator {
+    /// `any`, `other` or `same`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadCoordinator::Any => "any",
+            ReadCoordinator::Other => "other",
+            ReadCoordinator::Same => "same",
+        }
+    }
+}
+
 /// The quorumkv model's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuorumkvModel {
     /// Nodes in the cluster: the coordinator is one of them at random,
     /// a replica with probability N / nodes.
     pub nodes: usize,
-    /// A read asks a spare when its R answers take longer than this.
+    /// A read asks a spare when its R answers take longer than this
+    /// (infinite: never, a bucket's `speculative_retry: off`).
     pub speculate_ms: f64,
     /// The coordinator's own copy pays the legs too (a node told to delay
     /// its local replica operations with the same distributions).
     pub local_delays: bool,
+    /// Where the read goes, given where the write went.
+    pub read_coordinator: ReadCoordinator,
 }
 
 /// What one trial says for one (R, W).
@@ -200,17 +229,33 @@ impl Trial {
 
     /// Draws a quorumkv trial: the legs, a forward and a reply leg, and
     /// each operation's coordinator among `m.nodes` nodes (the first N
-    /// being the replicas), with its datacenter when there is a remote
-    /// delay.
+    /// being the replicas; the read's as `m.read_coordinator` says), with
+    /// its datacenter when there is a remote delay.
     pub fn draw_quorumkv<R: Rng + ?Sized>(&mut self, d: &Delays, m: &QuorumkvModel, rng: &mut R) {
         self.draw_legs(d, rng);
         self.forward = d.legs.w.sample(rng);
         self.reply = d.legs.a.sample(rng);
-        let (cw, cr) = (rng.random_range(0..m.nodes), rng.random_range(0..m.nodes));
-        let (lw, lr) = match d.remote_ms {
+        let cw = rng.random_range(0..m.nodes);
+        let cr = match m.read_coordinator {
+            ReadCoordinator::Any => rng.random_range(0..m.nodes),
+            // One of the other nodes - 1, numbered around the writer's; a
+            // one-node cluster has no other (the predictor refuses it), so
+            // the only node reads rather than an index past the cluster.
+            ReadCoordinator::Other if m.nodes >= 2 => {
+                let c = rng.random_range(0..m.nodes - 1);
+                if c >= cw { c + 1 } else { c }
+            }
+            ReadCoordinator::Other => cw,
+            ReadCoordinator::Same => cw,
+        };
+        let (lw, mut lr) = match d.remote_ms {
             Some(_) => (rng.random_range(0..self.n), rng.random_range(0..self.n)),
             None => (0, 0),
         };
+        if m.read_coordinator == ReadCoordinator::Same {
+            // The same node, so the same datacenter.
+            lr = lw;
+        }
         let coord = |c: usize, local| {
             if c < self.n {
                 Coord::Replica(c)
@@ -347,6 +392,7 @@ mod tests {
         nodes: 3,
         speculate_ms: 100.0,
         local_delays: false,
+        read_coordinator: ReadCoordinator::Any,
     };
 
     #[test]

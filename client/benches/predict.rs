@@ -23,6 +23,9 @@ fn trials(c: &mut Criterion) {
         speculate_ms: 100.0,
         local_delays: false,
         read_coordinator: ReadCoordinator::Any,
+        hop_ms: 0.0,
+        client_ms: 0.0,
+        overshoot_ms: [0.0; 4],
     });
     for (name, model) in [("wars", Model::Wars), ("quorumkv", quorumkv)] {
         let cfg = Config {

@@ -36,6 +36,7 @@ fn config(pairs: Vec<(usize, usize)>) -> Config {
         seed: 7,
         trials: 1000,
         timeout_ms: 10_000,
+        calibrate: true,
     }
 }
 
@@ -52,7 +53,13 @@ async fn weak_quorums_read_stale_versions_under_a_write_delay_and_strict_ones_ne
     .await?;
     assert_eq!(nodes.len(), 3);
     let cfg = config(vec![(1, 1), (2, 2)]);
-    let runs = run::run(&nodes, &cfg, "staleness-test", 1, &|_| {}).await?;
+    let (costs, runs) = run::run(&nodes, &cfg, "staleness-test", 1, &|_| {}).await?;
+    // Calibrated on loopback: real, and well below the injected delay.
+    assert!(
+        costs.client_ms > 0.0 && costs.client_ms < 100.0,
+        "{costs:?}"
+    );
+    assert!(costs.hop_ms >= 0.0 && costs.hop_ms < 100.0, "{costs:?}");
     let (weak, strict) = (&runs[0], &runs[1]);
     for (run, want) in [(weak, (1, 1)), (strict, (2, 2))] {
         assert_eq!((run.r, run.w), want);
@@ -70,12 +77,12 @@ async fn weak_quorums_read_stale_versions_under_a_write_delay_and_strict_ones_ne
         read: none,
         write: none,
     };
-    let w = summarize(weak, 3, &cfg.ts, &empty, latency, 0.0);
+    let w = summarize(weak, 3, &cfg.ts, &empty, &empty, latency, 0.0);
     // Every write reaches the reader's copy 300 ms after the writer's:
     // every read within 50 ms of the acknowledgement misses it.
     assert_eq!(w.stale_reads, 16, "{:?}", w.points);
     assert!(w.behind.keys().all(|&k| k >= 1));
-    let s = summarize(strict, 3, &cfg.ts, &empty, latency, 0.0);
+    let s = summarize(strict, 3, &cfg.ts, &empty, &empty, latency, 0.0);
     assert!(s.strict);
     assert_eq!(s.stale_reads, 0, "{:?}", s.points);
     assert_eq!(s.points[0].p_measured, 1.0);

@@ -182,6 +182,18 @@ pub struct PredictArgs {
     /// any (at random), other (any but the writer's) or same (the writer's).
     #[arg(long, value_enum, default_value_t = ReadCoordinatorArg::Any)]
     pub read_coordinator: ReadCoordinatorArg,
+    /// quorumkv model: a fixed cost added to every internode message, ms
+    /// (the real call beyond its injected leg).
+    #[arg(long, value_name = "MS")]
+    pub hop_ms: Option<f64>,
+    /// quorumkv model: a fixed one-way cost between the client and a
+    /// coordinator, ms.
+    #[arg(long, value_name = "MS")]
+    pub client_ms: Option<f64>,
+    /// quorumkv model: how much longer than drawn each injected delay
+    /// runs, per leg: W,A,R,S in ms (what `qkv exp staleness` measures).
+    #[arg(long, value_name = "W,A,R,S", value_delimiter = ',', num_args = 4)]
+    pub overshoot_ms: Option<Vec<f64>>,
     /// quorumkv model: the coordinator's own copy pays the legs too (a node
     /// delaying its local replica operations with the same distributions).
     #[arg(long)]
@@ -335,9 +347,12 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
                 || a.speculate_ms.is_some()
                 || a.local_delays
                 || a.read_coordinator != ReadCoordinatorArg::Any
+                || a.hop_ms.is_some()
+                || a.client_ms.is_some()
+                || a.overshoot_ms.is_some()
             {
                 bail!(
-                    "--nodes, --speculate-ms, --local-delays and --read-coordinator apply to --model quorumkv only"
+                    "--nodes, --speculate-ms, --local-delays, --read-coordinator, --hop-ms, --client-ms and --overshoot-ms apply to --model quorumkv only"
                 );
             }
             Model::Wars
@@ -347,6 +362,13 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
             speculate_ms: a.speculate_ms.unwrap_or(SPECULATE_MS),
             local_delays: a.local_delays,
             read_coordinator: a.read_coordinator.into(),
+            hop_ms: a.hop_ms.unwrap_or(0.0),
+            client_ms: a.client_ms.unwrap_or(0.0),
+            overshoot_ms: match a.overshoot_ms.as_deref() {
+                None => [0.0; 4],
+                Some(&[w, ack, r, s]) => [w, ack, r, s],
+                Some(_) => bail!("--overshoot-ms takes four values: W,A,R,S"),
+            },
         }),
     };
     let cfg = Config {
@@ -381,6 +403,15 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
         ));
         if m.local_delays {
             command.push_str(" --local-delays");
+        }
+        if m.hop_ms != 0.0 || m.client_ms != 0.0 {
+            command.push_str(&format!(
+                " --hop-ms {} --client-ms {}",
+                m.hop_ms, m.client_ms
+            ));
+        }
+        if m.overshoot_ms != [0.0; 4] {
+            command.push_str(&format!(" --overshoot-ms {}", list(&m.overshoot_ms)));
         }
         if m.read_coordinator != ReadCoordinator::Any {
             command.push_str(&format!(

@@ -155,6 +155,14 @@ pub enum Error {
         /// Nodes.
         nodes: usize,
     },
+    /// A bad fixed cost.
+    #[error("{name}={ms}: must be finite and >= 0")]
+    Cost {
+        /// `hop_ms`, `client_ms` or `overshoot_ms`.
+        name: &'static str,
+        /// The value.
+        ms: f64,
+    },
     /// A bad speculation delay.
     #[error("speculate_ms={ms}: must be >= 0 (infinite: never)")]
     Speculate {
@@ -204,6 +212,19 @@ impl Config {
             }
             if m.speculate_ms.is_nan() || m.speculate_ms < 0.0 {
                 return Err(Error::Speculate { ms: m.speculate_ms });
+            }
+            let [ow, oa, or, os] = m.overshoot_ms;
+            for (name, ms) in [
+                ("hop_ms", m.hop_ms),
+                ("client_ms", m.client_ms),
+                ("overshoot_ms", ow),
+                ("overshoot_ms", oa),
+                ("overshoot_ms", or),
+                ("overshoot_ms", os),
+            ] {
+                if !ms.is_finite() || ms < 0.0 {
+                    return Err(Error::Cost { name, ms });
+                }
             }
             if m.read_coordinator == ReadCoordinator::Other && m.nodes < 2 {
                 return Err(Error::NoOtherCoordinator { nodes: m.nodes });

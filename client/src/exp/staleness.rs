@@ -54,6 +54,103 @@ pub struct Config {
     pub trials: u64,
     /// A request's deadline at the node, ms.
     pub timeout_ms: u64,
+    /// Measure the fixed costs of a client round trip and an internode
+    /// call before the run, for the calibrated prediction.
+    pub calibrate: bool,
+}
+
+/// The fixed costs the quorumkv model can add to the injected legs, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Costs {
+    /// Per internode message (half an internode round trip).
+    pub hop_ms: f64,
+    /// Per message between the client and a coordinator (half a client
+    /// round trip).
+    pub client_ms: f64,
+    /// How much longer than drawn the nodes' injected delays ran, per leg
+    /// (W, A, R, S), during the configuration's run.
+    pub overshoot_ms: [f64; 4],
+}
+
+/// The legs in the nodes' metrics' order.
+pub const LEGS: [&str; 4] = ["w", "a", "r", "s"];
+
+/// The injected delays a node has measured so far, per leg (W, A, R, S):
+/// (total seconds, count), from its `qkv_fault_delay_seconds` histogram
+/// in Prometheus text.
+pub fn delay_totals(metrics: &str) -> [(f64, u64); 4] {
+    let mut out = [(0.0, 0); 4];
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("qkv_fault_delay_seconds_") else {
+            continue;
+        };
+        let Some((name, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        for (i, leg) in LEGS.iter().enumerate() {
+            let label = format!("{{leg=\"{leg}\"}}");
+            if name == format!("sum{label}") {
+                out[i].0 += value.parse::<f64>().unwrap_or(0.0);
+            } else if name == format!("count{label}") {
+                out[i].1 += value.parse::<f64>().map_or(0, |v| v as u64);
+            }
+        }
+    }
+    out
+}
+
+/// Per leg, how much longer than `means` (ms) the delays between two
+/// readings of [`delay_totals`] (summed over the nodes) ran on average;
+/// 0 for a leg with no delays or no finite mean.
+pub fn overshoot(
+    before: &[(f64, u64); 4],
+    after: &[(f64, u64); 4],
+    means: [Option<f64>; 4],
+) -> [f64; 4] {
+    let mut out = [0.0; 4];
+    for i in 0..4 {
+        let (sum, count) = (
+            after[i].0 - before[i].0,
+            after[i].1.saturating_sub(before[i].1),
+        );
+        if let (Some(mean), true) = (means[i], count > 0) {
+            out[i] = (sum * 1e3 / count as f64 - mean).max(0.0);
+        }
+    }
+    out
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// The costs from calibration timings without injected delays (ms): a
+/// client round trip is `health`, an internode round trip is the extra
+/// time of a W=2 write over a W=1 write through the same nodes.
+pub fn costs(health: &[f64], w1: &[f64], w2: &[f64]) -> Costs {
+    let half = |x: f64| {
+        if x.is_finite() {
+            (x / 2.0).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    Costs {
+        hop_ms: half(median(w2) - median(w1)),
+        client_ms: half(median(health)),
+        overshoot_ms: [0.0; 4],
+    }
 }
 
 /// A configuration that cannot be measured.
@@ -168,7 +265,7 @@ impl Config {
     /// local delays (every node delays its own replica operations too),
     /// the cluster's node count, the buckets' speculative retry and the
     /// same choice of the read's coordinator.
-    pub fn prediction(&self, nodes: usize, r: usize, w: usize) -> predict::Config {
+    pub fn prediction(&self, nodes: usize, r: usize, w: usize, costs: Costs) -> predict::Config {
         predict::Config {
             n: self.n,
             rs: vec![r],
@@ -179,6 +276,9 @@ impl Config {
                 speculate_ms: speculate_ms(&self.speculative_retry).unwrap_or(f64::INFINITY),
                 local_delays: true,
                 read_coordinator: self.read_coordinator,
+                hop_ms: costs.hop_ms,
+                client_ms: costs.client_ms,
+                overshoot_ms: costs.overshoot_ms,
             }),
             ts: self.ts.clone(),
             ps: vec![0.999],
@@ -264,6 +364,8 @@ pub struct PairRun {
     pub write_ms: Vec<f64>,
     /// What failed.
     pub failures: Failures,
+    /// How much longer than drawn the injected delays ran, per leg.
+    pub overshoot_ms: [f64; 4],
 }
 
 /// The measured and predicted P(consistent) at one t.
@@ -284,6 +386,9 @@ pub struct Point {
     pub p_predicted: f64,
     /// The prediction at exactly `t_ms`.
     pub p_predicted_at_t: f64,
+    /// The prediction of the injected legs alone (no fixed costs),
+    /// averaged over the waits that passed.
+    pub p_legs_only: f64,
 }
 
 /// Measured latency percentiles at the client, ms.
@@ -320,6 +425,8 @@ pub struct PairSummary {
     pub rmse: f64,
     /// The same against the prediction at the nominal t.
     pub rmse_at_t: f64,
+    /// The same against the prediction of the injected legs alone.
+    pub rmse_legs_only: f64,
     /// Measured latency at the client.
     pub latency_ms: MeasuredLatency,
     /// The model's latency (network legs only).
@@ -328,6 +435,9 @@ pub struct PairSummary {
     pub predicted_t_999_ms: f64,
     /// What failed.
     pub failures: Failures,
+    /// How much longer than drawn the injected delays ran, per leg (W, A,
+    /// R, S), ms: the calibrated prediction adds it.
+    pub overshoot_ms: [f64; 4],
 }
 
 /// The root mean square difference of two equally long lists (0 when
@@ -352,12 +462,14 @@ fn percentiles(values: impl Iterator<Item = f64>) -> Percentiles {
 }
 
 /// Sums up one configuration's run against the prediction's per-trial
-/// values for the same (R, W).
+/// values for the same (R, W), with the fixed costs (`predicted`) and
+/// without (`legs_only`).
 pub fn summarize(
     run: &PairRun,
     n: usize,
     ts: &[f64],
     predicted: &Samples,
+    legs_only: &Samples,
     predicted_latency_ms: predict::Latency,
     predicted_t_999_ms: f64,
 ) -> PairSummary {
@@ -385,16 +497,17 @@ pub fn summarize(
             mean_waited_ms: per(&|s| s.waited_ms),
             p_predicted: per(&|s| predicted.p_consistent(s.waited_ms.max(0.0))),
             p_predicted_at_t: predicted.p_consistent(t),
+            p_legs_only: per(&|s| legs_only.p_consistent(s.waited_ms.max(0.0))),
         });
     }
-    let measured: Vec<(f64, f64, f64)> = points
-        .iter()
-        .filter(|p| p.reads > 0)
-        .map(|p| (p.p_measured, p.p_predicted, p.p_predicted_at_t))
-        .collect();
-    let m: Vec<f64> = measured.iter().map(|x| x.0).collect();
-    let p: Vec<f64> = measured.iter().map(|x| x.1).collect();
-    let p_at: Vec<f64> = measured.iter().map(|x| x.2).collect();
+    let made: Vec<&Point> = points.iter().filter(|p| p.reads > 0).collect();
+    let col = |f: fn(&Point) -> f64| made.iter().map(|p| f(p)).collect::<Vec<f64>>();
+    let m = col(|p| p.p_measured);
+    let (rmse_pred, rmse_at_t, rmse_legs_only) = (
+        rmse(&m, &col(|p| p.p_predicted)),
+        rmse(&m, &col(|p| p.p_predicted_at_t)),
+        rmse(&m, &col(|p| p.p_legs_only)),
+    );
     let mut behind = BTreeMap::new();
     for s in &run.samples {
         if s.behind() > 0 {
@@ -411,8 +524,9 @@ pub fn summarize(
         stale_reads: behind.values().sum(),
         behind,
         points,
-        rmse: rmse(&m, &p),
-        rmse_at_t: rmse(&m, &p_at),
+        rmse: rmse_pred,
+        rmse_at_t,
+        rmse_legs_only,
         latency_ms: MeasuredLatency {
             read: percentiles(run.samples.iter().map(|s| s.read_ms)),
             write: percentiles(run.write_ms.iter().copied()),
@@ -420,6 +534,7 @@ pub fn summarize(
         predicted_latency_ms,
         predicted_t_999_ms,
         failures: run.failures.clone(),
+        overshoot_ms: run.overshoot_ms,
     }
 }
 

@@ -78,6 +78,18 @@ pub struct QuorumkvModel {
     pub local_delays: bool,
     /// Where the read goes, given where the write went.
     pub read_coordinator: ReadCoordinator,
+    /// A fixed cost added to every internode message, ms: what a real
+    /// call costs beyond its injected leg (the RPC, the replica's work).
+    pub hop_ms: f64,
+    /// A fixed one-way cost between the client and a coordinator, ms: the
+    /// acknowledgement's way back and the read's way there delay the read
+    /// by twice this after the commit, and both latencies grow by it.
+    pub client_ms: f64,
+    /// How much longer than drawn each injected delay runs, per leg (W,
+    /// A, R, S), ms: a node's timer wakes late (docs/EXPERIMENTS.md,
+    /// "Fault injection", Precision). Added to every leg, the
+    /// coordinator's own included.
+    pub overshoot_ms: [f64; 4],
 }
 
 /// What one trial says for one (R, W).
@@ -233,8 +245,17 @@ impl Trial {
     /// its datacenter when there is a remote delay.
     pub fn draw_quorumkv<R: Rng + ?Sized>(&mut self, d: &Delays, m: &QuorumkvModel, rng: &mut R) {
         self.draw_legs(d, rng);
-        self.forward = d.legs.w.sample(rng);
-        self.reply = d.legs.a.sample(rng);
+        let [ow, oa, or, os] = m.overshoot_ms;
+        if m.overshoot_ms != [0.0; 4] {
+            for i in 0..self.n {
+                self.w[i] += ow;
+                self.a[i] += oa;
+                self.r[i] += or;
+                self.s[i] += os;
+            }
+        }
+        self.forward = d.legs.w.sample(rng) + ow;
+        self.reply = d.legs.a.sample(rng) + oa;
         let cw = rng.random_range(0..m.nodes);
         let cr = match m.read_coordinator {
             ReadCoordinator::Any => rng.random_range(0..m.nodes),
@@ -290,7 +311,7 @@ impl Trial {
         let (minter, start) = match self.write_coord {
             Coord::Replica(i) => (i, 0.0),
             // Forwarded to the first replica in preference order.
-            c @ Coord::Other { .. } => (0, self.forward + self.between(Self::dc(c), 0)),
+            c @ Coord::Other { .. } => (0, self.forward + m.hop_ms + self.between(Self::dc(c), 0)),
         };
         let (lw, la) = if m.local_delays {
             (self.w[minter], self.a[minter])
@@ -302,7 +323,7 @@ impl Trial {
         let sent = start + lw + la;
         self.ack[minter] = sent;
         for j in (0..self.n).filter(|&j| j != minter) {
-            let extra = self.between(minter, j);
+            let extra = self.between(minter, j) + m.hop_ms;
             self.visible[j] = sent + self.w[j] + extra;
             self.ack[j] = self.visible[j] + self.a[j] + extra;
         }
@@ -326,7 +347,7 @@ impl Trial {
     pub fn quorumkv(&mut self, r: usize, w: usize, m: &QuorumkvModel) -> Outcome {
         let mut commit = self.ack[self.write_order[w - 1]];
         if let c @ Coord::Other { .. } = self.write_coord {
-            commit += self.reply + self.between(Self::dc(c), 0);
+            commit += self.reply + m.hop_ms + self.between(Self::dc(c), 0);
         }
         let rc = self.read_coord;
         let rdc = Self::dc(rc);
@@ -341,7 +362,7 @@ impl Trial {
             if rc == Coord::Replica(i) {
                 (local.1, local.0, i)
             } else {
-                let extra = self.between(rdc, i);
+                let extra = self.between(rdc, i) + m.hop_ms;
                 let arrives = at + self.r[i] + extra;
                 (arrives + self.s[i] + extra, arrives, i)
             }
@@ -363,11 +384,15 @@ impl Trial {
         });
         let read_set = mask(answers.iter().map(|x| x.2));
         self.answers = answers;
+        // In the coordinators' time: the write arrives at 0 and commits at
+        // `commit`; the client hears it `client_ms` later and its read
+        // arrives `client_ms` after it is sent.
+        let c = m.client_ms;
         Outcome {
-            commit,
-            read,
-            stale_until: lo - commit,
-            all_fresh_from: hi - commit,
+            commit: commit + 2.0 * c,
+            read: read + 2.0 * c,
+            stale_until: lo - commit - 2.0 * c,
+            all_fresh_from: hi - commit - 2.0 * c,
             write_set: mask(self.write_order[..w].iter().copied()),
             read_set,
         }
@@ -393,6 +418,9 @@ mod tests {
         speculate_ms: 100.0,
         local_delays: false,
         read_coordinator: ReadCoordinator::Any,
+        hop_ms: 0.0,
+        client_ms: 0.0,
+        overshoot_ms: [0.0; 4],
     };
 
     #[test]
@@ -519,6 +547,30 @@ mod tests {
         // Replication starts after the local write (2 + 1): replica 1 at 6.
         let o = t.quorumkv(1, 2, &m);
         assert_eq!(o.commit, 3.0 + 3.0 + 1.0);
+    }
+
+    #[test]
+    fn fixed_hop_and_client_costs_delay_replication_and_the_read() {
+        let m = QuorumkvModel {
+            hop_ms: 0.5,
+            client_ms: 0.25,
+            overshoot_ms: [0.0; 4],
+            ..FLOW
+        };
+        let mut t = trial(&[4.0, 7.0, 5.0], &[1.0; 3], &[1.0; 3], &[1.0; 3]);
+        t.write_coord = Coord::Replica(0);
+        t.read_coord = Coord::Replica(2);
+        t.prepare_quorumkv(&m);
+        let o = t.quorumkv(1, 1, &m);
+        // The client hears the commit at 0.5 and reads replica 2's own
+        // copy, which the write reaches at 5 + 0.5: stale for t < 5.
+        assert_eq!((o.commit, o.read, o.stale_until), (0.5, 0.5, 5.0));
+        // W = 2: replica 2 acknowledges at 5.5 + 1 + 0.5, heard at 7.5.
+        let o = t.quorumkv(1, 2, &m);
+        assert_eq!((o.commit, o.stale_until), (7.5, 5.5 - 7.0 - 0.5));
+        // R = 2 asks replica 0 too, over the network: 1 + 0.5 each way.
+        let o = t.quorumkv(2, 1, &m);
+        assert_eq!(o.read, 3.0 + 0.5);
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub fn run(g: &Globals, a: MatrixArgs) -> anyhow::Result<()> {
                 speculate_ms: speculate_ms(&a.speculative_retry)?,
                 local_delays: true,
                 read_coordinator,
+                hop_ms: 0.0,
+                client_ms: 0.0,
+                overshoot_ms: [0.0; 4],
             }),
             ts: vec![a.t],
             ps: vec![0.999],
@@ -158,6 +161,7 @@ pub fn run(g: &Globals, a: MatrixArgs) -> anyhow::Result<()> {
             seed: a.seed,
             trials: a.trials,
             timeout_ms: 10_000,
+            calibrate: true,
         };
         let m = measure(g, &cfg, "matrix")?;
         (

@@ -15,7 +15,7 @@ use quorumkv_client::Client;
 use quorumkv_client::exp::predict::{ReadCoordinator, Samples, predict};
 use quorumkv_client::exp::staleness::report::StalenessReport;
 use quorumkv_client::exp::staleness::run::{self, Node};
-use quorumkv_client::exp::staleness::{Config, PairRun, PairSummary, summarize};
+use quorumkv_client::exp::staleness::{Config, Costs, PairRun, PairSummary, summarize};
 
 use super::{GivenDelays, list, shell};
 use crate::cli::Globals;
@@ -78,6 +78,10 @@ pub struct StalenessArgs {
     /// A request's deadline at the node, ms.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Compare with the injected legs alone: no calibration of the fixed
+    /// costs of a client round trip and an internode call.
+    #[arg(long)]
+    pub no_calibrate: bool,
     /// The buckets' names start with this (then the start time and R/W).
     #[arg(long, default_value = "staleness")]
     pub bucket_prefix: String,
@@ -105,6 +109,8 @@ fn node_client(g: &Globals, url: &str) -> Result<Client, quorumkv_client::Error>
 pub(super) struct Measured {
     /// The node ids, in the samples' numbering.
     pub nodes: Vec<String>,
+    /// The calibrated fixed costs (zero without calibration).
+    pub costs: Costs,
     pub runs: Vec<PairRun>,
     pub summaries: Vec<PairSummary>,
     pub predicted: Vec<Samples>,
@@ -120,7 +126,7 @@ pub(super) fn measure(g: &Globals, cfg: &Config, bucket_prefix: &str) -> anyhow:
         .build()
         .context("cannot start the async runtime")?;
     let load_before = load();
-    let (nodes, runs) = rt.block_on(async {
+    let (nodes, (costs, runs)) = rt.block_on(async {
         let nodes = run::discover(&g.client()?, |url| node_client(g, url)).await?;
         cfg.validate(nodes.len())?;
         let total = cfg.writes * cfg.pairs.len() as u64;
@@ -157,9 +163,22 @@ pub(super) fn measure(g: &Globals, cfg: &Config, bucket_prefix: &str) -> anyhow:
     let mut summaries = Vec::new();
     let mut predicted = Vec::new();
     for run in &runs {
-        let p = predict(&cfg.prediction(nodes.len(), run.r, run.w), 1)?;
-        let Some(pair) = p.pairs.into_iter().next() else {
-            bail!("the prediction of R={} W={} is empty", run.r, run.w);
+        let one = |costs| -> anyhow::Result<_> {
+            let p = predict(&cfg.prediction(nodes.len(), run.r, run.w, costs), 1)?;
+            match p.pairs.into_iter().next() {
+                Some(pair) => Ok(pair),
+                None => bail!("the prediction of R={} W={} is empty", run.r, run.w),
+            }
+        };
+        let costs = Costs {
+            overshoot_ms: run.overshoot_ms,
+            ..costs
+        };
+        let pair = one(costs)?;
+        let legs_only = if costs == Costs::default() {
+            pair.samples.clone()
+        } else {
+            one(Costs::default())?.samples
         };
         let t999 = pair.t_at.get("0.999").copied().unwrap_or(f64::NAN);
         summaries.push(summarize(
@@ -167,6 +186,7 @@ pub(super) fn measure(g: &Globals, cfg: &Config, bucket_prefix: &str) -> anyhow:
             cfg.n,
             &cfg.ts,
             &pair.samples,
+            &legs_only,
             pair.latency_ms,
             t999,
         ));
@@ -182,6 +202,7 @@ pub(super) fn measure(g: &Globals, cfg: &Config, bucket_prefix: &str) -> anyhow:
     }
     Ok(Measured {
         nodes: nodes.iter().map(|n: &Node| n.id.clone()).collect(),
+        costs,
         runs,
         summaries,
         predicted,
@@ -217,6 +238,7 @@ pub fn run(g: &Globals, a: StalenessArgs) -> anyhow::Result<()> {
         seed: a.seed,
         trials: a.trials,
         timeout_ms: a.timeout_ms,
+        calibrate: !a.no_calibrate,
     };
     let mut command = format!(
         "qkv exp staleness --n {} --r {} --w {}{} --t {} --writes {} --concurrency {}",
@@ -230,6 +252,9 @@ pub fn run(g: &Globals, a: StalenessArgs) -> anyhow::Result<()> {
     );
     if a.same_coordinator {
         command.push_str(" --same-coordinator");
+    }
+    if a.no_calibrate {
+        command.push_str(" --no-calibrate");
     }
     command.push_str(&format!(
         " --read-repair {} --speculative-retry {} --seed {} --trials {}",
@@ -252,6 +277,7 @@ pub fn run(g: &Globals, a: StalenessArgs) -> anyhow::Result<()> {
         command,
         spec: given.spec.map(|s| s.to_string()),
         load: m.load,
+        costs: m.costs,
     };
     if g.json {
         print!("{}", report.json());

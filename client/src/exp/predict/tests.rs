@@ -197,6 +197,9 @@ fn through_quorumkv_a_read_is_stale_only_on_a_replica_the_write_has_not_reached(
         speculate_ms: 100.0,
         local_delays: false,
         read_coordinator: ReadCoordinator::Any,
+        hop_ms: 0.0,
+        client_ms: 0.0,
+        overshoot_ms: [0.0; 4],
     });
     let cfg = Config {
         model: quorumkv,
@@ -247,6 +250,9 @@ fn the_read_s_coordinator_decides_whether_it_reads_the_writer_s_fresh_copy() {
                 speculate_ms: f64::INFINITY,
                 local_delays: false,
                 read_coordinator,
+                hop_ms: 0.0,
+                client_ms: 0.0,
+                overshoot_ms: [0.0; 4],
             }),
             ts: vec![0.0, 5.0],
             ..config(3, &[1], &[1], delays.clone(), 30_000)
@@ -326,6 +332,9 @@ fn configurations_that_cannot_work_are_refused() {
                     speculate_ms: 100.0,
                     local_delays: false,
                     read_coordinator: ReadCoordinator::Any,
+                    hop_ms: 0.0,
+                    client_ms: 0.0,
+                    overshoot_ms: [0.0; 4],
                 }),
                 ..ok.clone()
             },
@@ -338,6 +347,9 @@ fn configurations_that_cannot_work_are_refused() {
                     speculate_ms: f64::INFINITY,
                     local_delays: false,
                     read_coordinator: ReadCoordinator::Other,
+                    hop_ms: 0.0,
+                    client_ms: 0.0,
+                    overshoot_ms: [0.0; 4],
                 }),
                 ..config(1, &[1], &[1], race(), 10)
             },
@@ -350,6 +362,9 @@ fn configurations_that_cannot_work_are_refused() {
                     speculate_ms: f64::NAN,
                     local_delays: false,
                     read_coordinator: ReadCoordinator::Any,
+                    hop_ms: 0.0,
+                    client_ms: 0.0,
+                    overshoot_ms: [0.0; 4],
                 }),
                 ..ok.clone()
             },

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Config, PairRun, PairSummary};
+use super::{Config, Costs, PairRun, PairSummary};
 use crate::exp::predict::Samples;
 use crate::exp::report::Table;
 use crate::exp::svg::{self, Axis, Mark, Plot, Scale, Series};
@@ -31,6 +31,8 @@ pub struct StalenessReport<'a> {
     pub spec: Option<String>,
     /// The machine's load averages when the run started and ended.
     pub load: String,
+    /// The fixed costs the calibrated prediction adds to the legs.
+    pub costs: Costs,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,7 @@ struct Json<'a> {
     prediction: PredictionEcho,
     delays: DelaysEcho<'a>,
     load: &'a str,
+    costs: Costs,
     configs: &'a [PairSummary],
 }
 
@@ -106,6 +109,7 @@ impl StalenessReport<'_> {
                 s: l.s.to_string(),
             },
             load: &self.load,
+            costs: self.costs,
             configs: &self.summaries,
         };
         // Plain data always serialises (NaN becomes null).
@@ -139,6 +143,10 @@ impl StalenessReport<'_> {
                 c.trials,
                 c.seed,
                 self.spec.as_deref().unwrap_or("per leg")
+            ),
+            format!(
+                "fixed costs (calibrated without delays): +{:.3} ms per internode message, +{:.3} ms each way between client and node; each leg's timer overshoot as the nodes measured it during the run (below)",
+                self.costs.hop_ms, self.costs.client_ms
             ),
         ];
         for (name, d) in [("W", &l.w), ("A", &l.a), ("R", &l.r), ("S", &l.s)] {
@@ -186,6 +194,8 @@ impl StalenessReport<'_> {
                         },
                         format!("{:.2}", s.rmse * 100.0),
                         format!("{:.2}", s.rmse_at_t * 100.0),
+                        format!("{:.2}", s.rmse_legs_only * 100.0),
+                        s.overshoot_ms.map(|o| format!("{o:.2}")).join("/"),
                         (f.writes + f.reads + f.foreign).to_string(),
                     ]
                 })
@@ -195,6 +205,7 @@ impl StalenessReport<'_> {
             title: "t-visibility: P(consistent) measured and predicted (at the waits that passed, and at t)".into(),
             header: head(&[
                 "R", "W", "t (ms)", "waited (ms)", "reads", "measured", "predicted", "predicted at t",
+                "legs only",
             ]),
             rows: self
                 .summaries
@@ -210,6 +221,7 @@ impl StalenessReport<'_> {
                             prob(p.p_measured),
                             prob(p.p_predicted),
                             prob(p.p_predicted_at_t),
+                            prob(p.p_legs_only),
                         ]
                     })
                 })

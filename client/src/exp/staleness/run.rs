@@ -20,7 +20,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use super::{Config, ConfigError, Failures, PairRun, Sample, decode, encode};
+use super::{
+    Config, ConfigError, Costs, Failures, PairRun, Sample, costs, decode, delay_totals, encode,
+    overshoot,
+};
 use crate::client::Client;
 use crate::error::Error;
 use crate::exp::predict::ReadCoordinator;
@@ -102,10 +105,9 @@ pub async fn discover(
     Ok(nodes)
 }
 
-/// Gives every node the delays (all four legs to every peer and on its
-/// own replica), each node seeded from `seed`.
-pub async fn install_faults(nodes: &[Node], cfg: &Config) -> Result<(), RunError> {
-    for (i, node) in nodes.iter().enumerate() {
+/// Fails unless every node runs with `--fault-injection`.
+pub async fn check_fault_injection(nodes: &[Node]) -> Result<(), RunError> {
+    for node in nodes {
         match node.client.faults().await {
             Ok(_) => {}
             Err(Error::Api { status: 404, .. }) => {
@@ -113,6 +115,74 @@ pub async fn install_faults(nodes: &[Node], cfg: &Config) -> Result<(), RunError
             }
             Err(e) => return Err(cluster(format!("reading {}'s faults", node.id))(e)),
         }
+    }
+    Ok(())
+}
+
+/// Every node's measured injected delays, summed.
+async fn delay_totals_of(nodes: &[Node]) -> Result<[(f64, u64); 4], RunError> {
+    let mut total = [(0.0, 0); 4];
+    for node in nodes {
+        let text = node
+            .client
+            .metrics()
+            .await
+            .map_err(cluster(format!("reading {}'s metrics", node.id)))?;
+        for (t, x) in total.iter_mut().zip(delay_totals(&text)) {
+            t.0 += x.0;
+            t.1 += x.1;
+        }
+    }
+    Ok(total)
+}
+
+/// Rounds of calibration per node.
+const CALIBRATION_ROUNDS: usize = 30;
+
+/// Measures the fixed costs with no injected delays: client round trips
+/// (`GET /health`) and W=1 against W=2 writes through every node, in
+/// `bucket` (made here).
+pub async fn calibrate(nodes: &[Node], cfg: &Config, bucket: &str) -> Result<Costs, RunError> {
+    let mut health = Vec::new();
+    for _ in 0..CALIBRATION_ROUNDS {
+        for node in nodes {
+            let started = Instant::now();
+            node.client
+                .health()
+                .await
+                .map_err(cluster(format!("calibrating against {}", node.id)))?;
+            health.push(ms(started.elapsed()));
+        }
+    }
+    let (mut w1, mut w2) = (Vec::new(), Vec::new());
+    if cfg.n >= 2 {
+        prepare_bucket(nodes, bucket, cfg).await?;
+        for i in 0..CALIBRATION_ROUNDS {
+            for (k, node) in nodes.iter().enumerate() {
+                for (w, out) in [(1, &mut w1), (2, &mut w2)] {
+                    let key = format!("c{i}-{k}-{w}");
+                    let opts = WriteOptions {
+                        w: Some(Consistency::N(w)),
+                        timeout_ms: Some(cfg.timeout_ms),
+                    };
+                    let started = Instant::now();
+                    node.client
+                        .put(bucket, key.as_bytes(), encode(1), None, None, &opts)
+                        .await
+                        .map_err(cluster(format!("calibrating writes through {}", node.id)))?;
+                    out.push(ms(started.elapsed()));
+                }
+            }
+        }
+    }
+    Ok(costs(&health, &w1, &w2))
+}
+
+/// Gives every node the delays (all four legs to every peer and on its
+/// own replica), each node seeded from `seed`.
+pub async fn install_faults(nodes: &[Node], cfg: &Config) -> Result<(), RunError> {
+    check_fault_injection(nodes).await?;
+    for (i, node) in nodes.iter().enumerate() {
         let l = &cfg.delays.legs;
         let settings = Settings {
             all_peers: LinkFaults {
@@ -329,6 +399,7 @@ pub async fn run_pair(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<PairRun, RunError> {
     prepare_bucket(nodes, bucket, cfg).await?;
+    let before = delay_totals_of(nodes).await?;
     let keys = cfg.concurrency.min(cfg.writes as usize).max(1);
     let per =
         |k: usize| cfg.writes / keys as u64 + u64::from((k as u64) < cfg.writes % keys as u64);
@@ -350,6 +421,12 @@ pub async fn run_pair(
             out.failures.first = k.failures.first;
         }
     }
+    let l = &cfg.delays.legs;
+    out.overshoot_ms = overshoot(
+        &before,
+        &delay_totals_of(nodes).await?,
+        [l.w.mean(), l.a.mean(), l.r.mean(), l.s.mean()],
+    );
     out.samples.sort_by(|a, b| {
         (a.key, a.seq, a.t_ms)
             .partial_cmp(&(b.key, b.seq, b.t_ms))
@@ -358,32 +435,41 @@ pub async fn run_pair(
     Ok(out)
 }
 
-/// Runs every configuration of `cfg` on `nodes`: installs the delays,
-/// runs each (R, W) in its own bucket (`bucket_prefix`, `stamp`), and
-/// clears the delays again, also when a step failed. `progress` is told
-/// of every write done.
+/// Runs every configuration of `cfg` on `nodes`: clears their faults
+/// and calibrates the fixed costs (when asked), installs the delays, runs
+/// each (R, W) in its own bucket (`bucket_prefix`, `stamp`), and clears
+/// the delays again, also when a step failed. `progress` is told of every
+/// write done.
 pub async fn run(
     nodes: &[Node],
     cfg: &Config,
     bucket_prefix: &str,
     stamp: u64,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<PairRun>, RunError> {
+) -> Result<(Costs, Vec<PairRun>), RunError> {
     cfg.validate(nodes.len())?;
-    let result: Result<Vec<PairRun>, RunError> = async {
+    check_fault_injection(nodes).await?;
+    let result: Result<(Costs, Vec<PairRun>), RunError> = async {
+        let costs = if cfg.calibrate {
+            clear_faults(nodes).await?;
+            let bucket = format!("{bucket_prefix}-{stamp}-calibration");
+            calibrate(nodes, cfg, &bucket).await?
+        } else {
+            Costs::default()
+        };
         install_faults(nodes, cfg).await?;
         let mut runs = Vec::new();
         for &(r, w) in &cfg.pairs {
             let bucket = bucket_name(bucket_prefix, stamp, r, w);
             runs.push(run_pair(nodes, cfg, &bucket, (r, w), progress).await?);
         }
-        Ok(runs)
+        Ok((costs, runs))
     }
     .await;
     let cleared = clear_faults(nodes).await;
-    let runs = result?;
+    let out = result?;
     cleared?;
-    Ok(runs)
+    Ok(out)
 }
 
 #[cfg(test)]

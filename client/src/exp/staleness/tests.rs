@@ -36,6 +36,7 @@ fn config() -> Config {
         seed: 1,
         trials: 1000,
         timeout_ms: 1000,
+        calibrate: false,
     }
 }
 
@@ -87,8 +88,17 @@ fn stale_reads_are_counted_per_t_and_by_versions_behind() {
         ],
         write_ms: vec![1.0, 1.0, 1.0],
         failures: Failures::default(),
+        overshoot_ms: [0.0; 4],
     };
-    let s = summarize(&run, 3, &[0.0, 5.0], &step_at_1ms(), latency(), 1.0);
+    let s = summarize(
+        &run,
+        3,
+        &[0.0, 5.0],
+        &step_at_1ms(),
+        &step_at_1ms(),
+        latency(),
+        1.0,
+    );
     assert!(!s.strict);
     assert_eq!((s.writes, s.reads, s.stale_reads), (3, 6, 3));
     assert_eq!(s.behind, BTreeMap::from([(1, 2), (2, 1)]));
@@ -118,7 +128,15 @@ fn the_prediction_is_taken_at_the_waits_that_actually_passed() {
         write_ms: vec![1.0],
         ..PairRun::default()
     };
-    let s = summarize(&run, 3, &[0.0], &step_at_1ms(), latency(), 1.0);
+    let s = summarize(
+        &run,
+        3,
+        &[0.0],
+        &step_at_1ms(),
+        &step_at_1ms(),
+        latency(),
+        1.0,
+    );
     assert_eq!(s.points[0].p_predicted, 1.0);
     assert_eq!(s.points[0].p_predicted_at_t, 0.0);
     assert_eq!((s.rmse, s.rmse_at_t), (0.0, 1.0));
@@ -196,7 +214,12 @@ fn the_comparison_uses_the_quorumkv_model_with_local_delays_and_the_bucket_s_spe
         speculative_retry: "40ms".into(),
         ..config()
     };
-    let p = cfg.prediction(5, 2, 1);
+    let costs = Costs {
+        hop_ms: 0.25,
+        client_ms: 0.5,
+        overshoot_ms: [0.0; 4],
+    };
+    let p = cfg.prediction(5, 2, 1, costs);
     assert_eq!((p.n, p.rs.clone(), p.ws.clone()), (3, vec![2], vec![1]));
     assert_eq!(
         p.model,
@@ -205,10 +228,52 @@ fn the_comparison_uses_the_quorumkv_model_with_local_delays_and_the_bucket_s_spe
             speculate_ms: 40.0,
             local_delays: true,
             read_coordinator: ReadCoordinator::Other,
+            hop_ms: 0.25,
+            client_ms: 0.5,
+            overshoot_ms: [0.0; 4],
         })
     );
     assert_eq!(speculate_ms("off"), Ok(f64::INFINITY));
     assert!(speculate_ms("-1ms").is_err());
+}
+
+#[test]
+fn the_overshoot_of_each_leg_comes_from_the_nodes_delay_histograms() {
+    let text = "# TYPE qkv_fault_delay_seconds histogram\n\
+        qkv_fault_delay_seconds_bucket{leg=\"w\",le=\"0.01\"} 3\n\
+        qkv_fault_delay_seconds_sum{leg=\"w\"} 0.1\n\
+        qkv_fault_delay_seconds_count{leg=\"w\"} 9\n\
+        qkv_fault_delay_seconds_sum{leg=\"s\"} 0.05\n\
+        qkv_fault_delay_seconds_count{leg=\"s\"} 10\n";
+    let t = delay_totals(text);
+    assert_eq!(t[0], (0.1, 9));
+    assert_eq!((t[1], t[2]), ((0.0, 0), (0.0, 0)));
+    assert_eq!(t[3], (0.05, 10));
+    // Since `before`: 10 W delays of 110 ms in all against a mean of 10
+    // (1 ms late each); no A or R delays; S delays as drawn.
+    let before = [(0.0, 0); 4];
+    let after = [(0.110, 10), (0.0, 0), (0.0, 0), (0.02, 10)];
+    let o = overshoot(&before, &after, [Some(10.0), Some(1.0), None, Some(2.0)]);
+    assert!((o[0] - 1.0).abs() < 1e-9, "{o:?}");
+    assert_eq!(&o[1..], &[0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn the_fixed_costs_are_half_the_calibration_round_trips() {
+    // A client round trip of 0.8 ms (median); W=2 writes 1.2 ms slower
+    // than W=1 writes at the median: one internode round trip.
+    let c = costs(
+        &[0.7, 0.8, 5.0],
+        &[1.0, 1.1, 1.0, 9.0],
+        &[2.2, 2.3, 2.2, 2.2],
+    );
+    assert!((c.client_ms - 0.4).abs() < 1e-12, "{c:?}");
+    assert!((c.hop_ms - (2.2 - 1.05) / 2.0).abs() < 1e-12, "{c:?}");
+    // No calibration, or a W=2 write no slower: no cost.
+    assert_eq!(costs(&[], &[], &[]), Costs::default());
+    assert_eq!(costs(&[1.0], &[3.0], &[2.0]).hop_ms, 0.0);
+    assert!(median(&[]).is_nan());
+    assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
 }
 
 proptest! {
@@ -246,7 +311,7 @@ proptest! {
             .map(|&(seq, seen, t)| sample(seq, ts[t], (seen > 0).then_some(seen.min(seq))))
             .collect();
         let run = PairRun { r: 2, w: 2, samples, ..PairRun::default() };
-        let s = summarize(&run, 3, &ts, &step_at_1ms(), latency(), 1.0);
+        let s = summarize(&run, 3, &ts, &step_at_1ms(), &step_at_1ms(), latency(), 1.0);
         prop_assert!(s.strict);
         prop_assert_eq!(s.points.iter().map(|p| p.reads).sum::<u64>(), s.reads);
         let consistent: u64 = s.points.iter().map(|p| p.consistent).sum();

@@ -125,6 +125,8 @@ pub(super) fn measure(g: &Globals, cfg: &Config, bucket_prefix: &str) -> anyhow:
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Everything but the node count, before any node is asked.
+    cfg.validate(usize::MAX)?;
     let load_before = load();
     let (nodes, (costs, runs)) = rt.block_on(async {
         let nodes = run::discover(&g.client()?, |url| node_client(g, url)).await?;

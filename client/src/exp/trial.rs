@@ -574,6 +574,25 @@ mod tests {
     }
 
     #[test]
+    fn each_leg_runs_its_overshoot_longer_than_drawn() {
+        use quorumkv_faults::{Delays, Legs};
+        use rand::SeedableRng;
+        let d = Delays {
+            legs: Legs::every("const:1".parse().expect("dist")),
+            remote_ms: None,
+        };
+        let m = QuorumkvModel {
+            overshoot_ms: [0.5, 0.25, 0.125, 0.0],
+            ..FLOW
+        };
+        let mut t = Trial::new(3);
+        t.draw_quorumkv(&d, &m, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        assert_eq!((t.w.clone(), t.a.clone()), (vec![1.5; 3], vec![1.25; 3]));
+        assert_eq!((t.r.clone(), t.s.clone()), (vec![1.125; 3], vec![1.0; 3]));
+        assert_eq!((t.forward, t.reply), (1.5, 1.25));
+    }
+
+    #[test]
     fn wan_delays_messages_between_datacenters_only() {
         let mut t = trial(&[1.0; 3], &[1.0; 3], &[1.0; 3], &[1.0; 3]);
         t.remote = 75.0;

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use quorumkv_client::exp::predict::{Config, Model, QuorumkvModel, predict};
+use quorumkv_client::exp::predict::{Config, Model, QuorumkvModel, ReadCoordinator, predict};
 use quorumkv_faults::Preset;
 
 const TRIALS: u64 = 200_000;
@@ -22,6 +22,10 @@ fn trials(c: &mut Criterion) {
         nodes: 3,
         speculate_ms: 100.0,
         local_delays: false,
+        read_coordinator: ReadCoordinator::Any,
+        hop_ms: 0.0,
+        client_ms: 0.0,
+        overshoot_ms: [0.0; 4],
     });
     for (name, model) in [("wars", Model::Wars), ("quorumkv", quorumkv)] {
         let cfg = Config {

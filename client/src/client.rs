@@ -564,6 +564,35 @@ impl Client {
         self.get_json("/internal/repair".into()).await
     }
 
+    /// The faults the first reachable node injects (`GET /internal/faults`;
+    /// 404 `not_found` on a node started without `--fault-injection`).
+    pub async fn faults(&self) -> Result<quorumkv_faults::Settings, Error> {
+        self.get_json("/internal/faults".into()).await
+    }
+
+    /// Replaces the faults the first reachable node injects (`PUT
+    /// /internal/faults`) and returns the document now in force.
+    pub async fn faults_put(
+        &self,
+        settings: &quorumkv_faults::Settings,
+    ) -> Result<quorumkv_faults::Settings, Error> {
+        let mut call = self.call(Method::PUT, "/internal/faults".into());
+        call.headers
+            .push((CONTENT_TYPE.as_str(), "application/json".into()));
+        let body = serde_json::to_vec(settings).map_err(|e| Error::BadInput(e.to_string()))?;
+        call.body = Some(Bytes::from(body));
+        let (_, body) = self.send_ok(call).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse(e.to_string()))
+    }
+
+    /// Removes every fault the first reachable node injects (`DELETE
+    /// /internal/faults`).
+    pub async fn faults_clear(&self) -> Result<(), Error> {
+        self.send_ok(self.call(Method::DELETE, "/internal/faults".into()))
+            .await
+            .map(|_| ())
+    }
+
     /// The node's Prometheus metrics, as text.
     pub async fn metrics(&self) -> Result<String, Error> {
         let (_, body) = self

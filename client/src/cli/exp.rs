@@ -13,12 +13,15 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use quorumkv_client::exp::check::{self, CheckOptions, render};
 use quorumkv_client::exp::history::{History, HistoryError};
-use quorumkv_client::exp::predict::{Config, Model, QuorumkvModel, predict};
+use quorumkv_client::exp::predict::{Config, Model, QuorumkvModel, ReadCoordinator, predict};
 use quorumkv_client::exp::report::Report;
-use quorumkv_faults::{Delays, Dist, Legs, load};
+use quorumkv_faults::{DelaySpec, Delays, Dist, Legs, load};
 
 use super::Globals;
 use super::output::{print_json, table};
+
+mod matrix;
+mod staleness;
 
 /// The `exp` subcommands.
 #[derive(Debug, Subcommand)]
@@ -35,6 +38,17 @@ pub enum ExpCommand {
     /// non-monotonic reads and unexpected values, per bucket. Exit 0 when
     /// the history was checked, anomalies or not (see --fail-on-anomaly).
     Check(CheckArgs),
+    /// Measure on a live cluster what `predict` predicts: write versions
+    /// of keys under injected delays, read each t ms after its
+    /// acknowledgement, and compare P(consistent) with the quorumkv model
+    /// (docs/EXPERIMENTS.md, "Measuring staleness"). Needs nodes started
+    /// with --fault-injection.
+    Staleness(Box<staleness::StalenessArgs>),
+    /// The R/W matrix (the PBS paper's Table 4): latency, t-visibility at
+    /// 99.9% and the replicas that may be down, for every R and W in
+    /// 1..=N; measured on the cluster, or predicted with --simulate
+    /// (docs/EXPERIMENTS.md, "The matrix").
+    Matrix(Box<matrix::MatrixArgs>),
 }
 
 /// `qkv exp check` options.
@@ -61,6 +75,47 @@ pub enum ModelArg {
     /// leg when the coordinator is none), its own copy costs nothing, reads
     /// ask exactly R replicas and a spare when slow.
     Quorumkv,
+}
+
+/// Which node a read goes through, given the write's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadCoordinatorArg {
+    /// Any node at random (each operation's own client).
+    Any,
+    /// Any node but the write's coordinator.
+    Other,
+    /// The write's coordinator.
+    Same,
+}
+
+impl From<ReadCoordinatorArg> for ReadCoordinator {
+    fn from(a: ReadCoordinatorArg) -> ReadCoordinator {
+        match a {
+            ReadCoordinatorArg::Any => ReadCoordinator::Any,
+            ReadCoordinatorArg::Other => ReadCoordinator::Other,
+            ReadCoordinatorArg::Same => ReadCoordinator::Same,
+        }
+    }
+}
+
+/// A speculation delay in ms, or `off` (never: infinite).
+pub fn parse_speculate(s: &str) -> Result<f64, String> {
+    if s == "off" {
+        return Ok(f64::INFINITY);
+    }
+    match s.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ms),
+        _ => Err(format!("{s:?} is not a delay in ms (>= 0) or `off`")),
+    }
+}
+
+/// `MS` or `off`, as [`parse_speculate`] reads it.
+pub fn speculate_text(ms: f64) -> String {
+    if ms.is_finite() {
+        ms.to_string()
+    } else {
+        "off".into()
+    }
 }
 
 /// `qkv exp predict`.
@@ -119,9 +174,26 @@ pub struct PredictArgs {
     #[arg(long)]
     pub nodes: Option<usize>,
     /// quorumkv model: a read asks a spare replica when its R answers take
-    /// longer than this (the node's speculative retry).
-    #[arg(long, value_name = "MS")]
+    /// longer than this (the node's speculative retry); `off`: never (a
+    /// bucket's `speculative_retry: off`).
+    #[arg(long, value_name = "MS|off", value_parser = parse_speculate)]
     pub speculate_ms: Option<f64>,
+    /// quorumkv model: which node a read goes through, given the write's:
+    /// any (at random), other (any but the writer's) or same (the writer's).
+    #[arg(long, value_enum, default_value_t = ReadCoordinatorArg::Any)]
+    pub read_coordinator: ReadCoordinatorArg,
+    /// quorumkv model: a fixed cost added to every internode message, ms
+    /// (the real call beyond its injected leg).
+    #[arg(long, value_name = "MS")]
+    pub hop_ms: Option<f64>,
+    /// quorumkv model: a fixed one-way cost between the client and a
+    /// coordinator, ms.
+    #[arg(long, value_name = "MS")]
+    pub client_ms: Option<f64>,
+    /// quorumkv model: how much longer than drawn each injected delay
+    /// runs, per leg: W,A,R,S in ms (what `qkv exp staleness` measures).
+    #[arg(long, value_name = "W,A,R,S", value_delimiter = ',', num_args = 4)]
+    pub overshoot_ms: Option<Vec<f64>>,
     /// quorumkv model: the coordinator's own copy pays the legs too (a node
     /// delaying its local replica operations with the same distributions).
     #[arg(long)]
@@ -143,6 +215,8 @@ pub fn run(g: &Globals, cmd: ExpCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ExpCommand::Predict(a) => run_predict(g, *a).map(|()| ExitCode::SUCCESS),
         ExpCommand::Check(a) => check_history(g, a),
+        ExpCommand::Staleness(a) => staleness::run(g, *a).map(|()| ExitCode::SUCCESS),
+        ExpCommand::Matrix(a) => matrix::run(g, *a).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -180,60 +254,106 @@ fn list<T: ToString>(v: &[T]) -> String {
     v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
-    let spec = match &a.delays {
-        Some(s) => Some(load::spec(s).with_context(|| format!("--delays {s:?}"))?),
-        None => None,
-    };
-    let leg = |flag: &str, text: &Option<String>| -> anyhow::Result<Option<Dist>> {
-        match text {
-            Some(s) => Ok(Some(
-                load::dist(s).with_context(|| format!("{flag} {s:?}"))?,
-            )),
-            None => Ok(None),
-        }
-    };
-    let (w, ack, r, s) = (
-        leg("--w-delay", &a.w_delay)?,
-        leg("--a-delay", &a.a_delay)?,
-        leg("--r-delay", &a.r_delay)?,
-        leg("--s-delay", &a.s_delay)?,
-    );
-    let mut delays = match (&spec, &w, &ack, &r, &s) {
-        (Some(spec), ..) => spec.delays(),
-        (None, Some(w), Some(a), Some(r), Some(s)) => Delays {
-            legs: Legs {
-                w: w.clone(),
-                a: a.clone(),
-                r: r.clone(),
-                s: s.clone(),
+/// The delays given by `--delays` and the `--X-delay` overrides: the
+/// parsed preset or distribution (when given), the four legs, and which
+/// legs were overridden (W, A, R, S), for the reproducing command line.
+pub(super) struct GivenDelays {
+    pub spec: Option<DelaySpec>,
+    pub delays: Delays,
+    pub legs: [(&'static str, bool); 4],
+}
+
+impl GivenDelays {
+    /// Reads the flags; a one-line error names the flag at fault.
+    pub fn parse(
+        delays: &Option<String>,
+        [w, ack, r, s]: [&Option<String>; 4],
+    ) -> anyhow::Result<GivenDelays> {
+        let spec = match delays {
+            Some(s) => Some(load::spec(s).with_context(|| format!("--delays {s:?}"))?),
+            None => None,
+        };
+        let leg = |flag: &str, text: &Option<String>| -> anyhow::Result<Option<Dist>> {
+            match text {
+                Some(s) => Ok(Some(
+                    load::dist(s).with_context(|| format!("{flag} {s:?}"))?,
+                )),
+                None => Ok(None),
+            }
+        };
+        let (w, ack, r, s) = (
+            leg("--w-delay", w)?,
+            leg("--a-delay", ack)?,
+            leg("--r-delay", r)?,
+            leg("--s-delay", s)?,
+        );
+        let mut delays = match (&spec, &w, &ack, &r, &s) {
+            (Some(spec), ..) => spec.delays(),
+            (None, Some(w), Some(a), Some(r), Some(s)) => Delays {
+                legs: Legs {
+                    w: w.clone(),
+                    a: a.clone(),
+                    r: r.clone(),
+                    s: s.clone(),
+                },
+                remote_ms: None,
             },
-            remote_ms: None,
-        },
-        _ => bail!(
-            "give --delays (a preset: lnkd-ssd, lnkd-disk, ymmr, wan; or a distribution for every leg), or all four of --w-delay, --a-delay, --r-delay and --s-delay"
-        ),
-    };
-    let legs = [
-        ("--w-delay", w.is_some()),
-        ("--a-delay", ack.is_some()),
-        ("--r-delay", r.is_some()),
-        ("--s-delay", s.is_some()),
-    ];
-    for (slot, d) in [
-        (&mut delays.legs.w, w),
-        (&mut delays.legs.a, ack),
-        (&mut delays.legs.r, r),
-        (&mut delays.legs.s, s),
-    ] {
-        if let Some(d) = d {
-            *slot = d;
+            _ => bail!(
+                "give --delays (a preset: lnkd-ssd, lnkd-disk, ymmr, wan; or a distribution for every leg), or all four of --w-delay, --a-delay, --r-delay and --s-delay"
+            ),
+        };
+        let legs = [
+            ("--w-delay", w.is_some()),
+            ("--a-delay", ack.is_some()),
+            ("--r-delay", r.is_some()),
+            ("--s-delay", s.is_some()),
+        ];
+        for (slot, d) in [
+            (&mut delays.legs.w, w),
+            (&mut delays.legs.a, ack),
+            (&mut delays.legs.r, r),
+            (&mut delays.legs.s, s),
+        ] {
+            if let Some(d) = d {
+                *slot = d;
+            }
         }
+        Ok(GivenDelays { spec, delays, legs })
     }
+
+    /// The flags that reproduce these delays, distributions in their
+    /// canonical form.
+    pub fn flags(&self) -> String {
+        let mut out = String::new();
+        if let Some(spec) = &self.spec {
+            out.push_str(&format!(" --delays {}", shell(&spec.to_string())));
+        }
+        let l = &self.delays.legs;
+        for ((flag, given), d) in self.legs.iter().zip([&l.w, &l.a, &l.r, &l.s]) {
+            if *given {
+                out.push_str(&format!(" {flag} {}", shell(&d.to_string())));
+            }
+        }
+        out
+    }
+}
+
+fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
+    let given = GivenDelays::parse(&a.delays, [&a.w_delay, &a.a_delay, &a.r_delay, &a.s_delay])?;
+    let delays = given.delays.clone();
     let model = match a.model {
         ModelArg::Wars => {
-            if a.nodes.is_some() || a.speculate_ms.is_some() || a.local_delays {
-                bail!("--nodes, --speculate-ms and --local-delays apply to --model quorumkv only");
+            if a.nodes.is_some()
+                || a.speculate_ms.is_some()
+                || a.local_delays
+                || a.read_coordinator != ReadCoordinatorArg::Any
+                || a.hop_ms.is_some()
+                || a.client_ms.is_some()
+                || a.overshoot_ms.is_some()
+            {
+                bail!(
+                    "--nodes, --speculate-ms, --local-delays, --read-coordinator, --hop-ms, --client-ms and --overshoot-ms apply to --model quorumkv only"
+                );
             }
             Model::Wars
         }
@@ -241,6 +361,14 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
             nodes: a.nodes.unwrap_or(a.n),
             speculate_ms: a.speculate_ms.unwrap_or(SPECULATE_MS),
             local_delays: a.local_delays,
+            read_coordinator: a.read_coordinator.into(),
+            hop_ms: a.hop_ms.unwrap_or(0.0),
+            client_ms: a.client_ms.unwrap_or(0.0),
+            overshoot_ms: match a.overshoot_ms.as_deref() {
+                None => [0.0; 4],
+                Some(&[w, ack, r, s]) => [w, ack, r, s],
+                Some(_) => bail!("--overshoot-ms takes four values: W,A,R,S"),
+            },
         }),
     };
     let cfg = Config {
@@ -266,26 +394,30 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
         list(&a.r),
         list(&a.w)
     );
-    if let Some(spec) = &spec {
-        command.push_str(&format!(" --delays {}", shell(&spec.to_string())));
-    }
-    for ((flag, given), d) in legs.iter().zip([
-        &cfg.delays.legs.w,
-        &cfg.delays.legs.a,
-        &cfg.delays.legs.r,
-        &cfg.delays.legs.s,
-    ]) {
-        if *given {
-            command.push_str(&format!(" {flag} {}", shell(&d.to_string())));
-        }
-    }
+    command.push_str(&given.flags());
     if let Model::Quorumkv(m) = model {
         command.push_str(&format!(
             " --nodes {} --speculate-ms {}",
-            m.nodes, m.speculate_ms
+            m.nodes,
+            speculate_text(m.speculate_ms)
         ));
         if m.local_delays {
             command.push_str(" --local-delays");
+        }
+        if m.hop_ms != 0.0 || m.client_ms != 0.0 {
+            command.push_str(&format!(
+                " --hop-ms {} --client-ms {}",
+                m.hop_ms, m.client_ms
+            ));
+        }
+        if m.overshoot_ms != [0.0; 4] {
+            command.push_str(&format!(" --overshoot-ms {}", list(&m.overshoot_ms)));
+        }
+        if m.read_coordinator != ReadCoordinator::Any {
+            command.push_str(&format!(
+                " --read-coordinator {}",
+                m.read_coordinator.name()
+            ));
         }
     }
     command.push_str(&format!(
@@ -309,7 +441,7 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
     let report = Report {
         prediction: &prediction,
         command,
-        spec: spec.map(|s| s.to_string()),
+        spec: given.spec.map(|s| s.to_string()),
     };
     if g.json {
         print!("{}", report.json());

@@ -12,6 +12,11 @@
 //!   legend (predicted curves, and measured points over them).
 //! * [`history`]: the fault experiments' history file format (JSON lines
 //!   of invocations and completions), its reader and writer.
+//! * [`staleness`]: `qkv exp staleness`, the measured half of
+//!   `predict`: writes and reads on a live cluster with injected delays,
+//!   the measured t-visibility beside the prediction, and its report.
+//! * [`matrix`]: the R/W matrix (`qkv exp matrix`), the PBS paper's
+//!   Table 4 for this store, predicted or measured.
 //! * [`check`]: the history checker, which finds lost writes, stale and
 //!   non-monotonic reads and counts siblings, per bucket.
 //!
@@ -20,7 +25,9 @@
 
 pub mod check;
 pub mod history;
+pub mod matrix;
 pub mod predict;
 pub mod report;
+pub mod staleness;
 pub mod svg;
 mod trial;

@@ -25,8 +25,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-pub use super::trial::QuorumkvModel;
 use super::trial::Trial;
+pub use super::trial::{QuorumkvModel, ReadCoordinator};
 
 /// Trials per chunk: the unit of seeding and of work per thread.
 pub const CHUNK: usize = 1 << 16;
@@ -146,8 +146,25 @@ pub enum Error {
         /// Values kept per trial.
         per_trial: u64,
     },
+    /// A read through another node than the write's, in a one-node
+    /// cluster.
+    #[error(
+        "nodes={nodes}: reading through another coordinator than the write's needs at least 2 nodes"
+    )]
+    NoOtherCoordinator {
+        /// Nodes.
+        nodes: usize,
+    },
+    /// A bad fixed cost.
+    #[error("{name}={ms}: must be finite and >= 0")]
+    Cost {
+        /// `hop_ms`, `client_ms` or `overshoot_ms`.
+        name: &'static str,
+        /// The value.
+        ms: f64,
+    },
     /// A bad speculation delay.
-    #[error("speculate_ms={ms}: must be finite and >= 0")]
+    #[error("speculate_ms={ms}: must be >= 0 (infinite: never)")]
     Speculate {
         /// The delay.
         ms: f64,
@@ -193,8 +210,24 @@ impl Config {
             if m.nodes < n {
                 return Err(Error::Nodes { nodes: m.nodes, n });
             }
-            if !m.speculate_ms.is_finite() || m.speculate_ms < 0.0 {
+            if m.speculate_ms.is_nan() || m.speculate_ms < 0.0 {
                 return Err(Error::Speculate { ms: m.speculate_ms });
+            }
+            let [ow, oa, or, os] = m.overshoot_ms;
+            for (name, ms) in [
+                ("hop_ms", m.hop_ms),
+                ("client_ms", m.client_ms),
+                ("overshoot_ms", ow),
+                ("overshoot_ms", oa),
+                ("overshoot_ms", or),
+                ("overshoot_ms", os),
+            ] {
+                if !ms.is_finite() || ms < 0.0 {
+                    return Err(Error::Cost { name, ms });
+                }
+            }
+            if m.read_coordinator == ReadCoordinator::Other && m.nodes < 2 {
+                return Err(Error::NoOtherCoordinator { nodes: m.nodes });
             }
         }
         Ok(())

@@ -36,8 +36,21 @@ pub struct Table {
 #[derive(Serialize)]
 struct QuorumkvEcho {
     nodes: usize,
-    speculate_ms: f64,
+    /// `null`: no speculative retry.
+    speculate_ms: Option<f64>,
     local_delays: bool,
+    read_coordinator: &'static str,
+    hop_ms: f64,
+    client_ms: f64,
+}
+
+/// The speculation delay in words: `after N ms`, or `never`.
+fn speculation(ms: f64) -> String {
+    if ms.is_finite() {
+        format!("after {ms} ms")
+    } else {
+        "never".into()
+    }
 }
 
 #[derive(Serialize)]
@@ -126,8 +139,11 @@ impl Report<'_> {
             quorumkv: match c.model {
                 Model::Quorumkv(m) => Some(QuorumkvEcho {
                     nodes: m.nodes,
-                    speculate_ms: m.speculate_ms,
+                    speculate_ms: m.speculate_ms.is_finite().then_some(m.speculate_ms),
                     local_delays: m.local_delays,
+                    read_coordinator: m.read_coordinator.name(),
+                    hop_ms: m.hop_ms,
+                    client_ms: m.client_ms,
                 }),
                 Model::Wars => None,
             },
@@ -176,10 +192,19 @@ impl Report<'_> {
         let model = match c.model {
             Model::Wars => "WARS model".to_string(),
             Model::Quorumkv(m) => format!(
-                "quorumkv model ({} nodes, speculation after {} ms{})",
+                "quorumkv model ({} nodes, speculation {}{}, read through {} node{})",
                 m.nodes,
-                m.speculate_ms,
-                if m.local_delays { ", local delays" } else { "" }
+                speculation(m.speculate_ms),
+                if m.local_delays { ", local delays" } else { "" },
+                m.read_coordinator.name(),
+                if m.hop_ms > 0.0 || m.client_ms > 0.0 {
+                    format!(
+                        ", +{} ms per internode message, +{} ms each way to the client",
+                        m.hop_ms, m.client_ms
+                    )
+                } else {
+                    String::new()
+                }
             ),
         };
         let mut lines = vec![format!(
@@ -455,10 +480,13 @@ impl Report<'_> {
         if let Model::Quorumkv(m) = c.model {
             let _ = writeln!(
                 out,
-                "| nodes | {} |\n| speculative retry after | {} ms |\n| local replica operations delayed | {} |",
+                "| nodes | {} |\n| speculative retry | {} |\n| local replica operations delayed | {} |\n| read's coordinator | {} |\n| fixed cost per internode message | {} ms |\n| fixed cost client to coordinator, each way | {} ms |",
                 m.nodes,
-                m.speculate_ms,
-                if m.local_delays { "yes" } else { "no" }
+                speculation(m.speculate_ms),
+                if m.local_delays { "yes" } else { "no" },
+                m.read_coordinator.name(),
+                m.hop_ms,
+                m.client_ms
             );
         }
         let _ = writeln!(

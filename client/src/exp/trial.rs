@@ -38,17 +38,58 @@ pub(crate) enum Coord {
     Other { local: usize },
 }
 
+/// Which node a read goes through, given the write's coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadCoordinator {
+    /// Any node at random, whatever the write's (each operation's own
+    /// client, as the PBS model has it).
+    #[default]
+    Any,
+    /// Any node but the write's coordinator, at random (a reader that is
+    /// not the writer: `qkv exp staleness` by default).
+    Other,
+    /// The write's coordinator (a client reading its own writes through
+    /// the node it wrote to).
+    Same,
+}
+
+impl ReadCoordinator {
+    /// `any`, `other` or `same`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadCoordinator::Any => "any",
+            ReadCoordinator::Other => "other",
+            ReadCoordinator::Same => "same",
+        }
+    }
+}
+
 /// The quorumkv model's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuorumkvModel {
     /// Nodes in the cluster: the coordinator is one of them at random,
     /// a replica with probability N / nodes.
     pub nodes: usize,
-    /// A read asks a spare when its R answers take longer than this.
+    /// A read asks a spare when its R answers take longer than this
+    /// (infinite: never, a bucket's `speculative_retry: off`).
     pub speculate_ms: f64,
     /// The coordinator's own copy pays the legs too (a node told to delay
     /// its local replica operations with the same distributions).
     pub local_delays: bool,
+    /// Where the read goes, given where the write went.
+    pub read_coordinator: ReadCoordinator,
+    /// A fixed cost added to every internode message, ms: what a real
+    /// call costs beyond its injected leg (the RPC, the replica's work).
+    pub hop_ms: f64,
+    /// A fixed one-way cost between the client and a coordinator, ms: the
+    /// acknowledgement's way back and the read's way there delay the read
+    /// by twice this after the commit, and both latencies grow by it.
+    pub client_ms: f64,
+    /// How much longer than drawn each injected delay runs, per leg (W,
+    /// A, R, S), ms: a node's timer wakes late (docs/EXPERIMENTS.md,
+    /// "Fault injection", Precision). Added to every leg, the
+    /// coordinator's own included.
+    pub overshoot_ms: [f64; 4],
 }
 
 /// What one trial says for one (R, W).
@@ -200,17 +241,42 @@ impl Trial {
 
     /// Draws a quorumkv trial: the legs, a forward and a reply leg, and
     /// each operation's coordinator among `m.nodes` nodes (the first N
-    /// being the replicas), with its datacenter when there is a remote
-    /// delay.
+    /// being the replicas; the read's as `m.read_coordinator` says), with
+    /// its datacenter when there is a remote delay.
     pub fn draw_quorumkv<R: Rng + ?Sized>(&mut self, d: &Delays, m: &QuorumkvModel, rng: &mut R) {
         self.draw_legs(d, rng);
-        self.forward = d.legs.w.sample(rng);
-        self.reply = d.legs.a.sample(rng);
-        let (cw, cr) = (rng.random_range(0..m.nodes), rng.random_range(0..m.nodes));
-        let (lw, lr) = match d.remote_ms {
+        let [ow, oa, or, os] = m.overshoot_ms;
+        if m.overshoot_ms != [0.0; 4] {
+            for i in 0..self.n {
+                self.w[i] += ow;
+                self.a[i] += oa;
+                self.r[i] += or;
+                self.s[i] += os;
+            }
+        }
+        self.forward = d.legs.w.sample(rng) + ow;
+        self.reply = d.legs.a.sample(rng) + oa;
+        let cw = rng.random_range(0..m.nodes);
+        let cr = match m.read_coordinator {
+            ReadCoordinator::Any => rng.random_range(0..m.nodes),
+            // One of the other nodes - 1, numbered around the writer's; a
+            // one-node cluster has no other (the predictor refuses it), so
+            // the only node reads rather than an index past the cluster.
+            ReadCoordinator::Other if m.nodes >= 2 => {
+                let c = rng.random_range(0..m.nodes - 1);
+                if c >= cw { c + 1 } else { c }
+            }
+            ReadCoordinator::Other => cw,
+            ReadCoordinator::Same => cw,
+        };
+        let (lw, mut lr) = match d.remote_ms {
             Some(_) => (rng.random_range(0..self.n), rng.random_range(0..self.n)),
             None => (0, 0),
         };
+        if m.read_coordinator == ReadCoordinator::Same {
+            // The same node, so the same datacenter.
+            lr = lw;
+        }
         let coord = |c: usize, local| {
             if c < self.n {
                 Coord::Replica(c)
@@ -245,7 +311,7 @@ impl Trial {
         let (minter, start) = match self.write_coord {
             Coord::Replica(i) => (i, 0.0),
             // Forwarded to the first replica in preference order.
-            c @ Coord::Other { .. } => (0, self.forward + self.between(Self::dc(c), 0)),
+            c @ Coord::Other { .. } => (0, self.forward + m.hop_ms + self.between(Self::dc(c), 0)),
         };
         let (lw, la) = if m.local_delays {
             (self.w[minter], self.a[minter])
@@ -257,7 +323,7 @@ impl Trial {
         let sent = start + lw + la;
         self.ack[minter] = sent;
         for j in (0..self.n).filter(|&j| j != minter) {
-            let extra = self.between(minter, j);
+            let extra = self.between(minter, j) + m.hop_ms;
             self.visible[j] = sent + self.w[j] + extra;
             self.ack[j] = self.visible[j] + self.a[j] + extra;
         }
@@ -281,7 +347,7 @@ impl Trial {
     pub fn quorumkv(&mut self, r: usize, w: usize, m: &QuorumkvModel) -> Outcome {
         let mut commit = self.ack[self.write_order[w - 1]];
         if let c @ Coord::Other { .. } = self.write_coord {
-            commit += self.reply + self.between(Self::dc(c), 0);
+            commit += self.reply + m.hop_ms + self.between(Self::dc(c), 0);
         }
         let rc = self.read_coord;
         let rdc = Self::dc(rc);
@@ -296,7 +362,7 @@ impl Trial {
             if rc == Coord::Replica(i) {
                 (local.1, local.0, i)
             } else {
-                let extra = self.between(rdc, i);
+                let extra = self.between(rdc, i) + m.hop_ms;
                 let arrives = at + self.r[i] + extra;
                 (arrives + self.s[i] + extra, arrives, i)
             }
@@ -318,11 +384,15 @@ impl Trial {
         });
         let read_set = mask(answers.iter().map(|x| x.2));
         self.answers = answers;
+        // In the coordinators' time: the write arrives at 0 and commits at
+        // `commit`; the client hears it `client_ms` later and its read
+        // arrives `client_ms` after it is sent.
+        let c = m.client_ms;
         Outcome {
-            commit,
-            read,
-            stale_until: lo - commit,
-            all_fresh_from: hi - commit,
+            commit: commit + 2.0 * c,
+            read: read + 2.0 * c,
+            stale_until: lo - commit - 2.0 * c,
+            all_fresh_from: hi - commit - 2.0 * c,
             write_set: mask(self.write_order[..w].iter().copied()),
             read_set,
         }
@@ -347,6 +417,10 @@ mod tests {
         nodes: 3,
         speculate_ms: 100.0,
         local_delays: false,
+        read_coordinator: ReadCoordinator::Any,
+        hop_ms: 0.0,
+        client_ms: 0.0,
+        overshoot_ms: [0.0; 4],
     };
 
     #[test]
@@ -473,6 +547,49 @@ mod tests {
         // Replication starts after the local write (2 + 1): replica 1 at 6.
         let o = t.quorumkv(1, 2, &m);
         assert_eq!(o.commit, 3.0 + 3.0 + 1.0);
+    }
+
+    #[test]
+    fn fixed_hop_and_client_costs_delay_replication_and_the_read() {
+        let m = QuorumkvModel {
+            hop_ms: 0.5,
+            client_ms: 0.25,
+            overshoot_ms: [0.0; 4],
+            ..FLOW
+        };
+        let mut t = trial(&[4.0, 7.0, 5.0], &[1.0; 3], &[1.0; 3], &[1.0; 3]);
+        t.write_coord = Coord::Replica(0);
+        t.read_coord = Coord::Replica(2);
+        t.prepare_quorumkv(&m);
+        let o = t.quorumkv(1, 1, &m);
+        // The client hears the commit at 0.5 and reads replica 2's own
+        // copy, which the write reaches at 5 + 0.5: stale for t < 5.
+        assert_eq!((o.commit, o.read, o.stale_until), (0.5, 0.5, 5.0));
+        // W = 2: replica 2 acknowledges at 5.5 + 1 + 0.5, heard at 7.5.
+        let o = t.quorumkv(1, 2, &m);
+        assert_eq!((o.commit, o.stale_until), (7.5, 5.5 - 7.0 - 0.5));
+        // R = 2 asks replica 0 too, over the network: 1 + 0.5 each way.
+        let o = t.quorumkv(2, 1, &m);
+        assert_eq!(o.read, 3.0 + 0.5);
+    }
+
+    #[test]
+    fn each_leg_runs_its_overshoot_longer_than_drawn() {
+        use quorumkv_faults::{Delays, Legs};
+        use rand::SeedableRng;
+        let d = Delays {
+            legs: Legs::every("const:1".parse().expect("dist")),
+            remote_ms: None,
+        };
+        let m = QuorumkvModel {
+            overshoot_ms: [0.5, 0.25, 0.125, 0.0],
+            ..FLOW
+        };
+        let mut t = Trial::new(3);
+        t.draw_quorumkv(&d, &m, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        assert_eq!((t.w.clone(), t.a.clone()), (vec![1.5; 3], vec![1.25; 3]));
+        assert_eq!((t.r.clone(), t.s.clone()), (vec![1.125; 3], vec![1.0; 3]));
+        assert_eq!((t.forward, t.reply), (1.5, 1.25));
     }
 
     #[test]

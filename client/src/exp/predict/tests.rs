@@ -196,6 +196,10 @@ fn through_quorumkv_a_read_is_stale_only_on_a_replica_the_write_has_not_reached(
         nodes: 3,
         speculate_ms: 100.0,
         local_delays: false,
+        read_coordinator: ReadCoordinator::Any,
+        hop_ms: 0.0,
+        client_ms: 0.0,
+        overshoot_ms: [0.0; 4],
     });
     let cfg = Config {
         model: quorumkv,
@@ -221,6 +225,43 @@ fn through_quorumkv_a_read_is_stale_only_on_a_replica_the_write_has_not_reached(
     });
     assert_eq!(wars.pairs[0].t_visibility[0].p_consistent, 1.0);
     assert_eq!(wars.pairs[0].latency_ms.write.p50, 5.0);
+}
+
+#[test]
+fn the_read_s_coordinator_decides_whether_it_reads_the_writer_s_fresh_copy() {
+    // Every write leg takes exactly 5 ms, every other leg nothing; with
+    // R = W = 1 a read is fresh at t < 5 only through the node that
+    // minted the write (every node is a replica: nodes = N = 3).
+    let delays = Delays {
+        legs: Legs {
+            w: dist("const:5"),
+            ..Legs::every(dist("const:0"))
+        },
+        remote_ms: None,
+    };
+    for (read_coordinator, want) in [
+        (ReadCoordinator::Same, 1.0),
+        (ReadCoordinator::Other, 0.0),
+        (ReadCoordinator::Any, 1.0 / 3.0),
+    ] {
+        let cfg = Config {
+            model: Model::Quorumkv(QuorumkvModel {
+                nodes: 3,
+                speculate_ms: f64::INFINITY,
+                local_delays: false,
+                read_coordinator,
+                hop_ms: 0.0,
+                client_ms: 0.0,
+                overshoot_ms: [0.0; 4],
+            }),
+            ts: vec![0.0, 5.0],
+            ..config(3, &[1], &[1], delays.clone(), 30_000)
+        };
+        let pair = &run(&cfg).pairs[0];
+        let at0 = pair.t_visibility[0].p_consistent;
+        assert!((at0 - want).abs() < 0.01, "{read_coordinator:?}: {at0}");
+        assert_eq!(pair.t_visibility[1].p_consistent, 1.0);
+    }
 }
 
 #[test]
@@ -290,10 +331,44 @@ fn configurations_that_cannot_work_are_refused() {
                     nodes: 2,
                     speculate_ms: 100.0,
                     local_delays: false,
+                    read_coordinator: ReadCoordinator::Any,
+                    hop_ms: 0.0,
+                    client_ms: 0.0,
+                    overshoot_ms: [0.0; 4],
                 }),
                 ..ok.clone()
             },
             "nodes=2 with n=3: the cluster needs at least N nodes",
+        ),
+        (
+            Config {
+                model: Model::Quorumkv(QuorumkvModel {
+                    nodes: 1,
+                    speculate_ms: f64::INFINITY,
+                    local_delays: false,
+                    read_coordinator: ReadCoordinator::Other,
+                    hop_ms: 0.0,
+                    client_ms: 0.0,
+                    overshoot_ms: [0.0; 4],
+                }),
+                ..config(1, &[1], &[1], race(), 10)
+            },
+            "nodes=1: reading through another coordinator than the write's needs at least 2 nodes",
+        ),
+        (
+            Config {
+                model: Model::Quorumkv(QuorumkvModel {
+                    nodes: 3,
+                    speculate_ms: f64::NAN,
+                    local_delays: false,
+                    read_coordinator: ReadCoordinator::Any,
+                    hop_ms: 0.0,
+                    client_ms: 0.0,
+                    overshoot_ms: [0.0; 4],
+                }),
+                ..ok.clone()
+            },
+            "speculate_ms=NaN: must be >= 0",
         ),
     ];
     for (cfg, want) in cases {

@@ -35,6 +35,11 @@ pub enum ExpCommand {
     /// non-monotonic reads and unexpected values, per bucket. Exit 0 when
     /// the history was checked, anomalies or not (see --fail-on-anomaly).
     Check(CheckArgs),
+    /// Run a fault experiment: concurrent clients against a real cluster
+    /// while a nemesis injects partitions, crashes, pauses, clock skew and
+    /// lost disks; record the history, heal, wait for convergence, read
+    /// every key at r=all, and judge it per level.
+    Faults(Box<super::exp_faults::FaultsArgs>),
 }
 
 /// `qkv exp check` options.
@@ -143,6 +148,7 @@ pub fn run(g: &Globals, cmd: ExpCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ExpCommand::Predict(a) => run_predict(g, *a).map(|()| ExitCode::SUCCESS),
         ExpCommand::Check(a) => check_history(g, a),
+        ExpCommand::Faults(a) => super::exp_faults::run_faults(g, *a),
     }
 }
 

@@ -149,9 +149,9 @@ pub fn report(outcome: &Outcome) -> String {
         let _ = writeln!(
             s,
             "| {:.1} | {:.1} | {} |",
-            w.start.as_secs_f64(),
-            w.end.as_secs_f64(),
-            w.fault.describe()
+            w.start_secs,
+            w.end_secs,
+            w.fault.describe().replace('|', "\\|")
         );
     }
     if !outcome.nemesis_errors.is_empty() {

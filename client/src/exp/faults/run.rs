@@ -84,7 +84,7 @@ pub struct Outcome {
     pub nemesis: Vec<FaultKind>,
     pub settle_secs: f64,
     /// The planned schedule.
-    pub schedule: Vec<Window>,
+    pub schedule: Vec<Scheduled>,
     /// Errors carrying faults out (each also in the history).
     pub nemesis_errors: Vec<String>,
     /// Seconds after the run began at which the last heal ended.
@@ -94,6 +94,14 @@ pub struct Outcome {
     pub strict_anomalies: usize,
     #[serde(skip)]
     pub verdict: Option<Verdict>,
+}
+
+/// A planned fault, in seconds after the run began.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scheduled {
+    pub start_secs: f64,
+    pub end_secs: f64,
+    pub fault: super::nemesis::Fault,
 }
 
 fn nemesis_event(kind: &str, value: Value) -> Event {
@@ -426,7 +434,14 @@ pub async fn run(cfg: &Config, target: &Target) -> Result<Outcome, String> {
     let history = History::read_file(&cfg.out.join("history.jsonl")).map_err(|e| e.to_string())?;
     let mut out = judge(cfg, &history, &keys, &convergence);
     out.nodes = ids;
-    out.schedule = windows;
+    out.schedule = windows
+        .iter()
+        .map(|w| Scheduled {
+            start_secs: w.start.as_secs_f64(),
+            end_secs: w.end.as_secs_f64(),
+            fault: w.fault.clone(),
+        })
+        .collect();
     out.nemesis_errors = nemesis_errors;
     out.healed_at_secs = healed_at.as_secs_f64();
     Ok(out)

@@ -49,6 +49,11 @@ pub enum ExpCommand {
     /// 1..=N; measured on the cluster, or predicted with --simulate
     /// (docs/EXPERIMENTS.md, "The matrix").
     Matrix(Box<matrix::MatrixArgs>),
+    /// Run a fault experiment: concurrent clients against a real cluster
+    /// while a nemesis injects partitions, crashes, pauses, clock skew and
+    /// lost disks; record the history, heal, wait for convergence, read
+    /// every key at r=all, and judge it per level.
+    Faults(Box<super::exp_faults::FaultsArgs>),
 }
 
 /// `qkv exp check` options.
@@ -217,6 +222,7 @@ pub fn run(g: &Globals, cmd: ExpCommand) -> anyhow::Result<ExitCode> {
         ExpCommand::Check(a) => check_history(g, a),
         ExpCommand::Staleness(a) => staleness::run(g, *a).map(|()| ExitCode::SUCCESS),
         ExpCommand::Matrix(a) => matrix::run(g, *a).map(|()| ExitCode::SUCCESS),
+        ExpCommand::Faults(a) => super::exp_faults::run_faults(g, *a),
     }
 }
 

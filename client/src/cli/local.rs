@@ -152,7 +152,7 @@ pub async fn run(g: &Globals, cmd: LocalCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Finds qkvd: `--qkvd`, then next to this executable, then on PATH.
-fn find_qkvd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(super) fn find_qkvd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         if p.is_file() {
             return Ok(p.to_path_buf());

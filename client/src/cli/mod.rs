@@ -4,6 +4,7 @@
 mod bucket;
 mod cleanup;
 mod exp;
+mod exp_faults;
 mod faults;
 mod kv;
 mod local;

@@ -19,11 +19,14 @@
 //!   Table 4 for this store, predicted or measured.
 //! * [`check`]: the history checker, which finds lost writes, stale and
 //!   non-monotonic reads and counts siblings, per bucket.
+//! * [`faults`]: the fault experiments of `qkv exp faults` (workloads, the
+//!   nemesis, availability and the results table).
 //!
 //! docs/EXPERIMENTS.md describes the models, the checker and how to read
 //! the output.
 
 pub mod check;
+pub mod faults;
 pub mod history;
 pub mod matrix;
 pub mod predict;

@@ -181,8 +181,22 @@ fn label(v: f64) -> String {
     if s == "-0" { "0".into() } else { s }
 }
 
+/// A span of the x axis to shade behind the series (a fault's interval
+/// on a timeline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    /// Where the span starts and ends, in x values.
+    pub from: f64,
+    pub to: f64,
+}
+
 /// Renders `plots` side by side as one SVG document.
 pub fn render(plots: &[Plot]) -> String {
+    render_shaded(plots, &[])
+}
+
+/// [`render`], with `bands` shaded grey on every panel, behind the series.
+pub fn render_shaded(plots: &[Plot], bands: &[Band]) -> String {
     let width = WIDTH * plots.len().max(1) as f64;
     let mut out = String::new();
     let _ = writeln!(
@@ -194,13 +208,13 @@ pub fn render(plots: &[Plot]) -> String {
         r#"<rect width="{width}" height="{HEIGHT}" fill="white"/>"#
     );
     for (i, p) in plots.iter().enumerate() {
-        panel(&mut out, p, i, WIDTH * i as f64);
+        panel(&mut out, p, i, WIDTH * i as f64, bands);
     }
     out.push_str("</svg>\n");
     out
 }
 
-fn panel(out: &mut String, p: &Plot, index: usize, x0: f64) {
+fn panel(out: &mut String, p: &Plot, index: usize, x0: f64, bands: &[Band]) {
     let (left, top) = (x0 + LEFT, TOP);
     let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let px = |v: f64| p.x.frac(v).map(|f| left + f * w);
@@ -211,6 +225,18 @@ fn panel(out: &mut String, p: &Plot, index: usize, x0: f64) {
         left + w / 2.0,
         escape(&p.title)
     );
+    for b in bands {
+        let clamp = |v: f64| v.clamp(p.x.min, p.x.max);
+        if let (Some(a), Some(z)) = (px(clamp(b.from)), px(clamp(b.to)))
+            && z > a
+        {
+            let _ = writeln!(
+                out,
+                r##"<rect x="{a:.1}" y="{top:.1}" width="{:.1}" height="{h:.1}" fill="#d8d8d8" fill-opacity="0.6"/>"##,
+                z - a
+            );
+        }
+    }
     // Grid and ticks.
     for t in p.x.ticks() {
         if let Some(x) = px(t) {
@@ -418,5 +444,33 @@ mod tests {
         assert!(svg.contains(">predicted</text>") && svg.contains(">measured</text>"));
         // The y axis runs from 0 at the bottom to 1 at the top.
         assert!(svg.contains(r#"text-anchor="end">1</text>"#));
+    }
+
+    #[test]
+    fn bands_shade_their_span_of_the_x_axis_on_every_panel_clipped_to_it() {
+        let plot = Plot {
+            title: "t".into(),
+            x: axis(0.0, 10.0, Scale::Linear),
+            y: axis(0.0, 1.0, Scale::Linear),
+            series: vec![],
+        };
+        let bands = [
+            Band { from: 2.0, to: 4.0 },
+            Band {
+                from: 8.0,
+                to: 30.0,
+            },
+            Band {
+                from: 20.0,
+                to: 30.0,
+            },
+        ];
+        let svg = render_shaded(&[plot.clone(), plot.clone()], &bands);
+        let shaded: Vec<&str> = svg.lines().filter(|l| l.contains("#d8d8d8")).collect();
+        assert_eq!(shaded.len(), 4, "two visible bands on two panels: {svg}");
+        // The plot area is 440 px wide from x=64: 2..4 is 88 px, 8..10 is 88.
+        assert!(shaded[0].contains(r#"x="152.0""#) && shaded[0].contains(r#"width="88.0""#));
+        assert!(shaded[1].contains(r#"x="416.0""#) && shaded[1].contains(r#"width="88.0""#));
+        assert!(!render(&[plot]).contains("#d8d8d8"));
     }
 }

@@ -513,12 +513,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "qkvd serving"
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(crate::http::routes(api.clone()))
-        .incoming(http)
-        .graceful(async move {
+    let limits = crate::http::serve::Limits {
+        max_connections: cfg.max_connections as usize,
+        header_timeout: cfg.http_header_timeout,
+    };
+    let server = crate::http::serve::serve(
+        http,
+        crate::http::routes(api.clone()),
+        limits,
+        api.metrics.clone(),
+        async move {
             let _ = rx.await;
-        })
-        .run();
+        },
+    );
     let mut server = std::pin::pin!(server);
     tokio::select! {
         _ = &mut server => {}

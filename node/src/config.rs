@@ -202,6 +202,15 @@ pub struct Args {
     #[arg(long, env = "QKV_HTTP_BODY_TIMEOUT_MS", value_name = "MS")]
     pub http_body_timeout_ms: Option<u64>,
 
+    /// PEM certificate chain (the node's certificate first) to serve the
+    /// HTTP API over HTTPS; needs `--tls-key` [default: none, plain HTTP]
+    #[arg(long, env = "QKV_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert` [default: none]
+    #[arg(long, env = "QKV_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Storage engine [default: fjall]
     #[arg(long, env = "QKV_ENGINE", value_enum)]
     pub engine: Option<Engine>,
@@ -379,6 +388,8 @@ pub struct Config {
     pub http_header_timeout: Duration,
     /// Deadline for a request's body, once its headers are read.
     pub http_body_timeout: Duration,
+    /// Certificate chain and key files of HTTPS (`None`: plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Storage engine.
     pub engine: Engine,
     /// Client bearer tokens.
@@ -663,6 +674,22 @@ impl Config {
                 100,
                 3_600_000,
             )?),
+            tls: match (pick!(tls_cert), pick!(tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::Value {
+                        name: "--tls-cert",
+                        reason: "needs --tls-key, the certificate's private key".into(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Value {
+                        name: "--tls-key",
+                        reason: "needs --tls-cert, the certificate it is the key of".into(),
+                    });
+                }
+            },
             engine: pick!(engine).unwrap_or(Engine::Fjall),
             client_tokens,
             admin_token,
@@ -863,6 +890,21 @@ mod tests {
             )
             .expect_err("no token");
             assert!(err.to_string().contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_tls_certificate_needs_its_key_and_the_reverse() {
+        let c = Config::resolve(
+            parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]),
+            Args::default(),
+        )
+        .expect("both");
+        assert!(c.tls.is_some());
+        for (flag, other) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let err = Config::resolve(parse(&[flag, "x.pem"]), Args::default())
+                .expect_err("one without the other");
+            assert!(err.to_string().contains(other), "{err}");
         }
     }
 

@@ -20,6 +20,7 @@ mod keys;
 mod ranges;
 mod request;
 pub mod serve;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -11,6 +11,9 @@
 //!   request) do not arrive in time, so a client trickling its headers
 //!   holds its connection for a bounded time. The body's deadline is the
 //!   request's (`request::Body::read`), answered 408 `request_timeout`.
+//! * **HTTPS** when [`Limits::tls`] is set (`--tls-cert`, `--tls-key`;
+//!   [`super::tls`]): each connection's TLS handshake runs on its own task
+//!   and must end within the header deadline.
 //!
 //! The request path is warp's (`warp::service`), as before. Stopping is
 //! graceful: the listener closes, idle connections close, requests under
@@ -24,8 +27,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 use warp::Filter;
 use warp::reply::Response as WarpResponse;
@@ -33,12 +38,15 @@ use warp::reply::Response as WarpResponse;
 use crate::log_budget::LogBudget;
 
 /// The limits of the HTTP edge.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Limits {
     /// Open connections at once (`--max-connections`).
     pub max_connections: usize,
-    /// Deadline for a request's headers (`--http-header-timeout-ms`).
+    /// Deadline for a request's headers (`--http-header-timeout-ms`), and
+    /// for a TLS handshake.
     pub header_timeout: Duration,
+    /// Serve HTTPS with this acceptor.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Lines about refused connections: a few a minute, the rest counted.
@@ -99,12 +107,28 @@ pub async fn serve<F>(
             continue;
         };
         let svc = TowerToHyperService::new(warp::service(filter.clone()));
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
-        let metrics = metrics.clone();
+        let watcher = graceful.watcher();
+        let (builder, metrics, tls) = (builder.clone(), metrics.clone(), limits.tls.clone());
+        let handshake = limits.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             metrics.edge.connections_open.inc();
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => serve_io(&builder, watcher, stream, svc).await,
+                Some(tls) => match tokio::time::timeout(handshake, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_io(&builder, watcher, stream, svc).await,
+                    Ok(Err(e)) => {
+                        debug!(%remote, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        metrics.edge.header_timeouts.inc();
+                        debug!(%remote, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = served {
                 if e.is_timeout() {
                     metrics.edge.header_timeouts.inc();
                 }
@@ -115,4 +139,27 @@ pub async fn serve<F>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes.
+async fn serve_io<I, S>(
+    builder: &http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    svc: TowerToHyperService<S>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = WarpResponse,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    watcher
+        .watch(builder.serve_connection(TokioIo::new(io), svc))
+        .await
 }

@@ -184,6 +184,33 @@ pub struct Args {
     #[arg(long, env = "QKV_MAX_INFLIGHT", value_name = "N")]
     pub max_inflight: Option<u32>,
 
+    /// Open HTTP connections at once; a connection beyond them is closed
+    /// as soon as it is accepted. Keep the process's open-file limit above
+    /// it, 1..=1048576 [default: 4096]
+    #[arg(long, env = "QKV_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u32>,
+
+    /// How long an HTTP connection may take to send a request's headers
+    /// (and an idle keep-alive connection may wait for its next request)
+    /// before it is closed, in ms, 100..=600000 [default: 30000]
+    #[arg(long, env = "QKV_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
+    pub http_header_timeout_ms: Option<u64>,
+
+    /// How long a request's body may take to arrive once its headers
+    /// have; a slower one is answered 408 `request_timeout` and its
+    /// connection closed, in ms, 100..=3600000 [default: 60000]
+    #[arg(long, env = "QKV_HTTP_BODY_TIMEOUT_MS", value_name = "MS")]
+    pub http_body_timeout_ms: Option<u64>,
+
+    /// PEM certificate chain (the node's certificate first) to serve the
+    /// HTTP API over HTTPS; needs `--tls-key` [default: none, plain HTTP]
+    #[arg(long, env = "QKV_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert` [default: none]
+    #[arg(long, env = "QKV_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Storage engine [default: fjall]
     #[arg(long, env = "QKV_ENGINE", value_enum)]
     pub engine: Option<Engine>,
@@ -363,6 +390,14 @@ pub struct Config {
     pub timeout: Duration,
     /// Concurrent requests before 503 overloaded.
     pub max_inflight: u32,
+    /// Open HTTP connections at once.
+    pub max_connections: u32,
+    /// Deadline for a request's headers (and for an idle connection).
+    pub http_header_timeout: Duration,
+    /// Deadline for a request's body, once its headers are read.
+    pub http_body_timeout: Duration,
+    /// Certificate chain and key files of HTTPS (`None`: plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Storage engine.
     pub engine: Engine,
     /// Client bearer tokens.
@@ -653,6 +688,40 @@ impl Config {
                 1,
                 1 << 20,
             )?,
+            max_connections: in_range(
+                "--max-connections",
+                pick!(max_connections).unwrap_or(4096),
+                1,
+                1 << 20,
+            )?,
+            http_header_timeout: Duration::from_millis(in_range(
+                "--http-header-timeout-ms",
+                pick!(http_header_timeout_ms).unwrap_or(30_000),
+                100,
+                600_000,
+            )?),
+            http_body_timeout: Duration::from_millis(in_range(
+                "--http-body-timeout-ms",
+                pick!(http_body_timeout_ms).unwrap_or(60_000),
+                100,
+                3_600_000,
+            )?),
+            tls: match (pick!(tls_cert), pick!(tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::Value {
+                        name: "--tls-cert",
+                        reason: "needs --tls-key, the certificate's private key".into(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Value {
+                        name: "--tls-key",
+                        reason: "needs --tls-cert, the certificate it is the key of".into(),
+                    });
+                }
+            },
             engine: pick!(engine).unwrap_or(Engine::Fjall),
             client_tokens,
             admin_token,
@@ -794,6 +863,9 @@ mod tests {
         assert_eq!(c.max_value_bytes, 1 << 20);
         assert_eq!(c.join, Join::Auto);
         assert_eq!(c.token_allocation, TokenAllocation::Balanced);
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.http_header_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -879,6 +951,21 @@ mod tests {
             )
             .expect_err("no token");
             assert!(err.to_string().contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_tls_certificate_needs_its_key_and_the_reverse() {
+        let c = Config::resolve(
+            parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]),
+            Args::default(),
+        )
+        .expect("both");
+        assert!(c.tls.is_some());
+        for (flag, other) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let err = Config::resolve(parse(&[flag, "x.pem"]), Args::default())
+                .expect_err("one without the other");
+            assert!(err.to_string().contains(other), "{err}");
         }
     }
 

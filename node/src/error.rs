@@ -95,6 +95,9 @@ pub enum ApiError {
     /// while another is in flight).
     #[error("{0}")]
     Conflict(String),
+    /// The request's body did not arrive within `--http-body-timeout-ms`.
+    #[error("the request body did not arrive within {0:?} (--http-body-timeout-ms)")]
+    RequestTimeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => 401,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Conflict(_) => 409,
+            ApiError::RequestTimeout(_) => 408,
         }
     }
 
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RequestTimeout(_) => "request_timeout",
         }
     }
 
@@ -209,6 +214,11 @@ mod tests {
             (ApiError::Overloaded("x".into()), 503, "overloaded"),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Conflict("x".into()), 409, "conflict"),
+            (
+                ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
+                408,
+                "request_timeout",
+            ),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status(), status, "{err:?}");

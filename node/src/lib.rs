@@ -28,6 +28,7 @@ mod failure;
 mod faults;
 mod hints;
 mod http;
+mod log_budget;
 mod membership;
 mod merkle;
 mod metrics;

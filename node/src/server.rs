@@ -84,6 +84,9 @@ pub enum StartError {
     /// Gossip could not start, or joining the ring failed.
     #[error("{0}")]
     Membership(String),
+    /// `--tls-cert` or `--tls-key` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 /// A bound transport, as [`start`] wires it.
@@ -592,6 +595,12 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs a node until a shutdown signal; returns once storage is flushed.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // The certificate is read first: a bad one is refused before anything
+    // is bound or opened.
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::http::tls::acceptor(cert, key)?),
+        None => None,
+    };
     let dir = config.data_dir.display().to_string();
     let store = match config.engine {
         Engine::Fjall => {
@@ -657,6 +666,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         id = api.replica.id(),
         actor = api.replica.actor(),
         http = %cfg.http,
+        https = cfg.tls.is_some(),
         listen = %cfg.listen,
         data_dir = %dir,
         sync = ?cfg.sync,
@@ -667,12 +677,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "qkvd serving"
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(crate::http::routes(api.clone()))
-        .incoming(http)
-        .graceful(async move {
+    let limits = crate::http::serve::Limits {
+        max_connections: cfg.max_connections as usize,
+        header_timeout: cfg.http_header_timeout,
+        tls,
+    };
+    let server = crate::http::serve::serve(
+        http,
+        crate::http::routes(api.clone()),
+        limits,
+        api.metrics.clone(),
+        async move {
             let _ = rx.await;
-        })
-        .run();
+        },
+    );
     let mut server = std::pin::pin!(server);
     tokio::select! {
         _ = &mut server => {}

@@ -466,12 +466,12 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
     let (_c, api) = single(&["--fault-injection", "--max-inflight", "1"])?;
     api.put("/internal/fault", br#"{"storage_delay_ms":1500}"#)
         .await?;
-    // Poll until the slow request holds the only slot: then health (which
-    // is admitted like any route) is refused. Poll for as long as the slow
-    // request is under way (on a loaded machine it may reach the node
-    // late), not for a fixed number of rounds. A probe can also reach the
-    // node first and hold the slot, so that the slow request itself is
-    // refused: then it is sent again.
+    // Poll until the slow request holds the only slot: then a key read is
+    // refused, while /health and /metrics (outside admission) still
+    // answer. Poll for as long as the slow request is under way (on a
+    // loaded machine it may reach the node late), not for a fixed number
+    // of rounds. A probe can also reach the node first and hold the slot,
+    // so that the slow request itself is refused: then it is sent again.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let (saw, slow) = loop {
         let slow = {
@@ -480,10 +480,15 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
         };
         let mut saw = None;
         while !slow.is_finished() && std::time::Instant::now() < give_up {
-            let r = api.get("/health").await?;
+            let r = api.get("/kv/probe").await?;
             if r.status == 503 {
-                saw = Some(r);
-                break;
+                let health = api.get("/health").await?;
+                let metrics = api.get("/metrics").await?;
+                // Still refused after both: the slot was held throughout.
+                if api.get("/kv/probe").await?.status == 503 {
+                    saw = Some((r, health, metrics));
+                    break;
+                }
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -496,8 +501,10 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
             "the slow request finished without any probe being refused"
         );
     };
-    let r = saw.expect("a request was refused while the slot was held");
+    let (r, health, metrics) = saw.expect("a request was refused while the slot was held");
     assert_error(&r, 503, "overloaded").await;
+    assert_eq!(health.status, 200, "/health is answered while overloaded");
+    assert_eq!(metrics.status, 200, "/metrics is answered while overloaded");
     let done = slow.await??;
     assert_eq!(done.status, 204, "the admitted request completes");
     api.put("/internal/fault", br#"{"storage_delay_ms":0}"#)

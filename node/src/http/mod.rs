@@ -7,12 +7,20 @@
 //! segment (so `%2F` is part of a key, not a separator), every failure
 //! becomes the contract's JSON error from one place ([`ApiError`]), and
 //! every response is counted in the metrics by route pattern.
+//!
+//! [`serve`] runs the filter on the `--http` port within the edge's
+//! limits (connections, header and body deadlines). `/health` and
+//! `/metrics` are served even when `--max-inflight` requests are under way:
+//! they are what an operator (or a load balancer) looks at to see the
+//! overload, and they touch no replica.
 
 mod admin;
 mod changes;
 mod keys;
 mod ranges;
 mod request;
+pub mod serve;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,10 +78,21 @@ pub(crate) fn json(status: u16, value: &serde_json::Value) -> WarpResponse {
 /// deletion is known.
 pub(crate) fn error_response(err: &ApiError) -> WarpResponse {
     let mut resp = json(err.status(), &err.body());
-    if let ApiError::KeyNotFound { context: Some(ctx) } = err
-        && let Ok(v) = header::HeaderValue::from_str(ctx)
-    {
-        resp.headers_mut().insert(CONTEXT_HEADER, v);
+    match err {
+        ApiError::KeyNotFound { context: Some(ctx) } => {
+            if let Ok(v) = header::HeaderValue::from_str(ctx) {
+                resp.headers_mut().insert(CONTEXT_HEADER, v);
+            }
+        }
+        // The rest of that body is still on its way, or never coming:
+        // the connection cannot carry another request.
+        ApiError::RequestTimeout(_) => {
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        _ => {}
     }
     resp
 }
@@ -145,7 +164,7 @@ pub fn routes(
              query: String,
              headers: HeaderMap,
              body| async move {
-                let body = request::Body::new(body);
+                let body = request::Body::new(body, api.config.http_body_timeout);
                 serve(api, method, path.as_str(), &query, headers, body).await
             },
         )
@@ -174,7 +193,11 @@ async fn serve(
     let start = Instant::now();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let route = route_label(&segments);
-    let result = match api.admit() {
+    let admitted = match route {
+        "health" | "metrics" => Ok(None),
+        _ => api.admit().map(Some),
+    };
+    let result = match admitted {
         Err(e) => Err(e),
         Ok(_permit) => match request::check_auth(&api, &headers, route, &method) {
             Err(e) => Err(e),

@@ -21,23 +21,36 @@ use bytes::Bytes;
 /// A request body, read on demand.
 pub struct Body {
     stream: DataStream,
+    /// How long the whole body may take to arrive (`--http-body-timeout-ms`).
+    deadline: Duration,
 }
 
 impl Body {
-    /// Wraps warp's body stream.
-    pub fn new<S, B>(s: S) -> Body
+    /// Wraps warp's body stream; reading it must end within `deadline`.
+    pub fn new<S, B>(s: S, deadline: Duration) -> Body
     where
         S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
         B: Buf + Send,
     {
         Body {
             stream: Box::pin(s.map(|r| r.map(|mut b| b.copy_to_bytes(b.remaining())))),
+            deadline,
         }
     }
 
     /// Reads the whole body, failing with `value_too_large` as soon as it
-    /// passes `limit` bytes (so a huge upload costs at most `limit` memory).
-    pub async fn read(mut self, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+    /// passes `limit` bytes (so a huge upload costs at most `limit` memory),
+    /// and with `request_timeout` when it takes longer than the deadline:
+    /// a client trickling its body holds a connection and an admission
+    /// slot, so it gets a bounded time, whatever its rate.
+    pub async fn read(self, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+        let deadline = self.deadline;
+        tokio::time::timeout(deadline, self.read_all(headers, limit))
+            .await
+            .unwrap_or(Err(ApiError::RequestTimeout(deadline)))
+    }
+
+    async fn read_all(mut self, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())

@@ -4,8 +4,10 @@
 //! (`keys`, `bucket`, ...), never by key, so the label space stays small
 //! whatever clients send.
 
+mod edge;
 mod faults;
 
+pub use edge::EdgeMetrics;
 pub use faults::FaultMetrics;
 
 use std::sync::OnceLock;
@@ -201,6 +203,8 @@ pub struct Metrics {
     pub hlc_clamped: Counter,
     /// What fault injection did and what it injects now.
     pub faults: FaultMetrics,
+    /// The HTTP edge: connections open, refused, timed out.
+    pub edge: EdgeMetrics,
     /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
     hint_sync: std::sync::Mutex<()>,
 }
@@ -400,8 +404,10 @@ impl Metrics {
             hlc_clamped.clone(),
         );
         let faults = FaultMetrics::register(&mut registry);
+        let edge = EdgeMetrics::register(&mut registry);
         Metrics {
             faults,
+            edge,
             hlc_clamped,
             repair_bytes,
             repair_divergence_age,

@@ -44,6 +44,7 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::refusals::{MAX_TEXT, bounded};
 use super::{NetError, PROTOCOL_VERSION, Refusal};
 
 const MAGIC: &[u8; 4] = b"qkvn";
@@ -167,7 +168,9 @@ pub(super) fn parse(frame: &[u8]) -> Result<Msg, NetError> {
     let msg: Result<Msg, _> = rmp_serde::from_slice(&frame[HEADER..]);
     // A Refuse is readable whatever the version; anything else only in ours.
     match msg {
-        Ok(Msg::Refuse { reason }) => Err(NetError::Refused(Refusal::ByPeer(reason))),
+        Ok(Msg::Refuse { reason }) => Err(NetError::Refused(Refusal::ByPeer(bounded(
+            &reason, MAX_TEXT,
+        )))),
         _ if version != PROTOCOL_VERSION => {
             Err(NetError::Refused(Refusal::Version { theirs: version }))
         }
@@ -196,9 +199,10 @@ fn unexpected(m: &Msg) -> NetError {
 /// The common checks on the other side's greeting.
 fn check_peer(me: &Identity, cluster: &str, node: &str, auth: bool) -> Result<(), Refusal> {
     if cluster != me.cluster {
+        // What the peer claims is logged: only so much of it.
         return Err(Refusal::Cluster {
             ours: me.cluster.clone(),
-            theirs: cluster.to_string(),
+            theirs: bounded(cluster, MAX_TEXT),
         });
     }
     if node == me.node {
@@ -447,6 +451,32 @@ mod tests {
             panic!("not a refusal: {reply:?}");
         };
         assert!(reason.contains("version 999"), "{reason}");
+    }
+
+    #[test]
+    fn refusal_texts_are_bounded_whatever_the_peer_claims() {
+        let me = id("n2", "c", None);
+        let long = "x".repeat(60_000);
+        let why = check_peer(&me, &long, "n1", false).expect_err("another cluster");
+        assert!(
+            why.to_string().len() < 600,
+            "{} bytes",
+            why.to_string().len()
+        );
+        // A refusal the peer sends, with a reason as long as a frame allows.
+        let mut frame = MAGIC.to_vec();
+        frame.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        frame.extend(rmp_serde::to_vec(&Msg::Refuse { reason: long }).expect("encode"));
+        match parse(&frame) {
+            Err(NetError::Refused(why @ Refusal::ByPeer(_))) => {
+                assert!(
+                    why.to_string().len() < 600,
+                    "{} bytes",
+                    why.to_string().len()
+                );
+            }
+            other => panic!("not a refusal: {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -30,8 +30,14 @@
 //!   version, cluster name, node id, and a mutual HMAC-SHA256
 //!   challenge-response over the cluster secret when one is configured. A
 //!   connection that fails it is closed; nothing it sent is processed.
-//!   Refusals are logged at `warn` (once a minute per peer address and reason) on both
-//!   sides, with the reason.
+//!   Refusals are logged at `warn` on both sides, with the reason: once a
+//!   minute per peer address and kind of reason, within a node-wide budget
+//!   ([`refusals`]).
+//! * **Bounds against peers not yet authenticated**: at most
+//!   [`Config::max_conns_per_addr`] connections per remote address and
+//!   [`Config::max_conns`] in all (more are closed at accept, before the
+//!   handshake); what a refused peer claims is remembered and logged only
+//!   cut to a bounded length, in a bounded table ([`refusals`]).
 //!
 //! # Why this shape
 //!
@@ -69,11 +75,13 @@ mod decode_tests;
 pub mod handshake;
 mod peer;
 mod peers;
+mod refusals;
 pub mod rpc;
 #[cfg(test)]
 mod rpc_tests;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -182,6 +190,23 @@ pub enum Refusal {
     ByPeer(String),
 }
 
+impl Refusal {
+    /// The kind of reason, without what the peer claimed: what refusals
+    /// are counted and rate-limited by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NotQuorumkv => "not_quorumkv",
+            Refusal::Version { .. } => "version",
+            Refusal::Cluster { .. } => "cluster",
+            Refusal::SameId(_) => "same_id",
+            Refusal::SecretMissingHere => "secret_missing_here",
+            Refusal::SecretMissingThere => "secret_missing_there",
+            Refusal::BadSecret => "bad_secret",
+            Refusal::ByPeer(_) => "by_peer",
+        }
+    }
+}
+
 /// What can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -236,6 +261,12 @@ pub struct Config {
     /// Inbound RPC requests served at once; beyond that they are answered
     /// `Overloaded`; default 4096.
     pub max_inbound: usize,
+    /// Inbound connections open at once from one remote address, counted
+    /// from accept (so before the handshake); default 64. Each peer holds
+    /// one, and nodes on one machine share an address.
+    pub max_conns_per_addr: u32,
+    /// Inbound connections open at once in all; default 4096.
+    pub max_conns: u32,
 }
 
 impl Config {
@@ -250,6 +281,8 @@ impl Config {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_inbound: 4096,
+            max_conns_per_addr: 64,
+            max_conns: 4096,
         }
     }
 }
@@ -292,6 +325,9 @@ pub struct Counters {
     /// Responses dropped because their connection's reply queue was full
     /// or the connection was gone.
     pub responses_dropped: AtomicU64,
+    /// Inbound connections closed at accept: their address (or the node)
+    /// had as many open as allowed.
+    pub conns_refused: AtomicU64,
 }
 
 /// Where received gossip goes: `(sender's listen address, message)`.
@@ -306,8 +342,10 @@ pub struct Net {
     peers: Mutex<HashMap<String, Link>>,
     gossip: mpsc::Sender<(Addr, Message)>,
     counters: Counters,
-    /// When a refusal for a peer address was last logged at `warn`.
-    refusals: Mutex<HashMap<String, Instant>>,
+    /// Which refusals are logged at `warn` (bounded: [`refusals`]).
+    refusals: Mutex<refusals::RefusalLog>,
+    /// Inbound connections open, per remote address.
+    conns: Mutex<refusals::ConnCounts>,
     stop: watch::Sender<bool>,
     /// Calls waiting for their answers.
     rpc: rpc::Calls,
@@ -333,9 +371,6 @@ struct Link {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// A refusal is logged at `warn` at most this often per peer address.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A length-delimited framing of `stream` with frames up to `max` bytes.
 pub fn framed(stream: TcpStream, max: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
@@ -377,7 +412,8 @@ impl Net {
             peers: Mutex::new(HashMap::new()),
             gossip,
             counters: Counters::default(),
-            refusals: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(refusals::RefusalLog::default()),
+            conns: Mutex::new(refusals::ConnCounts::default()),
             stop: watch::channel(false).0,
             rpc: rpc::Calls::default(),
             inbound: Arc::new(Semaphore::new(permits)),
@@ -530,20 +566,55 @@ impl Net {
             return;
         };
         self.counters.refused.fetch_add(1, Relaxed);
-        let now = Instant::now();
-        let mut log = lock(&self.refusals);
-        // Per address *and* reason: loopback peers share an address, and a
-        // new reason from the same place is news.
-        let slot = format!("{key} {why}");
-        let due = log
-            .get(&slot)
-            .is_none_or(|t| now.duration_since(*t) >= REFUSAL_LOG_EVERY);
-        if due {
-            log.insert(slot, now);
-            warn!(peer = key, direction, reason = %why, "internode connection refused: {why}");
-        } else {
-            debug!(peer = key, direction, reason = %why, "internode connection refused");
+        // Per address *and* kind of reason: loopback peers share an
+        // address, and a new kind of reason from the same place is news;
+        // a new claimed cluster name is not.
+        let admitted = lock(&self.refusals).admit(key, why.kind(), Instant::now());
+        match admitted {
+            Some(suppressed) => warn!(
+                peer = key,
+                direction,
+                reason = %why,
+                suppressed,
+                "internode connection refused: {why}"
+            ),
+            None => debug!(peer = key, direction, reason = %why, "internode connection refused"),
         }
+    }
+
+    /// Counts a connection from `ip` as open, if its address and the node
+    /// are within their caps; else counts and logs the refusal.
+    fn admit_conn(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let (per_addr, total) = (self.config.max_conns_per_addr, self.config.max_conns);
+        if lock(&self.conns).open(ip, per_addr, total) {
+            return Some(ConnSlot {
+                net: self.clone(),
+                ip,
+            });
+        }
+        self.counters.conns_refused.fetch_add(1, Relaxed);
+        let admitted =
+            lock(&self.refusals).admit(&ip.to_string(), "too_many_connections", Instant::now());
+        if let Some(suppressed) = admitted {
+            warn!(
+                peer = %ip,
+                suppressed,
+                "internode connection closed at accept: {per_addr} open from this address or {total} in all"
+            );
+        }
+        None
+    }
+}
+
+/// An inbound connection counted as open until dropped.
+struct ConnSlot {
+    net: Arc<Net>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        lock(&self.net.conns).close(self.ip);
     }
 }
 
@@ -554,8 +625,15 @@ async fn accept_loop(net: Arc<Net>, listener: TcpListener, handler: Arc<dyn Hand
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
+                    let Some(slot) = net.admit_conn(remote.ip()) else {
+                        drop(stream);
+                        continue;
+                    };
                     let (net, handler) = (net.clone(), handler.clone());
-                    tokio::spawn(serve_inbound(net, stream, remote.ip().to_string(), handler));
+                    tokio::spawn(async move {
+                        serve_inbound(net, stream, remote.ip().to_string(), handler).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "accept on --listen failed");
@@ -661,6 +739,113 @@ mod tests {
         assert!(a.counters().refused.load(Relaxed) >= 1);
         assert!(b.counters().refused.load(Relaxed) >= 1);
         assert_eq!(b.counters().received.load(Relaxed), 0);
+    }
+
+    /// Counts the `warn` events of this thread's subscriber and the
+    /// longest of them (all fields' text together).
+    #[derive(Clone, Default)]
+    struct Warnings {
+        count: Arc<AtomicU64>,
+        longest: Arc<AtomicU64>,
+    }
+
+    struct FieldBytes(usize);
+
+    impl tracing::field::Visit for FieldBytes {
+        fn record_debug(&mut self, _: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+            self.0 += format!("{v:?}").len();
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                let mut bytes = FieldBytes(0);
+                event.record(&mut bytes);
+                self.count.fetch_add(1, Relaxed);
+                self.longest.fetch_max(bytes.0 as u64, Relaxed);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_from_many_claimed_cluster_names_keep_the_table_and_the_log_bounded() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let warnings = Warnings::default();
+        // A current-thread runtime: every task of the node logs here.
+        let _log =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+        let (b, _b_in) = start("b", "c", None).await;
+        let addr = b.config().identity.addr.clone();
+        let attempts = 300;
+        for i in 0..attempts {
+            // Each claims a cluster of its own, with a 10 kB name.
+            let me = Identity {
+                node: format!("x{i}"),
+                addr: "127.0.0.1:1".into(),
+                cluster: format!("{i}-{}", "n".repeat(10_000)),
+                secret: None,
+            };
+            let s = TcpStream::connect(&addr).await.expect("connect");
+            let r = handshake::dial(&mut framed(s, HANDSHAKE_MAX_FRAME), &me).await;
+            assert!(matches!(r, Err(NetError::Refused(_))), "{r:?}");
+        }
+        let counted = async {
+            while b.counters().refused.load(Relaxed) < attempts {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), counted)
+            .await
+            .expect("every refusal is counted");
+        let table = lock(&b.refusals).len();
+        assert!(table <= 2, "{table} entries remembered for one address");
+        let lines = warnings.count.load(Relaxed);
+        assert!(lines <= 2, "{lines} warn lines for one address and reason");
+        let longest = warnings.longest.load(Relaxed);
+        assert!(longest <= 2_000, "a warn line of {longest} bytes");
+    }
+
+    #[tokio::test]
+    async fn connections_from_one_address_beyond_the_cap_are_closed_at_once() {
+        use tokio::io::AsyncReadExt as _;
+        let (a, _a_in) = start("a", "c", None).await;
+        let (b, mut b_in) = start("b", "c", None).await;
+        let addr = b.config().identity.addr.clone();
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(TcpStream::connect(&addr).await.expect("connect"));
+        }
+        // Those over the cap are closed long before the 5 s handshake
+        // deadline would close them; those within wait for a handshake.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let mut closed = 0;
+        for s in &mut held {
+            let mut buf = [0u8; 16];
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 100 - 64, "connections closed at once");
+        // Once they are gone, a peer from that address gets through.
+        drop(held);
+        let arrived = async {
+            loop {
+                let _ = a.send(&addr, syn("c"));
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(200), b_in.recv()).await
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), arrived)
+            .await
+            .expect("a peer gets through once the flood is gone");
     }
 
     #[tokio::test]

@@ -466,7 +466,7 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
     let (_c, api) = single(&["--fault-injection", "--max-inflight", "1"])?;
     api.put("/internal/fault", br#"{"storage_delay_ms":1500}"#)
         .await?;
-    // Poll until the slow request holds the only slot: then a key read is
+    // Poll until the slow request holds the only slot: then an admitted route that touches no storage (/cluster/members; a key read would itself wait on the storage delay and hold the slot) is
     // refused, while /health and /metrics (outside admission) still
     // answer. Poll for as long as the slow request is under way (on a
     // loaded machine it may reach the node late), not for a fixed number
@@ -480,12 +480,12 @@ async fn requests_beyond_max_inflight_are_503_overloaded() -> Result<()> {
         };
         let mut saw = None;
         while !slow.is_finished() && std::time::Instant::now() < give_up {
-            let r = api.get("/kv/probe").await?;
+            let r = api.get("/cluster/members").await?;
             if r.status == 503 {
                 let health = api.get("/health").await?;
                 let metrics = api.get("/metrics").await?;
                 // Still refused after both: the slot was held throughout.
-                if api.get("/kv/probe").await?.status == 503 {
+                if api.get("/cluster/members").await?.status == 503 {
                     saw = Some((r, health, metrics));
                     break;
                 }

@@ -28,7 +28,7 @@ const ENCODING_VERSION: u8 = 1;
 const MAX_CONTEXT_COUNTER: u64 = 1 << 62;
 
 /// The largest event counter a state may hold (2^63 − 1). Real counters
-/// stay below [`MAX_CONTEXT_COUNTER`] plus the writes of one key through
+/// stay below the context clamp (2^62) plus the writes of one key through
 /// one replica; a counter above this one comes from a corrupt record or a
 /// hostile peer and is refused when decoded, and a replica whose counter
 /// reached it refuses to mint ([`VersionError::CounterExhausted`]) rather

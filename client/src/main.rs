@@ -19,6 +19,16 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a reader that went away (`qkv
+    // … | head`) would panic; the default action ends the process quietly,
+    // as any Unix tool. Sockets are unaffected (they send with
+    // MSG_NOSIGNAL), and children get the default disposition anyway.
+    // SAFETY: called before any other thread exists; `signal` with
+    // SIG_DFL has no other effect.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

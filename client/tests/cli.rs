@@ -131,3 +131,32 @@ async fn bad_usage_exits_2() {
     let out = qkv(&url, &["get", "k", "--r", "most"], b"").await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `qkv … | head -1`: a reader that goes away ends `qkv` quietly, as any
+/// Unix tool, not with a panic about a broken pipe.
+#[test]
+fn a_closed_stdout_ends_qkv_quietly() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qkv"))
+        .args([
+            "exp", "predict", "--r", "1,2,3", "--w", "1,2,3", "--delays", "lnkd-ssd", "--trials",
+            "2000", "--k", "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qkv runs");
+    // Close the reading end before qkv writes its many lines.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr is text");
+    let status = child.wait().expect("qkv ends");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!status.success(), "it cannot have printed everything");
+}

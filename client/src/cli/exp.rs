@@ -13,9 +13,13 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use quorumkv_client::exp::check::{self, CheckOptions, render};
 use quorumkv_client::exp::history::{History, HistoryError};
-use quorumkv_client::exp::predict::{Config, Model, QuorumkvModel, ReadCoordinator, predict};
+use quorumkv_client::exp::predict::{
+    Config, Model, QuorumkvModel, ReadCoordinator, auto_speculate_ms, predict,
+};
 use quorumkv_client::exp::report::Report;
 use quorumkv_faults::{DelaySpec, Delays, Dist, Legs, load};
+use rand::SeedableRng as _;
+use rand_chacha::ChaCha8Rng;
 
 use super::Globals;
 use super::output::{print_json, table};
@@ -103,14 +107,28 @@ impl From<ReadCoordinatorArg> for ReadCoordinator {
     }
 }
 
-/// A speculation delay in ms, or `off` (never: infinite).
-pub fn parse_speculate(s: &str) -> Result<f64, String> {
-    if s == "off" {
-        return Ok(f64::INFINITY);
+/// `--speculate-ms`: a delay in ms, `off` (never: infinite) or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speculate {
+    /// What a node running `speculative_retry: auto` settles on under the
+    /// given delays ([`auto_speculate_ms`]).
+    Auto,
+    /// A fixed delay in ms (infinite: never).
+    Ms(f64),
+}
+
+/// A speculation delay in ms, `off` (never) or `auto`.
+pub fn parse_speculate(s: &str) -> Result<Speculate, String> {
+    match s {
+        "off" => return Ok(Speculate::Ms(f64::INFINITY)),
+        "auto" => return Ok(Speculate::Auto),
+        _ => {}
     }
     match s.parse::<f64>() {
-        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ms),
-        _ => Err(format!("{s:?} is not a delay in ms (>= 0) or `off`")),
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(Speculate::Ms(ms)),
+        _ => Err(format!(
+            "{s:?} is not a delay in ms (>= 0), `off` or `auto`"
+        )),
     }
 }
 
@@ -180,9 +198,11 @@ pub struct PredictArgs {
     pub nodes: Option<usize>,
     /// quorumkv model: a read asks a spare replica when its R answers take
     /// longer than this (the node's speculative retry); `off`: never (a
-    /// bucket's `speculative_retry: off`).
-    #[arg(long, value_name = "MS|off", value_parser = parse_speculate)]
-    pub speculate_ms: Option<f64>,
+    /// bucket's `speculative_retry: off`); `auto` (the default): the p99 of
+    /// one replica read call under the given delays, within 1..100 ms, as
+    /// a node running `speculative_retry: auto` measures it.
+    #[arg(long, value_name = "MS|off|auto", value_parser = parse_speculate)]
+    pub speculate_ms: Option<Speculate>,
     /// quorumkv model: which node a read goes through, given the write's:
     /// any (at random), other (any but the writer's) or same (the writer's).
     #[arg(long, value_enum, default_value_t = ReadCoordinatorArg::Any)]
@@ -212,8 +232,8 @@ pub struct PredictArgs {
     pub out: Option<PathBuf>,
 }
 
-/// The node's speculative-retry delay (node/src/coordinator/read.rs).
-const SPECULATE_MS: f64 = 100.0;
+/// Draws of one read call from which `--speculate-ms auto` takes its p99.
+const AUTO_SPECULATE_DRAWS: usize = 100_000;
 
 /// Runs an `exp` subcommand (no async runtime: both are computation).
 pub fn run(g: &Globals, cmd: ExpCommand) -> anyhow::Result<ExitCode> {
@@ -363,19 +383,33 @@ fn run_predict(g: &Globals, a: PredictArgs) -> anyhow::Result<()> {
             }
             Model::Wars
         }
-        ModelArg::Quorumkv => Model::Quorumkv(QuorumkvModel {
-            nodes: a.nodes.unwrap_or(a.n),
-            speculate_ms: a.speculate_ms.unwrap_or(SPECULATE_MS),
-            local_delays: a.local_delays,
-            read_coordinator: a.read_coordinator.into(),
-            hop_ms: a.hop_ms.unwrap_or(0.0),
-            client_ms: a.client_ms.unwrap_or(0.0),
-            overshoot_ms: match a.overshoot_ms.as_deref() {
+        ModelArg::Quorumkv => {
+            let hop_ms = a.hop_ms.unwrap_or(0.0);
+            let overshoot_ms = match a.overshoot_ms.as_deref() {
                 None => [0.0; 4],
                 Some(&[w, ack, r, s]) => [w, ack, r, s],
                 Some(_) => bail!("--overshoot-ms takes four values: W,A,R,S"),
-            },
-        }),
+            };
+            let speculate_ms = match a.speculate_ms.unwrap_or(Speculate::Auto) {
+                Speculate::Ms(ms) => ms,
+                Speculate::Auto => auto_speculate_ms(
+                    &delays,
+                    hop_ms,
+                    overshoot_ms,
+                    AUTO_SPECULATE_DRAWS,
+                    &mut ChaCha8Rng::seed_from_u64(a.seed),
+                ),
+            };
+            Model::Quorumkv(QuorumkvModel {
+                nodes: a.nodes.unwrap_or(a.n),
+                speculate_ms,
+                local_delays: a.local_delays,
+                read_coordinator: a.read_coordinator.into(),
+                hop_ms,
+                client_ms: a.client_ms.unwrap_or(0.0),
+                overshoot_ms,
+            })
+        }
     };
     let cfg = Config {
         n: a.n,

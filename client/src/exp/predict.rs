@@ -26,7 +26,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::trial::Trial;
-pub use super::trial::{QuorumkvModel, ReadCoordinator};
+pub use super::trial::{
+    QuorumkvModel, ReadCoordinator, SPECULATE_AUTO_BOUNDS_MS, auto_speculate_ms,
+};
 
 /// Trials per chunk: the unit of seeding and of work per thread.
 pub const CHUNK: usize = 1 << 16;

@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 
 use quorumkv_faults::Delays;
+use rand::SeedableRng as _;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::predict::{self, Model, Percentiles, QuorumkvModel, ReadCoordinator, Samples, quantile};
@@ -71,6 +73,10 @@ pub struct Costs {
     /// (W, A, R, S), during the configuration's run.
     pub overshoot_ms: [f64; 4],
 }
+
+/// Draws of one read call from which `speculative_retry: auto` takes its
+/// p99 in the model.
+pub const AUTO_SPECULATE_DRAWS: usize = 100_000;
 
 /// The legs in the nodes' metrics' order.
 pub const LEGS: [&str; 4] = ["w", "a", "r", "s"];
@@ -199,13 +205,25 @@ pub enum ConfigError {
 
 /// The speculative-retry delay the quorumkv model uses for a bucket's
 /// `speculative_retry`: `off` never speculates, `NNms` after NN ms, and
-/// `auto`, which adapts to the measured latency, as the node's former
-/// fixed 100 ms (the comparison is then approximate).
-pub fn speculate_ms(speculative_retry: &str) -> Result<f64, ConfigError> {
+/// `auto` after the p99 of one replica read call under `delays` plus the
+/// fixed costs, within 1..100 ms, as a node measures it from its own calls
+/// ([`predict::auto_speculate_ms`], seeded with `seed`).
+pub fn speculate_ms(
+    speculative_retry: &str,
+    delays: &Delays,
+    costs: Costs,
+    seed: u64,
+) -> Result<f64, ConfigError> {
     let bad = || ConfigError::Speculative(speculative_retry.to_string());
     match speculative_retry {
         "off" => Ok(f64::INFINITY),
-        "auto" => Ok(100.0),
+        "auto" => Ok(predict::auto_speculate_ms(
+            delays,
+            costs.hop_ms,
+            costs.overshoot_ms,
+            AUTO_SPECULATE_DRAWS,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        )),
         s => {
             let ms: f64 = s
                 .strip_suffix("ms")
@@ -257,7 +275,12 @@ impl Config {
         if self.read_coordinator == ReadCoordinator::Other && nodes < 2 {
             return Err(ConfigError::NoOtherNode);
         }
-        speculate_ms(&self.speculative_retry)?;
+        speculate_ms(
+            &self.speculative_retry,
+            &self.delays,
+            Costs::default(),
+            self.seed,
+        )?;
         Ok(())
     }
 
@@ -273,7 +296,8 @@ impl Config {
             delays: self.delays.clone(),
             model: Model::Quorumkv(QuorumkvModel {
                 nodes,
-                speculate_ms: speculate_ms(&self.speculative_retry).unwrap_or(f64::INFINITY),
+                speculate_ms: speculate_ms(&self.speculative_retry, &self.delays, costs, self.seed)
+                    .unwrap_or(f64::INFINITY),
                 local_delays: true,
                 read_coordinator: self.read_coordinator,
                 hop_ms: costs.hop_ms,

@@ -64,6 +64,34 @@ impl ReadCoordinator {
     }
 }
 
+/// The floor and ceiling of the node's `speculative_retry: auto` delay,
+/// in ms (node/src/coordinator/latency.rs).
+pub const SPECULATE_AUTO_BOUNDS_MS: (f64, f64) = (1.0, 100.0);
+
+/// The speculation delay a node running `speculative_retry: auto` settles
+/// on under these delays: the p99 of one replica read call (its R and S
+/// legs, their overshoot and two hops), within
+/// [`SPECULATE_AUTO_BOUNDS_MS`] — what the node measures from its own
+/// calls, drawn here from the same distributions (`draws` of them, seeded).
+pub fn auto_speculate_ms(
+    d: &Delays,
+    hop_ms: f64,
+    overshoot_ms: [f64; 4],
+    draws: usize,
+    rng: &mut impl Rng,
+) -> f64 {
+    let fixed = 2.0 * hop_ms + overshoot_ms[2] + overshoot_ms[3];
+    let mut calls: Vec<f64> = (0..draws.max(1))
+        .map(|_| d.legs.r.sample(rng) + d.legs.s.sample(rng) + fixed)
+        .collect();
+    calls.sort_by(f64::total_cmp);
+    let p99 = calls[(calls.len() * 99 / 100).min(calls.len() - 1)];
+    let (floor, ceiling) = SPECULATE_AUTO_BOUNDS_MS;
+    // Whole microseconds, as the node keeps it, so that the printed
+    // command (`--speculate-ms` with this figure) reproduces the output.
+    ((p99 * 1000.0).round() / 1000.0).clamp(floor, ceiling)
+}
+
 /// The quorumkv model's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuorumkvModel {
@@ -411,6 +439,35 @@ mod tests {
         t.r = r.to_vec();
         t.s = s.to_vec();
         t
+    }
+
+    #[test]
+    fn the_auto_speculation_delay_is_the_p99_of_a_read_call_within_its_bounds() {
+        use quorumkv_faults::{Dist, Legs};
+        use rand::SeedableRng as _;
+        let c = |ms| Dist::constant(ms).expect("a valid delay");
+        let legs = |r: Dist, s: Dist| Delays {
+            legs: Legs {
+                w: c(0.0),
+                a: c(0.0),
+                r,
+                s,
+            },
+            remote_ms: None,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Uniform 0..10 each way: the sum's p99 is 10 * (2 - sqrt(0.02)) = 18.59.
+        let u = || Dist::uniform(0.0, 10.0).expect("a valid delay");
+        let d = legs(u(), u());
+        let ms = auto_speculate_ms(&d, 0.0, [0.0; 4], 200_000, &mut rng);
+        assert!((ms - 18.59).abs() < 0.1, "{ms}");
+        // Fixed costs add; the bounds hold at both ends.
+        let ms = auto_speculate_ms(&d, 1.0, [0.0, 0.0, 0.5, 0.5], 200_000, &mut rng);
+        assert!((ms - 21.59).abs() < 0.1, "{ms}");
+        let slow = legs(c(80.0), c(80.0));
+        assert_eq!(auto_speculate_ms(&slow, 0.0, [0.0; 4], 10, &mut rng), 100.0);
+        let fast = legs(c(0.1), c(0.1));
+        assert_eq!(auto_speculate_ms(&fast, 0.0, [0.0; 4], 10, &mut rng), 1.0);
     }
 
     const FLOW: QuorumkvModel = QuorumkvModel {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use quorumkv_client::exp::matrix::{self, Source};
 use quorumkv_client::exp::predict::{self, Model, QuorumkvModel, ReadCoordinator, predict};
-use quorumkv_client::exp::staleness::{Config, speculate_ms};
+use quorumkv_client::exp::staleness::{Config, Costs, speculate_ms};
 
 use super::staleness::{measure, write_files};
 use super::{GivenDelays, list, shell};
@@ -116,7 +116,12 @@ pub fn run(g: &Globals, a: MatrixArgs) -> anyhow::Result<()> {
             delays: given.delays.clone(),
             model: Model::Quorumkv(QuorumkvModel {
                 nodes,
-                speculate_ms: speculate_ms(&a.speculative_retry)?,
+                speculate_ms: speculate_ms(
+                    &a.speculative_retry,
+                    &given.delays,
+                    Costs::default(),
+                    a.seed,
+                )?,
                 local_delays: true,
                 read_coordinator,
                 hop_ms: 0.0,

@@ -51,6 +51,9 @@ struct Json<'a> {
     load: &'a str,
     costs: Costs,
     configs: &'a [PairSummary],
+    /// Per configuration, the `qkv exp predict` command of its calibrated
+    /// prediction.
+    predict_commands: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -111,6 +114,11 @@ impl StalenessReport<'_> {
             load: &self.load,
             costs: self.costs,
             configs: &self.summaries,
+            predict_commands: self
+                .summaries
+                .iter()
+                .map(|s| self.predict_command(s))
+                .collect(),
         };
         // Plain data always serialises (NaN becomes null).
         let mut text = serde_json::to_string_pretty(&j).unwrap_or_default();
@@ -156,6 +164,41 @@ impl StalenessReport<'_> {
         lines
     }
 
+    /// The `qkv exp predict` command that gives configuration `s`'s
+    /// calibrated prediction: the injected legs, the cluster's node count,
+    /// local delays, the reads' coordinator, the buckets' speculative retry
+    /// and the fixed costs measured for it.
+    pub fn predict_command(&self, s: &PairSummary) -> String {
+        let c = self.config;
+        let l = &c.delays.legs;
+        let quote = |d: &quorumkv_faults::Dist| format!("'{d}'");
+        let speculate = match c.speculative_retry.as_str() {
+            "off" => "off".to_string(),
+            "auto" => "auto".to_string(),
+            other => other.trim_end_matches("ms").to_string(),
+        };
+        let ts: Vec<String> = c.ts.iter().map(|t| t.to_string()).collect();
+        let [ow, oa, or, os] = s.overshoot_ms;
+        format!(
+            "qkv exp predict --model quorumkv --n {} --r {} --w {} --w-delay {} --a-delay {} --r-delay {} --s-delay {} \\\n    --nodes {} --local-delays --read-coordinator {} --speculate-ms {} \\\n    --hop-ms {:.3} --client-ms {:.3} --overshoot-ms {ow:.3},{oa:.3},{or:.3},{os:.3} --t {} --trials {} --seed {}",
+            c.n,
+            s.r,
+            s.w,
+            quote(&l.w),
+            quote(&l.a),
+            quote(&l.r),
+            quote(&l.s),
+            self.nodes.len(),
+            c.read_coordinator.name(),
+            speculate,
+            self.costs.hop_ms,
+            self.costs.client_ms,
+            ts.join(","),
+            c.trials,
+            c.seed,
+        )
+    }
+
     /// The overview, the t-visibility per configuration and the latencies.
     pub fn tables(&self) -> Vec<Table> {
         let head = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -171,6 +214,8 @@ impl StalenessReport<'_> {
                 "behind (versions: reads)",
                 "RMSE (pp)",
                 "RMSE at t (pp)",
+                "RMSE legs only (pp)",
+                "overshoot W/A/R/S (ms)",
                 "failed",
             ]),
             rows: self
@@ -382,6 +427,16 @@ impl StalenessReport<'_> {
             "Made by `qkv exp staleness` (docs/EXPERIMENTS.md, \"Measuring staleness\", explains the method). Measurements vary from run to run and with the machine's load; the command:\n"
         );
         let _ = writeln!(out, "```sh\n{}\n```\n", self.command);
+        let _ = writeln!(
+            out,
+            "The calibrated prediction of each configuration, alone:\n"
+        );
+        let commands: Vec<String> = self
+            .summaries
+            .iter()
+            .map(|s| self.predict_command(s))
+            .collect();
+        let _ = writeln!(out, "```sh\n{}\n```\n", commands.join("\n"));
         for line in self.preamble() {
             let _ = writeln!(out, "    {line}");
         }

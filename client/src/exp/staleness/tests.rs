@@ -205,6 +205,59 @@ fn configurations_that_cannot_be_measured_are_refused() {
 }
 
 #[test]
+fn the_report_s_tables_are_rectangular_and_it_names_each_calibrated_predict_command() {
+    let cfg = Config {
+        delays: Delays {
+            legs: Legs::every("exp:2".parse().expect("dist")),
+            remote_ms: None,
+        },
+        ..config()
+    };
+    let mut run = PairRun {
+        r: 1,
+        w: 1,
+        samples: vec![sample(1, 0.0, Some(1)), sample(2, 5.0, Some(1))],
+        write_ms: vec![1.0, 1.0],
+        ..PairRun::default()
+    };
+    run.overshoot_ms = [0.5, 0.25, 0.125, 1.0];
+    let runs = [run];
+    let summary = summarize(
+        &runs[0],
+        3,
+        &cfg.ts,
+        &step_at_1ms(),
+        &step_at_1ms(),
+        latency(),
+        1.0,
+    );
+    let report = report::StalenessReport {
+        config: &cfg,
+        nodes: vec!["n1".into(), "n2".into(), "n3".into()],
+        runs: &runs,
+        summaries: vec![summary],
+        predicted: vec![step_at_1ms()],
+        command: "qkv exp staleness".into(),
+        spec: None,
+        load: "0 (start), 0 (end)".into(),
+        costs: Costs {
+            hop_ms: 0.25,
+            client_ms: 0.5,
+            overshoot_ms: [0.0; 4],
+        },
+    };
+    for t in report.tables() {
+        for row in &t.rows {
+            assert_eq!(row.len(), t.header.len(), "{}: {row:?}", t.title);
+        }
+    }
+    let want = "qkv exp predict --model quorumkv --n 3 --r 1 --w 1 --w-delay 'exp:2' --a-delay 'exp:2' --r-delay 'exp:2' --s-delay 'exp:2' \\\n    --nodes 3 --local-delays --read-coordinator other --speculate-ms off \\\n    --hop-ms 0.250 --client-ms 0.500 --overshoot-ms 0.500,0.250,0.125,1.000 --t 0,5 --trials 1000 --seed 1";
+    assert_eq!(report.predict_command(&report.summaries[0]), want);
+    assert!(report.markdown().contains(want));
+    assert!(report.json().contains("predict_commands"));
+}
+
+#[test]
 fn the_comparison_uses_the_quorumkv_model_with_local_delays_and_the_bucket_s_speculation() {
     let cfg = Config {
         delays: Delays {
@@ -233,8 +286,13 @@ fn the_comparison_uses_the_quorumkv_model_with_local_delays_and_the_bucket_s_spe
             overshoot_ms: [0.0; 4],
         })
     );
-    assert_eq!(speculate_ms("off"), Ok(f64::INFINITY));
-    assert!(speculate_ms("-1ms").is_err());
+    let d = &cfg.delays;
+    let none = Costs::default();
+    assert_eq!(speculate_ms("off", d, none, 1), Ok(f64::INFINITY));
+    assert_eq!(speculate_ms("40ms", d, none, 1), Ok(40.0));
+    assert!(speculate_ms("-1ms", d, none, 1).is_err());
+    let auto = speculate_ms("auto", d, none, 1).expect("auto is valid");
+    assert!((1.0..100.0).contains(&auto), "{auto}");
 }
 
 #[test]

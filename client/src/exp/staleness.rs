@@ -59,6 +59,11 @@ pub struct Config {
     /// Measure the fixed costs of a client round trip and an internode
     /// call before the run, for the calibrated prediction.
     pub calibrate: bool,
+    /// One slow replica: every other node delays all four legs of its
+    /// messages to this node (by id) with this distribution, on top of
+    /// nothing else (the tail-tolerance experiment). The prediction does
+    /// not know of it.
+    pub slow: Option<(String, quorumkv_faults::Dist)>,
 }
 
 /// The fixed costs the quorumkv model can add to the injected legs, ms.

@@ -69,6 +69,12 @@ pub struct MatrixArgs {
     /// Trials of the prediction.
     #[arg(long, default_value_t = 1_000_000)]
     pub trials: u64,
+    /// One slow replica, `NODE=DIST` (e.g. `n3=const:50`): every other
+    /// node delays all four legs of its messages to NODE by DIST, beside
+    /// the delays above (measured only; the prediction does not know of
+    /// it) — the tail-tolerance experiment.
+    #[arg(long, value_name = "NODE=DIST")]
+    pub slow: Option<String>,
     /// Write summary.json, matrix.csv and report.md into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -106,7 +112,22 @@ pub fn run(g: &Globals, a: MatrixArgs) -> anyhow::Result<()> {
         a.seed,
         a.trials
     ));
+    let slow = match &a.slow {
+        None => None,
+        Some(text) => {
+            let Some((node, dist)) = text.split_once('=') else {
+                anyhow::bail!("--slow {text:?}: give NODE=DIST, e.g. n3=const:50");
+            };
+            let d = quorumkv_faults::load::dist(dist)
+                .map_err(|e| anyhow::anyhow!("--slow {text:?}: {e}"))?;
+            command.push_str(&format!(" --slow {}", shell(&format!("{node}={d}"))));
+            Some((node.to_string(), d))
+        }
+    };
     let (source, rows, load) = if a.simulate {
+        if slow.is_some() {
+            anyhow::bail!("--slow applies to a measurement only (the model has no slow replica)");
+        }
         let nodes = a.nodes.unwrap_or(a.n);
         command.push_str(&format!(" --simulate --nodes {nodes}"));
         let cfg = predict::Config {
@@ -167,6 +188,7 @@ pub fn run(g: &Globals, a: MatrixArgs) -> anyhow::Result<()> {
             trials: a.trials,
             timeout_ms: 10_000,
             calibrate: true,
+            slow,
         };
         let m = measure(g, &cfg, "matrix")?;
         (

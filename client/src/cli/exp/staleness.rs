@@ -241,6 +241,7 @@ pub fn run(g: &Globals, a: StalenessArgs) -> anyhow::Result<()> {
         trials: a.trials,
         timeout_ms: a.timeout_ms,
         calibrate: !a.no_calibrate,
+        slow: None,
     };
     let mut command = format!(
         "qkv exp staleness --n {} --r {} --w {}{} --t {} --writes {} --concurrency {}",

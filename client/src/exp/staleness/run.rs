@@ -56,6 +56,9 @@ pub enum RunError {
     /// A bad `read_repair`.
     #[error("read repair {0:?}: give off, async or blocking")]
     ReadRepair(String),
+    /// The slow replica asked for is no member.
+    #[error("--slow {0}: no such member (members: {1})")]
+    NoSuchNode(String, String),
 }
 
 /// One node of the cluster, with a client that talks to it alone.
@@ -182,26 +185,54 @@ pub async fn calibrate(nodes: &[Node], cfg: &Config, bucket: &str) -> Result<Cos
 /// own replica), each node seeded from `seed`.
 pub async fn install_faults(nodes: &[Node], cfg: &Config) -> Result<(), RunError> {
     check_fault_injection(nodes).await?;
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     for (i, node) in nodes.iter().enumerate() {
-        let l = &cfg.delays.legs;
-        let settings = Settings {
-            all_peers: LinkFaults {
-                w: Some(l.w.inlined()),
-                a: Some(l.a.inlined()),
-                r: Some(l.r.inlined()),
-                s: Some(l.s.inlined()),
-                ..LinkFaults::default()
-            },
-            local: true,
-            seed: Some(cfg.seed.wrapping_add(i as u64)),
-            ..Settings::default()
-        };
+        let settings = settings_of(cfg, &ids, i)?;
         node.client
             .faults_put(&settings)
             .await
             .map_err(cluster(format!("setting {}'s faults", node.id)))?;
     }
     Ok(())
+}
+
+/// The fault settings of node `ids[i]`: the delays on every leg to every
+/// peer and on its own replica, and, when one replica is to be slow and it
+/// is another node, the slow delay on every leg to that one.
+fn settings_of(cfg: &Config, ids: &[&str], i: usize) -> Result<Settings, RunError> {
+    let l = &cfg.delays.legs;
+    let mut peers = std::collections::BTreeMap::new();
+    if let Some((slow, d)) = &cfg.slow {
+        if !ids.contains(&slow.as_str()) {
+            return Err(RunError::NoSuchNode(slow.clone(), ids.join(", ")));
+        }
+        if ids[i] != slow {
+            let d = d.inlined();
+            peers.insert(
+                slow.clone(),
+                LinkFaults {
+                    w: Some(d.clone()),
+                    a: Some(d.clone()),
+                    r: Some(d.clone()),
+                    s: Some(d),
+                    ..LinkFaults::default()
+                },
+            );
+        }
+    }
+    Ok(Settings {
+        all_peers: LinkFaults {
+            w: Some(l.w.inlined()),
+            a: Some(l.a.inlined()),
+            r: Some(l.r.inlined()),
+            s: Some(l.s.inlined()),
+            ..LinkFaults::default()
+        },
+        peers,
+        local: true,
+        seed: Some(cfg.seed.wrapping_add(i as u64)),
+        ..Settings::default()
+    })
 }
 
 /// Removes every fault from every node; the first failure, after trying
@@ -495,6 +526,57 @@ mod tests {
             );
         }
         assert_eq!(read_node(ReadCoordinator::Other, 0, 1, &mut rng), 0);
+    }
+
+    #[test]
+    fn a_slow_replica_is_slowed_on_every_leg_by_every_other_node_only() {
+        let base: quorumkv_faults::Dist = "const:0".parse().expect("dist");
+        let slow: quorumkv_faults::Dist = "const:50".parse().expect("dist");
+        let cfg = Config {
+            n: 3,
+            pairs: vec![(2, 2)],
+            ts: vec![0.0],
+            writes: 1,
+            concurrency: 1,
+            read_coordinator: ReadCoordinator::Other,
+            delays: quorumkv_faults::Delays {
+                legs: quorumkv_faults::Legs::every(base.clone()),
+                remote_ms: None,
+            },
+            read_repair: "off".into(),
+            speculative_retry: "auto".into(),
+            seed: 4,
+            trials: 1,
+            timeout_ms: 1000,
+            calibrate: false,
+            slow: Some(("n3".into(), slow.clone())),
+        };
+        let ids = ["n1", "n2", "n3"];
+        for i in 0..2 {
+            let s = settings_of(&cfg, &ids, i).expect("n3 is a member");
+            let to_n3 = &s.peers["n3"];
+            for leg in [&to_n3.w, &to_n3.a, &to_n3.r, &to_n3.s] {
+                assert_eq!(leg.as_ref(), Some(&slow));
+            }
+            assert_eq!(s.peers.len(), 1);
+            assert_eq!(s.all_peers.w.as_ref(), Some(&base));
+            assert_eq!(s.seed, Some(4 + i as u64));
+        }
+        let own = settings_of(&cfg, &ids, 2).expect("n3 is a member");
+        assert!(
+            own.peers.is_empty(),
+            "the slow node's own calls are not slowed"
+        );
+        let no = Config {
+            slow: Some(("n9".into(), slow)),
+            ..cfg
+        };
+        assert_eq!(
+            settings_of(&no, &ids, 0)
+                .expect_err("n9 is no member")
+                .to_string(),
+            "--slow n9: no such member (members: n1, n2, n3)"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn config() -> Config {
         trials: 1000,
         timeout_ms: 1000,
         calibrate: false,
+        slow: None,
     }
 }
 

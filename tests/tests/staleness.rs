@@ -37,6 +37,7 @@ fn config(pairs: Vec<(usize, usize)>) -> Config {
         trials: 1000,
         timeout_ms: 10_000,
         calibrate: true,
+        slow: None,
     }
 }
 
@@ -110,5 +111,51 @@ async fn a_cluster_without_fault_injection_is_refused_and_left_untouched() -> Re
         .await
         .expect_err("no fault injection");
     assert!(err.to_string().contains("--fault-injection"), "{err}");
+    Ok(())
+}
+
+/// One replica slowed on every leg by the other nodes (`qkv exp matrix
+/// --slow`): a level that needs it (W=3) pays its round trip, one that
+/// does not (W=1 … R=1) does not, and nothing stays installed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_is_paid_for_only_by_the_levels_that_need_it() -> Result<()> {
+    let cluster = start_cluster(3, &["--fault-injection"]).await?;
+    let seed = Client::new(vec![cluster.node().url()])?;
+    let nodes: Vec<Node> = run::discover(&seed, |url| {
+        Client::builder(vec![url.to_string()])
+            .timeout(Duration::from_secs(20))
+            .build()
+    })
+    .await?;
+    let zero = || "const:0".parse().expect("dist");
+    let cfg = Config {
+        delays: Delays {
+            legs: Legs::every(zero()),
+            remote_ms: None,
+        },
+        ts: vec![0.0],
+        calibrate: false,
+        slow: Some(("n3".into(), "const:150".parse().expect("dist"))),
+        ..config(vec![(1, 1), (1, 3)])
+    };
+    let (_, runs) = run::run(&nodes, &cfg, "slow-test", 1, &|_| {}).await?;
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let fast = median(&runs[0].write_ms);
+    let all = runs[1].write_ms.iter().copied().fold(0.0, f64::max);
+    // W=3 waits for n3 on every key: a round trip of 2 × 150 ms for the
+    // writes that n1 or n2 coordinate (n3, a third of them, does not
+    // delay its own calls), so the slowest takes at least that.
+    assert!(all >= 300.0, "W=3 slowest write {all} ms");
+    assert!(fast < 150.0, "W=1 median write {fast} ms");
+    for n in &nodes {
+        assert_eq!(
+            n.client.faults().await?,
+            quorumkv_faults::Settings::default()
+        );
+    }
     Ok(())
 }

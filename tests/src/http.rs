@@ -1,6 +1,7 @@
 //! A thin raw-HTTP helper for contract tests: every call returns the status,
-//! headers and body exactly as the node sent them, and refuses any 5xx
-//! other than the contract's 503 and 504.
+//! headers and body exactly as the node sent them, refuses any 5xx other
+//! than the contract's 503 and 504, and checks the response against
+//! docs/openapi.yaml ([`crate::openapi`]).
 
 use anyhow::{Result, bail};
 use reqwest::header::HeaderMap;
@@ -74,6 +75,10 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Resp> {
+        let accepts_json = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("accept") && v.contains("application/json"));
+        let method_name = method;
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
@@ -92,6 +97,16 @@ impl Api {
                 String::from_utf8_lossy(&body)
             );
         }
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        crate::openapi::check(&crate::openapi::Exchange {
+            method: method_name,
+            path,
+            accepts_json,
+            status,
+            content_type: text("content-type"),
+            trace: text("x-trace"),
+            body: &body,
+        });
         Ok(Resp {
             status,
             headers,

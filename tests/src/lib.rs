@@ -19,6 +19,7 @@ use quorumkv_client::local::{
 
 pub mod cluster_ops;
 pub mod http;
+pub mod openapi;
 
 /// Finds the `qkvd` binary built alongside the tests (or `$QKVD_BIN`).
 pub fn qkvd_bin() -> Result<PathBuf> {

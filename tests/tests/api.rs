@@ -551,3 +551,20 @@ async fn a_data_dir_refuses_another_node_id() -> Result<()> {
     assert!(err.to_string().contains("belongs to node \"n1\""), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_as_built() -> Result<()> {
+    let (_c, api) = single(&[])?;
+    let r = api.get("/openapi.yaml").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/yaml")
+    );
+    assert!(
+        r.body == quorumkv_tests::openapi::OPENAPI_YAML.as_bytes(),
+        "the node serves another document than docs/openapi.yaml ({} bytes): rebuild qkvd",
+        r.body.len()
+    );
+    Ok(())
+}

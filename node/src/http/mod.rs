@@ -1,7 +1,8 @@
 //! The HTTP API of API.md, served with warp.
 //!
 //! One warp filter extracts the request (method, raw path, raw query,
-//! headers, body stream) and [`dispatch`] routes it by hand. Routing by
+//! headers, body stream) and [`dispatch`] routes it through the table of
+//! [`routes`] (also what docs/openapi.yaml is checked against). Routing by
 //! hand keeps three things under our control that warp's rejection system
 //! makes awkward: keys are percent-decoded from exactly one raw path
 //! segment (so `%2F` is part of a key, not a separator), every failure
@@ -19,6 +20,7 @@ mod changes;
 mod keys;
 mod ranges;
 mod request;
+pub mod routes;
 pub mod serve;
 pub mod tls;
 
@@ -192,7 +194,10 @@ async fn serve(
 ) -> WarpResponse {
     let start = Instant::now();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let route = route_label(&segments);
+    let found = routes::find(&segments);
+    let route = found
+        .as_ref()
+        .map_or_else(|| routes::unrouted_label(&segments), |f| f.route.label);
     let admitted = match route {
         "health" | "metrics" => Ok(None),
         _ => api.admit().map(Some),
@@ -208,7 +213,13 @@ async fn serve(
                     headers,
                     body,
                 };
-                dispatch(&api, &segments, req).await
+                match found {
+                    Some(found) => dispatch(&api, found, req).await,
+                    None => Err(ApiError::NotFound(format!(
+                        "no route for /{}; see docs/API.md",
+                        segments.join("/")
+                    ))),
+                }
             }
         },
     };
@@ -230,51 +241,33 @@ async fn serve(
     resp
 }
 
-/// The route pattern of a path, for metrics and authorisation.
-fn route_label(segments: &[&str]) -> &'static str {
-    match segments {
-        ["health"] => "health",
-        ["kv", _] | ["buckets", _, "keys", _] => "keys",
-        ["buckets", _] => "bucket",
-        ["cluster", "members"] => "members",
-        ["cluster", "ring"] => "ring",
-        ["cluster", "locate", _] => "locate",
-        [
-            "cluster",
-            "join" | "decommission" | "removenode" | "cleanup" | "changes",
-        ] => "cluster_change",
-        ["cluster", "ranges"] => "ranges",
-        ["metrics"] => "metrics",
-        ["internal", ..] => "internal",
-        _ => "unknown",
+/// Runs the handler of the route found, for a method its table entry
+/// lists (any other is 405).
+async fn dispatch(api: &Arc<Api>, found: routes::Found<'_>, req: request::Request) -> Reply {
+    use routes::Handler as H;
+    if !found.route.methods.contains(&req.method.as_str()) {
+        return Err(ApiError::MethodNotAllowed(req.method.to_string()));
     }
-}
-
-async fn dispatch(api: &Arc<Api>, segments: &[&str], req: request::Request) -> Reply {
-    match segments {
-        ["health"] => admin::health(api, &req),
-        ["kv", key] => keys::handle(api, "default", key, req).await,
-        ["buckets", bucket, "keys", key] => keys::handle(api, bucket, key, req).await,
-        ["buckets", bucket] => admin::bucket(api, bucket, req).await,
-        ["cluster", "members"] => admin::members(api, &req),
-        ["cluster", "ring"] => admin::ring(api, &req),
-        ["cluster", "locate", key] => admin::locate(api, key, &req),
-        ["cluster", "join"] => changes::join(api, req).await,
-        ["cluster", "decommission"] => changes::decommission(api, req).await,
-        ["cluster", "removenode"] => changes::removenode(api, req).await,
-        ["cluster", "cleanup"] => changes::cleanup(api, req).await,
-        ["cluster", "changes"] => changes::changes(api, &req),
-        ["cluster", "ranges"] => ranges::ranges(api, req).await,
-        ["metrics"] => admin::metrics(api, &req),
-        ["internal", "fault"] => admin::fault(api, req).await,
-        ["internal", "faults"] => admin::faults(api, req).await,
-        ["internal", "repair"] => admin::repair(api, req).await,
-        ["internal", "local", "buckets", bucket, "keys", key] => {
-            admin::internal_local(api, bucket, key, &req)
-        }
-        _ => Err(ApiError::NotFound(format!(
-            "no route for /{}; see docs/API.md",
-            segments.join("/")
-        ))),
+    let [a, b] = found.params;
+    match found.route.handler {
+        H::Key => keys::handle(api, a, b, req).await,
+        H::DefaultKey => keys::handle(api, "default", a, req).await,
+        H::Health => admin::health(api, &req),
+        H::Bucket => admin::bucket(api, a, req).await,
+        H::Members => admin::members(api, &req),
+        H::Ring => admin::ring(api, &req),
+        H::Locate => admin::locate(api, a, &req),
+        H::Join => changes::join(api, req).await,
+        H::Decommission => changes::decommission(api, req).await,
+        H::Removenode => changes::removenode(api, req).await,
+        H::Cleanup => changes::cleanup(api, req).await,
+        H::Changes => changes::changes(api, &req),
+        H::Ranges => ranges::ranges(api, req).await,
+        H::Metrics => admin::metrics(api, &req),
+        H::OpenApi => Ok(respond(200, "application/yaml", routes::OPENAPI_YAML)),
+        H::Fault => admin::fault(api, req).await,
+        H::Faults => admin::faults(api, req).await,
+        H::Repair => admin::repair(api, req).await,
+        H::InternalLocal => admin::internal_local(api, a, b, &req),
     }
 }

@@ -150,6 +150,30 @@ pub fn metrics(api: &Api, req: &Request) -> Reply {
         .sync_latencies(&l.all(), l.speculation_delay(), l.probes());
     api.metrics
         .sync_clock(api.replica.clock_clamped(), crate::clock::offset_ms());
+    let me = api.replica.id();
+    api.metrics.ops.sync_peers(
+        api.cluster
+            .members()
+            .into_iter()
+            .filter(|m| m.id != me)
+            .map(|m| (m.id, m.status == "up", m.phi)),
+    );
+    api.metrics.ops.sync_data_dir(&api.config.data_dir);
+    let progress = api.repairer.state().progress();
+    let ops = &api.metrics.ops;
+    ops.repair_running.set(i64::from(progress.running));
+    ops.repair_comparisons
+        .set(progress.comparisons_total.try_into().unwrap_or(i64::MAX));
+    ops.repair_comparisons_done
+        .set(progress.comparisons_done.try_into().unwrap_or(i64::MAX));
+    ops.tombstone_grace.set(
+        api.config
+            .tombstone_grace
+            .as_secs()
+            .try_into()
+            .unwrap_or(i64::MAX),
+    );
+    ops.sync_streams(&api.changes.changes().report(me));
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -6,9 +6,11 @@
 
 mod edge;
 mod faults;
+mod ops;
 
 pub use edge::EdgeMetrics;
 pub use faults::FaultMetrics;
+pub use ops::OpsMetrics;
 
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
@@ -205,6 +207,8 @@ pub struct Metrics {
     pub faults: FaultMetrics,
     /// The HTTP edge: connections open, refused, timed out.
     pub edge: EdgeMetrics,
+    /// Peers, disk, repair and stream progress, for operators.
+    pub ops: OpsMetrics,
     /// Serialises [`Metrics::sync_hints`], whose catch-up is read-then-add.
     hint_sync: std::sync::Mutex<()>,
 }
@@ -405,7 +409,9 @@ impl Metrics {
         );
         let faults = FaultMetrics::register(&mut registry);
         let edge = EdgeMetrics::register(&mut registry);
+        let ops = OpsMetrics::register(&mut registry);
         Metrics {
+            ops,
             faults,
             edge,
             hlc_clamped,

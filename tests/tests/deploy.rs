@@ -419,3 +419,30 @@ fn promtool_accepts_the_alert_rules() -> Result<()> {
     ensure!(out.status.success(), "promtool check rules failed: {text}");
     Ok(())
 }
+
+/// `docker-compose config -q` on the compose file, when docker-compose is
+/// here (Debian's package is Compose v1, which reads the file without a
+/// Docker daemon).
+#[test]
+fn docker_compose_accepts_the_compose_file() -> Result<()> {
+    let Ok(tool) = which("docker-compose") else {
+        println!("deploy: docker-compose not installed; the compose file was only parsed");
+        return Ok(());
+    };
+    let out = std::process::Command::new(tool)
+        .arg("-f")
+        .arg(deploy("docker/compose.yaml"))
+        .args(["config", "-q"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "deploy: docker-compose config: exit {:?} {}",
+        out.status.code(),
+        stderr.trim()
+    );
+    ensure!(
+        out.status.success(),
+        "docker-compose config failed: {stderr}"
+    );
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //!
 //! Everything that needs "now" as a date — the hybrid logical clock's
 //! physical part, tombstone ages, bucket-property timestamps, change
-//! records, a request's wall-clock expiry — reads it here, so that there
+//! records — reads it here, so that there
 //! is one rule for a host clock set before 1970 (read as 0: age
 //! everything as new rather than fail a write) and one place that clock
 //! faults can reach. Deadlines and timeouts never use it: they run on the

@@ -293,8 +293,7 @@ async fn a_clock_offset_shows_in_lww_timestamps_and_a_timestamp_beyond_the_max_o
     );
     assert!(metric(&apis[1], "qkv_hlc_clamped_total", &[]).await? >= 1.0);
     // A blind write through n2 still replaces it (stamped after the
-    // version it saw), n1 refusing (its clock reads the request as
-    // expired) does not stop a quorum.
+    // version it saw).
     let r = apis[1]
         .put(&key_path("sessions", b"k", "w=quorum"), b"later")
         .await?;

@@ -22,11 +22,11 @@ const IN_FLIGHT: usize = 16;
 /// Timeout of the overwrites while n3 is paused: their internode requests
 /// to n3 expire this long after they are sent.
 const OVERWRITE_TIMEOUT_MS: u64 = 1000;
-/// How long past its deadline a node still runs a request it reads
-/// (`CLOCK_SKEW_ALLOWANCE_MS` in `node/src/net/rpc.rs`: room for clock
-/// skew between nodes), plus a margin: n3 stays paused this long after
-/// the last overwrite's deadline.
-const PAST_DEADLINE_MS: u64 = 1000 + 1000;
+/// How late past its timeout a node still runs a request it reads
+/// (`ALLOWANCE_MS` in `node/src/transport/tcp/lateness.rs`, 200 ms), plus
+/// a wide margin: n3 stays paused this long after the last overwrite's
+/// deadline.
+const PAST_DEADLINE_MS: u64 = 200 + 1800;
 
 struct Key {
     key: Vec<u8>,

@@ -50,7 +50,7 @@ fn samples() -> Vec<Vec<u8>> {
                 object: Encoded::from(vec![1, 2, 3, 4]),
                 hint_for: Some("n2".into()),
             },
-            expires_unix_ms: 1,
+            made_ms: 1,
         },
         Envelope::Response {
             id: 7,

@@ -73,6 +73,9 @@
 #[cfg(test)]
 mod decode_tests;
 pub mod handshake;
+pub mod lateness;
+#[cfg(test)]
+mod pause_tests;
 mod peer;
 mod peers;
 mod refusals;
@@ -104,8 +107,11 @@ use crate::proto;
 /// another version are refused. 2: versions travel encoded
 /// ([`proto::Encoded`]) in replication requests and read answers. 3: a
 /// forwarded write's context and consistency travel typed, and a replica
-/// coordinator's failure as a [`crate::failure::QuorumError`].
-pub const PROTOCOL_VERSION: u16 = 3;
+/// coordinator's failure as a [`crate::failure::QuorumError`]. 4: a
+/// request carries when its call was made on the sender's monotonic clock
+/// (`made_ms`) instead of the caller's wall-clock deadline, so a skewed
+/// clock no longer makes a node drop its peers' requests ([`lateness`]).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest handshake frame accepted (before the peer is authenticated).
 const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
@@ -123,11 +129,13 @@ pub enum Envelope {
         timeout_ms: u32,
         /// What is asked.
         body: proto::Request,
-        /// The caller's wall-clock deadline (ms since the epoch; 0: none).
-        /// A request read after it (plus [`rpc::CLOCK_SKEW_ALLOWANCE_MS`]),
-        /// e.g. by a node that was paused, is answered `Deadline` without
-        /// being run: its caller gave up long ago and has hinted the write.
-        expires_unix_ms: u64,
+        /// When the call was made: ms of the sender's monotonic clock
+        /// since it began dialing this connection (negative: queued
+        /// before), filled in as the frame is written. A request read
+        /// later than its timeout ([`lateness`]), e.g. by a node that was
+        /// paused, is answered `Deadline` without being run: its caller
+        /// gave up and has hinted the write.
+        made_ms: i64,
     },
     /// The answer to a request, on the connection the request came on.
     Response {
@@ -307,8 +315,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Outbound connections established.
     pub connects: AtomicU64,
-    /// Requests read after their caller's deadline, answered without
-    /// being run.
+    /// Requests read later than their timeout (their caller gave up),
+    /// answered `Deadline` without being run.
     pub inbound_expired: AtomicU64,
     /// RPC calls made.
     pub calls: AtomicU64,
@@ -533,12 +541,17 @@ impl Net {
                 id,
                 timeout_ms,
                 body,
-                expires_unix_ms,
+                made_ms,
             } => match side {
-                peer::Side::Inbound { reply, handler } => {
-                    if rpc::expired(expires_unix_ms) {
+                peer::Side::Inbound {
+                    reply,
+                    handler,
+                    arrivals,
+                } => {
+                    let late_ms = arrivals.lateness(made_ms);
+                    if lateness::stale(late_ms, timeout_ms) {
                         self.counters.inbound_expired.fetch_add(1, Relaxed);
-                        debug!(peer = %from.node, id, "dropping a request past its deadline");
+                        debug!(peer = %from.node, id, late_ms, "dropping a request past its deadline");
                         return self.answer(reply, id, Err(proto::RemoteError::Deadline));
                     }
                     self.serve(handler, from, id, timeout_ms, body, reply)
@@ -550,7 +563,7 @@ impl Net {
                 }
             },
             Envelope::Response { id, result } => match side {
-                peer::Side::Outbound { conn } => self.rpc.answer(id, conn, result),
+                peer::Side::Outbound { conn, .. } => self.rpc.answer(id, conn, result),
                 peer::Side::Inbound { .. } => {
                     debug!(peer = %from.node, id, "dropping a response on an inbound connection");
                 }
@@ -663,12 +676,16 @@ async fn serve_inbound(
         Ok(Err(e)) => return net.report(&remote, "inbound", &e),
         Err(_) => return net.report(&remote, "inbound", &NetError::Timeout("handshake")),
     };
+    // The epoch of this side's lateness readings: after the peer's
+    // (which it took before dialing), as lateness.rs relies on.
+    let arrivals = peer::Arrivals::new();
     conn.codec_mut().set_max_frame_length(net.config.max_frame);
     debug!(peer = %peer.node, addr = %peer.addr, "accepted internode connection");
     let (reply_tx, mut reply_rx) = mpsc::channel(net.config.queue);
     let side = peer::Side::Inbound {
         reply: &reply_tx,
         handler: &handler,
+        arrivals: &arrivals,
     };
     if let Err(e) = peer::pump(&net, conn, &peer, None, &mut reply_rx, side).await {
         debug!(peer = %peer.node, error = %e, "inbound connection ended");

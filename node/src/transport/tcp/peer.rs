@@ -7,6 +7,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
@@ -15,7 +16,9 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
 use super::rpc::CallError;
-use super::{Envelope, HANDSHAKE_MAX_FRAME, Net, NetError, PeerInfo, framed, handshake, lock};
+use super::{
+    Envelope, HANDSHAKE_MAX_FRAME, Net, NetError, PeerInfo, framed, handshake, lateness, lock,
+};
 
 /// Which way a connection goes, and what that allows on it.
 #[derive(Clone, Copy)]
@@ -26,6 +29,9 @@ pub(super) enum Side<'a> {
     Outbound {
         /// The connection's id ([`super::rpc::Calls::connection`]).
         conn: u64,
+        /// When this node began dialing it: the epoch of the requests'
+        /// `made_ms` stamps.
+        dialed: Instant,
     },
     /// Accepted by this node: requests come in, their responses go out
     /// through `reply`.
@@ -34,7 +40,32 @@ pub(super) enum Side<'a> {
         reply: &'a mpsc::Sender<Envelope>,
         /// What serves the requests that arrive on it.
         handler: &'a Arc<dyn crate::transport::Handler>,
+        /// How late its requests arrive.
+        arrivals: &'a Arrivals,
     },
+}
+
+/// The lateness readings of one accepted connection ([`lateness`]),
+/// against the instant its handshake finished.
+pub(super) struct Arrivals {
+    accepted: Instant,
+    seen: Mutex<lateness::Arrivals>,
+}
+
+impl Arrivals {
+    /// Readings from now on.
+    pub(super) fn new() -> Arrivals {
+        Arrivals {
+            accepted: Instant::now(),
+            seen: Mutex::new(lateness::Arrivals::default()),
+        }
+    }
+
+    /// How late, ms, a request stamped `made_ms` by the peer is now.
+    pub(super) fn lateness(&self, made_ms: i64) -> u64 {
+        let now = lateness::stamp(Instant::now(), self.accepted);
+        lock(&self.seen).lateness(now, made_ms)
+    }
 }
 
 /// Runs until the transport stops or every sender of `rx` is gone. While
@@ -58,13 +89,16 @@ pub(super) async fn run(
             },
             _ = stop.changed() => return,
         };
+        // Before the first byte: the peer's epoch, taken once the
+        // handshake is done, is later than this (lateness.rs).
+        let dialed = Instant::now();
         match connect(&net, &addr).await {
             Ok((conn, peer)) => {
                 backoff = net.config.backoff_min;
                 net.counters.connects.fetch_add(1, Relaxed);
                 debug!(peer = %peer.node, %addr, "connected");
                 let id = net.rpc.connection();
-                let side = Side::Outbound { conn: id };
+                let side = Side::Outbound { conn: id, dialed };
                 let result = tokio::select! {
                     r = pump(&net, conn, &peer, Some(first), &mut rx, side) => r,
                     _ = stop.changed() => return,
@@ -136,11 +170,20 @@ fn encode(env: &Envelope) -> Result<bytes::Bytes, NetError> {
 }
 
 /// Whether `env` is still worth writing on `side`; records a request as
-/// sent on the connection, so that losing it fails the call.
-fn wanted(net: &Net, env: &Envelope, side: Side<'_>) -> bool {
+/// sent on the connection, so that losing it fails the call, and stamps
+/// it with when its call was made.
+fn wanted(net: &Net, env: &mut Envelope, side: Side<'_>) -> bool {
     match (env, side) {
-        // Its caller gave up (timed out): skip it.
-        (Envelope::Request { id, .. }, Side::Outbound { conn }) => net.rpc.mark_sent(*id, conn),
+        (Envelope::Request { id, made_ms, .. }, Side::Outbound { conn, dialed }) => {
+            match net.rpc.mark_sent(*id, conn) {
+                Some(made) => {
+                    *made_ms = lateness::stamp(made, dialed);
+                    true
+                }
+                // Its caller gave up (timed out): skip it.
+                None => false,
+            }
+        }
         _ => true,
     }
 }
@@ -159,8 +202,8 @@ pub(super) async fn pump(
 ) -> Result<(), NetError> {
     let (mut sink, mut stream) = conn.split();
     let mut stop: watch::Receiver<bool> = net.stopped();
-    if let Some(env) = first
-        && wanted(net, &env, side)
+    if let Some(mut env) = first
+        && wanted(net, &mut env, side)
     {
         sink.send(encode(&env)?).await?;
         net.counters.sent.fetch_add(1, Relaxed);
@@ -177,8 +220,8 @@ pub(super) async fn pump(
                 tokio::task::yield_now().await;
                 let mut n = 0;
                 let batch = std::iter::once(env).chain(std::iter::from_fn(|| rx.try_recv().ok()));
-                for env in batch {
-                    if wanted(net, &env, side) {
+                for mut env in batch {
+                    if wanted(net, &mut env, side) {
                         sink.feed(encode(&env)?).await?;
                         n += 1;
                     }

@@ -23,6 +23,13 @@
 //!   callee abandons work nobody waits for any more. It is a duration, not
 //!   an instant, because the nodes' clocks are not synchronised; the
 //!   callee's deadline therefore ends a little after the caller's.
+//! * **A request read after its caller gave up is not run**: the frame
+//!   says when the call was made on the caller's monotonic clock, and the
+//!   callee measures the request's lateness on its own
+//!   ([`super::lateness`]), so a node resumed from a pause does not apply
+//!   the stale writes queued in its sockets (their callers answered 504
+//!   and hinted them; a forwarded write that timed out is the client's to
+//!   retry), and a skewed wall clock changes nothing.
 //!
 //! Caveats: a handler that panics sends no answer (its caller times out);
 //! [`CallError::Stopped`] does not say whether a request already sent was
@@ -33,7 +40,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -41,19 +48,6 @@ use tracing::debug;
 use super::{Envelope, Net, NetError, PeerInfo, lock};
 use crate::proto::{RemoteError, Request, Response};
 use crate::transport::Handler;
-
-/// How far a request may be read past its caller's wall-clock deadline
-/// before it is dropped unrun. Covers clock skew between nodes (kept small
-/// by NTP); a node paused for longer than timeout + this does not apply
-/// stale requests when it resumes: their callers have answered 504 and hinted
-/// replicated writes (a forwarded write that timed out is the client's to retry).
-pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 1000;
-
-/// Whether a request with this wall-clock deadline (0: none) is stale.
-pub(super) fn expired(expires_unix_ms: u64) -> bool {
-    expires_unix_ms != 0
-        && crate::clock::unix_ms() > expires_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS)
-}
 
 /// Why a [`Net::call`] got no answer.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -139,6 +133,8 @@ struct Pending {
     /// The outbound connection the request was written to, once written:
     /// only its loss, and only an answer on it, may end the call.
     sent_on: Option<u64>,
+    /// When the call was made, which its request's lateness counts from.
+    made: Instant,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -154,6 +150,7 @@ impl Calls {
             id,
             Pending {
                 sent_on: None,
+                made: Instant::now(),
                 done,
             },
         );
@@ -165,16 +162,14 @@ impl Calls {
         self.next_conn.fetch_add(1, Relaxed)
     }
 
-    /// Records that request `id` is being written on `conn`; false when
-    /// its caller is gone (timed out), so that it need not be sent.
-    pub(super) fn mark_sent(&self, id: u64, conn: u64) -> bool {
-        match lock(&self.table).pending.get_mut(&id) {
-            Some(p) => {
-                p.sent_on = Some(conn);
-                true
-            }
-            None => false,
-        }
+    /// Records that request `id` is being written on `conn`; returns when
+    /// its call was made, or `None` when its caller is gone (timed out),
+    /// so that it need not be sent.
+    pub(super) fn mark_sent(&self, id: u64, conn: u64) -> Option<Instant> {
+        let mut t = lock(&self.table);
+        let p = t.pending.get_mut(&id)?;
+        p.sent_on = Some(conn);
+        Some(p.made)
     }
 
     /// Ends call `id` with `outcome`, if it still waits.
@@ -285,7 +280,8 @@ impl Net {
             id,
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             body: req,
-            expires_unix_ms: crate::clock::unix_ms().saturating_add(timeout.as_millis() as u64),
+            // Stamped as it is written, when the connection is known.
+            made_ms: 0,
         };
         self.push(to, env, true).map_err(|e| match e {
             NetError::QueueFull(_) => CallError::QueueFull,

@@ -249,7 +249,7 @@ async fn the_callee_answers_deadline_when_the_request_outlives_its_timeout() {
         id,
         timeout_ms: 50,
         body,
-        expires_unix_ms: 0,
+        made_ms: 0,
     };
     a.send(&addr(&b), env).expect("queued");
     let r = tokio::time::timeout(Duration::from_secs(5), rx)
@@ -263,20 +263,29 @@ async fn the_callee_answers_deadline_when_the_request_outlives_its_timeout() {
 }
 
 #[tokio::test]
-async fn a_request_read_after_its_callers_deadline_is_not_run() {
+async fn a_request_written_after_its_callers_timeout_is_not_run() {
     let a = start("a", None, |_| {}).await;
     let b = start("b", None, |_| {}).await;
     let (runs, _parked) = serve(&b);
-    // As a paused node would find it on resuming: the caller's deadline
-    // (and the skew allowance) passed long ago.
+    let to = addr(&b);
+    let warm = a.call(&to, Request::Ping, LONG).await;
+    assert!(matches!(warm, Ok(Response::Pong)), "{warm:?}");
+    // As a caller paused between making its call and writing it would
+    // send it: the call was made longer ago than its timeout and the
+    // allowance.
+    let timeout_ms = 100;
     let (id, rx) = a.rpc.register().expect("not stopped");
+    tokio::time::sleep(Duration::from_millis(
+        timeout_ms + lateness::ALLOWANCE_MS + 300,
+    ))
+    .await;
     let env = Envelope::Request {
         id,
-        timeout_ms: 2000,
+        timeout_ms: timeout_ms as u32,
         body: read("echo", 7),
-        expires_unix_ms: 1,
+        made_ms: 0,
     };
-    a.send(&addr(&b), env).expect("queued");
+    a.send(&to, env).expect("queued");
     let r = tokio::time::timeout(Duration::from_secs(5), rx)
         .await
         .expect("answered")
@@ -285,10 +294,10 @@ async fn a_request_read_after_its_callers_deadline_is_not_run() {
         matches!(r, Err(CallError::Remote(RemoteError::Deadline))),
         "{r:?}"
     );
-    assert_eq!(runs.load(Relaxed), 0, "the handler must not run");
+    assert_eq!(runs.load(Relaxed), 1, "the handler must not run it");
     assert_eq!(b.counters().inbound_expired.load(Relaxed), 1);
     // A fresh call on the same connection is served.
-    let ok = a.call(&addr(&b), read("echo", 7), LONG).await;
+    let ok = a.call(&to, read("echo", 7), LONG).await;
     assert!(matches!(ok, Ok(Response::Digest(Some(7)))), "{ok:?}");
 }
 

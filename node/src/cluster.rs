@@ -137,6 +137,8 @@ struct View {
     members: Arc<Vec<Member>>,
     /// Members up by the failure detector and not replacing.
     live: HashSet<String>,
+    /// Members up by the failure detector, replacing or not.
+    up: HashSet<String>,
     /// Members announcing [`REPLACING`].
     replacing: HashSet<String>,
     /// Every member's internode address, by id.
@@ -369,6 +371,7 @@ impl Cluster {
             ring_ids: ids_of(&ring),
             ring: Arc::new(ring),
             live: HashSet::from([local.id.clone()]),
+            up: HashSet::from([local.id.clone()]),
             replacing: HashSet::new(),
             addrs: addrs_of(&members),
             members: Arc::new(members),
@@ -404,11 +407,12 @@ impl Cluster {
             .filter(|m| m.replacing)
             .map(|m| m.id.clone())
             .collect();
-        let live = members
+        let up: HashSet<String> = members
             .iter()
-            .filter(|m| m.status == "up" && !m.replacing)
+            .filter(|m| m.status == "up")
             .map(|m| m.id.clone())
             .collect();
+        let live = up.difference(&replacing).cloned().collect();
         let old = self.current();
         let changed = old.owners != owners;
         let (ring, ring_ids) = if changed {
@@ -431,6 +435,7 @@ impl Cluster {
             addrs: addrs_of(&members),
             members: Arc::new(members),
             live,
+            up,
             replacing,
             owners,
             ring,
@@ -468,6 +473,13 @@ impl Cluster {
             return false;
         }
         node == self.local.id || v.live.contains(node)
+    }
+
+    /// Whether `node` is up by the failure detector, replacing or not:
+    /// reachable for an exchange such as anti-entropy, though it may not
+    /// count toward `r` and `w` ([`Cluster::is_alive`]).
+    pub fn is_up(&self, node: &str) -> bool {
+        node == self.local.id || self.current().up.contains(node)
     }
 
     /// Whether `node` announces that it is replacing (restoring the data
@@ -694,7 +706,7 @@ mod tests {
             [NodeId::from("n3"), NodeId::from("n1"), NodeId::from("n2")],
             "placement does not move"
         );
-        assert!(c.is_replacing("n3") && !c.is_alive("n3"));
+        assert!(c.is_replacing("n3") && !c.is_alive("n3") && c.is_up("n3"));
         assert!(c.is_alive("n2"));
         let m = c.member("n3").expect("n3");
         assert_eq!(

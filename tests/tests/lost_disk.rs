@@ -153,3 +153,76 @@ async fn no_acknowledged_write_reads_as_missing_after_a_lost_disk_while_a_member
     );
     Ok(())
 }
+
+/// Two nodes lose their disks one after the other, the second before the
+/// first has restored its ranges. Each must finish replacing (the other is
+/// compared with, not waited for) and every write acknowledged by all
+/// three replicas before reads back from the two replaced nodes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_that_lost_their_disks_one_after_the_other_both_finish_replacing() -> Result<()> {
+    let mut c = start_cluster(3, &ARGS).await?;
+    let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..60)
+        .map(|i| (format!("k{i}").into_bytes(), random_value(&mut rng, 32)))
+        .collect();
+    put_all(&apis[0], &items, "w=all").await?;
+
+    // n2, then n3, lose their disks; n3 restarts while n2 is still
+    // announcing that it replaces.
+    for i in [1, 2] {
+        c.nodes[i].kill9()?;
+        let dir = c.nodes[i].data_dir.clone();
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        c.nodes[i].restart()?;
+    }
+    let began = Instant::now();
+    for (i, id) in [(1, "n2"), (2, "n3")] {
+        let replaced = eventually(
+            Duration::from_secs(90),
+            &format!("{id} done replacing, seen by n1"),
+            || {
+                let n1 = apis[0].clone();
+                async move {
+                    member(&n1, id)
+                        .await
+                        .is_some_and(|m| m["replacing"].is_null() && m["status"] == "up")
+                }
+            },
+        )
+        .await;
+        if let Err(e) = replaced {
+            let log = std::fs::read_to_string(&c.nodes[i].log).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("replac") || l.contains("WARN"))
+                .take(40)
+                .collect();
+            let members = apis[0].get("/cluster/members").await?;
+            let other = std::fs::read_to_string(&c.nodes[3 - i].log).unwrap_or_default();
+            let tail: Vec<&str> = other.lines().rev().take(15).collect();
+            bail!(
+                "{e}; {id}'s log about replacing:\n{}\nn1's members: {}\nthe other's log ends:\n{}",
+                lines.join("\n"),
+                body_text(&members),
+                tail.join("\n")
+            );
+        }
+    }
+    println!(
+        "n2 and n3 both replaced within {} ms",
+        began.elapsed().as_millis()
+    );
+
+    // n1 down: n2 and n3 alone answer r=quorum, each with every write.
+    c.nodes[0].kill9()?;
+    for (id, api) in ["n2", "n3"].iter().zip(&apis[1..]) {
+        let r = read_all(api, &items).await?;
+        assert_eq!(
+            r.right,
+            items.len(),
+            "read through {id} with n1 down: {r:?}"
+        );
+    }
+    Ok(())
+}

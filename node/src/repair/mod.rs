@@ -408,7 +408,13 @@ impl Repairer {
                     full = false;
                     continue;
                 }
-                if !self.cluster.is_alive(peer) {
+                // A replacing peer is compared too: it counts toward no
+                // quorum, but what it holds and what it lacks are exchanged
+                // like any replica's. Skipping it would leave two nodes that
+                // lost their disks one after the other each waiting for the
+                // other to finish first (docs/OPERATIONS.md, "Replacing a
+                // node's disk").
+                if !self.cluster.is_up(peer) {
                     entry.ranges_skipped += 1;
                     entry.errors.push(format!("{peer} is down"));
                     failed.insert(peer.clone());

@@ -356,6 +356,15 @@ pub enum RemoteError {
     /// The replica coordinator of a forwarded write could not complete it.
     #[error("{0}")]
     Quorum(QuorumError),
+    /// The answer encoded to more than the internode frame limit, so it
+    /// was not sent (the request itself was served).
+    #[error("answer of {bytes} bytes exceeds the internode frame limit of {limit}")]
+    TooLarge {
+        /// The answer's encoded size.
+        bytes: u64,
+        /// The frame limit.
+        limit: u64,
+    },
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@
 //!   an instant, because the nodes' clocks are not synchronised; the
 //!   callee's deadline therefore ends a little after the caller's.
 //!
+//! * **Size is per call.** A request that exceeds the frame limit fails
+//!   its own call before it is sent ([`CallError::TooLarge`]), and an
+//!   answer that would is replaced by [`RemoteError::TooLarge`]: neither
+//!   touches the connection the other calls share.
+//!
 //! Caveats: a handler that panics sends no answer (its caller times out);
 //! [`CallError::Stopped`] does not say whether a request already sent was
 //! applied, since nobody on a stopping node is left to act on it.
@@ -38,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::{Envelope, Net, NetError, PeerInfo, lock};
+use super::{Envelope, Net, NetError, Outgoing, PeerInfo, lock};
 use crate::proto::{RemoteError, Request, Response};
 use crate::transport::Handler;
 
@@ -79,6 +84,14 @@ pub enum CallError {
     /// This node's transport is shutting down.
     #[error("the internode transport has stopped")]
     Stopped,
+    /// The request encodes to more than the frame limit: never sent.
+    #[error("request of {bytes} bytes exceeds the internode frame limit of {limit}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: u64,
+        /// The frame limit.
+        limit: u64,
+    },
 }
 
 impl CallError {
@@ -90,6 +103,8 @@ impl CallError {
         match self {
             CallError::Timeout | CallError::ConnectionLost => true,
             CallError::Remote(RemoteError::Deadline) => true,
+            // The handler ran; only its answer could not travel.
+            CallError::Remote(RemoteError::TooLarge { .. }) => true,
             CallError::Remote(RemoteError::Quorum(e)) => {
                 matches!(e, crate::failure::QuorumError::Timeout { .. })
             }
@@ -106,12 +121,14 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::ConnectionLost => "connection lost",
             CallError::Stopped => "stopping",
+            CallError::TooLarge { .. } => "request too large",
             CallError::Remote(e) => match e {
                 RemoteError::Storage(_) => "storage error",
                 RemoteError::Overloaded(_) => "overloaded",
                 RemoteError::Deadline => "deadline passed",
                 RemoteError::Bad(_) => "bad request",
                 RemoteError::Quorum(_) => "replica coordinator error",
+                RemoteError::TooLarge { .. } => "answer too large",
             },
         }
     }
@@ -291,6 +308,10 @@ impl Net {
             NetError::QueueFull(_) => CallError::QueueFull,
             NetError::Stopped => CallError::Stopped,
             NetError::Unreachable(why) => CallError::Unreachable(why),
+            NetError::TooLarge { bytes, limit } => {
+                self.counters.calls_too_large.fetch_add(1, Relaxed);
+                CallError::TooLarge { bytes, limit }
+            }
             e => CallError::Unreachable(e.to_string()),
         })?;
         match tokio::time::timeout(timeout, rx).await {
@@ -317,7 +338,7 @@ impl Net {
         id: u64,
         timeout_ms: u32,
         body: Request,
-        reply: &mpsc::Sender<Envelope>,
+        reply: &mpsc::Sender<Outgoing>,
     ) {
         self.counters.inbound_requests.fetch_add(1, Relaxed);
         let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
@@ -342,13 +363,32 @@ impl Net {
         });
     }
 
+    /// Queues the answer to request `id` on `reply`; an answer over the
+    /// frame limit becomes [`RemoteError::TooLarge`], for its call alone.
     pub(super) fn answer(
         &self,
-        reply: &mpsc::Sender<Envelope>,
+        reply: &mpsc::Sender<Outgoing>,
         id: u64,
         result: Result<Response, RemoteError>,
     ) {
-        if let Err(e) = reply.try_send(Envelope::Response { id, result }) {
+        let out = match self.encode(&Envelope::Response { id, result }) {
+            Ok(out) => out,
+            Err(NetError::TooLarge { bytes, limit }) => {
+                self.counters.responses_too_large.fetch_add(1, Relaxed);
+                debug!(id, bytes, limit, "internode answer over the frame limit");
+                let result = Err(RemoteError::TooLarge { bytes, limit });
+                match self.encode(&Envelope::Response { id, result }) {
+                    Ok(out) => out,
+                    Err(e) => return debug!(id, error = %e, "internode answer not encodable"),
+                }
+            }
+            Err(e) => {
+                // The caller times out.
+                self.counters.responses_dropped.fetch_add(1, Relaxed);
+                return debug!(id, error = %e, "internode answer not encodable");
+            }
+        };
+        if let Err(e) = reply.try_send(out) {
             // The caller will time out (or has lost the connection already).
             self.counters.responses_dropped.fetch_add(1, Relaxed);
             let full = matches!(e, mpsc::error::TrySendError::Full(_));

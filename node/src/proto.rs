@@ -356,6 +356,15 @@ pub enum RemoteError {
     /// The replica coordinator of a forwarded write could not complete it.
     #[error("{0}")]
     Quorum(QuorumError),
+    /// The replica refused to merge: the key's versions would exceed its
+    /// `--max-key-bytes` ([`QuorumError::KeyTooLarge`] on a coordinator).
+    #[error("the key would hold {size} bytes of versions, over the replica's limit of {limit}")]
+    KeyTooLarge {
+        /// The key's stored size after the merge.
+        size: u64,
+        /// The replica's limit.
+        limit: u64,
+    },
     /// The answer encoded to more than the internode frame limit, so it
     /// was not sent (the request itself was served).
     #[error("answer of {bytes} bytes exceeds the internode frame limit of {limit}")]

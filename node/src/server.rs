@@ -201,7 +201,8 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
     let replica = Arc::new(
         Replica::with_row_cache(id.clone(), actor, store.clone(), config.row_cache_bytes)
             .map_err(storage)?
-            .with_max_clock_offset(config.max_clock_offset_ms),
+            .with_max_clock_offset(config.max_clock_offset_ms)
+            .with_max_key_bytes(config.max_key_bytes),
     );
     let cluster = Arc::new(Cluster::single(
         LocalNode {

@@ -14,8 +14,10 @@ use super::purge::past_grace;
 use super::{RangeReport, RepairError};
 use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
-use crate::proto::{Encoded, RangeEntry, Request, Response};
+use crate::proto::{Encoded, RangeEntry, RemoteError, Request, Response};
+use crate::replica::WriteError;
 use crate::storage::{StorageError, Store};
+use crate::transport::PeerError;
 
 /// Entries per [`Request::Entries`] page.
 pub const PAGE: u32 = 256;
@@ -201,10 +203,21 @@ impl Repairer {
                 };
                 if !skip {
                     let props = self.buckets.props_for_keys(&e.bucket);
-                    self.replica
+                    let merged = self
+                        .replica
                         .merge(&e.bucket, &e.key, &e.object, props.conflicts)
-                        .await
-                        .map_err(|err| RepairError::Local(err.to_string()))?;
+                        .await;
+                    match merged {
+                        Ok(_) => {}
+                        // Both copies together exceed --max-key-bytes: this
+                        // key cannot converge here; the rest of the range can.
+                        Err(err @ WriteError::KeyTooLarge { .. }) => {
+                            tracing::warn!(peer, bucket = %e.bucket, error = %err, "anti-entropy cannot merge a key");
+                            theirs.insert((e.bucket, e.key), digest);
+                            continue;
+                        }
+                        Err(err) => return Err(RepairError::Local(err.to_string())),
+                    }
                     let bytes = e.object.encode().len() as u64;
                     report.keys_received += 1;
                     report.bytes_received += bytes;
@@ -245,9 +258,18 @@ impl Repairer {
                     object: Encoded::of(&e.object),
                     hint_for: None,
                 };
-                match self.rpc(peer, req, PUSH_TIMEOUT).await? {
-                    Response::Ack => {}
-                    other => return Err(unexpected(peer, "an ack", &other)),
+                match self.rpc(peer, req, PUSH_TIMEOUT).await {
+                    Ok(Response::Ack) => {}
+                    Ok(other) => return Err(unexpected(peer, "an ack", &other)),
+                    // The peer's bound refuses the merge (see the pull above).
+                    Err(RepairError::Peer {
+                        error: PeerError::Remote(err @ RemoteError::KeyTooLarge { .. }),
+                        ..
+                    }) => {
+                        tracing::warn!(peer, error = %err, "anti-entropy cannot push a key");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
                 report.keys_sent += 1;
                 report.bytes_sent += bytes;

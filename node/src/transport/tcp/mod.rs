@@ -114,7 +114,9 @@ use crate::proto;
 /// forwarded write's context and consistency travel typed, and a replica
 /// coordinator's failure as a [`crate::failure::QuorumError`]. 4: frames
 /// are sized from `--max-key-bytes` ([`max_frame_for`]); an answer too
-/// large for a frame is [`proto::RemoteError::TooLarge`].
+/// large for a frame is [`proto::RemoteError::TooLarge`]; a write over
+/// `--max-key-bytes` is `QuorumError::KeyTooLarge` (a replica's refusal to
+/// merge past it `RemoteError::KeyTooLarge`).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest handshake frame accepted (before the peer is authenticated).

@@ -116,7 +116,8 @@ use crate::proto;
 /// are sized from `--max-key-bytes` ([`max_frame_for`]); an answer too
 /// large for a frame is [`proto::RemoteError::TooLarge`]; a write over
 /// `--max-key-bytes` is `QuorumError::KeyTooLarge` (a replica's refusal to
-/// merge past it `RemoteError::KeyTooLarge`).
+/// merge past it `RemoteError::KeyTooLarge`); an anti-entropy
+/// `Request::Entries` carries a byte budget (`max_bytes`).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest handshake frame accepted (before the peer is authenticated).

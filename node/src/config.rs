@@ -160,6 +160,13 @@ pub struct Args {
     #[arg(long, env = "QKV_MAX_VALUE_BYTES", value_name = "BYTES")]
     pub max_value_bytes: Option<u64>,
 
+    /// Largest a key may grow, all its versions (siblings) as stored, in
+    /// bytes, --max-value-bytes..=1073741824; also sizes internode frames,
+    /// so every node of a cluster must use the same [default: 4 ×
+    /// --max-value-bytes, at most 256 MiB, at least --max-value-bytes]
+    #[arg(long, env = "QKV_MAX_KEY_BYTES", value_name = "BYTES")]
+    pub max_key_bytes: Option<u64>,
+
     /// Joining the ring on first start [default: auto]
     #[arg(long, env = "QKV_JOIN", value_enum)]
     pub join: Option<Join>,
@@ -380,6 +387,8 @@ pub struct Config {
     pub sync: SyncMode,
     /// Largest value accepted.
     pub max_value_bytes: u64,
+    /// Largest stored size of one key, all versions together.
+    pub max_key_bytes: u64,
     /// Join mode.
     pub join: Join,
     /// Fault-injection admin routes enabled.
@@ -443,6 +452,26 @@ fn read_secret_file(name: &'static str, path: &Path) -> Result<String, ConfigErr
         reason: format!("cannot read {}: {e}", path.display()),
     })?;
     Ok(text.trim().to_string())
+}
+
+/// `--max-key-bytes`, or its default: room for a few siblings of the
+/// largest value (4 of them), capped at 256 MiB because every internode
+/// frame may be that large and a node must hold whole frames in memory.
+/// Below `--max-value-bytes` a value the node accepts could never be
+/// stored, so that is refused.
+fn max_key_bytes(given: Option<u64>, max_value_bytes: u64) -> Result<u64, ConfigError> {
+    let Some(v) = given else {
+        return Ok((4 * max_value_bytes).min(256 << 20).max(max_value_bytes));
+    };
+    if v < max_value_bytes {
+        return Err(ConfigError::Value {
+            name: "--max-key-bytes",
+            reason: format!(
+                "{v} is below --max-value-bytes ({max_value_bytes}): a value of the largest size could never be stored"
+            ),
+        });
+    }
+    in_range("--max-key-bytes", v, 1, 1 << 30)
 }
 
 fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -573,6 +602,13 @@ impl Config {
             1,
             60_000,
         )?;
+        let max_value_bytes = in_range(
+            "--max-value-bytes",
+            pick!(max_value_bytes).unwrap_or(1 << 20),
+            1,
+            256 << 20,
+        )?;
+        let max_key_bytes = max_key_bytes(pick!(max_key_bytes), max_value_bytes)?;
         let cluster_name = pick!(cluster_name).unwrap_or_else(|| "quorumkv".to_string());
         if cluster_name.is_empty() || cluster_name.len() > 128 {
             return Err(ConfigError::Value {
@@ -661,12 +697,8 @@ impl Config {
                 Sync::Always => SyncMode::Always,
                 Sync::Periodic => SyncMode::Periodic(Duration::from_millis(interval)),
             },
-            max_value_bytes: in_range(
-                "--max-value-bytes",
-                pick!(max_value_bytes).unwrap_or(1 << 20),
-                1,
-                256 << 20,
-            )?,
+            max_value_bytes,
+            max_key_bytes,
             join: pick!(join).unwrap_or(Join::Auto),
             fault_injection: pick!(fault_injection).unwrap_or(false),
             rejoin_after_grace: pick!(rejoin_after_grace).unwrap_or(false),
@@ -861,6 +893,7 @@ mod tests {
         assert_eq!(c.default_n, 3);
         assert_eq!(c.sync, SyncMode::Always);
         assert_eq!(c.max_value_bytes, 1 << 20);
+        assert_eq!(c.max_key_bytes, 4 << 20);
         assert_eq!(c.join, Join::Auto);
         assert_eq!(c.token_allocation, TokenAllocation::Balanced);
         assert_eq!(c.max_connections, 4096);
@@ -889,6 +922,30 @@ mod tests {
         let err = Config::resolve(parse(&["--vnodes", "5000"]), Args::default())
             .expect_err("too many vnodes");
         assert!(err.to_string().contains("--vnodes"), "{err}");
+    }
+
+    #[test]
+    fn the_key_bound_follows_the_value_limit_and_never_falls_below_it() {
+        let key = |args: &[&str]| Config::resolve(parse(args), Args::default());
+        let c = key(&["--max-value-bytes", "8388608"]).expect("valid");
+        assert_eq!(c.max_key_bytes, 32 << 20);
+        let c = key(&["--max-value-bytes", "268435456"]).expect("valid");
+        assert_eq!(
+            c.max_key_bytes,
+            256 << 20,
+            "capped, but not below the value"
+        );
+        let c = key(&["--max-value-bytes", "100", "--max-key-bytes", "100"]).expect("valid");
+        assert_eq!(c.max_key_bytes, 100);
+        let err = key(&["--max-value-bytes", "200", "--max-key-bytes", "100"])
+            .expect_err("below the value limit");
+        let text = err.to_string();
+        assert!(
+            text.contains("--max-key-bytes") && text.contains("--max-value-bytes"),
+            "{text}"
+        );
+        let err = key(&["--max-key-bytes", "2147483648"]).expect_err("too large");
+        assert!(err.to_string().contains("--max-key-bytes"), "{err}");
     }
 
     #[test]

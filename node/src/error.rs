@@ -106,7 +106,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::KeyTooLong(_) => 400,
             ApiError::Quorum(QuorumError::BadConsistency(_)) => 400,
-            ApiError::ValueTooLarge { .. } => 413,
+            ApiError::ValueTooLarge { .. } | ApiError::Quorum(QuorumError::KeyTooLarge { .. }) => {
+                413
+            }
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => 404,
             ApiError::Quorum(QuorumError::Unavailable { .. }) | ApiError::Overloaded(_) => 503,
             ApiError::Quorum(QuorumError::Timeout { .. }) => 504,
@@ -123,6 +125,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed(_) => "bad_request",
             ApiError::KeyTooLong(_) => "key_too_long",
             ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::Quorum(QuorumError::KeyTooLarge { .. }) => "key_too_large",
             ApiError::Quorum(QuorumError::BadConsistency(_)) => "bad_consistency",
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => "not_found",
             ApiError::Quorum(QuorumError::Unavailable { .. }) => "unavailable",
@@ -183,6 +186,15 @@ mod tests {
                 ApiError::ValueTooLarge { limit: 10 },
                 413,
                 "value_too_large",
+            ),
+            (
+                QuorumError::KeyTooLarge {
+                    size: 20,
+                    limit: 10,
+                }
+                .into(),
+                413,
+                "key_too_large",
             ),
             (
                 QuorumError::BadConsistency("r".into()).into(),

@@ -49,6 +49,17 @@ pub enum QuorumError {
         /// Replicas that failed or were late, with why.
         failed: Vec<ReplicaFailure>,
     },
+    /// The write would grow the key's stored versions past
+    /// `--max-key-bytes`; nothing was written.
+    #[error(
+        "the key would hold {size} bytes of versions (all siblings), over the limit of {limit} (--max-key-bytes); write with the context of a read to replace its versions"
+    )]
+    KeyTooLarge {
+        /// The key's stored size after the write, in bytes.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl QuorumError {

@@ -86,6 +86,9 @@ pub enum Request {
         after: Option<Vec<u8>>,
         /// At most this many entries.
         limit: u32,
+        /// Stop adding entries before the page holds more than this many
+        /// stored bytes (the first is taken whatever its size).
+        max_bytes: u32,
     },
     /// Cluster changes: streaming between nodes (`crate::stream`).
     Stream(StreamRequest),
@@ -356,6 +359,24 @@ pub enum RemoteError {
     /// The replica coordinator of a forwarded write could not complete it.
     #[error("{0}")]
     Quorum(QuorumError),
+    /// The replica refused to merge: the key's versions would exceed its
+    /// `--max-key-bytes` ([`QuorumError::KeyTooLarge`] on a coordinator).
+    #[error("the key would hold {size} bytes of versions, over the replica's limit of {limit}")]
+    KeyTooLarge {
+        /// The key's stored size after the merge.
+        size: u64,
+        /// The replica's limit.
+        limit: u64,
+    },
+    /// The answer encoded to more than the internode frame limit, so it
+    /// was not sent (the request itself was served).
+    #[error("answer of {bytes} bytes exceeds the internode frame limit of {limit}")]
+    TooLarge {
+        /// The answer's encoded size.
+        bytes: u64,
+        /// The frame limit.
+        limit: u64,
+    },
 }
 
 #[cfg(test)]
@@ -423,11 +444,12 @@ mod tests {
             range,
             after: Some(vec![1, 2, 0, 3]),
             limit: 7,
+            max_bytes: 1 << 20,
         };
         let bytes = rmp_serde::to_vec(&req).expect("encode");
         let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
         assert!(
-            matches!(back, Request::Entries { range: r, after: Some(ref a), limit: 7 } if r == range && a == &[1, 2, 0, 3])
+            matches!(back, Request::Entries { range: r, after: Some(ref a), limit: 7, max_bytes: 1_048_576 } if r == range && a == &[1, 2, 0, 3])
         );
         let tree = MerkleTree::build(range, 3, []).expect("tree");
         let resp = Response::Tree(tree.clone());

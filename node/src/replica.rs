@@ -22,6 +22,12 @@
 //! storage, which is the truth. Reads never fill it: an unlocked read that
 //! filled it could put a value back that a concurrent write had just
 //! replaced.
+//!
+//! Both refuse a change that would grow a key's stored versions (all
+//! siblings, as encoded) past `--max-key-bytes` ([`WriteError::KeyTooLarge`]),
+//! so that every replica applies the same bound and any key stored fits
+//! one internode frame. A change that shrinks a key is always taken, so a
+//! key over a lowered bound can still be replaced or deleted.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -30,6 +36,8 @@ use crate::buckets::Conflicts;
 use crate::storage::{DataKey, Op, Partition, StorageError, Store};
 use crate::version::{Clock, Context, Dvvs, Timestamp, Value};
 
+#[cfg(test)]
+mod bound_tests;
 mod cache;
 
 use cache::RowCache;
@@ -49,6 +57,23 @@ pub enum Mutation {
     },
     /// Delete: a tombstone version.
     Delete,
+}
+
+/// Why a local write or merge failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The key's stored versions would grow past the bound; nothing was
+    /// written.
+    #[error("the key would hold {size} bytes of versions, over the limit of {limit}")]
+    KeyTooLarge {
+        /// The key's encoded size after the change.
+        size: u64,
+        /// `--max-key-bytes`.
+        limit: u64,
+    },
 }
 
 /// The result of a local write.
@@ -99,6 +124,8 @@ pub struct Replica {
     keys: AtomicI64,
     bytes: AtomicI64,
     cache: RowCache,
+    /// The largest a key's encoded versions may grow (`--max-key-bytes`).
+    max_key_bytes: u64,
 }
 
 impl Replica {
@@ -128,7 +155,15 @@ impl Replica {
             keys: AtomicI64::new(keys as i64),
             bytes: AtomicI64::new(bytes as i64),
             cache: RowCache::new(cache_bytes),
+            max_key_bytes: u64::MAX,
         })
+    }
+
+    /// The same replica, refusing to grow a key's stored versions past
+    /// `bytes` (`--max-key-bytes`; unbounded by default).
+    pub fn with_max_key_bytes(mut self, bytes: u64) -> Replica {
+        self.max_key_bytes = bytes;
+        self
     }
 
     /// The same replica, letting timestamps move its clock at most
@@ -239,7 +274,7 @@ impl Replica {
         ctx: &Context,
         mutation: Mutation,
         conflicts: Conflicts,
-    ) -> Result<WriteOutcome, StorageError> {
+    ) -> Result<WriteOutcome, WriteError> {
         let k = DataKey::new(bucket, key)?;
         let _guard = self.stripe(&k).lock().await;
         let (old, old_size) = self.read_sized(bucket, &k)?.unzip();
@@ -258,7 +293,8 @@ impl Replica {
             Conflicts::Lww => object.resolve_lww(),
             Conflicts::Siblings => 0,
         };
-        self.persist(&k, &object, old_size).await?;
+        let bytes = self.bounded(&object, old_size)?;
+        self.persist(&k, &object, bytes, old_size).await?;
         Ok(WriteOutcome {
             object,
             lww_dropped,
@@ -273,7 +309,7 @@ impl Replica {
         key: &[u8],
         remote: &Dvvs,
         conflicts: Conflicts,
-    ) -> Result<WriteOutcome, StorageError> {
+    ) -> Result<WriteOutcome, WriteError> {
         let k = DataKey::new(bucket, key)?;
         let _guard = self.stripe(&k).lock().await;
         let (old, old_size) = self.read_sized(bucket, &k)?.unzip();
@@ -295,7 +331,8 @@ impl Replica {
             Conflicts::Siblings => 0,
         };
         if old.as_ref() != Some(&object) {
-            self.persist(&k, &object, old_size).await?;
+            let bytes = self.bounded(&object, old_size)?;
+            self.persist(&k, &object, bytes, old_size).await?;
         }
         Ok(WriteOutcome {
             object,
@@ -382,13 +419,28 @@ impl Replica {
         }
     }
 
+    /// `object` encoded, unless that grows the key (stored at `old_size`)
+    /// past the bound.
+    fn bounded(&self, object: &Dvvs, old_size: Option<usize>) -> Result<Vec<u8>, WriteError> {
+        let bytes = object.encode();
+        let size = bytes.len() as u64;
+        if size > self.max_key_bytes && size > old_size.unwrap_or(0) as u64 {
+            return Err(WriteError::KeyTooLarge {
+                size,
+                limit: self.max_key_bytes,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Stores `object`, encoded as `bytes`.
     async fn persist(
         &self,
         key: &DataKey,
         object: &Dvvs,
+        bytes: Vec<u8>,
         old_size: Option<usize>,
     ) -> Result<(), StorageError> {
-        let bytes = object.encode();
         let new_size = bytes.len() as i64;
         // The store takes the bytes; the cache (when there is one) a copy.
         let entry = self.cache.entry(key, &bytes);

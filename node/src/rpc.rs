@@ -108,10 +108,11 @@ impl Handler for Rpc {
                 range,
                 after,
                 limit,
+                max_bytes,
             } => {
                 let r = self.repairer.clone();
                 self.answer(async move {
-                    r.serve_entries(range, after, limit)
+                    r.serve_entries(range, after, limit, max_bytes)
                         .await
                         .map(|(entries, next)| Response::Entries { entries, next })
                         .map_err(|e| RemoteError::Storage(e.to_string()))

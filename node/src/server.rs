@@ -201,7 +201,8 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
     let replica = Arc::new(
         Replica::with_row_cache(id.clone(), actor, store.clone(), config.row_cache_bytes)
             .map_err(storage)?
-            .with_max_clock_offset(config.max_clock_offset_ms),
+            .with_max_clock_offset(config.max_clock_offset_ms)
+            .with_max_key_bytes(config.max_key_bytes),
     );
     let cluster = Arc::new(Cluster::single(
         LocalNode {
@@ -627,7 +628,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // stored tokens can ask its seeds for the ones the cluster knows (a
     // wiped data dir), before gossip announces it anew. Peers' connections
     // wait in the listen backlog until the RPC service serves them.
-    let (net, inbox, incoming) = Net::bind(tcp::Config::new(identity), listen);
+    let net_config = tcp::Config {
+        max_frame: tcp::max_frame_for(config.max_key_bytes),
+        ..tcp::Config::new(identity)
+    };
+    let (net, inbox, incoming) = Net::bind(net_config, listen);
     let storage = |source| StartError::Storage {
         dir: dir.clone(),
         source,

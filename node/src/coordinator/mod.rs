@@ -52,10 +52,10 @@ use crate::faults::Faults;
 use crate::hints::{HintOutcome, Hints};
 use crate::metrics::Metrics;
 use crate::proto::{Encoded, RemoteError, Response};
-use crate::replica::Replica;
+use crate::replica::{Replica, WriteError};
 use crate::storage::StorageError;
 use crate::tasks::Tasks;
-use crate::transport::Peers;
+use crate::transport::{PeerError, Peers};
 use crate::version::Dvvs;
 
 /// The coordinator's settings.
@@ -179,7 +179,10 @@ impl Coordinator {
         self.replica
             .merge(bucket, key, &object, props.conflicts)
             .await
-            .map_err(|e| RemoteError::Storage(e.to_string()))?;
+            .map_err(|e| match e {
+                WriteError::KeyTooLarge { size, limit } => RemoteError::KeyTooLarge { size, limit },
+                WriteError::Storage(e) => RemoteError::Storage(e.to_string()),
+            })?;
         if let Some(owner) = hint_for {
             self.hint(owner, bucket, key, &object).await;
         }
@@ -414,6 +417,13 @@ pub fn hint_delivery(peers: Arc<dyn Peers>) -> crate::hints::DeliverFn {
             };
             match peers.call(&h.target, req, HINT_DELIVERY_TIMEOUT).await {
                 Ok(_) => Ok(()),
+                // The target will refuse it however often it is sent (its
+                // copy of the key plus the hint exceed --max-key-bytes):
+                // dropped, or it would block every later hint for the target.
+                Err(PeerError::Remote(e @ RemoteError::KeyTooLarge { .. })) => {
+                    tracing::warn!(node = %h.target, error = %e, "dropping a hint its target refuses");
+                    Ok(())
+                }
                 Err(e) => Err(e.to_string()),
             }
         })

@@ -20,7 +20,7 @@ use crate::buckets::{BucketProps, Consistency};
 use crate::cluster::NodeId;
 use crate::failure::{QuorumError, ReplicaFailure};
 use crate::proto::{Encoded, RemoteError, Request, Response, WriteReply, WriteRequest};
-use crate::replica::Mutation;
+use crate::replica::{Mutation, WriteError};
 use crate::transport::PeerError;
 use crate::version::{Context, Dvvs};
 
@@ -247,7 +247,11 @@ impl Coordinator {
                     "the write may still be applied later",
                 ));
             }
-            Ok(Err(e)) => return Err(QuorumError::storage(me, required, e)),
+            // Refused before anything was stored or sent: 413.
+            Ok(Err(WriteError::KeyTooLarge { size, limit })) => {
+                return Err(QuorumError::KeyTooLarge { size, limit });
+            }
+            Ok(Err(WriteError::Storage(e))) => return Err(QuorumError::storage(me, required, e)),
             Ok(Ok(o)) => o,
         };
         if outcome.lww_dropped > 0 {

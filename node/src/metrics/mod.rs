@@ -182,6 +182,10 @@ pub struct Metrics {
     pub net_writes: Counter,
     /// Internode frames received.
     pub net_frames_received: Counter,
+    /// Internode frames received over the frame limit, skipped.
+    pub net_frames_skipped: Counter,
+    /// Internode requests and answers not sent: over the frame limit.
+    pub net_too_large: Counter,
     /// Anti-entropy passes finished (manual and scheduled).
     pub repair_passes: Counter,
     /// Keys moved by anti-entropy, by direction.
@@ -353,6 +357,18 @@ impl Metrics {
             "Internode frames received",
             net_frames_received.clone(),
         );
+        let net_frames_skipped = Counter::default();
+        registry.register(
+            "net_frames_skipped",
+            "Internode frames received over the frame limit, read and discarded (do the nodes share --max-key-bytes?)",
+            net_frames_skipped.clone(),
+        );
+        let net_too_large = Counter::default();
+        registry.register(
+            "net_too_large",
+            "Internode requests and answers not sent because they exceed the frame limit (each fails its own call)",
+            net_too_large.clone(),
+        );
         let repair_passes = Counter::default();
         registry.register(
             "repair_passes",
@@ -437,6 +453,8 @@ impl Metrics {
             net_frames_sent,
             net_writes,
             net_frames_received,
+            net_frames_skipped,
+            net_too_large,
             hint_sync: std::sync::Mutex::new(()),
             hot: HotSeries::default(),
             registry,
@@ -543,6 +561,9 @@ impl Metrics {
         catch_up(&self.net_frames_sent, c.sent.load(Relaxed));
         catch_up(&self.net_writes, c.writes.load(Relaxed));
         catch_up(&self.net_frames_received, c.received.load(Relaxed));
+        catch_up(&self.net_frames_skipped, c.frames_skipped.load(Relaxed));
+        let too_large = c.calls_too_large.load(Relaxed) + c.responses_too_large.load(Relaxed);
+        catch_up(&self.net_too_large, too_large);
     }
 
     /// Refreshes the clock figures: the count of clamped timestamps (the
@@ -662,6 +683,9 @@ mod tests {
         let c = crate::transport::tcp::Counters::default();
         c.sent.store(12, Relaxed);
         c.writes.store(3, Relaxed);
+        c.frames_skipped.store(2, Relaxed);
+        c.calls_too_large.store(1, Relaxed);
+        c.responses_too_large.store(4, Relaxed);
         m.sync_net(&c);
         c.sent.store(20, Relaxed);
         m.sync_net(&c);
@@ -669,5 +693,7 @@ mod tests {
         assert!(text.contains("qkv_net_frames_sent_total 20"), "{text}");
         assert!(text.contains("qkv_net_writes_total 3"), "{text}");
         assert!(text.contains("qkv_net_frames_received_total 0"), "{text}");
+        assert!(text.contains("qkv_net_frames_skipped_total 2"), "{text}");
+        assert!(text.contains("qkv_net_too_large_total 5"), "{text}");
     }
 }

@@ -14,11 +14,20 @@ use super::purge::past_grace;
 use super::{RangeReport, RepairError};
 use crate::merkle::scan::{decode_entry, spans};
 use crate::merkle::{KeyFilter, MerkleTree, build_filtered};
-use crate::proto::{Encoded, RangeEntry, Request, Response};
+use crate::proto::{Encoded, RangeEntry, RemoteError, Request, Response};
+use crate::replica::WriteError;
 use crate::storage::{StorageError, Store};
+use crate::transport::PeerError;
 
 /// Entries per [`Request::Entries`] page.
 pub const PAGE: u32 = 256;
+/// Stored bytes per [`Request::Entries`] page asked for, and the most one
+/// is given whatever its asker says (a stream chunk's too): well within
+/// the frame's envelope allowance, so that a page shares a frame with one
+/// key of up to `--max-key-bytes` at most.
+pub const MAX_PAGE_BYTES: u32 = 2 << 20;
+/// Entries read from storage at a time while filling a page.
+const SCAN: usize = 32;
 /// How long a peer may take to build and send a tree.
 const TREE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a peer may take to answer one page of entries.
@@ -29,7 +38,12 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// One page of the entries this node stores in `range`, in ring order,
 /// resuming strictly after the stored data key `after`; and the cursor of
 /// the next page (`None` when the range is exhausted). What
-/// [`Request::Entries`] answers.
+/// [`Request::Entries`] answers, and a stream chunk holds.
+///
+/// A page holds at most `limit` entries and `max_bytes` of stored bytes
+/// (values, keys and bucket names), except that its first entry is taken
+/// whatever its size: a key larger than the budget travels alone, so a
+/// page never exceeds the larger of the budget and one key.
 ///
 /// A stored value that is not a version set is [`StorageError::Corrupt`].
 pub fn entries_page(
@@ -37,6 +51,7 @@ pub fn entries_page(
     range: TokenRange,
     after: Option<&[u8]>,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
     let limit = limit.max(1);
     let spans = spans(range);
@@ -56,24 +71,41 @@ pub fn entries_page(
         }
     }
     let mut out: Vec<RangeEntry> = Vec::new();
+    let mut size = 0usize;
     let mut last_key: Option<Vec<u8>> = None;
     for (i, &(lo, hi)) in spans.iter().enumerate().skip(first) {
-        let cursor = if i == first { after } else { None };
-        let want = limit - out.len();
-        let page = store.scan_tokens(lo, hi, cursor, want)?;
-        let full = page.len() == want;
-        for e in page {
-            let object = decode_entry(&e)?;
-            last_key = Some(e.stored_key());
-            out.push(RangeEntry {
-                bucket: e.bucket,
-                key: e.key,
-                object,
-            });
-        }
-        if full {
-            // The page is full: there may be more in this span or the next.
-            return Ok((out, last_key));
+        let mut cursor = if i == first {
+            after.map(<[u8]>::to_vec)
+        } else {
+            None
+        };
+        loop {
+            let want = (limit - out.len()).min(SCAN);
+            let scanned = store.scan_tokens(lo, hi, cursor.as_deref(), want)?;
+            let more_here = scanned.len() == want;
+            for e in scanned {
+                let bytes = e.value.len() + e.key.len() + e.bucket.len();
+                if !out.is_empty() && size.saturating_add(bytes) > max_bytes {
+                    // Over the budget: this entry starts the next page.
+                    return Ok((out, last_key));
+                }
+                size += bytes;
+                let object = decode_entry(&e)?;
+                last_key = Some(e.stored_key());
+                out.push(RangeEntry {
+                    bucket: e.bucket,
+                    key: e.key,
+                    object,
+                });
+            }
+            if out.len() == limit {
+                // The page is full: there may be more in this span or the next.
+                return Ok((out, last_key));
+            }
+            if !more_here {
+                break;
+            }
+            cursor = last_key.clone();
         }
     }
     Ok((out, None))
@@ -174,6 +206,7 @@ impl Repairer {
                 range: sub,
                 after: after.clone(),
                 limit: PAGE,
+                max_bytes: MAX_PAGE_BYTES,
             };
             let (entries, next) = match self.rpc(peer, req, ENTRIES_TIMEOUT).await? {
                 Response::Entries { entries, next } => (entries, next),
@@ -201,10 +234,21 @@ impl Repairer {
                 };
                 if !skip {
                     let props = self.buckets.props_for_keys(&e.bucket);
-                    self.replica
+                    let merged = self
+                        .replica
                         .merge(&e.bucket, &e.key, &e.object, props.conflicts)
-                        .await
-                        .map_err(|err| RepairError::Local(err.to_string()))?;
+                        .await;
+                    match merged {
+                        Ok(_) => {}
+                        // Both copies together exceed --max-key-bytes: this
+                        // key cannot converge here; the rest of the range can.
+                        Err(err @ WriteError::KeyTooLarge { .. }) => {
+                            tracing::warn!(peer, bucket = %e.bucket, error = %err, "anti-entropy cannot merge a key");
+                            theirs.insert((e.bucket, e.key), digest);
+                            continue;
+                        }
+                        Err(err) => return Err(RepairError::Local(err.to_string())),
+                    }
                     let bytes = e.object.encode().len() as u64;
                     report.keys_received += 1;
                     report.bytes_received += bytes;
@@ -225,9 +269,11 @@ impl Repairer {
         loop {
             let store = self.replica.store().clone();
             let cursor = after.take();
-            let (page, next) =
-                blocking(move || entries_page(&store, sub, cursor.as_deref(), PAGE as usize))
-                    .await?;
+            let (page, next) = blocking(move || {
+                let budget = MAX_PAGE_BYTES as usize;
+                entries_page(&store, sub, cursor.as_deref(), PAGE as usize, budget)
+            })
+            .await?;
             for e in page {
                 if !filter.admits(&e.bucket) {
                     continue;
@@ -245,9 +291,18 @@ impl Repairer {
                     object: Encoded::of(&e.object),
                     hint_for: None,
                 };
-                match self.rpc(peer, req, PUSH_TIMEOUT).await? {
-                    Response::Ack => {}
-                    other => return Err(unexpected(peer, "an ack", &other)),
+                match self.rpc(peer, req, PUSH_TIMEOUT).await {
+                    Ok(Response::Ack) => {}
+                    Ok(other) => return Err(unexpected(peer, "an ack", &other)),
+                    // The peer's bound refuses the merge (see the pull above).
+                    Err(RepairError::Peer {
+                        error: PeerError::Remote(err @ RemoteError::KeyTooLarge { .. }),
+                        ..
+                    }) => {
+                        tracing::warn!(peer, error = %err, "anti-entropy cannot push a key");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
                 report.keys_sent += 1;
                 report.bytes_sent += bytes;
@@ -279,11 +334,16 @@ impl Repairer {
         range: TokenRange,
         after: Option<Vec<u8>>,
         limit: u32,
+        max_bytes: u32,
     ) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
         let store = self.replica.store().clone();
         // A peer may ask for any limit; cap what one frame carries.
         let limit = (limit as usize).clamp(1, 4 * PAGE as usize);
-        crate::storage::blocking(move || entries_page(&store, range, after.as_deref(), limit)).await
+        let max_bytes = max_bytes.clamp(1, MAX_PAGE_BYTES) as usize;
+        crate::storage::blocking(move || {
+            entries_page(&store, range, after.as_deref(), limit, max_bytes)
+        })
+        .await
     }
 
     async fn rpc(
@@ -332,13 +392,31 @@ mod tests {
         store
     }
 
-    /// Every key of `range`, by paging with `limit`.
-    fn page_through(store: &Store, range: TokenRange, limit: usize) -> Vec<Vec<u8>> {
+    /// What a page entry counts against the byte budget.
+    fn stored_bytes(e: &RangeEntry) -> usize {
+        e.object.encode().len() + e.key.len() + e.bucket.len()
+    }
+
+    /// Every key of `range`, by paging with `limit` and `max_bytes`;
+    /// checks that every page keeps to both.
+    fn page_through(
+        store: &Store,
+        range: TokenRange,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let (page, next) = entries_page(store, range, after.as_deref(), limit).expect("page");
+            let (page, next) =
+                entries_page(store, range, after.as_deref(), limit, max_bytes).expect("page");
             assert!(page.len() <= limit);
+            let bytes: usize = page.iter().map(stored_bytes).sum();
+            assert!(
+                page.len() <= 1 || bytes <= max_bytes,
+                "a page of {} entries holds {bytes} bytes, over {max_bytes}",
+                page.len()
+            );
             out.extend(page.into_iter().map(|e| e.key));
             match next {
                 Some(n) => after = Some(n),
@@ -367,8 +445,8 @@ mod tests {
         ];
         for range in ranges {
             let tree = build_from_store(&store, range, 4).expect("tree");
-            for limit in [1, 7, 100, 1000] {
-                let keys = page_through(&store, range, limit);
+            for (limit, budget) in [(1, usize::MAX), (7, 200), (100, 1), (1000, 5000)] {
+                let keys = page_through(&store, range, limit, budget);
                 let mut unique = keys.clone();
                 unique.sort();
                 unique.dedup();
@@ -391,9 +469,30 @@ mod tests {
             .expect("put");
         let whole = TokenRange { start: 0, end: 0 };
         assert!(matches!(
-            entries_page(&store, whole, None, 100),
+            entries_page(&store, whole, None, 100, usize::MAX),
             Err(StorageError::Corrupt(_))
         ));
-        assert!(entries_page(&store, whole, Some(b"xy"), 100).is_err());
+        assert!(entries_page(&store, whole, Some(b"xy"), 100, usize::MAX).is_err());
+    }
+
+    #[tokio::test]
+    async fn pages_of_big_values_keep_to_the_byte_budget_and_a_bigger_key_travels_alone() {
+        let store = Store::memory();
+        for i in 0..12 {
+            let key = format!("big-{i}");
+            let value = "v".repeat(if i == 5 { 300_000 } else { 100_000 });
+            store
+                .put("b", key.as_bytes(), dvvs(&value).encode())
+                .await
+                .expect("put");
+        }
+        let whole = TokenRange { start: 0, end: 0 };
+        let budget = 250_000;
+        let keys = page_through(&store, whole, PAGE as usize, budget);
+        assert_eq!(keys.len(), 12);
+        // Two 100 kB entries per page at most: the budget, not the count,
+        // cuts the pages.
+        let (first, _) = entries_page(&store, whole, None, PAGE as usize, budget).expect("page");
+        assert!((1..=2).contains(&first.len()), "{} entries", first.len());
     }
 }

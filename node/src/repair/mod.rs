@@ -83,7 +83,7 @@ use tokio::time::Instant;
 use quorumkv_ring::TokenRange;
 use serde::Serialize;
 
-pub use exchange::entries_page;
+pub use exchange::{MAX_PAGE_BYTES, entries_page};
 pub use state::State;
 
 use crate::buckets::Buckets;

@@ -183,7 +183,8 @@ impl Repairer {
         loop {
             let (s, cursor) = (store.clone(), after.take());
             let (page, next) = crate::storage::blocking(move || {
-                crate::repair::entries_page(&s, whole, cursor.as_deref(), PAGE)
+                let budget = crate::repair::MAX_PAGE_BYTES as usize;
+                crate::repair::entries_page(&s, whole, cursor.as_deref(), PAGE, budget)
             })
             .await?;
             let now = crate::clock::unix_ms();

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::ChangeDriver;
 use super::{Error, PullRange, PullState, Saved, Stream, StreamRequest, StreamResponse};
 use crate::proto::{RangeEntry, Request, Response};
+use crate::replica::WriteError;
 
 /// Bytes a receiver asks per chunk.
 pub const CHUNK_BYTES: u32 = 1 << 20;
@@ -242,9 +243,21 @@ impl ChangeDriver {
                     )));
                 }
                 let props = self.buckets.props_for_keys(&e.bucket);
-                self.replica
+                match self
+                    .replica
                     .merge(&e.bucket, &e.key, &e.object, props.conflicts)
-                    .await?;
+                    .await
+                {
+                    Ok(_) => {}
+                    // What this node already holds of the key plus the
+                    // streamed copy exceed --max-key-bytes: the key stays on
+                    // its other replicas, the stream goes on.
+                    Err(err @ WriteError::KeyTooLarge { .. }) => {
+                        warn!(source = src, bucket = %e.bucket, error = %err, "a streamed key cannot be merged");
+                        continue;
+                    }
+                    Err(WriteError::Storage(err)) => return Err(err.into()),
+                }
                 stream.keys.fetch_add(1, Relaxed);
                 stream
                     .bytes

@@ -11,11 +11,10 @@ use super::{StreamRequest, StreamResponse};
 use crate::proto::{RangeEntry, RemoteError};
 use crate::storage::{StorageError, Store};
 
-/// Entries read per storage page while filling a chunk.
-const PAGE: usize = 32;
-/// The largest chunk a source builds, whatever the receiver asks: well
-/// below the transport's 4 MiB frame.
-pub const MAX_CHUNK_BYTES: u32 = 2 << 20;
+/// The largest chunk a source builds, whatever the receiver asks: the
+/// budget of an anti-entropy page, within the frame's envelope allowance
+/// (a key larger than it travels alone).
+pub const MAX_CHUNK_BYTES: u32 = crate::repair::MAX_PAGE_BYTES;
 
 use crate::storage::blocking;
 
@@ -40,28 +39,16 @@ pub fn count(store: &Store, range: TokenRange) -> Result<(u64, u64), StorageErro
     Ok((keys, bytes))
 }
 
-/// Entries of `range` after `after`, in token order, until they hold
-/// `max_bytes` (at least one entry); and the cursor of the next chunk.
+/// Entries of `range` after `after`, in token order, holding at most
+/// `max_bytes` (a larger key alone); and the cursor of the next chunk. The
+/// paging of anti-entropy ([`crate::repair::entries_page`]), by bytes only.
 pub fn chunk(
     store: &Store,
     range: TokenRange,
-    mut after: Option<Vec<u8>>,
+    after: Option<Vec<u8>>,
     max_bytes: usize,
 ) -> Result<(Vec<RangeEntry>, Option<Vec<u8>>), StorageError> {
-    let mut out = Vec::new();
-    let mut size = 0usize;
-    loop {
-        let (page, next) = crate::repair::entries_page(store, range, after.as_deref(), PAGE)?;
-        for e in page {
-            size += e.object.encode().len() + e.key.len() + e.bucket.len();
-            out.push(e);
-        }
-        match next {
-            None => return Ok((out, None)),
-            Some(n) if size >= max_bytes => return Ok((out, Some(n))),
-            Some(n) => after = Some(n),
-        }
-    }
+    crate::repair::entries_page(store, range, after.as_deref(), usize::MAX, max_bytes)
 }
 
 impl ChangeDriver {

@@ -10,7 +10,7 @@ use quorumkv_gossip::Message;
 
 use super::Identity;
 use super::handshake;
-use super::{Config, Envelope};
+use super::{Config, Envelope, MadeMs};
 use crate::alloc_probe::peak_bytes;
 use crate::proto::{self, Encoded};
 use crate::version::{Context, Dvvs};
@@ -50,7 +50,7 @@ fn samples() -> Vec<Vec<u8>> {
                 object: Encoded::from(vec![1, 2, 3, 4]),
                 hint_for: Some("n2".into()),
             },
-            made_ms: 1,
+            made_ms: MadeMs(1),
         },
         Envelope::Response {
             id: 7,

@@ -42,7 +42,7 @@ use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 
 use super::refusals::{MAX_TEXT, bounded};
 use super::{NetError, PROTOCOL_VERSION, Refusal};
@@ -101,7 +101,7 @@ pub(super) enum Msg {
     },
 }
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+type Conn = Framed<TcpStream, super::FrameCodec>;
 
 fn mac(secret: &str, role: &str, nonce: &[u8], id: &str, cluster: &str) -> HmacSha256 {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail.
@@ -152,7 +152,12 @@ async fn send(conn: &mut Conn, msg: &Msg) -> Result<(), NetError> {
 
 async fn recv(conn: &mut Conn) -> Result<Msg, NetError> {
     let frame = match conn.next().await {
-        Some(f) => f.map_err(NetError::Io)?,
+        Some(Ok(super::Frame::Data(f))) => f,
+        // A strict codec fails on an oversize frame instead.
+        Some(Ok(super::Frame::Skipped(n))) => {
+            return Err(NetError::Decode(format!("a handshake frame of {n} bytes")));
+        }
+        Some(Err(e)) => return Err(NetError::Io(e)),
         None => return Err(NetError::Closed),
     };
     parse(&frame)
@@ -446,7 +451,9 @@ mod tests {
             "{l:?}"
         );
         // The refusal is readable by the old (or new) peer.
-        let reply = conn.next().await.expect("a frame").expect("io");
+        let Some(Ok(crate::transport::tcp::Frame::Data(reply))) = conn.next().await else {
+            panic!("a frame")
+        };
         let Ok(Msg::Refuse { reason }) = rmp_serde::from_slice::<Msg>(&reply[HEADER..]) else {
             panic!("not a refusal: {reply:?}");
         };

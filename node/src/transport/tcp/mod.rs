@@ -23,9 +23,15 @@
 //!   connection waits in the listen backlog (its handshake deadline
 //!   bounds how long), and its requests are served when the node is ready
 //!   instead of being refused.
-//! * **Frames**: tokio-util's `LengthDelimitedCodec` (4-byte big-endian
-//!   length, at most [`Config::max_frame`] bytes) around MessagePack
-//!   ([`Envelope`] via rmp-serde).
+//! * **Frames** ([`frame`]): a 4-byte big-endian length, at most
+//!   [`Config::max_frame`] bytes, around MessagePack ([`Envelope`] via
+//!   rmp-serde). The limit follows `--max-key-bytes` ([`max_frame_for`]),
+//!   so that any key a node accepted fits one frame. Sizes are checked when
+//!   a frame is queued, so an oversize one fails only its own call
+//!   ([`CallError::TooLarge`]), or becomes a
+//!   [`proto::RemoteError::TooLarge`] answer; one that arrives anyway (a
+//!   peer with a larger limit) is skipped and counted, and the connection
+//!   stays up.
 //! * **A handshake before anything else** ([`handshake`]): protocol
 //!   version, cluster name, node id, and a mutual HMAC-SHA256
 //!   challenge-response over the cluster secret when one is configured. A
@@ -72,6 +78,7 @@
 
 #[cfg(test)]
 mod decode_tests;
+pub mod frame;
 pub mod handshake;
 pub mod lateness;
 #[cfg(test)]
@@ -93,9 +100,10 @@ use quorumkv_gossip::{Addr, Message};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
+pub use frame::{Frame, FrameCodec};
 pub use handshake::{Identity, PeerInfo};
 pub use peers::{GossipTransport, TcpPeers};
 pub use rpc::CallError;
@@ -107,14 +115,80 @@ use crate::proto;
 /// another version are refused. 2: versions travel encoded
 /// ([`proto::Encoded`]) in replication requests and read answers. 3: a
 /// forwarded write's context and consistency travel typed, and a replica
-/// coordinator's failure as a [`crate::failure::QuorumError`]. 4: a
-/// request carries when its call was made on the sender's monotonic clock
-/// (`made_ms`) instead of the caller's wall-clock deadline, so a skewed
-/// clock no longer makes a node drop its peers' requests ([`lateness`]).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// coordinator's failure as a [`crate::failure::QuorumError`]. 4: frames
+/// are sized from `--max-key-bytes` ([`max_frame_for`]); an answer too
+/// large for a frame is [`proto::RemoteError::TooLarge`]; a write over
+/// `--max-key-bytes` is `QuorumError::KeyTooLarge` (a replica's refusal to
+/// merge past it `RemoteError::KeyTooLarge`); an anti-entropy
+/// `Request::Entries` carries a byte budget (`max_bytes`). 5: a request
+/// carries when its call was made on the sender's monotonic clock
+/// (`made_ms`, eight bytes at the end of its frame) instead of the
+/// caller's wall-clock deadline, so a skewed clock no longer makes a node
+/// drop its peers' requests ([`lateness`]).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest handshake frame accepted (before the peer is authenticated).
 const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
+
+/// What a frame may hold besides one key's stored versions: the envelope,
+/// bucket and key names, a forwarded write's value beside its context, a
+/// trace, and the part of a stream chunk or anti-entropy page that shares
+/// the frame with a large key (their byte budgets are well below this).
+pub const ENVELOPE_ALLOWANCE: usize = 8 << 20;
+
+/// The frame limit of a cluster whose keys hold at most `max_key_bytes`
+/// (their stored versions, all siblings): one key plus
+/// [`ENVELOPE_ALLOWANCE`], within the 4-byte length prefix.
+pub fn max_frame_for(max_key_bytes: u64) -> usize {
+    usize::try_from(max_key_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(ENVELOPE_ALLOWANCE)
+        .min(u32::MAX as usize)
+}
+
+/// A frame queued for a connection, already encoded (and so checked
+/// against the frame limit by its sender, not by the connection's task).
+pub(crate) struct Outgoing {
+    bytes: Vec<u8>,
+    /// The id of the call whose request this is.
+    call: Option<u64>,
+}
+
+impl Outgoing {
+    /// Writes when a request's call was made into its frame: the
+    /// [`MadeMs`] that ends it, known only once the connection it goes on
+    /// is (the stamp counts from the dial).
+    fn stamp(&mut self, made_ms: i64) {
+        if let Some(at) = self.bytes.len().checked_sub(8) {
+            self.bytes[at..].copy_from_slice(&made_ms.to_be_bytes());
+        }
+    }
+
+    fn into_bytes(self) -> bytes::Bytes {
+        self.bytes.into()
+    }
+}
+
+/// When a request's call was made (ms, see `Envelope::Request`), encoded
+/// as exactly eight big-endian bytes (MessagePack `bin 8` of length 8) so
+/// that, as the last field of the request, it is the frame's last eight
+/// bytes: a frame is encoded once, when queued, and stamped as it is
+/// written ([`Outgoing::stamp`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MadeMs(pub i64);
+
+impl Serialize for MadeMs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0.to_be_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for MadeMs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MadeMs, D::Error> {
+        let b: serde_bytes::ByteArray<8> = Deserialize::deserialize(d)?;
+        Ok(MadeMs(i64::from_be_bytes(b.into_array())))
+    }
+}
 
 /// One frame after the handshake.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,7 +209,7 @@ pub enum Envelope {
         /// later than its timeout ([`lateness`]), e.g. by a node that was
         /// paused, is answered `Deadline` without being run: its caller
         /// gave up and has hinted the write.
-        made_ms: i64,
+        made_ms: MadeMs,
     },
     /// The answer to a request, on the connection the request came on.
     Response {
@@ -236,6 +310,14 @@ pub enum NetError {
     /// The handshake failed.
     #[error("handshake refused: {0}")]
     Refused(Refusal),
+    /// The message encodes to more than the frame limit; not sent.
+    #[error("a message of {bytes} bytes exceeds the internode frame limit of {limit}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: u64,
+        /// The frame limit.
+        limit: u64,
+    },
     /// The peer's send queue is full; the message was dropped.
     #[error("send queue to {0} is full")]
     QueueFull(String),
@@ -253,8 +335,10 @@ pub enum NetError {
 pub struct Config {
     /// Who this node is, for the handshake.
     pub identity: Identity,
-    /// Largest frame after the handshake, in bytes; default 4 MiB. Must
-    /// exceed the gossip message cap (1 MiB).
+    /// Largest frame after the handshake, in bytes; default
+    /// [`max_frame_for`] the default `--max-key-bytes` (4 MiB). Must
+    /// exceed the gossip message cap (1 MiB). Both ends of a connection
+    /// must use the same: see [`frame`].
     pub max_frame: usize,
     /// Messages queued per peer before new ones are dropped; default 1024.
     pub queue: usize,
@@ -282,7 +366,7 @@ impl Config {
     pub fn new(identity: Identity) -> Config {
         Config {
             identity,
-            max_frame: 4 << 20,
+            max_frame: max_frame_for(4 << 20),
             queue: 1024,
             connect_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
@@ -336,6 +420,12 @@ pub struct Counters {
     /// Inbound connections closed at accept: their address (or the node)
     /// had as many open as allowed.
     pub conns_refused: AtomicU64,
+    /// Frames received over the frame limit, skipped unread.
+    pub frames_skipped: AtomicU64,
+    /// Calls refused before sending: the request exceeded the frame limit.
+    pub calls_too_large: AtomicU64,
+    /// Answers replaced by `TooLarge`: they exceeded the frame limit.
+    pub responses_too_large: AtomicU64,
 }
 
 /// Where received gossip goes: `(sender's listen address, message)`.
@@ -363,7 +453,7 @@ pub struct Net {
 
 /// The way to one peer's task (`peer::run`).
 struct Link {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Outgoing>,
     /// Why the last connection attempt failed, while its backoff lasts:
     /// calls fail at once instead of queueing for an attempt seconds away.
     /// Its lock also makes "check, then queue" atomic with the peer task's
@@ -380,11 +470,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A length-delimited framing of `stream` with frames up to `max` bytes.
-pub fn framed(stream: TcpStream, max: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(max)
-        .new_framed(stream)
+/// The framing of `stream` for a handshake: frames up to `max` bytes, a
+/// larger one an error ([`FrameCodec::strict`]).
+pub fn framed(stream: TcpStream, max: usize) -> Framed<TcpStream, FrameCodec> {
+    Framed::new(stream, FrameCodec::strict(max))
 }
 
 /// A bound listener whose connections are accepted once the node serves
@@ -449,12 +538,30 @@ impl Net {
         self.push(to, env, false)
     }
 
+    /// `env` as a frame, or [`NetError::TooLarge`] when it exceeds the
+    /// frame limit.
+    fn encode(&self, env: &Envelope) -> Result<Outgoing, NetError> {
+        let bytes = rmp_serde::to_vec(env).map_err(|e| NetError::Encode(e.to_string()))?;
+        if bytes.len() > self.config.max_frame {
+            return Err(NetError::TooLarge {
+                bytes: bytes.len() as u64,
+                limit: self.config.max_frame as u64,
+            });
+        }
+        let call = match env {
+            Envelope::Request { id, .. } => Some(*id),
+            _ => None,
+        };
+        Ok(Outgoing { bytes, call })
+    }
+
     /// Queues `env` for `to`; with `fail_fast`, refuses it while the peer
     /// is known to be unreachable ([`NetError::Unreachable`]).
     fn push(self: &Arc<Self>, to: &str, env: Envelope, fail_fast: bool) -> Result<(), NetError> {
         if *self.stop.borrow() {
             return Err(NetError::Stopped);
         }
+        let out = self.encode(&env)?;
         let mut peers = lock(&self.peers);
         let (tx, down) = match peers.get(to) {
             Some(l) if !l.tx.is_closed() => (l.tx.clone(), l.down.clone()),
@@ -483,7 +590,7 @@ impl Net {
         if fail_fast && let Some(why) = down.as_ref() {
             return Err(NetError::Unreachable(why.clone()));
         }
-        tx.try_send(env).map_err(|e| match e {
+        tx.try_send(out).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 self.counters.dropped_queue_full.fetch_add(1, Relaxed);
                 NetError::QueueFull(to.to_string())
@@ -513,6 +620,24 @@ impl Net {
 
     fn stopped(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+
+    /// Counts and reports a frame over the limit that `from` sent (read
+    /// and discarded: what it held is lost, the connection is not).
+    fn skipped(&self, from: &PeerInfo, bytes: usize) {
+        self.counters.frames_skipped.fetch_add(1, Relaxed);
+        let admitted = lock(&self.refusals).admit(&from.addr, "oversize_frame", Instant::now());
+        let limit = self.config.max_frame;
+        match admitted {
+            Some(suppressed) => warn!(
+                peer = %from.node,
+                bytes,
+                limit,
+                suppressed,
+                "skipped an internode frame over the limit: do the nodes use the same --max-key-bytes?"
+            ),
+            None => debug!(peer = %from.node, bytes, limit, "skipped an oversize internode frame"),
+        }
     }
 
     /// Hands one received frame, from `from` on a connection of `side`, to
@@ -548,7 +673,7 @@ impl Net {
                     handler,
                     arrivals,
                 } => {
-                    let late_ms = arrivals.lateness(made_ms);
+                    let late_ms = arrivals.lateness(made_ms.0);
                     if lateness::stale(late_ms, timeout_ms) {
                         self.counters.inbound_expired.fetch_add(1, Relaxed);
                         debug!(peer = %from.node, id, late_ms, "dropping a request past its deadline");
@@ -679,7 +804,7 @@ async fn serve_inbound(
     // The epoch of this side's lateness readings: after the peer's
     // (which it took before dialing), as lateness.rs relies on.
     let arrivals = peer::Arrivals::new();
-    conn.codec_mut().set_max_frame_length(net.config.max_frame);
+    conn.codec_mut().skipping(net.config.max_frame);
     debug!(peer = %peer.node, addr = %peer.addr, "accepted internode connection");
     let (reply_tx, mut reply_rx) = mpsc::channel(net.config.queue);
     let side = peer::Side::Inbound {

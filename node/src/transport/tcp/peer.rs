@@ -12,12 +12,13 @@ use std::time::Instant;
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 use tracing::debug;
 
 use super::rpc::CallError;
 use super::{
-    Envelope, HANDSHAKE_MAX_FRAME, Net, NetError, PeerInfo, framed, handshake, lateness, lock,
+    Frame, FrameCodec, HANDSHAKE_MAX_FRAME, Net, NetError, Outgoing, PeerInfo, framed, handshake,
+    lateness, lock,
 };
 
 /// Which way a connection goes, and what that allows on it.
@@ -37,7 +38,7 @@ pub(super) enum Side<'a> {
     /// through `reply`.
     Inbound {
         /// The connection's reply queue.
-        reply: &'a mpsc::Sender<Envelope>,
+        reply: &'a mpsc::Sender<Outgoing>,
         /// What serves the requests that arrive on it.
         handler: &'a Arc<dyn crate::transport::Handler>,
         /// How late its requests arrive.
@@ -74,7 +75,7 @@ impl Arrivals {
 pub(super) async fn run(
     net: Arc<Net>,
     addr: String,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::Receiver<Outgoing>,
     down: Arc<Mutex<Option<String>>>,
     retry: Arc<tokio::sync::Notify>,
 ) {
@@ -121,8 +122,8 @@ pub(super) async fn run(
                     let mut down = lock(&down);
                     *down = Some(why.clone());
                     let queued = std::iter::from_fn(|| rx.try_recv().ok());
-                    for env in std::iter::once(first).chain(queued) {
-                        if let Envelope::Request { id, .. } = env {
+                    for out in std::iter::once(first).chain(queued) {
+                        if let Some(id) = out.call {
                             net.rpc.fail(id, CallError::Unreachable(why.clone()));
                         }
                         dropped += 1;
@@ -147,7 +148,7 @@ pub(super) async fn run(
 async fn connect(
     net: &Net,
     addr: &str,
-) -> Result<(Framed<TcpStream, LengthDelimitedCodec>, PeerInfo), NetError> {
+) -> Result<(Framed<TcpStream, FrameCodec>, PeerInfo), NetError> {
     let stream = tokio::time::timeout(net.config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::Timeout("connect"))??;
@@ -159,31 +160,23 @@ async fn connect(
     )
     .await
     .map_err(|_| NetError::Timeout("handshake"))??;
-    conn.codec_mut().set_max_frame_length(net.config.max_frame);
+    conn.codec_mut().skipping(net.config.max_frame);
     Ok((conn, peer))
 }
 
-fn encode(env: &Envelope) -> Result<bytes::Bytes, NetError> {
-    rmp_serde::to_vec(env)
-        .map(Into::into)
-        .map_err(|e| NetError::Encode(e.to_string()))
-}
-
-/// Whether `env` is still worth writing on `side`; records a request as
+/// Whether `out` is still worth writing on `side`; records a request as
 /// sent on the connection, so that losing it fails the call, and stamps
 /// it with when its call was made.
-fn wanted(net: &Net, env: &mut Envelope, side: Side<'_>) -> bool {
-    match (env, side) {
-        (Envelope::Request { id, made_ms, .. }, Side::Outbound { conn, dialed }) => {
-            match net.rpc.mark_sent(*id, conn) {
-                Some(made) => {
-                    *made_ms = lateness::stamp(made, dialed);
-                    true
-                }
-                // Its caller gave up (timed out): skip it.
-                None => false,
+fn wanted(net: &Net, out: &mut Outgoing, side: Side<'_>) -> bool {
+    match (out.call, side) {
+        (Some(id), Side::Outbound { conn, dialed }) => match net.rpc.mark_sent(id, conn) {
+            Some(made) => {
+                out.stamp(lateness::stamp(made, dialed));
+                true
             }
-        }
+            // Its caller gave up (timed out): skip it.
+            None => false,
+        },
         _ => true,
     }
 }
@@ -194,18 +187,18 @@ fn wanted(net: &Net, env: &mut Envelope, side: Side<'_>) -> bool {
 /// closes, on an I/O error, or `Ok` when `rx` closes.
 pub(super) async fn pump(
     net: &Arc<Net>,
-    conn: Framed<TcpStream, LengthDelimitedCodec>,
+    conn: Framed<TcpStream, FrameCodec>,
     peer: &PeerInfo,
-    first: Option<Envelope>,
-    rx: &mut mpsc::Receiver<Envelope>,
+    first: Option<Outgoing>,
+    rx: &mut mpsc::Receiver<Outgoing>,
     side: Side<'_>,
 ) -> Result<(), NetError> {
     let (mut sink, mut stream) = conn.split();
     let mut stop: watch::Receiver<bool> = net.stopped();
-    if let Some(mut env) = first
-        && wanted(net, &mut env, side)
+    if let Some(mut out) = first
+        && wanted(net, &mut out, side)
     {
-        sink.send(encode(&env)?).await?;
+        sink.send(out.into_bytes()).await?;
         net.counters.sent.fetch_add(1, Relaxed);
     }
     loop {
@@ -220,9 +213,9 @@ pub(super) async fn pump(
                 tokio::task::yield_now().await;
                 let mut n = 0;
                 let batch = std::iter::once(env).chain(std::iter::from_fn(|| rx.try_recv().ok()));
-                for mut env in batch {
-                    if wanted(net, &mut env, side) {
-                        sink.feed(encode(&env)?).await?;
+                for mut out in batch {
+                    if wanted(net, &mut out, side) {
+                        sink.feed(out.into_bytes()).await?;
                         n += 1;
                     }
                 }
@@ -231,7 +224,8 @@ pub(super) async fn pump(
                 net.counters.writes.fetch_add(1, Relaxed);
             }
             f = stream.next() => match f {
-                Some(Ok(frame)) => net.dispatch(peer, &frame, side),
+                Some(Ok(Frame::Data(frame))) => net.dispatch(peer, &frame, side),
+                Some(Ok(Frame::Skipped(bytes))) => net.skipped(peer, bytes),
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(NetError::Closed),
             },

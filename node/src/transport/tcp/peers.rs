@@ -57,6 +57,7 @@ impl Peers for TcpPeers {
                         PeerError::Lost("connection lost before the answer".into())
                     }
                     CallError::Remote(r) => PeerError::Remote(r),
+                    e @ CallError::TooLarge { .. } => PeerError::NotSent(e.to_string()),
                 })
         })
     }

@@ -31,6 +31,11 @@
 //!   and hinted them; a forwarded write that timed out is the client's to
 //!   retry), and a skewed wall clock changes nothing.
 //!
+//! * **Size is per call.** A request that exceeds the frame limit fails
+//!   its own call before it is sent ([`CallError::TooLarge`]), and an
+//!   answer that would is replaced by [`RemoteError::TooLarge`]: neither
+//!   touches the connection the other calls share.
+//!
 //! Caveats: a handler that panics sends no answer (its caller times out);
 //! [`CallError::Stopped`] does not say whether a request already sent was
 //! applied, since nobody on a stopping node is left to act on it.
@@ -45,7 +50,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::{Envelope, Net, NetError, PeerInfo, lock};
+use super::{Envelope, Net, NetError, Outgoing, PeerInfo, lock};
 use crate::proto::{RemoteError, Request, Response};
 use crate::transport::Handler;
 
@@ -73,6 +78,14 @@ pub enum CallError {
     /// This node's transport is shutting down.
     #[error("the internode transport has stopped")]
     Stopped,
+    /// The request encodes to more than the frame limit: never sent.
+    #[error("request of {bytes} bytes exceeds the internode frame limit of {limit}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: u64,
+        /// The frame limit.
+        limit: u64,
+    },
 }
 
 impl CallError {
@@ -84,6 +97,8 @@ impl CallError {
         match self {
             CallError::Timeout | CallError::ConnectionLost => true,
             CallError::Remote(RemoteError::Deadline) => true,
+            // The handler ran; only its answer could not travel.
+            CallError::Remote(RemoteError::TooLarge { .. }) => true,
             CallError::Remote(RemoteError::Quorum(e)) => {
                 matches!(e, crate::failure::QuorumError::Timeout { .. })
             }
@@ -100,12 +115,15 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::ConnectionLost => "connection lost",
             CallError::Stopped => "stopping",
+            CallError::TooLarge { .. } => "request too large",
             CallError::Remote(e) => match e {
                 RemoteError::Storage(_) => "storage error",
                 RemoteError::Overloaded(_) => "overloaded",
                 RemoteError::Deadline => "deadline passed",
                 RemoteError::Bad(_) => "bad request",
                 RemoteError::Quorum(_) => "replica coordinator error",
+                RemoteError::TooLarge { .. } => "answer too large",
+                RemoteError::KeyTooLarge { .. } => "key too large",
             },
         }
     }
@@ -281,12 +299,16 @@ impl Net {
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             body: req,
             // Stamped as it is written, when the connection is known.
-            made_ms: 0,
+            made_ms: super::MadeMs(0),
         };
         self.push(to, env, true).map_err(|e| match e {
             NetError::QueueFull(_) => CallError::QueueFull,
             NetError::Stopped => CallError::Stopped,
             NetError::Unreachable(why) => CallError::Unreachable(why),
+            NetError::TooLarge { bytes, limit } => {
+                self.counters.calls_too_large.fetch_add(1, Relaxed);
+                CallError::TooLarge { bytes, limit }
+            }
             e => CallError::Unreachable(e.to_string()),
         })?;
         match tokio::time::timeout(timeout, rx).await {
@@ -313,7 +335,7 @@ impl Net {
         id: u64,
         timeout_ms: u32,
         body: Request,
-        reply: &mpsc::Sender<Envelope>,
+        reply: &mpsc::Sender<Outgoing>,
     ) {
         self.counters.inbound_requests.fetch_add(1, Relaxed);
         let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
@@ -338,13 +360,32 @@ impl Net {
         });
     }
 
+    /// Queues the answer to request `id` on `reply`; an answer over the
+    /// frame limit becomes [`RemoteError::TooLarge`], for its call alone.
     pub(super) fn answer(
         &self,
-        reply: &mpsc::Sender<Envelope>,
+        reply: &mpsc::Sender<Outgoing>,
         id: u64,
         result: Result<Response, RemoteError>,
     ) {
-        if let Err(e) = reply.try_send(Envelope::Response { id, result }) {
+        let out = match self.encode(&Envelope::Response { id, result }) {
+            Ok(out) => out,
+            Err(NetError::TooLarge { bytes, limit }) => {
+                self.counters.responses_too_large.fetch_add(1, Relaxed);
+                debug!(id, bytes, limit, "internode answer over the frame limit");
+                let result = Err(RemoteError::TooLarge { bytes, limit });
+                match self.encode(&Envelope::Response { id, result }) {
+                    Ok(out) => out,
+                    Err(e) => return debug!(id, error = %e, "internode answer not encodable"),
+                }
+            }
+            Err(e) => {
+                // The caller times out.
+                self.counters.responses_dropped.fetch_add(1, Relaxed);
+                return debug!(id, error = %e, "internode answer not encodable");
+            }
+        };
+        if let Err(e) = reply.try_send(out) {
             // The caller will time out (or has lost the connection already).
             self.counters.responses_dropped.fetch_add(1, Relaxed);
             let full = matches!(e, mpsc::error::TrySendError::Full(_));

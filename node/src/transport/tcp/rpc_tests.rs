@@ -86,6 +86,13 @@ impl Handler for TestHandler {
                         Ok(Response::Digest(Some(u64::from_be_bytes(n))))
                     }
                     "fail" => Err(RemoteError::Storage("disk on fire".into())),
+                    // An answer of as many bytes as the key says.
+                    "big" => {
+                        let n = <[u8; 8]>::try_from(key.as_slice())
+                            .map_err(|_| RemoteError::Bad("key is not a u64".into()))?;
+                        let bytes = vec![7u8; u64::from_be_bytes(n) as usize];
+                        Ok(Response::Object(Some(crate::proto::Encoded::from(bytes))))
+                    }
                     "park" => {
                         let _ = parked.send(());
                         std::future::pending().await
@@ -249,7 +256,7 @@ async fn the_callee_answers_deadline_when_the_request_outlives_its_timeout() {
         id,
         timeout_ms: 50,
         body,
-        made_ms: 0,
+        made_ms: MadeMs(0),
     };
     a.send(&addr(&b), env).expect("queued");
     let r = tokio::time::timeout(Duration::from_secs(5), rx)
@@ -283,7 +290,7 @@ async fn a_request_written_after_its_callers_timeout_is_not_run() {
         id,
         timeout_ms: timeout_ms as u32,
         body: read("echo", 7),
-        made_ms: 0,
+        made_ms: MadeMs(0),
     };
     a.send(&to, env).expect("queued");
     let r = tokio::time::timeout(Duration::from_secs(5), rx)
@@ -502,4 +509,107 @@ fn what_may_have_been_applied() {
         CallError::Remote(RemoteError::Storage("x".into())).reason(),
         "storage error"
     );
+}
+
+/// A replication request carrying `bytes` bytes of versions.
+fn replicate(bytes: usize) -> Request {
+    Request::Replicate {
+        bucket: "b".into(),
+        key: b"k".to_vec(),
+        object: crate::proto::Encoded::from(vec![1u8; bytes]),
+        hint_for: None,
+    }
+}
+
+#[tokio::test]
+async fn a_request_over_the_frame_limit_fails_alone_before_it_is_sent() {
+    let small = |c: &mut Config| c.max_frame = 64 << 10;
+    let a = start("a", None, small).await;
+    let b = start("b", None, small).await;
+    let (runs, _parked) = serve(&b);
+    let to = addr(&b);
+    let first = a.call(&to, Request::Ping, LONG).await;
+    assert!(matches!(first, Ok(Response::Pong)), "{first:?}");
+    let r = a.call(&to, replicate(100 << 10), LONG).await;
+    assert!(
+        matches!(r, Err(CallError::TooLarge { limit, .. }) if limit == 64 << 10),
+        "{r:?}"
+    );
+    assert_eq!(a.counters().calls_too_large.load(Relaxed), 1);
+    // Nothing reached the peer, and the connection is the same one.
+    let again = a.call(&to, Request::Ping, LONG).await;
+    assert!(matches!(again, Ok(Response::Pong)), "{again:?}");
+    assert_eq!(runs.load(Relaxed), 2);
+    assert_eq!(a.counters().connects.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn an_answer_over_the_frame_limit_is_a_typed_error_for_its_call_alone() {
+    let small = |c: &mut Config| c.max_frame = 64 << 10;
+    let a = start("a", None, small).await;
+    let b = start("b", None, small).await;
+    let (_runs, _parked) = serve(&b);
+    let to = addr(&b);
+    let fits = a.call(&to, read("big", 1000), LONG).await;
+    assert!(matches!(fits, Ok(Response::Object(Some(_)))), "{fits:?}");
+    let r = a.call(&to, read("big", 100 << 10), LONG).await;
+    assert!(
+        matches!(r, Err(CallError::Remote(RemoteError::TooLarge { limit, .. })) if limit == 64 << 10),
+        "{r:?}"
+    );
+    assert!(r.as_ref().is_err_and(CallError::maybe_applied));
+    assert_eq!(b.counters().responses_too_large.load(Relaxed), 1);
+    let again = a.call(&to, read("echo", 5), LONG).await;
+    assert!(matches!(again, Ok(Response::Digest(Some(5)))), "{again:?}");
+    assert_eq!(a.counters().connects.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_frame_over_the_receivers_limit_is_skipped_and_the_connection_lives() {
+    // A peer with a larger limit than this node's: a misconfiguration the
+    // connection survives.
+    let a = start("a", None, |c| c.max_frame = 1 << 20).await;
+    let b = start("b", None, |c| c.max_frame = 64 << 10).await;
+    let (runs, _parked) = serve(&b);
+    let to = addr(&b);
+    let first = a.call(&to, Request::Ping, LONG).await;
+    assert!(matches!(first, Ok(Response::Pong)), "{first:?}");
+    let r = a
+        .call(&to, replicate(200 << 10), Duration::from_millis(300))
+        .await;
+    assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
+    assert_eq!(b.counters().frames_skipped.load(Relaxed), 1);
+    let again = a.call(&to, read("echo", 9), LONG).await;
+    assert!(matches!(again, Ok(Response::Digest(Some(9)))), "{again:?}");
+    assert_eq!(runs.load(Relaxed), 2, "the skipped request never ran");
+    assert_eq!(a.counters().connects.load(Relaxed), 1);
+}
+
+#[test]
+fn a_request_is_stamped_in_its_encoded_frame_and_nothing_else_changes() {
+    for made in [0, 1, -7, 123_456_789, i64::MIN, i64::MAX] {
+        let env = Envelope::Request {
+            id: 42,
+            timeout_ms: 900,
+            body: read("k", 3),
+            made_ms: MadeMs(0),
+        };
+        let bytes = rmp_serde::to_vec(&env).expect("encodes");
+        let mut out = Outgoing {
+            bytes,
+            call: Some(42),
+        };
+        out.stamp(made);
+        let back = Envelope::decode(&out.into_bytes()).expect("decodes");
+        let Envelope::Request {
+            id,
+            timeout_ms,
+            made_ms,
+            ..
+        } = back
+        else {
+            panic!("not a request: {back:?}");
+        };
+        assert_eq!((id, timeout_ms, made_ms), (42, 900, MadeMs(made)));
+    }
 }

@@ -180,6 +180,9 @@ pub struct Metrics {
     pub net_writes: Counter,
     /// Internode frames received.
     pub net_frames_received: Counter,
+    /// Internode connections refused, by either side (the reasons are in
+    /// the log).
+    pub net_refusals: Counter,
     /// Anti-entropy passes finished (manual and scheduled).
     pub repair_passes: Counter,
     /// Keys moved by anti-entropy, by direction.
@@ -349,6 +352,12 @@ impl Metrics {
             "Internode frames received",
             net_frames_received.clone(),
         );
+        let net_refusals = Counter::default();
+        registry.register(
+            "net_refusals",
+            "Internode connections refused in their handshake (TLS or quorumkv's), by either side; the log says why",
+            net_refusals.clone(),
+        );
         let repair_passes = Counter::default();
         registry.register(
             "repair_passes",
@@ -431,6 +440,7 @@ impl Metrics {
             net_frames_sent,
             net_writes,
             net_frames_received,
+            net_refusals,
             hint_sync: std::sync::Mutex::new(()),
             hot: HotSeries::default(),
             registry,
@@ -537,6 +547,7 @@ impl Metrics {
         catch_up(&self.net_frames_sent, c.sent.load(Relaxed));
         catch_up(&self.net_writes, c.writes.load(Relaxed));
         catch_up(&self.net_frames_received, c.received.load(Relaxed));
+        catch_up(&self.net_refusals, c.refused.load(Relaxed));
     }
 
     /// Refreshes the clock figures: the count of clamped timestamps (the
@@ -656,6 +667,7 @@ mod tests {
         let c = crate::transport::tcp::Counters::default();
         c.sent.store(12, Relaxed);
         c.writes.store(3, Relaxed);
+        c.refused.store(2, Relaxed);
         m.sync_net(&c);
         c.sent.store(20, Relaxed);
         m.sync_net(&c);
@@ -663,5 +675,6 @@ mod tests {
         assert!(text.contains("qkv_net_frames_sent_total 20"), "{text}");
         assert!(text.contains("qkv_net_writes_total 3"), "{text}");
         assert!(text.contains("qkv_net_frames_received_total 0"), "{text}");
+        assert!(text.contains("qkv_net_refusals_total 2"), "{text}");
     }
 }

@@ -15,7 +15,11 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
 use super::rpc::CallError;
+use super::tls::Stream;
 use super::{Envelope, HANDSHAKE_MAX_FRAME, Net, NetError, PeerInfo, framed, handshake, lock};
+
+/// An established connection: frames over TCP or TLS.
+type Conn = Framed<Stream, LengthDelimitedCodec>;
 
 /// Which way a connection goes, and what that allows on it.
 #[derive(Clone, Copy)]
@@ -109,20 +113,22 @@ pub(super) async fn run(
     }
 }
 
-/// Connects and runs the dialer's handshake, within the deadlines.
-async fn connect(
-    net: &Net,
-    addr: &str,
-) -> Result<(Framed<TcpStream, LengthDelimitedCodec>, PeerInfo), NetError> {
+/// Connects and runs TLS (when configured) and the dialer's handshake,
+/// within the deadlines.
+async fn connect(net: &Net, addr: &str) -> Result<(Conn, PeerInfo), NetError> {
     let stream = tokio::time::timeout(net.config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::Timeout("connect"))??;
     let _ = stream.set_nodelay(true);
-    let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
-    let peer = tokio::time::timeout(
-        net.config.handshake_timeout,
-        handshake::dial(&mut conn, &net.config.identity),
-    )
+    let (mut conn, peer) = tokio::time::timeout(net.config.handshake_timeout, async {
+        let stream = match &net.config.tls {
+            Some(tls) => tls.connect(stream).await?,
+            None => Stream::Plain(stream),
+        };
+        let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
+        let peer = handshake::dial(&mut conn, &net.config.identity).await?;
+        Ok::<_, NetError>((conn, peer))
+    })
     .await
     .map_err(|_| NetError::Timeout("handshake"))??;
     conn.codec_mut().set_max_frame_length(net.config.max_frame);
@@ -151,7 +157,7 @@ fn wanted(net: &Net, env: &Envelope, side: Side<'_>) -> bool {
 /// closes, on an I/O error, or `Ok` when `rx` closes.
 pub(super) async fn pump(
     net: &Arc<Net>,
-    conn: Framed<TcpStream, LengthDelimitedCodec>,
+    conn: Conn,
     peer: &PeerInfo,
     first: Option<Envelope>,
     rx: &mut mpsc::Receiver<Envelope>,

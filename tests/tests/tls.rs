@@ -173,6 +173,9 @@ async fn a_tls_cluster_serves_the_readme_over_https_and_refuses_a_node_of_anothe
     let got = cluster.qkv(&["get", "greeting"])?;
     assert_eq!(got.trim_end(), "hello");
     let status = cluster.qkv(&["status"])?;
+    cluster.qkv(&["bucket", "set", "sessions", "--conflicts", "lww"])?;
+    let sessions = cluster.qkv(&["--json", "bucket", "get", "sessions"])?;
+    assert!(sessions.contains("lww"), "{sessions}");
     let ring = cluster.qkv(&["ring", "show"])?;
     for id in ["n1", "n2", "n3"] {
         assert!(status.contains(id), "{id} in\n{status}");

@@ -67,6 +67,19 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     token: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+}
+
+/// The certificates of a PEM bundle, as trust roots for `https://` nodes.
+pub fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, Error> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| Error::BadInput(format!("the CA bundle is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::BadInput(
+            "the CA bundle holds no PEM certificate".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 impl ClientBuilder {
@@ -90,10 +103,18 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the CA certificates of the PEM bundle `pem` for `https://`
+    /// nodes, besides the system's roots.
+    pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
     /// Checks the node addresses and builds the client.
     ///
-    /// Addresses are base URLs (`http://127.0.0.1:8001`); a bare
-    /// `host:port` gets `http://` prepended and a trailing `/` is dropped.
+    /// Addresses are base URLs (`http://127.0.0.1:8001`,
+    /// `https://n1.example:8001`); a bare `host:port` gets `http://`
+    /// prepended and a trailing `/` is dropped.
     pub fn build(self) -> Result<Client, Error> {
         if self.nodes.is_empty() {
             return Err(Error::BadInput("no node address given".into()));
@@ -103,9 +124,15 @@ impl ClientBuilder {
             .iter()
             .map(|n| normalize_node(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(pem) = &self.ca_pem {
+            for cert in ca_certificates(pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| Error::BadInput(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
@@ -127,9 +154,9 @@ fn normalize_node(node: &str) -> Result<String, Error> {
     };
     let url = reqwest::Url::parse(&with_scheme)
         .map_err(|e| Error::BadInput(format!("node address {node:?}: {e}")))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(Error::BadInput(format!(
-            "node address {node:?}: only http:// is supported"
+            "node address {node:?}: only http:// and https:// are supported"
         )));
     }
     if url.host_str().is_none() {
@@ -299,6 +326,7 @@ impl Client {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             token: None,
+            ca_pem: None,
         }
     }
 
@@ -616,7 +644,8 @@ mod tests {
             normalize_node("http://localhost:8001/").unwrap(),
             "http://localhost:8001"
         );
-        assert!(normalize_node("https://x:1").is_err());
+        assert_eq!(normalize_node("https://x:1/").unwrap(), "https://x:1");
+        assert!(normalize_node("ftp://x:1").is_err());
         assert!(Client::new(vec![]).is_err());
     }
 

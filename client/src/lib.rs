@@ -39,7 +39,7 @@ pub mod key;
 pub mod local;
 pub mod types;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, ca_certificates};
 pub use error::Error;
 pub use types::{
     BucketProps, BucketPropsUpdate, Conflicts, Consistency, Context, Fetched, Health, Member,

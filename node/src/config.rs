@@ -218,6 +218,23 @@ pub struct Args {
     #[arg(long, env = "QKV_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// PEM CA bundle for mutual TLS between nodes: with
+    /// `--internode-cert` and `--internode-key`, every internode
+    /// connection runs over TLS 1.3 and a peer must present a certificate
+    /// of this CA naming its node id as a DNS name [default: none, plain
+    /// TCP]
+    #[arg(long, env = "QKV_INTERNODE_CA", value_name = "FILE")]
+    pub internode_ca: Option<PathBuf>,
+
+    /// PEM certificate chain of this node for internode TLS (its own
+    /// certificate first, with its node id as a DNS name) [default: none]
+    #[arg(long, env = "QKV_INTERNODE_CERT", value_name = "FILE")]
+    pub internode_cert: Option<PathBuf>,
+
+    /// PEM private key of `--internode-cert` [default: none]
+    #[arg(long, env = "QKV_INTERNODE_KEY", value_name = "FILE")]
+    pub internode_key: Option<PathBuf>,
+
     /// Storage engine [default: fjall]
     #[arg(long, env = "QKV_ENGINE", value_enum)]
     pub engine: Option<Engine>,
@@ -232,7 +249,8 @@ pub struct Args {
     #[arg(long, env = "QKV_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
-    /// Run with a non-loopback `--listen` and no cluster secret, or a
+    /// Run with a non-loopback `--listen` and neither a cluster secret nor
+    /// internode TLS, or a
     /// non-loopback `--http` and no bearer tokens: anyone who reaches the
     /// address can then join the cluster or read and write every key
     /// [default: off, such a node refuses to start]
@@ -407,6 +425,9 @@ pub struct Config {
     pub http_body_timeout: Duration,
     /// Certificate chain and key files of HTTPS (`None`: plain HTTP).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA bundle, certificate chain and key files of internode TLS
+    /// (`None`: plain TCP between nodes).
+    pub internode_tls: Option<(PathBuf, PathBuf, PathBuf)>,
     /// Storage engine.
     pub engine: Engine,
     /// Client bearer tokens.
@@ -490,8 +511,9 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 /// Refuses addresses other machines can reach without the lock that goes
-/// with them: a non-loopback `--listen` needs a cluster secret (else any
-/// process that connects can join and be handed data), a non-loopback
+/// with them: a non-loopback `--listen` needs a cluster secret or internode
+/// TLS (else any process that connects can join and be handed data), a
+/// non-loopback
 /// `--http` needs bearer tokens (else anyone reads and writes every key).
 /// `--insecure` skips the check.
 fn no_open_door(
@@ -500,11 +522,13 @@ fn no_open_door(
     secret: bool,
     tokens: bool,
 ) -> Result<(), ConfigError> {
+    // `secret`: a cluster secret or internode TLS, either of which keeps
+    // strangers from joining.
     if !listen.ip().is_loopback() && !secret {
         return Err(ConfigError::Value {
             name: "--listen",
             reason: format!(
-                "{listen} is reachable from other machines but no cluster secret is set: add --cluster-secret-file FILE (the same secret on every node), or --insecure to run the internode port open"
+                "{listen} is reachable from other machines but neither a cluster secret nor internode TLS is set: add --cluster-secret-file FILE (the same secret on every node) or --internode-ca/--internode-cert/--internode-key, or --insecure to run the internode port open"
             ),
         });
     }
@@ -673,11 +697,37 @@ impl Config {
         }
         let http = pick!(http).unwrap_or(default_http);
         let listen = pick!(listen).unwrap_or(default_listen);
+        let internode_tls = match (
+            pick!(internode_ca),
+            pick!(internode_cert),
+            pick!(internode_key),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => Some((ca, cert, key)),
+            (None, None, None) => None,
+            (ca, cert, key) => {
+                let missing: Vec<&str> = [
+                    ("--internode-ca", ca.is_none()),
+                    ("--internode-cert", cert.is_none()),
+                    ("--internode-key", key.is_none()),
+                ]
+                .into_iter()
+                .filter(|(_, m)| *m)
+                .map(|(f, _)| f)
+                .collect();
+                return Err(ConfigError::Value {
+                    name: "--internode-ca",
+                    reason: format!(
+                        "internode TLS needs --internode-ca, --internode-cert and --internode-key together; missing {}",
+                        missing.join(", ")
+                    ),
+                });
+            }
+        };
         if !pick!(insecure).unwrap_or(false) {
             no_open_door(
                 http,
                 listen,
-                cluster_secret.is_some(),
+                cluster_secret.is_some() || internode_tls.is_some(),
                 !client_tokens.is_empty() || admin_token.is_some(),
             )?;
         }
@@ -754,6 +804,7 @@ impl Config {
                     });
                 }
             },
+            internode_tls,
             engine: pick!(engine).unwrap_or(Engine::Fjall),
             client_tokens,
             admin_token,
@@ -976,6 +1027,16 @@ mod tests {
 
         for ok in [
             &["--listen", "0.0.0.0:7001", "--cluster-secret-file", secret][..],
+            &[
+                "--listen",
+                "0.0.0.0:7001",
+                "--internode-ca",
+                "ca.pem",
+                "--internode-cert",
+                "n1.pem",
+                "--internode-key",
+                "n1.key",
+            ],
             &["--http", "0.0.0.0:8001", "--client-tokens-file", tokens],
             &[
                 "--listen",
@@ -1024,6 +1085,29 @@ mod tests {
                 .expect_err("one without the other");
             assert!(err.to_string().contains(other), "{err}");
         }
+    }
+
+    #[test]
+    fn internode_tls_needs_all_three_files() {
+        let c = Config::resolve(
+            parse(&[
+                "--internode-ca",
+                "ca.pem",
+                "--internode-cert",
+                "c.pem",
+                "--internode-key",
+                "k.pem",
+            ]),
+            Args::default(),
+        )
+        .expect("all three");
+        assert!(c.internode_tls.is_some());
+        let err = Config::resolve(
+            parse(&["--internode-ca", "ca.pem", "--internode-cert", "c.pem"]),
+            Args::default(),
+        )
+        .expect_err("no key");
+        assert!(err.to_string().contains("missing --internode-key"), "{err}");
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum StartError {
     /// `--tls-cert` or `--tls-key` cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::http::tls::TlsError),
+    /// `--internode-ca`, `--internode-cert` or `--internode-key` cannot be
+    /// used.
+    #[error(transparent)]
+    InternodeTls(#[from] tcp::tls::TlsError),
 }
 
 /// A bound transport, as [`start`] wires it.
@@ -602,6 +606,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Some((cert, key)) => Some(crate::http::tls::acceptor(cert, key)?),
         None => None,
     };
+    let internode_tls = match &config.internode_tls {
+        Some((ca, cert, key)) => Some(tcp::tls::InternodeTls::load(ca, cert, key)?),
+        None => None,
+    };
     let dir = config.data_dir.display().to_string();
     let store = match config.engine {
         Engine::Fjall => {
@@ -621,18 +629,27 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         cluster: config.cluster_name.clone(),
         secret: config.cluster_secret.clone(),
     };
-    if config.cluster_secret.is_none() {
-        info!("no --cluster-secret-file: internode peers are not authenticated");
+    match (&config.cluster_secret, &internode_tls) {
+        (None, None) => {
+            info!(
+                "no --cluster-secret-file or --internode-ca: internode peers are not authenticated"
+            )
+        }
+        (_, Some(_)) => {
+            info!("internode TLS: peers need a certificate of --internode-ca naming their id")
+        }
+        (Some(_), None) => {}
     }
     // The transport is bound before the services so that a node without
     // stored tokens can ask its seeds for the ones the cluster knows (a
     // wiped data dir), before gossip announces it anew. Peers' connections
     // wait in the listen backlog until the RPC service serves them.
-    let net_config = tcp::Config {
+    let mut transport_config = tcp::Config {
         max_frame: tcp::max_frame_for(config.max_key_bytes),
         ..tcp::Config::new(identity)
     };
-    let (net, inbox, incoming) = Net::bind(net_config, listen);
+    transport_config.tls = internode_tls;
+    let (net, inbox, incoming) = Net::bind(transport_config, listen);
     let storage = |source| StartError::Storage {
         dir: dir.clone(),
         source,

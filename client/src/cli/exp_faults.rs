@@ -183,6 +183,7 @@ pub fn run_faults(g: &Globals, a: FaultsArgs) -> anyhow::Result<ExitCode> {
                         "--anti-entropy-interval-secs".into(),
                         a.anti_entropy_secs.to_string(),
                     ],
+                    tls: None,
                 };
                 eprintln!("starting {k} nodes in {}", dir.display());
                 let nodes = cluster::start(&dir, &layout, &qkvd)

@@ -40,7 +40,7 @@ use quorumkv_client::local::cluster::{self, Fault};
 use quorumkv_client::local::process::{self, wait_all_healthy};
 use quorumkv_client::local::{
     ClusterRecord, Layout, LocalCluster, NodeProcess, NodeRecord, Ownership, ProcState,
-    StopOutcome, log_tail, ports,
+    StopOutcome, log_tail, ports, tls,
 };
 
 use super::Globals;
@@ -100,6 +100,11 @@ pub struct UpArgs {
     /// The qkvd binary (default: next to qkv, then on PATH).
     #[arg(long)]
     pub qkvd: Option<PathBuf>,
+    /// Serve HTTPS and run mutual TLS between the nodes, with a new CA
+    /// and a certificate per node made under DIR/tls/ (qkv needs
+    /// --ca-cert DIR/tls/ca.pem).
+    #[arg(long)]
+    pub tls: bool,
     /// Extra arguments for every qkvd, after `--`.
     #[arg(last = true)]
     pub qkvd_args: Vec<String>,
@@ -125,8 +130,9 @@ pub struct NodeArg {
 }
 
 impl UpArgs {
-    fn layout(&self) -> Layout {
+    fn layout(&self, dir: &Path) -> Layout {
         Layout {
+            tls: self.tls.then(|| dir.to_path_buf()),
             nodes: self.nodes,
             base_http_port: self.base_http_port,
             base_listen_port: self.base_listen_port,
@@ -186,17 +192,22 @@ pub(super) fn find_qkvd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 async fn poll_each(
     procs: &mut [NodeProcess],
     token: Option<&str>,
+    ca: Option<&[u8]>,
     deadline: Duration,
     what: &str,
     check: impl AsyncFn(&Client) -> Result<(), String>,
 ) -> Result<(), (usize, String)> {
     let until = Instant::now() + deadline;
     for i in 0..procs.len() {
-        let mut b = Client::builder(vec![format!("http://{}", procs[i].launch.http)])
+        let launch = &procs[i].launch;
+        let mut b = Client::builder(vec![tls::base_url(&launch.http, &launch.args)])
             .timeout(Duration::from_secs(1))
             .connect_timeout(Duration::from_millis(500));
         if let Some(t) = token {
             b = b.bearer_token(t);
+        }
+        if let Some(pem) = ca {
+            b = b.ca_cert_pem(pem);
         }
         let client = b.build().map_err(|e| (i, e.to_string()))?;
         loop {
@@ -231,11 +242,13 @@ async fn poll_each(
 async fn wait_joined(
     procs: &mut [NodeProcess],
     token: Option<&str>,
+    ca: Option<&[u8]>,
 ) -> Result<(), (usize, String)> {
     let ids: Vec<String> = procs.iter().map(|p| p.launch.id.clone()).collect();
     poll_each(
         procs,
         token,
+        ca,
         JOIN_DEADLINE,
         "see every node up and normal",
         async |c| {
@@ -284,7 +297,7 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let qkvd = find_qkvd(a.qkvd.as_deref())?;
-    let launches = a.layout().launches(&dir, &qkvd, "qkv local up")?;
+    let launches = a.layout(&dir).launches(&dir, &qkvd, "qkv local up")?;
     ports::check_free(launches.iter().flat_map(|l| {
         [
             (l.id.as_str(), l.http.as_str()),
@@ -292,6 +305,14 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
         ]
     }))?;
 
+    let ca = if a.tls {
+        let ids: Vec<String> = launches.iter().map(|l| l.id.clone()).collect();
+        tls::generate(&dir, &ids)?;
+        let ca = tls::ca_file(&dir);
+        Some(std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?)
+    } else {
+        None
+    };
     let mut procs: Vec<NodeProcess> = launches
         .into_iter()
         .map(|l| NodeProcess::new(l, Ownership::Detached))
@@ -322,7 +343,9 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
             .map(|(i, e)| (i, e.to_string()));
     }
     if failure.is_none() {
-        failure = wait_joined(&mut procs, g.token.as_deref()).await.err();
+        failure = wait_joined(&mut procs, g.token.as_deref(), ca.as_deref())
+            .await
+            .err();
     }
     if let Some((i, why)) = failure {
         let log = procs[i].launch.log.clone();
@@ -343,7 +366,7 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
         .map(|n| {
             vec![
                 n.id.clone(),
-                format!("http://{}", n.http),
+                tls::base_url(&n.http, &n.args),
                 n.listen.clone(),
                 n.pid.to_string(),
                 n.log.display().to_string(),
@@ -356,17 +379,24 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     print!("{}", table(&["ID", "HTTP", "GOSSIP", "PID", "LOG"], &rows));
-    let first = &record.nodes[0].http;
     let nodes: Vec<String> = record
         .nodes
         .iter()
-        .map(|n| format!("http://{}", n.http))
+        .map(|n| tls::base_url(&n.http, &n.args))
         .collect();
+    let first = &nodes[0];
     println!();
     println!("try:");
-    println!("  curl -X PUT --data-binary hello http://{first}/kv/greeting");
-    println!("  curl http://{first}/kv/greeting");
-    println!("  QKV_NODE={} qkv status", nodes.join(","));
+    if a.tls {
+        let ca = tls::ca_file(&dir).display().to_string();
+        println!("  curl --cacert {ca} -X PUT --data-binary hello {first}/kv/greeting");
+        println!("  curl --cacert {ca} {first}/kv/greeting");
+        println!("  QKV_NODE={} QKV_CA_CERT={ca} qkv status", nodes.join(","));
+    } else {
+        println!("  curl -X PUT --data-binary hello {first}/kv/greeting");
+        println!("  curl {first}/kv/greeting");
+        println!("  QKV_NODE={} qkv status", nodes.join(","));
+    }
     println!("stop with: qkv local down --dir {}", a.dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -417,10 +447,12 @@ async fn status(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
     let mut json_nodes = Vec::new();
     for n in &rec.nodes {
         let state = n.state();
-        let health = match Client::builder(vec![format!("http://{}", n.http)])
-            .timeout(Duration::from_secs(1))
-            .build()
-        {
+        let mut b =
+            Client::builder(vec![tls::base_url(&n.http, &n.args)]).timeout(Duration::from_secs(1));
+        if let Ok(pem) = std::fs::read(tls::ca_file(dir)) {
+            b = b.ca_cert_pem(pem);
+        }
+        let health = match b.build() {
             Ok(c) => match c.health().await {
                 Ok(h) => h.status,
                 Err(e) => e.to_string(),
@@ -431,7 +463,7 @@ async fn status(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
             n.id.clone(),
             n.pid.to_string(),
             state.to_string(),
-            format!("http://{}", n.http),
+            tls::base_url(&n.http, &n.args),
             health.clone(),
         ]);
         json_nodes.push(serde_json::json!({

@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 10_000)]
     pub client_timeout_ms: u64,
 
+    /// PEM CA bundle to trust for https:// nodes, besides the system's
+    /// roots (`qkv local up --tls` prints its own).
+    #[arg(long, global = true, env = "QKV_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -117,26 +122,54 @@ pub struct Globals {
     pub token: Option<String>,
     /// `--client-timeout-ms`.
     pub client_timeout: Duration,
+    /// The PEM bundle of `--ca-cert`, read once.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Globals {
-    /// A library client for `--node`/`--token`.
+    /// A library client for `--node`/`--token`/`--ca-cert`.
     pub fn client(&self) -> anyhow::Result<Client> {
-        let mut b = Client::builder(self.nodes.clone()).timeout(self.client_timeout);
+        self.client_for(self.nodes.clone())
+    }
+
+    /// A library client for `nodes`, with `--token` and `--ca-cert`.
+    pub fn client_for(&self, nodes: Vec<String>) -> anyhow::Result<Client> {
+        let mut b = Client::builder(nodes).timeout(self.client_timeout);
         if let Some(t) = &self.token {
             b = b.bearer_token(t.clone());
         }
+        if let Some(pem) = &self.ca_pem {
+            b = b.ca_cert_pem(pem.clone());
+        }
         Ok(b.build()?)
+    }
+
+    /// A plain reqwest client that trusts `--ca-cert` too.
+    pub fn reqwest(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        let mut b = reqwest::Client::builder();
+        if let Some(pem) = &self.ca_pem {
+            for cert in quorumkv_client::ca_certificates(pem)? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        Ok(b)
     }
 }
 
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ca_pem = match &cli.ca_cert {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("cannot read --ca-cert {}", p.display()))?,
+        ),
+        None => None,
+    };
     let g = Globals {
         nodes: cli.nodes,
         json: cli.json,
         token: cli.token,
         client_timeout: Duration::from_millis(cli.client_timeout_ms),
+        ca_pem,
     };
     if let Command::Bench(args) = cli.command {
         // The benchmark builds its own runtime (thread count, CPU pinning).

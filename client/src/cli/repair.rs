@@ -41,11 +41,7 @@ pub async fn run(g: &Globals, args: RepairArgs) -> anyhow::Result<ExitCode> {
     let show_progress = std::io::stderr().is_terminal();
     let mut reports = Vec::new();
     for node in &g.nodes {
-        let mut b = Client::builder(vec![node.clone()]).timeout(g.client_timeout);
-        if let Some(t) = &g.token {
-            b = b.bearer_token(t.clone());
-        }
-        let client = b.build()?;
+        let client = g.client_for(vec![node.clone()])?;
         let pass = client.repair_bucket(args.bucket.as_deref(), timeout);
         let report = if show_progress {
             with_progress(&client, node, pass).await

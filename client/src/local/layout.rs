@@ -65,6 +65,9 @@ pub struct Layout {
     pub sync: Option<String>,
     /// Extra flags for every node, last on the line.
     pub extra: Vec<String>,
+    /// HTTPS and internode TLS from the certificates of
+    /// [`super::tls::generate`] under this directory.
+    pub tls: Option<PathBuf>,
 }
 
 impl Layout {
@@ -86,6 +89,9 @@ impl Layout {
                 let mut extra = vec!["--default-n".to_string(), default_n.to_string()];
                 if let Some(sync) = &self.sync {
                     extra.extend(["--sync".to_string(), sync.clone()]);
+                }
+                if let Some(tls) = &self.tls {
+                    extra.extend(super::tls::node_flags(tls, &id));
                 }
                 extra.extend(self.extra.iter().cloned());
                 let node = NodeArgs {
@@ -114,6 +120,7 @@ mod tests {
             base_listen_port: 7001,
             sync: None,
             extra: vec![],
+            tls: None,
         }
     }
 
@@ -223,7 +230,7 @@ mod tests {
             http in 1024u16..60000,
             listen in 1024u16..60000,
         ) {
-            let l = Layout { nodes: k, base_http_port: http, base_listen_port: listen, sync: None, extra: vec![] };
+            let l = Layout { nodes: k, base_http_port: http, base_listen_port: listen, sync: None, extra: vec![], tls: None };
             let specs = plan(&l);
             prop_assert_eq!(specs.len(), usize::from(k));
             let flag = |s: &Launch, name: &str| {

@@ -15,6 +15,8 @@
 //! - [`cluster`]: the `cluster.json` record of a local cluster and the
 //!   process faults applied to one of its nodes ([`LocalCluster`]).
 //! - [`ports`]: choosing loopback ports.
+//! - [`tls`]: the throwaway CA and node certificates of `qkv local up
+//!   --tls`, and HTTPS base URLs and probes.
 //!
 //! Every failure is an [`Error`]; waits poll with deadlines, never sleep
 //! blindly.
@@ -24,6 +26,7 @@ pub mod layout;
 pub mod ports;
 pub mod process;
 pub mod procfs;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -173,4 +176,7 @@ pub enum Error {
     /// A layout that does not fit in the port space, or no free port left.
     #[error("{0}")]
     Ports(String),
+    /// A certificate could not be made.
+    #[error("{0}")]
+    Tls(String),
 }

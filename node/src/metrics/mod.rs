@@ -186,6 +186,9 @@ pub struct Metrics {
     pub net_frames_skipped: Counter,
     /// Internode requests and answers not sent: over the frame limit.
     pub net_too_large: Counter,
+    /// Internode connections refused, by either side (the reasons are in
+    /// the log).
+    pub net_refusals: Counter,
     /// Anti-entropy passes finished (manual and scheduled).
     pub repair_passes: Counter,
     /// Keys moved by anti-entropy, by direction.
@@ -369,6 +372,12 @@ impl Metrics {
             "Internode requests and answers not sent because they exceed the frame limit (each fails its own call)",
             net_too_large.clone(),
         );
+        let net_refusals = Counter::default();
+        registry.register(
+            "net_refusals",
+            "Internode connections refused in their handshake (TLS or quorumkv's), by either side; the log says why",
+            net_refusals.clone(),
+        );
         let repair_passes = Counter::default();
         registry.register(
             "repair_passes",
@@ -455,6 +464,7 @@ impl Metrics {
             net_frames_received,
             net_frames_skipped,
             net_too_large,
+            net_refusals,
             hint_sync: std::sync::Mutex::new(()),
             hot: HotSeries::default(),
             registry,
@@ -564,6 +574,7 @@ impl Metrics {
         catch_up(&self.net_frames_skipped, c.frames_skipped.load(Relaxed));
         let too_large = c.calls_too_large.load(Relaxed) + c.responses_too_large.load(Relaxed);
         catch_up(&self.net_too_large, too_large);
+        catch_up(&self.net_refusals, c.refused.load(Relaxed));
     }
 
     /// Refreshes the clock figures: the count of clamped timestamps (the
@@ -686,6 +697,7 @@ mod tests {
         c.frames_skipped.store(2, Relaxed);
         c.calls_too_large.store(1, Relaxed);
         c.responses_too_large.store(4, Relaxed);
+        c.refused.store(2, Relaxed);
         m.sync_net(&c);
         c.sent.store(20, Relaxed);
         m.sync_net(&c);
@@ -695,5 +707,6 @@ mod tests {
         assert!(text.contains("qkv_net_frames_received_total 0"), "{text}");
         assert!(text.contains("qkv_net_frames_skipped_total 2"), "{text}");
         assert!(text.contains("qkv_net_too_large_total 5"), "{text}");
+        assert!(text.contains("qkv_net_refusals_total 2"), "{text}");
     }
 }

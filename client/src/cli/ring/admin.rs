@@ -118,7 +118,8 @@ pub struct NodeHttp {
 impl NodeHttp {
     /// A helper with the global `--token` and `--client-timeout-ms`.
     pub fn new(g: &Globals) -> anyhow::Result<NodeHttp> {
-        let http = reqwest::Client::builder()
+        let http = g
+            .reqwest()?
             .connect_timeout(Duration::from_secs(2))
             .build()?;
         Ok(NodeHttp {
@@ -216,7 +217,13 @@ pub fn member_url(m: &Member, via: &str) -> Option<String> {
     } else {
         host
     };
-    Some(format!("http://{host}:{port}"))
+    // Members of a cluster reached over HTTPS serve HTTPS too.
+    let scheme = if via.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{host}:{port}"))
 }
 
 /// The host part of a base URL (`http://h:1/` → `h`).

@@ -440,7 +440,13 @@ pub fn wait_all_healthy(procs: &mut [NodeProcess], within: Duration) -> Result<(
                     return Err((j, Error::Exited { id, status }));
                 }
             }
-            let last = match probe_health(&procs[i].launch.http) {
+            let launch = &procs[i].launch;
+            let probe = if super::tls::serves_https(&launch.args) {
+                super::tls::probe_health_tls(&launch.http)
+            } else {
+                probe_health(&launch.http)
+            };
+            let last = match probe {
                 Ok(()) => break,
                 Err(e) => e,
             };

@@ -34,17 +34,20 @@
 //! * Without a secret the handshake still checks version and cluster name,
 //!   but anyone who can reach the port can claim any id: set a secret on
 //!   anything but a trusted network.
-//! * The traffic after the handshake is not encrypted (no TLS yet): the
-//!   secret authenticates peers, it does not hide data.
+//! * Without internode TLS ([`super::tls`]) the traffic after the
+//!   handshake is not encrypted: the secret authenticates peers, it does
+//!   not hide data, and any holder of the secret can claim any id. With
+//!   it, the handshake runs inside TLS and the id a peer claims must be
+//!   named by its certificate (checked with the others in `check_peer`).
 
 use futures::{SinkExt, StreamExt as _};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::refusals::{MAX_TEXT, bounded};
+use super::tls::{Certified, check_name};
 use super::{NetError, PROTOCOL_VERSION, Refusal};
 
 const MAGIC: &[u8; 4] = b"qkvn";
@@ -101,7 +104,7 @@ pub(super) enum Msg {
     },
 }
 
-type Conn = Framed<TcpStream, super::FrameCodec>;
+type Conn<S> = Framed<S, super::FrameCodec>;
 
 fn mac(secret: &str, role: &str, nonce: &[u8], id: &str, cluster: &str) -> HmacSha256 {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail.
@@ -139,7 +142,7 @@ fn nonce() -> Vec<u8> {
     rand::random::<[u8; 32]>().to_vec()
 }
 
-async fn send(conn: &mut Conn, msg: &Msg) -> Result<(), NetError> {
+async fn send<S: Certified>(conn: &mut Conn<S>, msg: &Msg) -> Result<(), NetError> {
     let body = rmp_serde::to_vec(msg).map_err(|e| NetError::Encode(e.to_string()))?;
     let mut frame = Vec::with_capacity(HEADER + body.len());
     frame.extend_from_slice(MAGIC);
@@ -150,7 +153,7 @@ async fn send(conn: &mut Conn, msg: &Msg) -> Result<(), NetError> {
         .map_err(NetError::Io)
 }
 
-async fn recv(conn: &mut Conn) -> Result<Msg, NetError> {
+async fn recv<S: Certified>(conn: &mut Conn<S>) -> Result<Msg, NetError> {
     let frame = match conn.next().await {
         Some(Ok(super::Frame::Data(f))) => f,
         // A strict codec fails on an oversize frame instead.
@@ -185,7 +188,7 @@ pub(super) fn parse(frame: &[u8]) -> Result<Msg, NetError> {
 }
 
 /// Sends a refusal (best effort) and returns the error to log.
-async fn refuse(conn: &mut Conn, why: Refusal) -> NetError {
+async fn refuse<S: Certified>(conn: &mut Conn<S>, why: Refusal) -> NetError {
     let _ = send(
         conn,
         &Msg::Refuse {
@@ -201,8 +204,15 @@ fn unexpected(m: &Msg) -> NetError {
     NetError::Decode(format!("unexpected handshake message {m:?}"))
 }
 
-/// The common checks on the other side's greeting.
-fn check_peer(me: &Identity, cluster: &str, node: &str, auth: bool) -> Result<(), Refusal> {
+/// The common checks on the other side's greeting; `cert` is the
+/// certificate it presented over TLS, which must name the id it claims.
+fn check_peer(
+    me: &Identity,
+    cluster: &str,
+    node: &str,
+    auth: bool,
+    cert: Option<&rustls::pki_types::CertificateDer<'_>>,
+) -> Result<(), Refusal> {
     if cluster != me.cluster {
         // What the peer claims is logged: only so much of it.
         return Err(Refusal::Cluster {
@@ -212,6 +222,9 @@ fn check_peer(me: &Identity, cluster: &str, node: &str, auth: bool) -> Result<()
     }
     if node == me.node {
         return Err(Refusal::SameId(node.to_string()));
+    }
+    if let Some(cert) = cert {
+        check_name(cert, node)?;
     }
     if auth != me.secret.is_some() {
         return Err(if auth {
@@ -224,7 +237,7 @@ fn check_peer(me: &Identity, cluster: &str, node: &str, auth: bool) -> Result<()
 }
 
 /// Runs the dialer's side over a fresh connection; returns who answered.
-pub async fn dial(conn: &mut Conn, me: &Identity) -> Result<PeerInfo, NetError> {
+pub async fn dial<S: Certified>(conn: &mut Conn<S>, me: &Identity) -> Result<PeerInfo, NetError> {
     let my_nonce = nonce();
     send(
         conn,
@@ -251,7 +264,13 @@ pub async fn dial(conn: &mut Conn, me: &Identity) -> Result<PeerInfo, NetError> 
             nonce,
             proof,
         } => {
-            if let Err(why) = check_peer(me, &cluster, &node, proof.is_some()) {
+            if let Err(why) = check_peer(
+                me,
+                &cluster,
+                &node,
+                proof.is_some(),
+                conn.get_ref().peer_certificate(),
+            ) {
                 return Err(refuse(conn, why).await);
             }
             if !verify(
@@ -282,7 +301,7 @@ pub async fn dial(conn: &mut Conn, me: &Identity) -> Result<PeerInfo, NetError> 
 
 /// Runs the listener's side over an accepted connection; returns who
 /// dialed.
-pub async fn accept(conn: &mut Conn, me: &Identity) -> Result<PeerInfo, NetError> {
+pub async fn accept<S: Certified>(conn: &mut Conn<S>, me: &Identity) -> Result<PeerInfo, NetError> {
     let (peer, their_nonce) = match recv(conn).await {
         Ok(Msg::Hello {
             cluster,
@@ -291,7 +310,9 @@ pub async fn accept(conn: &mut Conn, me: &Identity) -> Result<PeerInfo, NetError
             nonce,
             auth,
         }) => {
-            if let Err(why) = check_peer(me, &cluster, &node, auth) {
+            if let Err(why) =
+                check_peer(me, &cluster, &node, auth, conn.get_ref().peer_certificate())
+            {
                 return Err(refuse(conn, why).await);
             }
             (PeerInfo { node, addr }, nonce)
@@ -334,7 +355,7 @@ pub async fn accept(conn: &mut Conn, me: &Identity) -> Result<PeerInfo, NetError
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::transport::tcp::framed;
@@ -464,7 +485,7 @@ mod tests {
     fn refusal_texts_are_bounded_whatever_the_peer_claims() {
         let me = id("n2", "c", None);
         let long = "x".repeat(60_000);
-        let why = check_peer(&me, &long, "n1", false).expect_err("another cluster");
+        let why = check_peer(&me, &long, "n1", false, None).expect_err("another cluster");
         assert!(
             why.to_string().len() < 600,
             "{} bytes",

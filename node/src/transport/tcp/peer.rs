@@ -16,10 +16,14 @@ use tokio_util::codec::Framed;
 use tracing::debug;
 
 use super::rpc::CallError;
+use super::tls::Stream;
 use super::{
     Frame, FrameCodec, HANDSHAKE_MAX_FRAME, Net, NetError, Outgoing, PeerInfo, framed, handshake,
     lateness, lock,
 };
+
+/// An established connection: frames over TCP or TLS.
+type Conn = Framed<Stream, FrameCodec>;
 
 /// Which way a connection goes, and what that allows on it.
 #[derive(Clone, Copy)]
@@ -144,20 +148,22 @@ pub(super) async fn run(
     }
 }
 
-/// Connects and runs the dialer's handshake, within the deadlines.
-async fn connect(
-    net: &Net,
-    addr: &str,
-) -> Result<(Framed<TcpStream, FrameCodec>, PeerInfo), NetError> {
+/// Connects and runs TLS (when configured) and the dialer's handshake,
+/// within the deadlines.
+async fn connect(net: &Net, addr: &str) -> Result<(Conn, PeerInfo), NetError> {
     let stream = tokio::time::timeout(net.config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::Timeout("connect"))??;
     let _ = stream.set_nodelay(true);
-    let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
-    let peer = tokio::time::timeout(
-        net.config.handshake_timeout,
-        handshake::dial(&mut conn, &net.config.identity),
-    )
+    let (mut conn, peer) = tokio::time::timeout(net.config.handshake_timeout, async {
+        let stream = match &net.config.tls {
+            Some(tls) => tls.connect(stream).await?,
+            None => Stream::Plain(stream),
+        };
+        let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
+        let peer = handshake::dial(&mut conn, &net.config.identity).await?;
+        Ok::<_, NetError>((conn, peer))
+    })
     .await
     .map_err(|_| NetError::Timeout("handshake"))??;
     conn.codec_mut().skipping(net.config.max_frame);
@@ -187,7 +193,7 @@ fn wanted(net: &Net, out: &mut Outgoing, side: Side<'_>) -> bool {
 /// closes, on an I/O error, or `Ok` when `rx` closes.
 pub(super) async fn pump(
     net: &Arc<Net>,
-    conn: Framed<TcpStream, FrameCodec>,
+    conn: Conn,
     peer: &PeerInfo,
     first: Option<Outgoing>,
     rx: &mut mpsc::Receiver<Outgoing>,

@@ -211,6 +211,11 @@ pub struct Args {
     #[arg(long, env = "QKV_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Directory of `qkv exp` reports the web console at /ui lists and
+    /// serves read-only (docs/OPERATIONS.md, "Console") [default: none]
+    #[arg(long, env = "QKV_UI_REPORTS_DIR", value_name = "DIR")]
+    pub ui_reports_dir: Option<PathBuf>,
+
     /// Storage engine [default: fjall]
     #[arg(long, env = "QKV_ENGINE", value_enum)]
     pub engine: Option<Engine>,
@@ -398,6 +403,8 @@ pub struct Config {
     pub http_body_timeout: Duration,
     /// Certificate chain and key files of HTTPS (`None`: plain HTTP).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Reports directory of the web console (`None`: no reports view).
+    pub ui_reports_dir: Option<PathBuf>,
     /// Storage engine.
     pub engine: Engine,
     /// Client bearer tokens.
@@ -721,6 +728,17 @@ impl Config {
                         reason: "needs --tls-cert, the certificate it is the key of".into(),
                     });
                 }
+            },
+            ui_reports_dir: match pick!(ui_reports_dir) {
+                // Checked at start: a console that silently shows no
+                // reports for a mistyped path helps no one.
+                Some(dir) if !dir.is_dir() => {
+                    return Err(ConfigError::Value {
+                        name: "--ui-reports-dir",
+                        reason: format!("{} is not a directory", dir.display()),
+                    });
+                }
+                other => other,
             },
             engine: pick!(engine).unwrap_or(Engine::Fjall),
             client_tokens,

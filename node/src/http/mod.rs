@@ -21,6 +21,7 @@ mod ranges;
 mod request;
 pub mod serve;
 pub mod tls;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -246,6 +247,7 @@ fn route_label(segments: &[&str]) -> &'static str {
         ["cluster", "ranges"] => "ranges",
         ["metrics"] => "metrics",
         ["internal", ..] => "internal",
+        ["ui", ..] => "ui",
         _ => "unknown",
     }
 }
@@ -272,6 +274,7 @@ async fn dispatch(api: &Arc<Api>, segments: &[&str], req: request::Request) -> R
         ["internal", "local", "buckets", bucket, "keys", key] => {
             admin::internal_local(api, bucket, key, &req)
         }
+        ["ui", rest @ ..] => ui::serve(api, rest, req).await,
         _ => Err(ApiError::NotFound(format!(
             "no route for /{}; see docs/API.md",
             segments.join("/")

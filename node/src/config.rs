@@ -234,6 +234,10 @@ pub struct Args {
     /// PEM private key of `--internode-cert` [default: none]
     #[arg(long, env = "QKV_INTERNODE_KEY", value_name = "FILE")]
     pub internode_key: Option<PathBuf>,
+    /// Directory of `qkv exp` reports the web console at /ui lists and
+    /// serves read-only (docs/OPERATIONS.md, "Console") [default: none]
+    #[arg(long, env = "QKV_UI_REPORTS_DIR", value_name = "DIR")]
+    pub ui_reports_dir: Option<PathBuf>,
 
     /// Storage engine [default: fjall]
     #[arg(long, env = "QKV_ENGINE", value_enum)]
@@ -428,6 +432,8 @@ pub struct Config {
     /// CA bundle, certificate chain and key files of internode TLS
     /// (`None`: plain TCP between nodes).
     pub internode_tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Reports directory of the web console (`None`: no reports view).
+    pub ui_reports_dir: Option<PathBuf>,
     /// Storage engine.
     pub engine: Engine,
     /// Client bearer tokens.
@@ -805,6 +811,17 @@ impl Config {
                 }
             },
             internode_tls,
+            ui_reports_dir: match pick!(ui_reports_dir) {
+                // Checked at start: a console that silently shows no
+                // reports for a mistyped path helps no one.
+                Some(dir) if !dir.is_dir() => {
+                    return Err(ConfigError::Value {
+                        name: "--ui-reports-dir",
+                        reason: format!("{} is not a directory", dir.display()),
+                    });
+                }
+                other => other,
+            },
             engine: pick!(engine).unwrap_or(Engine::Fjall),
             client_tokens,
             admin_token,

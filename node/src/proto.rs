@@ -99,6 +99,11 @@ pub enum Request {
         /// The node asked about.
         node: String,
     },
+    /// The receiver's own figures (keys and bytes stored, hints held, the
+    /// version it runs): what the web console shows of each member
+    /// (`crate::http` `/ui/api/nodes`). A node of an older version does
+    /// not know it and answers an error, shown as "n/a".
+    Figures,
 }
 
 /// The requests of cluster changes (see `crate::stream`).
@@ -214,6 +219,7 @@ impl Request {
             Request::Stream(StreamRequest::Chunk { .. }) => "stream_chunk",
             Request::Stream(StreamRequest::Pull { .. }) => "stream_pull",
             Request::NodeTokens { .. } => "node_tokens",
+            Request::Figures => "figures",
         }
     }
 }
@@ -304,6 +310,21 @@ pub enum Response {
     /// Answer to [`Request::NodeTokens`]: empty when the node is unknown
     /// or owns no ranges.
     Tokens(Vec<quorumkv_ring::Token>),
+    /// Answer to [`Request::Figures`].
+    Figures(NodeFigures),
+}
+
+/// A node's own figures, as it reports them ([`Request::Figures`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFigures {
+    /// Keys stored (tombstones included), as `qkv_keys_stored`.
+    pub keys: i64,
+    /// Bytes of stored versions, as `qkv_bytes_stored`.
+    pub bytes: i64,
+    /// Hints this node holds for other nodes, all targets together.
+    pub hints_held: u64,
+    /// The `qkvd` version it runs.
+    pub version: String,
 }
 
 /// One stored key of a token range, as anti-entropy streams it.

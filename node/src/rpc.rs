@@ -11,8 +11,10 @@ use std::sync::Arc;
 use crate::buckets::{BucketRecord, Buckets};
 use crate::cluster::Cluster;
 use crate::coordinator::Coordinator;
-use crate::proto::{RemoteError, Request, Response};
+use crate::hints::Hints;
+use crate::proto::{NodeFigures, RemoteError, Request, Response};
 use crate::repair::Repairer;
+use crate::replica::Replica;
 use crate::stream::ChangeDriver;
 use crate::tasks::Tasks;
 use crate::transport::{Answer, Handler};
@@ -29,8 +31,23 @@ pub struct Rpc {
     pub buckets: Arc<Buckets>,
     /// The tokens this node knows of a member.
     pub cluster: Arc<Cluster>,
+    /// This node's copy, counted for [`Request::Figures`].
+    pub replica: Arc<Replica>,
+    /// Hints held, counted for [`Request::Figures`].
+    pub hints: Arc<Hints>,
     /// Tracks every request's work, so that shutdown waits for it.
     pub tasks: Tasks,
+}
+
+/// This node's own figures, as [`Request::Figures`] answers them.
+pub fn figures(replica: &Replica, hints: &Hints) -> NodeFigures {
+    let (keys, bytes) = replica.stored();
+    NodeFigures {
+        keys,
+        bytes,
+        hints_held: hints.pending().values().sum(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
 impl Rpc {
@@ -125,6 +142,10 @@ impl Handler for Rpc {
             Request::NodeTokens { node } => {
                 let tokens = crate::tokens::known_tokens(&self.cluster.members(), &node);
                 self.answer(async move { Ok(Response::Tokens(tokens)) })
+            }
+            Request::Figures => {
+                let f = figures(&self.replica, &self.hints);
+                self.answer(async move { Ok(Response::Figures(f)) })
             }
         }
     }

@@ -306,6 +306,8 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         changes: changes.clone(),
         buckets: buckets.clone(),
         cluster: cluster.clone(),
+        replica: replica.clone(),
+        hints: hints.clone(),
         tasks: tasks.clone(),
     }));
 

@@ -1,7 +1,8 @@
 //! The node's top-level modules form no import cycle: each imports only
 //! modules below it in the wiring of `server.rs` (docs/ARCHITECTURE.md,
 //! "Inside a node"). The test reads the sources, collects every
-//! `crate::module` path outside comments and `#[cfg(test)]` modules, and
+//! `crate::module` path outside comments, `#[cfg(test)]` modules and
+//! test-only files (`tests.rs`, `*_tests.rs`), and
 //! fails on a cycle, naming it. `--nocapture` prints the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,6 +107,12 @@ fn graph() -> Graph {
         }
         let mut deps = BTreeSet::new();
         for f in files {
+            // Test-only files (`tests.rs`, `*_tests.rs`, declared under
+            // `#[cfg(test)]`) are left out as test modules are.
+            let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            if stem == "tests" || stem.ends_with("_tests") {
+                continue;
+            }
             let text = fs::read_to_string(&f).expect("readable source");
             deps.extend(imports(&production_code(&text), &modules));
         }

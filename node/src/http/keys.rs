@@ -222,6 +222,12 @@ pub fn local_view(api: &Api, bucket: &str, raw_key: &str) -> Reply {
     let Some(object) = object else {
         return Err(ApiError::KeyNotFound { context: None });
     };
+    Ok(json(200, &local_json(&me, &object)))
+}
+
+/// The body of `/internal/local/...` for what `node` stores of a key
+/// (also what the console shows of another replica's copy).
+pub(super) fn local_json(node: &str, object: &Dvvs) -> serde_json::Value {
     // Inspection adds each version's timestamp (its wall part, ms): what
     // orders a last-writer-wins bucket, and where a skewed clock shows.
     let values: Vec<_> = object
@@ -233,13 +239,10 @@ pub fn local_view(api: &Api, bucket: &str, raw_key: &str) -> Reply {
             j
         })
         .collect();
-    Ok(json(
-        200,
-        &json!({
-            "node": me,
-            "values": values,
-            "tombstone": object.has_tombstone(),
-            "context": object.context_token(),
-        }),
-    ))
+    json!({
+        "node": node,
+        "values": values,
+        "tombstone": object.has_tombstone(),
+        "context": object.context_token(),
+    })
 }

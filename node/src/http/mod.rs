@@ -23,6 +23,7 @@ mod request;
 pub mod routes;
 pub mod serve;
 pub mod tls;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -195,9 +196,13 @@ async fn serve(
     let start = Instant::now();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let found = routes::find(&segments);
-    let route = found
-        .as_ref()
-        .map_or_else(|| routes::unrouted_label(&segments), |f| f.route.label);
+    let route = match (&found, segments.first()) {
+        (Some(f), _) => f.route.label,
+        // The console's files and data routes under /ui/ (ui.rs): its data
+        // routes check the token of the route they stand beside themselves.
+        (None, Some(&"ui")) => "ui",
+        (None, _) => routes::unrouted_label(&segments),
+    };
     let admitted = match route {
         "health" | "metrics" => Ok(None),
         _ => api.admit().map(Some),
@@ -215,6 +220,7 @@ async fn serve(
                 };
                 match found {
                     Some(found) => dispatch(&api, found, req).await,
+                    None if route == "ui" => ui::serve(&api, &segments[1..], req).await,
                     None => Err(ApiError::NotFound(format!(
                         "no route for /{}; see docs/API.md",
                         segments.join("/")
@@ -269,5 +275,6 @@ async fn dispatch(api: &Arc<Api>, found: routes::Found<'_>, req: request::Reques
         H::Faults => admin::faults(api, req).await,
         H::Repair => admin::repair(api, req).await,
         H::InternalLocal => admin::internal_local(api, a, b, &req),
+        H::Ui => ui::serve(api, &[], req).await,
     }
 }

@@ -198,7 +198,8 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Checks the bearer token for `route` when tokens are configured:
-/// `/health` is open; `/internal/...` (repair, faults, ...), `/cluster/ranges`,
+/// `/health` is open, and so is `/ui` (the console checks its data routes
+/// itself, as the API routes they stand beside); `/internal/...` (repair, faults, ...), `/cluster/ranges`,
 /// the cluster-change routes (`cluster_change`, cleanup included) and any
 /// change of a bucket's properties need the admin token; a client token
 /// reads and writes keys and reads what the cluster and its buckets are.
@@ -209,7 +210,7 @@ pub fn check_auth(
     method: &Method,
 ) -> Result<(), ApiError> {
     let cfg = &api.config;
-    if !cfg.auth_enabled() || route == "health" {
+    if !cfg.auth_enabled() || matches!(route, "health" | "ui") {
         return Ok(());
     }
     let Some(token) = bearer(headers) else {

@@ -48,6 +48,9 @@ pub enum Handler {
     Repair,
     /// `/internal/local/buckets/{bucket}/keys/{key}`.
     InternalLocal,
+    /// `/ui`: the web console's page (its files and data routes under
+    /// `/ui/` are served by `ui.rs` directly).
+    Ui,
 }
 
 /// One route of the API.
@@ -142,6 +145,7 @@ pub static ROUTES: &[Route] = &[
         "internal",
         Handler::InternalLocal,
     ),
+    route("/ui", GET, "ui", Handler::Ui),
 ];
 
 /// The OpenAPI document of this API, served at `GET /openapi.yaml`.

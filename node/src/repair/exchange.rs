@@ -137,6 +137,7 @@ fn unexpected(peer: &str, wanted: &str, got: &Response) -> RepairError {
         Response::Entries { .. } => "entries",
         Response::Stream(_) => "a stream answer",
         Response::Tokens(_) => "tokens",
+        Response::Figures(_) => "figures",
     };
     protocol(peer, format!("answered {kind} where {wanted} was expected"))
 }

@@ -39,12 +39,19 @@ impl Drop for Driver {
     }
 }
 
-/// Prints each step with the time since the test began.
+/// Prints each step with the time since the test began — to the process's
+/// stderr itself, past the test harness's capture, so that a plain
+/// `cargo test` (as CI runs it) shows the steps and their timings too.
 struct Steps(Instant);
 
 impl Steps {
     fn say(&self, what: &str) {
-        println!("[{:>6.2} s] {what}", self.0.elapsed().as_secs_f64());
+        use std::io::Write as _;
+        let line = format!(
+            "console: [{:>6.2} s] {what}\n",
+            self.0.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 

@@ -92,6 +92,26 @@ fn headers_that_claim_gigabytes_allocate_no_more_than_a_frame() {
     }
 }
 
+/// A version set (a stored record, or one a peer sent) whose header
+/// claims 16 M entries, or 16 M versions in its one entry: its decoder
+/// (version/dvvset/codec.rs, written by hand over rmp) must size what it
+/// allocates by the bytes present, not by what a header claims.
+#[test]
+fn version_sets_that_claim_millions_of_items_allocate_no_more_than_a_frame() {
+    let encoded = Dvvs::new().encode();
+    // The format byte, then the set's one-field array.
+    let head = &encoded[..2];
+    assert_eq!(head[1], 0x91, "{encoded:02x?}");
+    let many: &[u8] = &[0xdd, 0x01, 0x00, 0x00, 0x00];
+    let entries = [head, many].concat();
+    let versions = [head, &[0x91, 0x93, 0xa1, b'a', 0x01], many].concat();
+    for bytes in [entries, versions] {
+        assert!(Dvvs::decode(&bytes).is_err(), "{bytes:02x?}");
+        let peak = decode_all(&bytes);
+        assert!(peak <= frame_limit(), "{bytes:02x?}: {peak} bytes");
+    }
+}
+
 #[test]
 fn the_probe_sees_an_allocation() {
     // The bound above means something only if the probe counts.

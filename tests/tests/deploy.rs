@@ -351,7 +351,7 @@ fn compose_and_kubernetes_files_parse_with_their_parts() -> Result<()> {
     Ok(())
 }
 
-/// `systemd-analyze verify` on the unit, when the tool is here; the unit
+/// `systemd-analyze verify` on the unit (Debian's `systemd`); the unit
 /// is checked with ExecStart pointing at the qkvd just built (the unit's
 /// /usr/local/bin/qkvd is not installed here).
 #[test]
@@ -365,10 +365,7 @@ fn the_systemd_unit_verifies() -> Result<()> {
     ] {
         ensure!(unit.contains(hardening), "the unit lacks {hardening}");
     }
-    let Ok(tool) = which("systemd-analyze") else {
-        println!("deploy: systemd-analyze not installed; the unit was only read");
-        return Ok(());
-    };
+    let tool = which("systemd-analyze", "systemd")?;
     let dir = tempfile::tempdir()?;
     let qkvd = quorumkv_tests::qkvd_bin()?;
     let local = unit.replace("/usr/local/bin/qkvd", &qkvd.display().to_string());
@@ -390,22 +387,23 @@ fn the_systemd_unit_verifies() -> Result<()> {
     Ok(())
 }
 
-fn which(tool: &str) -> Result<PathBuf> {
+/// The path of `tool`, or an error naming the Debian package that has it
+/// (.ci/run installs each when missing, as it does Chromium).
+fn which(tool: &str, package: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").context("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
-        .context("not found")
+        .with_context(|| {
+            format!("{tool} is not installed: apt-get install {package} (.ci/run installs it)")
+        })
 }
 
-/// `promtool check rules` on the alert rules, when promtool is here
-/// (Debian's `prometheus` package has it).
+/// `promtool check rules` on the alert rules (Debian's `prometheus`
+/// package has promtool).
 #[test]
 fn promtool_accepts_the_alert_rules() -> Result<()> {
-    let Ok(tool) = which("promtool") else {
-        println!("deploy: promtool not installed; the rules were only parsed");
-        return Ok(());
-    };
+    let tool = which("promtool", "prometheus")?;
     let out = std::process::Command::new(tool)
         .args(["check", "rules"])
         .arg(deploy("prometheus/alerts.yml"))
@@ -420,15 +418,11 @@ fn promtool_accepts_the_alert_rules() -> Result<()> {
     Ok(())
 }
 
-/// `docker-compose config -q` on the compose file, when docker-compose is
-/// here (Debian's package is Compose v1, which reads the file without a
-/// Docker daemon).
+/// `docker-compose config -q` on the compose file (Debian's package is
+/// Compose v1, which reads the file without a Docker daemon).
 #[test]
 fn docker_compose_accepts_the_compose_file() -> Result<()> {
-    let Ok(tool) = which("docker-compose") else {
-        println!("deploy: docker-compose not installed; the compose file was only parsed");
-        return Ok(());
-    };
+    let tool = which("docker-compose", "docker-compose")?;
     let out = std::process::Command::new(tool)
         .arg("-f")
         .arg(deploy("docker/compose.yaml"))

@@ -96,9 +96,13 @@ use crate::storage::{Op, Partition, StorageError, Store};
 use crate::throttle::Throttle;
 use crate::version::Dvvs;
 
-/// Hints read per page when replaying (bounds memory: objects can be big).
+/// Hints read per page when replaying, and the value bytes a page stops
+/// at (the hint that reaches them included): a hint holds a whole object,
+/// which may be as large as `--max-key-bytes`.
 const REPLAY_PAGE: usize = 64;
-/// Keys read per page when counting at open or expiring.
+const REPLAY_PAGE_BYTES: usize = 8 << 20;
+/// Keys read per page when counting at open or expiring (keys only: no
+/// value is read).
 const SCAN_PAGE: usize = 1024;
 /// How often the replayer runs [`Hints::expire`].
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
@@ -262,8 +266,8 @@ impl Hints {
         let mut junk = 0u64;
         let mut start = Vec::new();
         loop {
-            let page = store.raw_scan(Partition::Hints, &start, None, SCAN_PAGE)?;
-            for (k, _) in &page {
+            let page = store.raw_scan_keys(Partition::Hints, &start, None, SCAN_PAGE)?;
+            for k in &page {
                 match parse_key(k) {
                     Some(p) => {
                         *counts.entry(p.target.to_owned()).or_default() += 1;
@@ -273,7 +277,7 @@ impl Hints {
                 }
             }
             match page.last() {
-                Some((k, _)) if page.len() == SCAN_PAGE => start = successor(k),
+                Some(k) if page.len() == SCAN_PAGE => start = successor(k),
                 _ => break,
             }
         }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::layout::{check_target, decode_record, parse_key, successor, target_end, target_start};
 use super::{
-    DeliverFn, EXPIRE_EVERY, Hint, Hints, IsUpFn, REPLAY_PAGE, ReplayReport, SCAN_PAGE, Target,
-    sub_pending,
+    DeliverFn, EXPIRE_EVERY, Hint, Hints, IsUpFn, REPLAY_PAGE, REPLAY_PAGE_BYTES, ReplayReport,
+    SCAN_PAGE, Target, sub_pending,
 };
 use crate::storage::{Op, Partition, StorageError};
 
@@ -98,10 +98,16 @@ impl Hints {
         let end = target_end(target);
         let mut cursor = target_start(target);
         loop {
-            let page = self
-                .store
-                .raw_scan(Partition::Hints, &cursor, Some(&end), REPLAY_PAGE)?;
-            let last_page = page.len() < REPLAY_PAGE;
+            let page = self.store.raw_scan_within(
+                Partition::Hints,
+                &cursor,
+                Some(&end),
+                REPLAY_PAGE,
+                REPLAY_PAGE_BYTES,
+            )?;
+            // A page cut by neither bound is the last one.
+            let bytes: usize = page.iter().map(|(_, v)| v.len()).sum();
+            let last_page = page.len() < REPLAY_PAGE && bytes < REPLAY_PAGE_BYTES;
             let mut done = Deletions::default();
             let mut halt = false;
             for (k, v) in page {
@@ -175,8 +181,10 @@ impl Hints {
         let mut total = 0;
         let mut cursor = Vec::new();
         loop {
-            let first = self.store.raw_scan(Partition::Hints, &cursor, None, 1)?;
-            let Some((k, _)) = first.into_iter().next() else {
+            let first = self
+                .store
+                .raw_scan_keys(Partition::Hints, &cursor, None, 1)?;
+            let Some(k) = first.into_iter().next() else {
                 return Ok(total);
             };
             let Some(name) = parse_key(&k).map(|p| p.target.to_owned()) else {
@@ -203,13 +211,13 @@ impl Hints {
         let mut cursor = target_start(target);
         let mut total = 0;
         loop {
-            let page = self
-                .store
-                .raw_scan(Partition::Hints, &cursor, Some(&end), SCAN_PAGE)?;
+            let page =
+                self.store
+                    .raw_scan_keys(Partition::Hints, &cursor, Some(&end), SCAN_PAGE)?;
             let last_page = page.len() < SCAN_PAGE;
             let mut done = Deletions::default();
             let mut young = false;
-            for (k, _) in page {
+            for k in page {
                 cursor = successor(&k);
                 match parse_key(&k).map(|p| p.created_ms) {
                     None => done.junk(k),

@@ -607,3 +607,25 @@ async fn stop_cuts_a_hanging_delivery_and_keeps_the_hint() {
     assert_eq!(stored(&store), 1);
     assert_eq!(h.stats().replay_failures, 0, "a stop is not a failure");
 }
+
+/// Hints hold whole objects: a replay page stops at `REPLAY_PAGE_BYTES`
+/// of them, and a page cut by bytes is not the last one.
+#[tokio::test]
+async fn large_hints_are_replayed_in_pages_cut_by_bytes_and_every_one_delivered() {
+    let store = Store::memory();
+    let clock = ManualClock::at(T0);
+    let h = open(&store, config(), &clock);
+    // Three of these pass a page's byte budget.
+    let big = "x".repeat(REPLAY_PAGE_BYTES / 3 + 1);
+    for i in 0..7 {
+        let out = h
+            .add("b", "bkt", format!("k{i}").as_bytes(), &obj(&format!("{i}{big}")))
+            .await;
+        assert_eq!(out.expect("add"), HintOutcome::Stored);
+    }
+    let (report, got) = replay_all(&h, "b").await;
+    assert_eq!(report.delivered, 7, "{report:?}");
+    let keys: Vec<&[u8]> = got.iter().map(|g| g.key.as_slice()).collect();
+    assert_eq!(keys, [b"k0", b"k1", b"k2", b"k3", b"k4", b"k5", b"k6"]);
+    assert_eq!(stored(&store), 0);
+}

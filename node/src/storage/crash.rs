@@ -88,6 +88,27 @@ impl Engine for CrashEngine {
         self.live.scan(p, start, end, limit)
     }
 
+    fn scan_within(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<KvPairs, StorageError> {
+        self.live.scan_within(p, start, end, limit, max_bytes)
+    }
+
+    fn scan_keys(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.live.scan_keys(p, start, end, limit)
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         Ok(())
     }

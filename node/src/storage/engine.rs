@@ -118,6 +118,43 @@ pub trait Engine: Send + Sync + 'static {
         limit: usize,
     ) -> Result<KvPairs, StorageError>;
 
+    /// [`Engine::scan`] that also stops once the values read reach
+    /// `max_bytes`, the entry that reaches it included (so a page holds at
+    /// least one entry, whatever its size): for callers that hold a page of
+    /// whole objects, each of which may be as large as `--max-key-bytes`.
+    /// The default cuts a full page; engines that read from disk override
+    /// it so that what is past the budget is never read.
+    fn scan_within(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<KvPairs, StorageError> {
+        let mut page = self.scan(p, start, end, limit)?;
+        page.truncate(within(page.iter().map(|(_, v)| v.len()), max_bytes));
+        Ok(page)
+    }
+
+    /// The keys of [`Engine::scan`]'s entries, without their values: for
+    /// callers that look at keys only (counting and expiring hints), so a
+    /// page costs no value bytes. The default reads the values and drops
+    /// them; engines that read from disk override it.
+    fn scan_keys(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        Ok(self
+            .scan(p, start, end, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// Flushes and fsyncs everything, then releases the engine's resources
     /// (for fjall: the directory lock). Idempotent.
     fn close(&self) -> Result<(), StorageError>;
@@ -140,4 +177,20 @@ pub trait Engine: Send + Sync + 'static {
             }
         }
     }
+}
+
+/// How many of the values, of the sizes `sizes` in page order, a page
+/// within `max_bytes` holds: up to and including the one that reaches the
+/// budget, and at least one.
+pub fn within(sizes: impl IntoIterator<Item = usize>, max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for size in sizes {
+        n += 1;
+        total = total.saturating_add(size);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    n
 }

@@ -276,6 +276,56 @@ impl Engine for FjallEngine {
         Ok(out)
     }
 
+    fn scan_within(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<KvPairs, StorageError> {
+        let guard = self.handles();
+        let h = guard.as_ref().ok_or(StorageError::Closed)?;
+        if limit == 0 || end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let (mut out, mut bytes) = (Vec::with_capacity(limit.min(1024)), 0usize);
+        for item in h.keyspaces[p.index()].range::<&[u8], _>((Bound::Included(start), upper)) {
+            let (k, v) = item.into_inner().map_err(map_error)?;
+            bytes = bytes.saturating_add(v.len());
+            out.push((k.to_vec(), v.to_vec()));
+            if out.len() >= limit || bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan_keys(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let guard = self.handles();
+        let h = guard.as_ref().ok_or(StorageError::Closed)?;
+        if limit == 0 || end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in h.keyspaces[p.index()].range::<&[u8], _>((Bound::Included(start), upper)) {
+            // `key()`: a key-value separated keyspace does not load the value.
+            out.push(item.key().map_err(map_error)?.to_vec());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         let mut guard = self.handles.write().unwrap_or_else(|e| e.into_inner());
         let Some(h) = guard.take() else {

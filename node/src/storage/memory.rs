@@ -103,6 +103,48 @@ impl Engine for MemoryEngine {
             .collect())
     }
 
+    fn scan_within(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<KvPairs, StorageError> {
+        let guard = self.read();
+        let maps = guard.as_ref().ok_or(StorageError::Closed)?;
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = || maps[p.index()].range::<[u8], _>((Bound::Included(start), upper));
+        let n = super::engine::within(range().take(limit).map(|(_, v)| v.len()), max_bytes);
+        Ok(range()
+            .take(limit.min(n))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn scan_keys(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let guard = self.read();
+        let maps = guard.as_ref().ok_or(StorageError::Closed)?;
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(maps[p.index()]
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         *self.write() = None;
         Ok(())

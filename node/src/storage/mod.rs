@@ -112,6 +112,8 @@ pub async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod scan_tests;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -378,6 +380,33 @@ impl Store {
         limit: usize,
     ) -> Result<KvPairs, StorageError> {
         self.inner.engine.scan(p, start, end, limit)
+    }
+
+    /// [`Store::raw_scan`] that also stops once the values read reach
+    /// `max_bytes` (the entry that reaches it included): for pages of
+    /// whole objects, which may each be as large as `--max-key-bytes`.
+    pub fn raw_scan_within(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<KvPairs, StorageError> {
+        self.inner
+            .engine
+            .scan_within(p, start, end, limit, max_bytes)
+    }
+
+    /// The keys of [`Store::raw_scan`]'s entries, without their values.
+    pub fn raw_scan_keys(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.inner.engine.scan_keys(p, start, end, limit)
     }
 
     /// Data entries whose token lies in `[start, end]` (inclusive both

@@ -398,6 +398,18 @@ pub enum RemoteError {
         /// The frame limit.
         limit: u64,
     },
+    /// The request's frame was over the receiver's internode frame limit
+    /// (nodes of one cluster with different `--max-key-bytes`): it was
+    /// read past, not run.
+    #[error(
+        "request of {bytes} bytes exceeds the receiving node's internode frame limit of {limit}; it was not run (do the nodes use the same --max-key-bytes?)"
+    )]
+    RequestTooLarge {
+        /// The request's frame size.
+        bytes: u64,
+        /// The receiver's frame limit.
+        limit: u64,
+    },
 }
 
 #[cfg(test)]

@@ -619,7 +619,12 @@ async fn large_hints_are_replayed_in_pages_cut_by_bytes_and_every_one_delivered(
     let big = "x".repeat(REPLAY_PAGE_BYTES / 3 + 1);
     for i in 0..7 {
         let out = h
-            .add("b", "bkt", format!("k{i}").as_bytes(), &obj(&format!("{i}{big}")))
+            .add(
+                "b",
+                "bkt",
+                format!("k{i}").as_bytes(),
+                &obj(&format!("{i}{big}")),
+            )
             .await;
         assert_eq!(out.expect("add"), HintOutcome::Stored);
     }

@@ -111,9 +111,9 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod scan_tests;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -49,15 +49,29 @@ fn bounded_scans_suite(e: &dyn Engine) {
     }
     // The entry limit and the bounds still hold; the partition is its own.
     assert_eq!(
-        keys(e.scan_within(Hints, b"", None, 2, usize::MAX).expect("scan")),
+        keys(
+            e.scan_within(Hints, b"", None, 2, usize::MAX)
+                .expect("scan")
+        ),
         [[b'k', 1], [b'k', 2]]
     );
     assert_eq!(
-        keys(e.scan_within(Hints, &[b'k', 2], Some(&[b'k', 4]), 100, 45).expect("scan")),
+        keys(
+            e.scan_within(Hints, &[b'k', 2], Some(&[b'k', 4]), 100, 45)
+                .expect("scan")
+        ),
         [[b'k', 2], [b'k', 3]]
     );
-    assert!(e.scan_within(Hints, b"k", None, 0, 100).expect("scan").is_empty());
-    assert!(e.scan_within(Hints, b"z", Some(b"a"), 10, 100).expect("scan").is_empty());
+    assert!(
+        e.scan_within(Hints, b"k", None, 0, 100)
+            .expect("scan")
+            .is_empty()
+    );
+    assert!(
+        e.scan_within(Hints, b"z", Some(b"a"), 10, 100)
+            .expect("scan")
+            .is_empty()
+    );
 
     // Keys alone: the keys of the same scan.
     for (start, end, limit) in [
@@ -75,7 +89,10 @@ fn bounded_scans_suite(e: &dyn Engine) {
     }
 
     e.close().expect("close");
-    assert_eq!(e.scan_within(Hints, b"", None, 1, 1), Err(StorageError::Closed));
+    assert_eq!(
+        e.scan_within(Hints, b"", None, 1, 1),
+        Err(StorageError::Closed)
+    );
     assert_eq!(e.scan_keys(Hints, b"", None, 1), Err(StorageError::Closed));
 }
 
@@ -102,9 +119,11 @@ fn the_disk_engine_reads_nothing_past_a_pages_budget_and_no_value_for_keys() {
     )
     .expect("apply");
     let (_, full) = peak_bytes(|| drop(e.scan(Partition::Hints, b"h", None, 64)));
-    assert!(full >= 16 * MIB, "the probe sees a whole page: {full} bytes");
-    let (_, within) =
-        peak_bytes(|| drop(e.scan_within(Partition::Hints, b"h", None, 64, 2 * MIB)));
+    assert!(
+        full >= 16 * MIB,
+        "the probe sees a whole page: {full} bytes"
+    );
+    let (_, within) = peak_bytes(|| drop(e.scan_within(Partition::Hints, b"h", None, 64, 2 * MIB)));
     assert!(within < 4 * MIB, "a 2 MiB page took {within} bytes");
     let (_, only_keys) = peak_bytes(|| drop(e.scan_keys(Partition::Hints, b"h", None, 1024)));
     assert!(only_keys < MIB, "16 keys took {only_keys} bytes");

@@ -9,9 +9,10 @@
 //!   error, and the connection is closed — nothing from an unknown peer is
 //!   worth reading past the handshake limit;
 //! * **skipping** (after the handshake): its bytes are read and discarded
-//!   by length, [`Frame::Skipped`] reports it once, and the next frame is
-//!   read as usual. The connection survives; only the request or answer in
-//!   that frame is lost (its caller times out).
+//!   by length, [`Frame::Skipped`] reports it once with its first bytes,
+//!   and the next frame is read as usual. The connection survives; the
+//!   call the frame belonged to fails with a typed error (the transport
+//!   reads its id from those bytes: `wire::skipped_call`).
 //!
 //! Senders check sizes before queueing (`Net::encode`), so a skipped frame
 //! means a peer configured with a larger limit than this node's: nodes of
@@ -28,9 +29,20 @@ const HEADER: usize = 4;
 pub enum Frame {
     /// A whole frame's bytes.
     Data(BytesMut),
-    /// A frame of this many bytes, over the limit: being discarded.
-    Skipped(usize),
+    /// A frame of `len` bytes, over the limit: being discarded. `head` is
+    /// what of its start had arrived (at most [`HEAD`] bytes), enough to
+    /// tell which call it belonged to.
+    Skipped {
+        /// The frame's length.
+        len: usize,
+        /// Its first bytes.
+        head: Bytes,
+    },
 }
+
+/// Bytes of a skipped frame kept to identify it: an envelope's variant
+/// name and its id come first.
+pub const HEAD: usize = 32;
 
 /// The codec of internode connections; see the module docs.
 #[derive(Debug)]
@@ -88,11 +100,17 @@ impl Decoder for FrameCodec {
             if !self.skip {
                 return Err(too_big(len, self.max));
             }
+            // Its first bytes say whose call it was: wait for them.
+            let keep = HEAD.min(len);
+            if src.len() < HEADER + keep {
+                return Ok(None);
+            }
             src.advance(HEADER);
+            let head = Bytes::copy_from_slice(&src[..keep]);
             let n = len.min(src.len());
             src.advance(n);
             self.discarding = len - n;
-            return Ok(Some(Frame::Skipped(len)));
+            return Ok(Some(Frame::Skipped { len, head }));
         }
         if src.len() < HEADER + len {
             // Room for the rest, so the reads that follow need not grow
@@ -160,7 +178,10 @@ mod tests {
                 got,
                 vec![
                     Frame::Data(BytesMut::from(&b"first"[..])),
-                    Frame::Skipped(100),
+                    Frame::Skipped {
+                        len: 100,
+                        head: Bytes::from(vec![7u8; HEAD]),
+                    },
                     Frame::Data(BytesMut::from(&b"after"[..])),
                 ],
                 "fed {step} bytes at a time"

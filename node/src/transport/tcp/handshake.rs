@@ -157,8 +157,10 @@ async fn recv<S: Certified>(conn: &mut Conn<S>) -> Result<Msg, NetError> {
     let frame = match conn.next().await {
         Some(Ok(super::Frame::Data(f))) => f,
         // A strict codec fails on an oversize frame instead.
-        Some(Ok(super::Frame::Skipped(n))) => {
-            return Err(NetError::Decode(format!("a handshake frame of {n} bytes")));
+        Some(Ok(super::Frame::Skipped { len, .. })) => {
+            return Err(NetError::Decode(format!(
+                "a handshake frame of {len} bytes"
+            )));
         }
         Some(Err(e)) => return Err(NetError::Io(e)),
         None => return Err(NetError::Closed),

@@ -137,7 +137,7 @@ use crate::proto;
 /// (`made_ms`, eight bytes at the end of its frame) instead of the
 /// caller's wall-clock deadline, so a skewed clock no longer makes a node
 /// drop its peers' requests ([`lateness`]).
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest handshake frame accepted (before the peer is authenticated).
 const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
@@ -498,9 +498,31 @@ impl Net {
     }
 
     /// Counts and reports a frame over the limit that `from` sent (read
-    /// and discarded: what it held is lost, the connection is not).
-    fn skipped(&self, from: &PeerInfo, bytes: usize) {
+    /// and discarded: what it held is lost, the connection is not), and
+    /// fails the call it belonged to, known from its first bytes `head`:
+    /// a request is answered [`proto::RemoteError::RequestTooLarge`] (it
+    /// was not run), the answer to one of this node's calls fails that
+    /// call with [`proto::RemoteError::TooLarge`] (it was run).
+    fn skipped(&self, from: &PeerInfo, bytes: usize, head: &[u8], side: peer::Side<'_>) {
         self.counters.frames_skipped.fetch_add(1, Relaxed);
+        let (bytes64, limit) = (bytes as u64, self.config.max_frame as u64);
+        match (wire::skipped_call(head), side) {
+            (Some(wire::SkippedCall::Request(id)), peer::Side::Inbound { reply, .. }) => {
+                let err = proto::RemoteError::RequestTooLarge {
+                    bytes: bytes64,
+                    limit,
+                };
+                self.answer(reply, id, Err(err));
+            }
+            (Some(wire::SkippedCall::Response(id)), peer::Side::Outbound { conn, .. }) => {
+                let err = proto::RemoteError::TooLarge {
+                    bytes: bytes64,
+                    limit,
+                };
+                self.rpc.answer(id, conn, Err(err));
+            }
+            _ => {}
+        }
         let admitted = lock(&self.refusals).admit(&from.addr, "oversize_frame", Instant::now());
         let limit = self.config.max_frame;
         match admitted {

@@ -231,7 +231,7 @@ pub(super) async fn pump(
             }
             f = stream.next() => match f {
                 Some(Ok(Frame::Data(frame))) => net.dispatch(peer, &frame, side),
-                Some(Ok(Frame::Skipped(bytes))) => net.skipped(peer, bytes),
+                Some(Ok(Frame::Skipped { len, head })) => net.skipped(peer, len, &head, side),
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(NetError::Closed),
             },

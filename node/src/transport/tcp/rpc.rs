@@ -123,6 +123,7 @@ impl CallError {
                 RemoteError::Bad(_) => "bad request",
                 RemoteError::Quorum(_) => "replica coordinator error",
                 RemoteError::TooLarge { .. } => "answer too large",
+                RemoteError::RequestTooLarge { .. } => "request too large",
                 RemoteError::KeyTooLarge { .. } => "key too large",
             },
         }

@@ -567,22 +567,95 @@ async fn an_answer_over_the_frame_limit_is_a_typed_error_for_its_call_alone() {
 #[tokio::test]
 async fn a_frame_over_the_receivers_limit_is_skipped_and_the_connection_lives() {
     // A peer with a larger limit than this node's: a misconfiguration the
-    // connection survives.
+    // connection survives, and the call fails at once with a typed error
+    // rather than at its deadline.
     let a = start("a", None, |c| c.max_frame = 1 << 20).await;
     let b = start("b", None, |c| c.max_frame = 64 << 10).await;
     let (runs, _parked) = serve(&b);
     let to = addr(&b);
     let first = a.call(&to, Request::Ping, LONG).await;
     assert!(matches!(first, Ok(Response::Pong)), "{first:?}");
-    let r = a
-        .call(&to, replicate(200 << 10), Duration::from_millis(300))
-        .await;
-    assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
+    let r = a.call(&to, replicate(200 << 10), LONG).await;
+    assert!(
+        matches!(
+            r,
+            Err(CallError::Remote(RemoteError::RequestTooLarge { bytes, limit }))
+                if bytes > 200 << 10 && limit == 64 << 10
+        ),
+        "{r:?}"
+    );
+    assert!(
+        !r.as_ref().is_err_and(CallError::maybe_applied),
+        "it was not run"
+    );
     assert_eq!(b.counters().frames_skipped.load(Relaxed), 1);
     let again = a.call(&to, read("echo", 9), LONG).await;
     assert!(matches!(again, Ok(Response::Digest(Some(9)))), "{again:?}");
     assert_eq!(runs.load(Relaxed), 2, "the skipped request never ran");
     assert_eq!(a.counters().connects.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn an_answer_over_the_callers_limit_fails_its_call_at_once_and_the_connection_lives() {
+    // The callee's limit is larger: it sends an answer the caller skips.
+    let a = start("a", None, |c| c.max_frame = 64 << 10).await;
+    let b = start("b", None, |c| c.max_frame = 1 << 20).await;
+    let (runs, _parked) = serve(&b);
+    let to = addr(&b);
+    let r = a.call(&to, read("big", 200 << 10), LONG).await;
+    assert!(
+        matches!(
+            r,
+            Err(CallError::Remote(RemoteError::TooLarge { bytes, limit }))
+                if bytes > 200 << 10 && limit == 64 << 10
+        ),
+        "{r:?}"
+    );
+    assert!(
+        r.as_ref().is_err_and(CallError::maybe_applied),
+        "it was run"
+    );
+    assert_eq!(a.counters().frames_skipped.load(Relaxed), 1);
+    let again = a.call(&to, read("echo", 4), LONG).await;
+    assert!(matches!(again, Ok(Response::Digest(Some(4)))), "{again:?}");
+    assert_eq!(runs.load(Relaxed), 2);
+    assert_eq!(a.counters().connects.load(Relaxed), 1);
+}
+
+#[test]
+fn a_skipped_frame_names_its_call_from_its_first_bytes() {
+    use super::frame::HEAD;
+    use super::wire::{SkippedCall, skipped_call};
+    let encode = |e: &Envelope| rmp_serde::to_vec(e).expect("encodes");
+    for id in [0, 1, 300, u64::from(u32::MAX) + 7, u64::MAX] {
+        let request = encode(&Envelope::Request {
+            id,
+            timeout_ms: 1000,
+            body: read("k", 1),
+            made_ms: MadeMs(5),
+        });
+        let response = encode(&Envelope::Response {
+            id,
+            result: Ok(Response::Pong),
+        });
+        assert_eq!(
+            skipped_call(&request[..HEAD]),
+            Some(SkippedCall::Request(id))
+        );
+        assert_eq!(
+            skipped_call(&response[..HEAD.min(response.len())]),
+            Some(SkippedCall::Response(id))
+        );
+        // Cut before the id: nothing is guessed.
+        assert_eq!(skipped_call(&request[..10]), None);
+    }
+    let gossip = encode(&Envelope::Gossip(quorumkv_gossip::Message::Syn {
+        cluster: "c".into(),
+        digests: vec![],
+    }));
+    assert_eq!(skipped_call(&gossip), None);
+    assert_eq!(skipped_call(&[]), None);
+    assert_eq!(skipped_call(&[0xff; HEAD]), None);
 }
 
 #[test]

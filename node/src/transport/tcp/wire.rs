@@ -91,6 +91,37 @@ impl Envelope {
     }
 }
 
+/// Whose call a frame skipped for its size belonged to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SkippedCall {
+    /// A request with this id: its caller is to be told it was not run.
+    Request(u64),
+    /// The answer to this node's call with this id.
+    Response(u64),
+}
+
+/// Reads which call a skipped frame belonged to from its first bytes
+/// (`frame::HEAD` of them): an [`Envelope`] is encoded as a one-entry map
+/// from the variant's name to its fields, the id first. `None` for gossip
+/// or bytes that are not such a start.
+pub(super) fn skipped_call(head: &[u8]) -> Option<SkippedCall> {
+    use rmp::decode as de;
+    let rd = &mut &head[..];
+    if de::read_map_len(rd).ok()? != 1 {
+        return None;
+    }
+    let len = de::read_str_len(rd).ok()? as usize;
+    let name = rd.get(..len)?;
+    *rd = &rd[len..];
+    let fields = de::read_array_len(rd).ok()?;
+    let id = de::read_int::<u64, _>(rd).ok()?;
+    match (name, fields) {
+        (b"Request", 4) => Some(SkippedCall::Request(id)),
+        (b"Response", 2) => Some(SkippedCall::Response(id)),
+        _ => None,
+    }
+}
+
 /// Why the other side of a handshake was refused. The `Display` text is
 /// what both logs show.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

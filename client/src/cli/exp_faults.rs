@@ -218,7 +218,7 @@ pub fn run_faults(g: &Globals, a: FaultsArgs) -> anyhow::Result<ExitCode> {
             },
         };
         eprintln!(
-            "running {} clients for {} s against {}",
+            "running {} clients for {} s against {}, seed {} (the faults it draws are in results.json and report.md)",
             cfg.clients,
             cfg.duration.as_secs(),
             target
@@ -226,7 +226,8 @@ pub fn run_faults(g: &Globals, a: FaultsArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(id, _)| id.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            cfg.seed
         );
         let res = run(&cfg, &target).await;
         if let Some(dir) = started

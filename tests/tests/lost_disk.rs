@@ -178,15 +178,23 @@ async fn two_nodes_that_lost_their_disks_one_after_the_other_both_finish_replaci
     }
     let began = Instant::now();
     for (i, id) in [(1, "n2"), (2, "n3")] {
+        // Seen by every node, as each of n2 and n3 coordinates the reads
+        // below: one that still saw the other replacing would not count it.
         let replaced = eventually(
             Duration::from_secs(90),
-            &format!("{id} done replacing, seen by n1"),
+            &format!("{id} done replacing, seen by every node"),
             || {
-                let n1 = apis[0].clone();
+                let apis = apis.clone();
                 async move {
-                    member(&n1, id)
-                        .await
-                        .is_some_and(|m| m["replacing"].is_null() && m["status"] == "up")
+                    for api in &apis {
+                        let done = member(api, id)
+                            .await
+                            .is_some_and(|m| m["replacing"].is_null() && m["status"] == "up");
+                        if !done {
+                            return false;
+                        }
+                    }
+                    true
                 }
             },
         )

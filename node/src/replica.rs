@@ -661,14 +661,15 @@ mod tests {
         fn sync(&self) -> Result<(), StorageError> {
             self.inner.sync()
         }
-        fn scan(
+        fn scan_within(
             &self,
             p: crate::storage::Partition,
             start: &[u8],
             end: Option<&[u8]>,
             limit: usize,
+            max_bytes: usize,
         ) -> Result<crate::storage::KvPairs, StorageError> {
-            self.inner.scan(p, start, end, limit)
+            self.inner.scan_within(p, start, end, limit, max_bytes)
         }
         fn close(&self) -> Result<(), StorageError> {
             self.inner.close()

@@ -78,16 +78,6 @@ impl Engine for CrashEngine {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        p: Partition,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
-        self.live.scan(p, start, end, limit)
-    }
-
     fn scan_within(
         &self,
         p: Partition,

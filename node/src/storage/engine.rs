@@ -6,6 +6,8 @@
 //! the two engines — fjall on disk, a `BTreeMap` in memory — stay simple and
 //! are tested by the same suite.
 
+use std::ops::Bound;
+
 use super::StorageError;
 
 /// Key-value pairs as a scan returns them, in key order.
@@ -109,21 +111,11 @@ pub trait Engine: Send + Sync + 'static {
     fn sync(&self) -> Result<(), StorageError>;
 
     /// Entries of `p` with `start <= key < end` (`end = None`: to the last
-    /// key), in key order, at most `limit` of them.
-    fn scan(
-        &self,
-        p: Partition,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, StorageError>;
-
-    /// [`Engine::scan`] that also stops once the values read reach
-    /// `max_bytes`, the entry that reaches it included (so a page holds at
-    /// least one entry, whatever its size): for callers that hold a page of
-    /// whole objects, each of which may be as large as `--max-key-bytes`.
-    /// The default cuts a full page; engines that read from disk override
-    /// it so that what is past the budget is never read.
+    /// key), in key order, at most `limit` of them, stopping once the values
+    /// read reach `max_bytes` (the entry that reaches it included, so a
+    /// page holds at least one entry whatever its size): callers that hold
+    /// a page of whole objects, each as large as `--max-key-bytes`, bound
+    /// it by bytes; nothing past the budget is read ([`page`]).
     fn scan_within(
         &self,
         p: Partition,
@@ -131,16 +123,23 @@ pub trait Engine: Send + Sync + 'static {
         end: Option<&[u8]>,
         limit: usize,
         max_bytes: usize,
+    ) -> Result<KvPairs, StorageError>;
+
+    /// [`Engine::scan_within`] bounded by `limit` alone.
+    fn scan(
+        &self,
+        p: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
     ) -> Result<KvPairs, StorageError> {
-        let mut page = self.scan(p, start, end, limit)?;
-        page.truncate(within(page.iter().map(|(_, v)| v.len()), max_bytes));
-        Ok(page)
+        self.scan_within(p, start, end, limit, usize::MAX)
     }
 
     /// The keys of [`Engine::scan`]'s entries, without their values: for
     /// callers that look at keys only (counting and expiring hints), so a
     /// page costs no value bytes. The default reads the values and drops
-    /// them; engines that read from disk override it.
+    /// them; the real engines override it.
     fn scan_keys(
         &self,
         p: Partition,
@@ -179,18 +178,41 @@ pub trait Engine: Send + Sync + 'static {
     }
 }
 
-/// How many of the values, of the sizes `sizes` in page order, a page
-/// within `max_bytes` holds: up to and including the one that reaches the
-/// budget, and at least one.
-pub fn within(sizes: impl IntoIterator<Item = usize>, max_bytes: usize) -> usize {
-    let mut total = 0usize;
-    let mut n = 0;
-    for size in sizes {
-        n += 1;
-        total = total.saturating_add(size);
-        if total >= max_bytes {
+/// The bounds of a range of keys.
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// The bounds of a scan of `start..end`, or `None` when it holds nothing
+/// (`end <= start`, or no entry wanted).
+pub(crate) fn key_range<'a>(
+    start: &'a [u8],
+    end: Option<&'a [u8]>,
+    limit: usize,
+) -> Option<KeyBounds<'a>> {
+    if limit == 0 || end.is_some_and(|e| e <= start) {
+        return None;
+    }
+    Some((
+        Bound::Included(start),
+        end.map_or(Bound::Unbounded, Bound::Excluded),
+    ))
+}
+
+/// A page of [`Engine::scan_within`] taken from `rows`, read lazily: at
+/// most `limit` rows, up to and including the one whose value brings the
+/// page to `max_bytes`.
+pub(crate) fn page(
+    rows: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<KvPairs, StorageError> {
+    let (mut out, mut bytes) = (Vec::with_capacity(limit.min(1024)), 0usize);
+    for row in rows.take(limit) {
+        let (k, v) = row?;
+        bytes = bytes.saturating_add(v.len());
+        out.push((k, v));
+        if bytes >= max_bytes {
             break;
         }
     }
-    n
+    Ok(out)
 }

@@ -49,13 +49,13 @@
 //! clears it. Write stalls (too many sealed memtables or L0 runs) make
 //! `apply` sleep in fjall; callers on an async runtime should expect it.
 
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::engine::{key_range, page};
 use super::reaper::Reaper;
 use super::{Engine, KvPairs, Op, Partition, StorageError};
 
@@ -252,30 +252,6 @@ impl Engine for FjallEngine {
         h.db.persist(PersistMode::SyncData).map_err(map_error)
     }
 
-    fn scan(
-        &self,
-        p: Partition,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
-        let guard = self.handles();
-        let h = guard.as_ref().ok_or(StorageError::Closed)?;
-        if limit == 0 || end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in h.keyspaces[p.index()].range::<&[u8], _>((Bound::Included(start), upper)) {
-            let (k, v) = item.into_inner().map_err(map_error)?;
-            out.push((k.to_vec(), v.to_vec()));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     fn scan_within(
         &self,
         p: Partition,
@@ -286,20 +262,14 @@ impl Engine for FjallEngine {
     ) -> Result<KvPairs, StorageError> {
         let guard = self.handles();
         let h = guard.as_ref().ok_or(StorageError::Closed)?;
-        if limit == 0 || end.is_some_and(|e| e <= start) {
+        let Some(range) = key_range(start, end, limit) else {
             return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let (mut out, mut bytes) = (Vec::with_capacity(limit.min(1024)), 0usize);
-        for item in h.keyspaces[p.index()].range::<&[u8], _>((Bound::Included(start), upper)) {
+        };
+        let rows = h.keyspaces[p.index()].range::<&[u8], _>(range).map(|item| {
             let (k, v) = item.into_inner().map_err(map_error)?;
-            bytes = bytes.saturating_add(v.len());
-            out.push((k.to_vec(), v.to_vec()));
-            if out.len() >= limit || bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
+            Ok((k.to_vec(), v.to_vec()))
+        });
+        page(rows, limit, max_bytes)
     }
 
     fn scan_keys(
@@ -311,19 +281,15 @@ impl Engine for FjallEngine {
     ) -> Result<Vec<Vec<u8>>, StorageError> {
         let guard = self.handles();
         let h = guard.as_ref().ok_or(StorageError::Closed)?;
-        if limit == 0 || end.is_some_and(|e| e <= start) {
+        let Some(range) = key_range(start, end, limit) else {
             return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in h.keyspaces[p.index()].range::<&[u8], _>((Bound::Included(start), upper)) {
-            // `key()`: a key-value separated keyspace does not load the value.
-            out.push(item.key().map_err(map_error)?.to_vec());
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        };
+        // `key()`: a key-value separated keyspace does not load the value.
+        h.keyspaces[p.index()]
+            .range::<&[u8], _>(range)
+            .take(limit)
+            .map(|item| Ok(item.key().map_err(map_error)?.to_vec()))
+            .collect()
     }
 
     fn close(&self) -> Result<(), StorageError> {

@@ -9,9 +9,9 @@
 //! makes a batch touching several partitions atomic to readers.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::engine::{key_range, page};
 use super::{Engine, KvPairs, Op, Partition, StorageError};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -83,26 +83,6 @@ impl Engine for MemoryEngine {
         }
     }
 
-    fn scan(
-        &self,
-        p: Partition,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
-        let guard = self.read();
-        let maps = guard.as_ref().ok_or(StorageError::Closed)?;
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(maps[p.index()]
-            .range::<[u8], _>((Bound::Included(start), upper))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
     fn scan_within(
         &self,
         p: Partition,
@@ -113,16 +93,13 @@ impl Engine for MemoryEngine {
     ) -> Result<KvPairs, StorageError> {
         let guard = self.read();
         let maps = guard.as_ref().ok_or(StorageError::Closed)?;
-        if end.is_some_and(|e| e <= start) {
+        let Some(range) = key_range(start, end, limit) else {
             return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let range = || maps[p.index()].range::<[u8], _>((Bound::Included(start), upper));
-        let n = super::engine::within(range().take(limit).map(|(_, v)| v.len()), max_bytes);
-        Ok(range()
-            .take(limit.min(n))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        };
+        let rows = maps[p.index()]
+            .range::<[u8], _>(range)
+            .map(|(k, v)| Ok((k.clone(), v.clone())));
+        page(rows, limit, max_bytes)
     }
 
     fn scan_keys(
@@ -134,12 +111,11 @@ impl Engine for MemoryEngine {
     ) -> Result<Vec<Vec<u8>>, StorageError> {
         let guard = self.read();
         let maps = guard.as_ref().ok_or(StorageError::Closed)?;
-        if end.is_some_and(|e| e <= start) {
+        let Some(range) = key_range(start, end, limit) else {
             return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        };
         Ok(maps[p.index()]
-            .range::<[u8], _>((Bound::Included(start), upper))
+            .range::<[u8], _>(range)
             .take(limit)
             .map(|(k, _)| k.clone())
             .collect())
@@ -189,14 +165,15 @@ impl Engine for CountingEngine {
     fn sync(&self) -> Result<(), StorageError> {
         self.inner.sync()
     }
-    fn scan(
+    fn scan_within(
         &self,
         p: Partition,
         s: &[u8],
         e: Option<&[u8]>,
         l: usize,
+        max: usize,
     ) -> Result<KvPairs, StorageError> {
-        self.inner.scan(p, s, e, l)
+        self.inner.scan_within(p, s, e, l, max)
     }
     fn close(&self) -> Result<(), StorageError> {
         self.inner.close()

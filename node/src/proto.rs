@@ -267,6 +267,11 @@ impl Encoded {
     pub fn decode(&self) -> Result<Dvvs, VersionError> {
         Dvvs::decode(&self.0)
     }
+
+    /// The encoding's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 impl From<Vec<u8>> for Encoded {

@@ -219,6 +219,7 @@ pub async fn start<G: quorumkv_gossip::driver::Transport>(
         tokens,
     ));
     let metrics = Arc::new(Metrics::new());
+    metrics.ops.set_tombstone_grace(config.tombstone_grace);
     let faults = Arc::new(Faults::new(
         config.fault_injection,
         &cluster.local().id,

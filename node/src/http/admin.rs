@@ -161,19 +161,12 @@ pub fn metrics(api: &Api, req: &Request) -> Reply {
     api.metrics.ops.sync_data_dir(&api.config.data_dir);
     let progress = api.repairer.state().progress();
     let ops = &api.metrics.ops;
-    ops.repair_running.set(i64::from(progress.running));
-    ops.repair_comparisons
-        .set(progress.comparisons_total.try_into().unwrap_or(i64::MAX));
-    ops.repair_comparisons_done
-        .set(progress.comparisons_done.try_into().unwrap_or(i64::MAX));
-    ops.tombstone_grace.set(
-        api.config
-            .tombstone_grace
-            .as_secs()
-            .try_into()
-            .unwrap_or(i64::MAX),
+    ops.sync_repair(
+        progress.running,
+        progress.comparisons_total,
+        progress.comparisons_done,
     );
-    ops.sync_streams(&api.changes.changes().report(me));
+    ops.sync_streams(api.changes.changes().stream_totals());
     Ok(respond(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -2,8 +2,9 @@
 //! and alert rules of deploy/ (docs/OPERATIONS.md, "Deploying"): what the
 //! failure detector thinks of each peer, the data dir's file system, the
 //! anti-entropy pass and the cluster-change streams under way, and the
-//! settings an alert compares against. All are refreshed when `/metrics`
-//! is rendered, so serving requests pays nothing for them.
+//! settings an alert compares against. The settings and the start time
+//! are set once; the rest are refreshed when `/metrics` is rendered, so
+//! serving requests pays nothing for them.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -146,20 +147,22 @@ impl OpsMetrics {
         }
     }
 
-    /// Sets the stream figures from the body of `GET /cluster/changes`.
-    pub fn sync_streams(&self, report: &serde_json::Value) {
-        let (mut active, mut bytes, mut expected) = (0u64, 0u64, 0u64);
-        let changes = report["changes"].as_array().map_or(&[][..], Vec::as_slice);
-        for s in changes
-            .iter()
-            .filter_map(|c| c["streams"].as_array())
-            .flatten()
-            .filter(|s| s["done"] == false)
-        {
-            active += 1;
-            bytes += s["bytes"].as_u64().unwrap_or(0);
-            expected += s["bytes_estimate"].as_u64().unwrap_or(0);
-        }
+    /// Sets the anti-entropy figures: whether a pass runs, its (range,
+    /// peer) comparisons and the ones done.
+    pub fn sync_repair(&self, running: bool, comparisons: u64, done: u64) {
+        self.repair_running.set(i64::from(running));
+        self.repair_comparisons.set(clamp(comparisons));
+        self.repair_comparisons_done.set(clamp(done));
+    }
+
+    /// Sets `--tombstone-grace-secs` (once: it does not change).
+    pub fn set_tombstone_grace(&self, grace: std::time::Duration) {
+        self.tombstone_grace.set(clamp(grace.as_secs()));
+    }
+
+    /// Sets the stream figures from `(active, bytes, expected)`, as
+    /// `Changes::stream_totals` counts them.
+    pub fn sync_streams(&self, (active, bytes, expected): (u64, u64, u64)) {
         self.streams_active.set(clamp(active));
         self.stream_bytes.set(clamp(bytes));
         self.stream_bytes_expected.set(clamp(expected));
@@ -200,10 +203,7 @@ mod tests {
         m.sync_peers([("n2".into(), true, 0.5), ("n3".into(), false, 9.25)]);
         let dir = tempfile::tempdir().expect("tempdir");
         m.sync_data_dir(dir.path());
-        m.sync_streams(&serde_json::json!({"node": "n1", "changes": [{"streams": [
-            {"bytes": 10, "bytes_estimate": 40, "done": false},
-            {"bytes": 7, "bytes_estimate": 7, "done": true},
-        ]}]}));
+        m.sync_streams((1, 10, 40));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         for line in [

@@ -285,11 +285,12 @@ impl Repairer {
                     None if past_grace(&e.object, crate::clock::unix_ms(), grace) => continue,
                     _ => {}
                 }
-                let bytes = e.object.encode().len() as u64;
+                let object = Encoded::of(&e.object);
+                let bytes = object.len() as u64;
                 let req = Request::Replicate {
                     bucket: e.bucket,
                     key: e.key,
-                    object: Encoded::of(&e.object),
+                    object,
                     hint_for: None,
                 };
                 match self.rpc(peer, req, PUSH_TIMEOUT).await {

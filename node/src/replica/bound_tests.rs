@@ -18,43 +18,33 @@ fn replica(actor: &str, limit: u64) -> Replica {
         .with_max_key_bytes(limit)
 }
 
+/// Writes `len` bytes of `byte` to key `k` of bucket `b` under `ctx`,
+/// keeping siblings.
+async fn write(
+    r: &Replica,
+    ctx: &Context,
+    len: usize,
+    byte: u8,
+) -> Result<WriteOutcome, WriteError> {
+    r.write("b", b"k", ctx, put(len, byte), Conflicts::Siblings)
+        .await
+}
+
 #[tokio::test]
 async fn a_sibling_that_would_grow_the_key_past_the_bound_is_refused_and_nothing_stored() {
     let r = replica("n1", 3000);
-    let first = r
-        .write(
-            "b",
-            b"k",
-            &Context::new(),
-            put(2000, 1),
-            Conflicts::Siblings,
-        )
+    let first = write(&r, &Context::new(), 2000, 1)
         .await
         .expect("within the bound");
     // Without a context it would be a second sibling: 4000 bytes and more.
-    let refused = r
-        .write(
-            "b",
-            b"k",
-            &Context::new(),
-            put(2000, 2),
-            Conflicts::Siblings,
-        )
-        .await;
+    let refused = write(&r, &Context::new(), 2000, 2).await;
     assert!(
         matches!(refused, Err(WriteError::KeyTooLarge { size, limit: 3000 }) if size > 4000),
         "{refused:?}"
     );
     assert_eq!(r.read("b", b"k").expect("read"), Some(first.object.clone()));
     // With the context it replaces the version: within the bound.
-    let replaced = r
-        .write(
-            "b",
-            b"k",
-            &first.object.context(),
-            put(2000, 3),
-            Conflicts::Siblings,
-        )
+    let replaced = write(&r, &first.object.context(), 2000, 3)
         .await
         .expect("a replacing write");
     assert_eq!(replaced.object.sibling_count(), 1);
@@ -64,23 +54,8 @@ async fn a_sibling_that_would_grow_the_key_past_the_bound_is_refused_and_nothing
 async fn a_merge_past_the_bound_is_refused_and_a_shrinking_write_is_taken() {
     let here = replica("n1", 3000);
     let there = replica("n2", 3000);
-    here.write(
-        "b",
-        b"k",
-        &Context::new(),
-        put(2000, 1),
-        Conflicts::Siblings,
-    )
-    .await
-    .expect("here");
-    let theirs = there
-        .write(
-            "b",
-            b"k",
-            &Context::new(),
-            put(2000, 2),
-            Conflicts::Siblings,
-        )
+    write(&here, &Context::new(), 2000, 1).await.expect("here");
+    let theirs = write(&there, &Context::new(), 2000, 2)
         .await
         .expect("there")
         .object;
@@ -96,8 +71,7 @@ async fn a_merge_past_the_bound_is_refused_and_a_shrinking_write_is_taken() {
         .expect("reopen")
         .with_max_key_bytes(100);
     let ctx = before.expect("stored").context();
-    lowered
-        .write("b", b"k", &ctx, put(1000, 4), Conflicts::Siblings)
+    write(&lowered, &ctx, 1000, 4)
         .await
         .expect("a write that shrinks the key");
 }

@@ -517,6 +517,24 @@ impl Changes {
             .collect();
         json!({"node": me, "changes": changes})
     }
+
+    /// `(streams not done, their bytes so far, their sources' estimate)`
+    /// over every record: the figures of `/metrics`, read from what
+    /// [`Changes::report`] shows without building it.
+    pub fn stream_totals(&self) -> (u64, u64, u64) {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut active, mut bytes, mut expected) = (0u64, 0u64, 0u64);
+        for s in records
+            .iter()
+            .flat_map(|r| &r.streams)
+            .filter(|s| !s.done.load(Ordering::Relaxed))
+        {
+            active += 1;
+            bytes += s.bytes.load(Ordering::Relaxed);
+            expected += s.estimate.load(Ordering::Relaxed);
+        }
+        (active, bytes, expected)
+    }
 }
 
 /// Drops every persisted stream position (once no change is in flight).
@@ -553,6 +571,27 @@ mod tests {
         assert_eq!(Saved::parse_id(&s.id()), Some(s));
         assert_eq!(Saved::parse_id("nope:n1:1"), None);
         assert_eq!(Saved::parse_id("join:n1"), None);
+    }
+
+    #[test]
+    fn stream_totals_count_the_streams_not_done() {
+        let changes = Changes::default();
+        assert_eq!(changes.stream_totals(), (0, 0, 0));
+        let change = Saved {
+            kind: Kind::Join,
+            node: "n4".into(),
+            started_ms: 9,
+        };
+        let running = Arc::new(Stream::new(TokenRange { start: 1, end: 2 }, "n1"));
+        running.bytes.store(10, Ordering::Relaxed);
+        running.estimate.store(40, Ordering::Relaxed);
+        let finished = Arc::new(Stream::new(TokenRange { start: 2, end: 3 }, "n1"));
+        finished.bytes.store(7, Ordering::Relaxed);
+        finished.estimate.store(7, Ordering::Relaxed);
+        finished.done.store(true, Ordering::Relaxed);
+        changes.add_stream(&change, running);
+        changes.add_stream(&change, finished);
+        assert_eq!(changes.stream_totals(), (1, 10, 40));
     }
 
     #[tokio::test]

@@ -256,6 +256,28 @@ pub async fn set_bucket_everywhere(c: &Cluster, bucket: &str, props: Value) -> R
     Ok(())
 }
 
+/// `method /internal/faults` with `body` on `api`'s node (started with
+/// `--fault-injection`); the document answered (failing on anything but
+/// 200).
+pub async fn faults(api: &Api, method: &str, body: Value) -> Result<Value> {
+    let r = api
+        .send(
+            method,
+            "/internal/faults",
+            &[],
+            Some(body.to_string().into_bytes()),
+        )
+        .await?;
+    if r.status != 200 {
+        bail!(
+            "{method} /internal/faults answered {}: {}",
+            r.status,
+            body_text(&r)
+        );
+    }
+    Ok(r.json())
+}
+
 /// The path of a key in a bucket, with an optional query (`"w=all"`).
 pub fn key_path(bucket: &str, key: &[u8], query: &str) -> String {
     if query.is_empty() {

@@ -55,6 +55,35 @@ fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
 
 pub use quorumkv_client::local::free_port;
 
+/// Runs the `qkv` CLI with `args` and waits for it, with `QKV_NODE`,
+/// `QKV_TOKEN` and `QKV_CA_CERT` removed from its environment so that only
+/// `args` decide where it goes and what it trusts.
+pub fn run_qkv(args: &[&str]) -> Result<std::process::Output> {
+    std::process::Command::new(qkv_bin()?)
+        .args(args)
+        .env_remove("QKV_NODE")
+        .env_remove("QKV_TOKEN")
+        .env_remove("QKV_CA_CERT")
+        .output()
+        .context("running qkv")
+}
+
+/// Bytes (a process's stdout or stderr) as text, lossily.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `n` consecutive loopback ports that were free a moment ago; the first.
+pub fn consecutive_ports(n: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let first = free_port()?;
+        if (1..n).all(|i| free_port().ok() == first.checked_add(i)) {
+            return Ok(first);
+        }
+    }
+    bail!("no {n} consecutive free ports")
+}
+
 /// How to start one node.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {

@@ -201,10 +201,8 @@ async fn the_console_shows_the_cluster_and_drives_a_key_in_chromium() -> Result<
     let specs = (1..=3)
         .map(|i| NodeSpec::new(&format!("n{i}")).args(args))
         .collect();
+    // Cluster::start has waited for every node's /health.
     let mut c = quorumkv_tests::Cluster::start(specs)?;
-    for n in &mut c.nodes {
-        n.wait_healthy(Duration::from_secs(60))?;
-    }
     let n1 = Api::new(&c.nodes[0].url());
     s.say("3 nodes started (bearer tokens on, gossip every 200 ms)");
 

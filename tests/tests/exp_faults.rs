@@ -6,31 +6,10 @@
 //! fail. `qkv exp check` must judge the recorded history the same way.
 
 use std::path::Path;
-use std::process::Output;
 
-use anyhow::{Context as _, Result, bail};
-use quorumkv_tests::{free_port, qkv_bin, qkvd_bin};
+use anyhow::{Context as _, Result};
+use quorumkv_tests::{consecutive_ports, qkvd_bin, run_qkv};
 use serde_json::Value;
-
-fn qkv(args: &[&str]) -> Result<Output> {
-    std::process::Command::new(qkv_bin()?)
-        .args(args)
-        .env_remove("QKV_NODE")
-        .env_remove("QKV_TOKEN")
-        .output()
-        .context("running qkv")
-}
-
-/// `n` consecutive loopback ports that were free a moment ago.
-fn consecutive_ports(n: u16) -> Result<u16> {
-    for _ in 0..200 {
-        let first = free_port()?;
-        if (1..n).all(|i| free_port().ok() == first.checked_add(i)) {
-            return Ok(first);
-        }
-    }
-    bail!("no {n} consecutive free ports")
-}
 
 /// Stops the experiment's cluster if the run left it behind.
 struct Down<'a>(&'a Path);
@@ -38,7 +17,7 @@ struct Down<'a>(&'a Path);
 impl Drop for Down<'_> {
     fn drop(&mut self) {
         let dir = self.0.display().to_string();
-        let _ = qkv(&["local", "down", "--dir", &dir]);
+        let _ = run_qkv(&["local", "down", "--dir", &dir]);
     }
 }
 
@@ -61,7 +40,7 @@ fn the_strict_level_shows_no_anomaly_under_faults_while_r1_w1_reads_stale() -> R
     let listen = consecutive_ports(3)?.to_string();
     let qkvd = qkvd_bin()?.display().to_string();
     let (out_s, cluster_s) = (out.display().to_string(), cluster.display().to_string());
-    let run = qkv(&[
+    let run = run_qkv(&[
         "--json",
         "exp",
         "faults",
@@ -135,7 +114,7 @@ fn the_strict_level_shows_no_anomaly_under_faults_while_r1_w1_reads_stale() -> R
 
     // The checker, run on its own, judges the same history the same way.
     let history = out.join("history.jsonl").display().to_string();
-    let check = qkv(&["exp", "check", &history, "--json"])?;
+    let check = run_qkv(&["exp", "check", &history, "--json"])?;
     assert!(
         check.status.success(),
         "{}",

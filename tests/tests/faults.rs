@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use quorumkv_tests::cluster_ops::{
-    body_text, key_path, metric, set_bucket_everywhere, start_cluster, wait_status,
+    body_text, faults, key_path, metric, set_bucket_everywhere, start_cluster, wait_status,
 };
 use quorumkv_tests::http::Api;
 use quorumkv_tests::{Cluster, NodeSpec, qkv_bin};
@@ -18,27 +18,6 @@ use serde_json::{Value, json};
 /// Fault injection on, and gossip fast enough that a partition convicts
 /// within seconds.
 const ARGS: [&str; 3] = ["--fault-injection", "--gossip-interval-ms", "100"];
-
-/// `method /internal/faults` with `body` on `api`'s node; the document
-/// answered (failing on anything but 200).
-async fn faults(api: &Api, method: &str, body: Value) -> Result<Value> {
-    let r = api
-        .send(
-            method,
-            "/internal/faults",
-            &[],
-            Some(body.to_string().into_bytes()),
-        )
-        .await?;
-    if r.status != 200 {
-        bail!(
-            "{method} /internal/faults answered {}: {}",
-            r.status,
-            body_text(&r)
-        );
-    }
-    Ok(r.json())
-}
 
 /// Runs `qkv ARGS` against `node`.
 fn qkv(node: &str, args: &[&str]) -> Result<Output> {

@@ -12,33 +12,8 @@ use quorumkv_client::local::cluster::read_record;
 use quorumkv_client::local::process::probe_health;
 use quorumkv_tests::cluster_ops::{key_path, local, local_is};
 use quorumkv_tests::http::Api;
-use quorumkv_tests::{eventually, free_port, qkv_bin, qkvd_bin};
+use quorumkv_tests::{consecutive_ports, eventually, qkvd_bin, run_qkv, text};
 use serde_json::Value;
-
-/// Runs `qkv` with `args` and waits for it.
-fn qkv(args: &[&str]) -> Result<Output> {
-    std::process::Command::new(qkv_bin()?)
-        .args(args)
-        .env_remove("QKV_NODE")
-        .env_remove("QKV_TOKEN")
-        .output()
-        .context("running qkv")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `n` consecutive loopback ports that were free a moment ago.
-fn consecutive_ports(n: u16) -> Result<u16> {
-    for _ in 0..200 {
-        let first = free_port()?;
-        if (1..n).all(|i| free_port().ok() == first.checked_add(i)) {
-            return Ok(first);
-        }
-    }
-    bail!("no {n} consecutive free ports")
-}
 
 /// A local cluster started with `qkv local up`; `qkv local down` when
 /// dropped, so that a failing test leaves no process behind.
@@ -77,7 +52,7 @@ impl CliCluster {
         let mut line = vec!["local"];
         line.extend(args);
         line.extend(["--dir", &dir]);
-        qkv(&line)
+        run_qkv(&line)
     }
 
     /// `qkv local ARGS`, which must succeed; its stdout.
@@ -106,7 +81,7 @@ impl CliCluster {
     /// Node id -> `(state, pid)` per `qkv --json local status`.
     fn status(&self, id: &str) -> Result<(String, u64)> {
         let dir = self.dir.path().display().to_string();
-        let out = qkv(&["--json", "local", "status", "--dir", &dir])?;
+        let out = run_qkv(&["--json", "local", "status", "--dir", &dir])?;
         let v: Value = serde_json::from_slice(&out.stdout).context("status --json")?;
         let node = v
             .as_array()

@@ -200,20 +200,18 @@ async fn two_nodes_that_lost_their_disks_one_after_the_other_both_finish_replaci
         )
         .await;
         if let Err(e) = replaced {
-            let log = std::fs::read_to_string(&c.nodes[i].log).unwrap_or_default();
+            let log = c.nodes[i].log_text();
             let lines: Vec<&str> = log
                 .lines()
                 .filter(|l| l.contains("replac") || l.contains("WARN"))
                 .take(40)
                 .collect();
             let members = apis[0].get("/cluster/members").await?;
-            let other = std::fs::read_to_string(&c.nodes[3 - i].log).unwrap_or_default();
-            let tail: Vec<&str> = other.lines().rev().take(15).collect();
             bail!(
                 "{e}; {id}'s log about replacing:\n{}\nn1's members: {}\nthe other's log ends:\n{}",
                 lines.join("\n"),
                 body_text(&members),
-                tail.join("\n")
+                c.nodes[3 - i].log_tail()
             );
         }
     }

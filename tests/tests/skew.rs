@@ -6,35 +6,15 @@
 //! (docs/ARCHITECTURE.md, "Internode transport"), so a skewed clock can
 //! neither make it drop its peers' requests nor make its own be dropped.
 
-use anyhow::{Result, bail};
-use quorumkv_tests::cluster_ops::{body_text, key_path, metric, start_cluster};
+use anyhow::Result;
+use quorumkv_tests::cluster_ops::{body_text, faults, key_path, metric, start_cluster};
 use quorumkv_tests::http::Api;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How far the skewed clocks are off, as in `qkv exp faults --skew-ms`.
 const SKEW_MS: i64 = 30_000;
 /// Keys written and read through each node at each level.
 const KEYS: usize = 10;
-
-/// `PATCH /internal/faults` with `body` on `api`'s node.
-async fn patch_faults(api: &Api, body: Value) -> Result<()> {
-    let r = api
-        .send(
-            "PATCH",
-            "/internal/faults",
-            &[],
-            Some(body.to_string().into_bytes()),
-        )
-        .await?;
-    if r.status != 200 {
-        bail!(
-            "PATCH /internal/faults answered {}: {}",
-            r.status,
-            body_text(&r)
-        );
-    }
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_writes_and_reads_through_every_node_succeed_while_two_clocks_are_30_s_off()
@@ -42,7 +22,7 @@ async fn quorum_writes_and_reads_through_every_node_succeed_while_two_clocks_are
     let c = start_cluster(3, &["--fault-injection"]).await?;
     let apis: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.url())).collect();
     for (api, offset) in apis.iter().zip([SKEW_MS, -SKEW_MS]) {
-        patch_faults(api, json!({"clock": {"offset_ms": offset}})).await?;
+        faults(api, "PATCH", json!({"clock": {"offset_ms": offset}})).await?;
         let shown = metric(api, "qkv_fault_clock_offset_ms", &[]).await?;
         assert!(
             (shown - offset as f64).abs() < 1_000.0,

@@ -4,48 +4,22 @@
 //! from another CA is refused: the cluster counts the refusal and never
 //! lists it as a member.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use quorumkv_client::Client;
-use quorumkv_tests::{NodeProc, NodeSpec, eventually, free_port, qkv_bin, qkvd_bin};
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs `qkv` with `args` and waits for it.
-fn qkv(args: &[&str]) -> Result<Output> {
-    std::process::Command::new(qkv_bin()?)
-        .args(args)
-        .env_remove("QKV_NODE")
-        .env_remove("QKV_TOKEN")
-        .env_remove("QKV_CA_CERT")
-        .output()
-        .context("running qkv")
-}
+use quorumkv_client::local::tls;
+use quorumkv_tests::cluster_ops::metric_sum;
+use quorumkv_tests::{NodeProc, NodeSpec, consecutive_ports, eventually, qkvd_bin, run_qkv, text};
 
 /// `qkv ARGS`, which must succeed; its stdout.
 fn qkv_ok(args: &[&str]) -> Result<String> {
-    let out = qkv(args)?;
+    let out = run_qkv(args)?;
     if !out.status.success() {
         bail!("qkv {args:?} failed: {}", text(&out.stderr));
     }
     Ok(text(&out.stdout))
-}
-
-/// `n` consecutive loopback ports that were free a moment ago.
-fn consecutive_ports(n: u16) -> Result<u16> {
-    for _ in 0..200 {
-        let first = free_port()?;
-        if (1..n).all(|i| free_port().ok() == first.checked_add(i)) {
-            return Ok(first);
-        }
-    }
-    bail!("no {n} consecutive free ports")
 }
 
 /// A cluster of `qkv local up --tls`, brought down when dropped.
@@ -62,7 +36,7 @@ impl TlsCluster {
         let c = TlsCluster { dir, http, listen };
         let (qkvd, d) = (qkvd_bin()?.display().to_string(), c.dir_arg());
         let (h, l, n) = (http.to_string(), listen.to_string(), nodes.to_string());
-        let out = qkv(&[
+        let out = run_qkv(&[
             "local",
             "up",
             "--tls",
@@ -99,7 +73,7 @@ impl TlsCluster {
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.path().join("tls").join("ca.pem")
+        tls::ca_file(self.dir.path())
     }
 
     fn url(&self) -> String {
@@ -124,43 +98,13 @@ impl TlsCluster {
 impl Drop for TlsCluster {
     fn drop(&mut self) {
         let d = self.dir_arg();
-        let _ = qkv(&["local", "down", "--dir", &d]);
+        let _ = run_qkv(&["local", "down", "--dir", &d]);
     }
 }
 
-/// Writes a CA of its own and a certificate of it for node `id` (its id
-/// as a DNS name, usable both ways) under `dir`: the CA, cert and key
-/// files.
-fn foreign_pki(dir: &Path, id: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![id.to_string()])?;
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
-    let files = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&files.0, ca.pem())?;
-    std::fs::write(&files.1, cert.pem())?;
-    std::fs::write(&files.2, key.serialize_pem())?;
-    Ok(files)
-}
-
 /// `qkv_net_refusals_total` of a node's metrics.
-fn refusals(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("qkv_net_refusals_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+fn refusals(metrics: &str) -> f64 {
+    metric_sum(metrics, "qkv_net_refusals_total", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,14 +127,19 @@ async fn a_tls_cluster_serves_the_readme_over_https_and_refuses_a_node_of_anothe
     }
     // Without the CA, qkv does not trust the nodes.
     let url = cluster.url();
-    let out = qkv(&["--node", &url, "get", "greeting"])?;
+    let out = run_qkv(&["--node", &url, "get", "greeting"])?;
     assert!(!out.status.success(), "trusted without --ca-cert");
 
     // A node with a certificate of another CA, seeded with n1.
     let client = cluster.client()?;
     let before = refusals(&client.metrics().await?);
     let work = tempfile::Builder::new().prefix("qkv-tls-n4-").tempdir()?;
-    let (ca, cert, key) = foreign_pki(work.path(), "n4")?;
+    // A CA of its own (`qkv local up --tls`'s, made afresh in another
+    // directory) and a certificate of it for n4.
+    let pki = work.path().join("pki");
+    tls::generate(&pki, &["n4".to_string()])?;
+    let ca = tls::ca_file(&pki);
+    let (cert, key) = tls::node_files(&pki, "n4");
     let seed = format!("127.0.0.1:{}", cluster.listen).parse()?;
     let spec = NodeSpec::new("n4").args([
         "--internode-ca".to_string(),

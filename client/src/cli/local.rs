@@ -387,16 +387,16 @@ async fn up(g: &Globals, a: UpArgs) -> anyhow::Result<ExitCode> {
     let first = &nodes[0];
     println!();
     println!("try:");
-    if a.tls {
+    // Over TLS, curl and qkv are told the CA to trust.
+    let (cacert, ca_env) = if a.tls {
         let ca = tls::ca_file(&dir).display().to_string();
-        println!("  curl --cacert {ca} -X PUT --data-binary hello {first}/kv/greeting");
-        println!("  curl --cacert {ca} {first}/kv/greeting");
-        println!("  QKV_NODE={} QKV_CA_CERT={ca} qkv status", nodes.join(","));
+        (format!("--cacert {ca} "), format!(" QKV_CA_CERT={ca}"))
     } else {
-        println!("  curl -X PUT --data-binary hello {first}/kv/greeting");
-        println!("  curl {first}/kv/greeting");
-        println!("  QKV_NODE={} qkv status", nodes.join(","));
-    }
+        (String::new(), String::new())
+    };
+    println!("  curl {cacert}-X PUT --data-binary hello {first}/kv/greeting");
+    println!("  curl {cacert}{first}/kv/greeting");
+    println!("  QKV_NODE={}{ca_env} qkv status", nodes.join(","));
     println!("stop with: qkv local down --dir {}", a.dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -445,12 +445,13 @@ async fn status(g: &Globals, dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let mut rows = Vec::new();
     let mut json_nodes = Vec::new();
+    let ca_pem = std::fs::read(tls::ca_file(dir)).ok();
     for n in &rec.nodes {
         let state = n.state();
         let mut b =
             Client::builder(vec![tls::base_url(&n.http, &n.args)]).timeout(Duration::from_secs(1));
-        if let Ok(pem) = std::fs::read(tls::ca_file(dir)) {
-            b = b.ca_cert_pem(pem);
+        if let Some(pem) = &ca_pem {
+            b = b.ca_cert_pem(pem.clone());
         }
         let health = match b.build() {
             Ok(c) => match c.health().await {

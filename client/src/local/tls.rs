@@ -9,11 +9,8 @@
 //! client, as internode TLS is mutual. The CA's key is not kept: nothing
 //! else can ever be signed by it.
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -21,6 +18,7 @@ use rcgen::{
 };
 
 use super::Error;
+use super::process::{connect_for_probe, health_exchange};
 
 /// The directory of the PKI inside the cluster's directory.
 pub const TLS_DIR: &str = "tls";
@@ -197,8 +195,9 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
     }
 }
 
-/// One `GET /health` over HTTPS: `Ok` on a 200 answer, else why not.
-pub fn probe_health_tls(addr: &str) -> Result<(), String> {
+/// The client side of the `/health` probe over TLS, built once: any
+/// server certificate is accepted ([`AnyServer`]), no client certificate.
+static PROBE_CONFIG: LazyLock<Result<Arc<rustls::ClientConfig>, String>> = LazyLock::new(|| {
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -207,39 +206,20 @@ pub fn probe_health_tls(addr: &str) -> Result<(), String> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
         .with_no_client_auth();
+    Ok(Arc::new(config))
+});
+
+/// One `GET /health` over HTTPS: `Ok` on a 200 answer, else why not.
+pub fn probe_health_tls(addr: &str) -> Result<(), String> {
+    let config = PROBE_CONFIG.clone()?;
     let name = rustls::pki_types::ServerName::try_from("localhost")
         .map_err(|e| e.to_string())?
         .to_owned();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
-        .map_err(|e| format!("TLS to {addr}: {e}"))?;
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
-    let mut tcp = TcpStream::connect_timeout(&sock, Duration::from_millis(200))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = tcp.set_write_timeout(Some(Duration::from_millis(500)));
+    let mut conn =
+        rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS to {addr}: {e}"))?;
+    let mut tcp = connect_for_probe(addr)?;
     let mut s = rustls::Stream::new(&mut conn, &mut tcp);
-    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("cannot send to {addr} over TLS: {e}"))?;
-    let mut buf = Vec::new();
-    let read = s.read_to_end(&mut buf);
-    if buf.starts_with(b"HTTP/1.1 200") {
-        return Ok(());
-    }
-    match read {
-        Err(e) if buf.is_empty() => Err(format!("no answer from {addr} over TLS: {e}")),
-        _ => Err(format!(
-            "{addr} answered {}",
-            String::from_utf8_lossy(&buf)
-                .lines()
-                .next()
-                .unwrap_or_default()
-        )),
-    }
+    health_exchange(&mut s, addr, " over TLS")
 }
 
 #[cfg(test)]

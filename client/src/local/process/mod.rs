@@ -15,7 +15,7 @@
 //! Waits poll every 20 ms against a deadline.
 
 use std::fs::OpenOptions;
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -517,25 +517,46 @@ pub fn stop_all(procs: &mut [NodeProcess], within: Duration) -> Vec<StopOutcome>
 /// One `GET /health`: `Ok` on a 200 answer, else why not. `/health` never
 /// needs a token.
 pub fn probe_health(addr: &str) -> Result<(), String> {
+    let mut s = connect_for_probe(addr)?;
+    health_exchange(&mut s, addr, "")
+}
+
+/// Resolves `addr` and connects to it with the `/health` probe's timeouts
+/// (200 ms to connect, 500 ms per read or write).
+pub(crate) fn connect_for_probe(addr: &str) -> Result<TcpStream, String> {
     let sock = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("{addr} resolves to nothing"))?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_millis(200))
+    let s = TcpStream::connect_timeout(&sock, Duration::from_millis(200))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
+    Ok(s)
+}
+
+/// Sends `GET /health` to `addr` on `s` and reads the answer to its end:
+/// `Ok` on a 200, else why not. `over` (e.g. `" over TLS"`) follows the
+/// address in messages about the transport.
+pub(crate) fn health_exchange(
+    s: &mut (impl Read + Write),
+    addr: &str,
+    over: &str,
+) -> Result<(), String> {
     let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())
-        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+        .map_err(|e| format!("cannot send to {addr}{over}: {e}"))?;
     let mut buf = Vec::new();
     let read = s.read_to_end(&mut buf);
     if buf.starts_with(b"HTTP/1.1 200") {
         return Ok(());
     }
     match (buf.is_empty(), read) {
-        (true, Err(e)) => Err(format!("no answer from {addr}: {e}")),
-        (true, Ok(_)) => Err(format!("{addr} closed the connection without answering")),
+        (true, Err(e)) => Err(format!("no answer from {addr}{over}: {e}")),
+        (true, Ok(_)) => Err(format!(
+            "{addr} closed the connection{over} without answering"
+        )),
         (false, _) => {
             let text = String::from_utf8_lossy(&buf);
             Err(format!(

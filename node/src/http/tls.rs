@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -37,38 +38,57 @@ pub enum TlsError {
     },
 }
 
-/// The HTTPS acceptor for the certificate chain in `cert` and the key in
-/// `key` (both PEM).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let file_error = |flag, path: &Path, reason: String| TlsError::File {
+/// The certificates of the PEM file `path`, given as `flag`; a file
+/// without one is refused.
+pub(crate) fn pem_certs(
+    flag: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file_error = |reason: String| TlsError::File {
         flag,
         path: path.display().to_string(),
         reason,
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_error("--tls-cert", cert, e.to_string()))?
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(e.to_string()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_error("--tls-cert", cert, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(file_error(
-            "--tls-cert",
-            cert,
-            "no PEM certificate in it".into(),
-        ));
+        .map_err(|e| file_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error("no PEM certificate in it".into()));
     }
-    let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| file_error("--tls-key", key, e.to_string()))?;
-    let config_error = |reason: String| TlsError::Config {
-        cert: cert.display().to_string(),
-        key: key.display().to_string(),
-        reason,
-    };
+    Ok(certs)
+}
+
+/// The private key of the PEM file `path`, given as `flag`.
+pub(crate) fn pem_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
+        flag,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// rustls' crypto provider, for HTTPS and internode TLS alike.
+pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
     // ring rather than aws-lc-rs: no C toolchain beyond a compiler (no
     // cmake) to build it. ring's provider has no post-quantum key
     // exchange, which rustls now marks by deprecating it.
     #[allow(deprecated)]
     let provider = rustls::crypto::ring::default_provider();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+    Arc::new(provider)
+}
+
+/// The HTTPS acceptor for the certificate chain in `cert` and the key in
+/// `key` (both PEM).
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let chain = pem_certs("--tls-cert", cert)?;
+    let private = pem_key("--tls-key", key)?;
+    let config_error = |reason: String| TlsError::Config {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason,
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| config_error(e.to_string()))?
         .with_no_client_auth()

@@ -111,6 +111,7 @@ use quorumkv_gossip::{Addr, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 use tracing::{debug, warn};
 
 pub use frame::{Frame, FrameCodec};
@@ -505,26 +506,20 @@ impl Net {
     /// call with [`proto::RemoteError::TooLarge`] (it was run).
     fn skipped(&self, from: &PeerInfo, bytes: usize, head: &[u8], side: peer::Side<'_>) {
         self.counters.frames_skipped.fetch_add(1, Relaxed);
-        let (bytes64, limit) = (bytes as u64, self.config.max_frame as u64);
+        let limit = self.config.max_frame;
+        let (b, l) = (bytes as u64, limit as u64);
         match (wire::skipped_call(head), side) {
             (Some(wire::SkippedCall::Request(id)), peer::Side::Inbound { reply, .. }) => {
-                let err = proto::RemoteError::RequestTooLarge {
-                    bytes: bytes64,
-                    limit,
-                };
+                let err = proto::RemoteError::RequestTooLarge { bytes: b, limit: l };
                 self.answer(reply, id, Err(err));
             }
             (Some(wire::SkippedCall::Response(id)), peer::Side::Outbound { conn, .. }) => {
-                let err = proto::RemoteError::TooLarge {
-                    bytes: bytes64,
-                    limit,
-                };
+                let err = proto::RemoteError::TooLarge { bytes: b, limit: l };
                 self.rpc.answer(id, conn, Err(err));
             }
             _ => {}
         }
         let admitted = lock(&self.refusals).admit(&from.addr, "oversize_frame", Instant::now());
-        let limit = self.config.max_frame;
         match admitted {
             Some(suppressed) => warn!(
                 peer = %from.node,
@@ -691,7 +686,7 @@ async fn serve_inbound(
     let hs = tokio::time::timeout(net.config.handshake_timeout, async {
         let stream = match &net.config.tls {
             Some(tls) => tls.accept(stream).await?,
-            None => tls::Stream::Plain(stream),
+            None => Either::Left(stream),
         };
         let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
         let peer = handshake::accept(&mut conn, &net.config.identity).await?;

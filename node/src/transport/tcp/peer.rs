@@ -13,6 +13,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 use tracing::debug;
 
 use super::rpc::CallError;
@@ -158,7 +159,7 @@ async fn connect(net: &Net, addr: &str) -> Result<(Conn, PeerInfo), NetError> {
     let (mut conn, peer) = tokio::time::timeout(net.config.handshake_timeout, async {
         let stream = match &net.config.tls {
             Some(tls) => tls.connect(stream).await?,
-            None => Stream::Plain(stream),
+            None => Either::Left(stream),
         };
         let mut conn = framed(stream, HANDSHAKE_MAX_FRAME);
         let peer = handshake::dial(&mut conn, &net.config.identity).await?;

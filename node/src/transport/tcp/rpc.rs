@@ -369,17 +369,17 @@ impl Net {
         id: u64,
         result: Result<Response, RemoteError>,
     ) {
-        let out = match self.encode(&Envelope::Response { id, result }) {
-            Ok(out) => out,
+        let encoded = match self.encode(&Envelope::Response { id, result }) {
             Err(NetError::TooLarge { bytes, limit }) => {
                 self.counters.responses_too_large.fetch_add(1, Relaxed);
                 debug!(id, bytes, limit, "internode answer over the frame limit");
                 let result = Err(RemoteError::TooLarge { bytes, limit });
-                match self.encode(&Envelope::Response { id, result }) {
-                    Ok(out) => out,
-                    Err(e) => return debug!(id, error = %e, "internode answer not encodable"),
-                }
+                self.encode(&Envelope::Response { id, result })
             }
+            encoded => encoded,
+        };
+        let out = match encoded {
+            Ok(out) => out,
             Err(e) => {
                 // The caller times out.
                 self.counters.responses_dropped.fetch_add(1, Relaxed);

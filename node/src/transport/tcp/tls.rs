@@ -13,21 +13,20 @@
 //! name is checked against the claimed id once the peer has claimed one.
 
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::Refusal;
 use super::refusals::{MAX_TEXT, bounded};
+use crate::http::tls::{TlsError as HttpTlsError, pem_certs, pem_key, ring_provider};
 
 /// Why the internode CA, certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,27 +67,15 @@ impl std::fmt::Debug for InternodeTls {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    // ring, as on the HTTP port (http/tls.rs).
-    #[allow(deprecated)]
-    let provider = rustls::crypto::ring::default_provider();
-    Arc::new(provider)
-}
-
-fn pem_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file_error = |reason: String| TlsError::File {
-        flag,
-        path: path.display().to_string(),
-        reason,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(file_error("no PEM certificate in it".into()));
+/// The helpers shared with the HTTP port (http/tls.rs) only ever fail
+/// with [`TlsError::File`].
+impl From<HttpTlsError> for TlsError {
+    fn from(e: HttpTlsError) -> TlsError {
+        match e {
+            HttpTlsError::File { flag, path, reason } => TlsError::File { flag, path, reason },
+            HttpTlsError::Config { cert, key, reason } => TlsError::Config { cert, key, reason },
+        }
     }
-    Ok(certs)
 }
 
 impl InternodeTls {
@@ -99,11 +86,7 @@ impl InternodeTls {
     pub fn load(ca_file: &Path, cert: &Path, key: &Path) -> Result<InternodeTls, TlsError> {
         let ca = pem_certs("--internode-ca", ca_file)?;
         let chain = pem_certs("--internode-cert", cert)?;
-        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-            flag: "--internode-key",
-            path: key.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let private = pem_key("--internode-key", key)?;
         let mut roots = RootCertStore::empty();
         for c in ca {
             roots.add(c).map_err(|e| TlsError::File {
@@ -125,7 +108,7 @@ impl InternodeTls {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<InternodeTls, String> {
-        let provider = provider();
+        let provider = ring_provider();
         let roots = Arc::new(roots);
         let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
@@ -160,13 +143,13 @@ impl InternodeTls {
         let name = ServerName::try_from("quorumkv-peer")
             .unwrap_or_else(|_| unreachable!("a valid DNS name"));
         let tls = self.connector.connect(name, tcp).await.map_err(refusal)?;
-        Ok(Stream::Tls(Box::new(tls.into())))
+        Ok(Either::Right(Box::new(tls.into())))
     }
 
     /// The listener's TLS handshake on an accepted connection.
     pub async fn accept(&self, tcp: TcpStream) -> Result<Stream, super::NetError> {
         let tls = self.acceptor.accept(tcp).await.map_err(refusal)?;
-        Ok(Stream::Tls(Box::new(tls.into())))
+        Ok(Either::Right(Box::new(tls.into())))
     }
 }
 
@@ -251,13 +234,10 @@ pub fn check_name(cert: &CertificateDer<'_>, claimed: &str) -> Result<(), Refusa
     rustls::client::verify_server_name(&parsed, &name).map_err(|_| refused())
 }
 
-/// A connection of the transport: plain TCP, or TLS over it.
-pub enum Stream {
-    /// Without `--internode-ca`.
-    Plain(TcpStream),
-    /// With it: the peer's certificate is verified.
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-}
+/// A connection of the transport: plain TCP without `--internode-ca`
+/// (`Left`), or TLS over it with it (`Right`: the peer's certificate is
+/// verified).
+pub type Stream = Either<TcpStream, Box<tokio_rustls::TlsStream<TcpStream>>>;
 
 /// What the handshake needs of a connection besides bytes: the
 /// certificate the peer presented, if it runs over TLS.
@@ -275,66 +255,8 @@ impl Certified for TcpStream {
 impl Certified for Stream {
     fn peer_certificate(&self) -> Option<&CertificateDer<'static>> {
         match self {
-            Stream::Plain(_) => None,
-            Stream::Tls(s) => s.get_ref().1.peer_certificates()?.first(),
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Either::Left(_) => None,
+            Either::Right(s) => s.get_ref().1.peer_certificates()?.first(),
         }
     }
 }

@@ -115,7 +115,7 @@ pub trait Engine: Send + Sync + 'static {
     /// read reach `max_bytes` (the entry that reaches it included, so a
     /// page holds at least one entry whatever its size): callers that hold
     /// a page of whole objects, each as large as `--max-key-bytes`, bound
-    /// it by bytes; nothing past the budget is read ([`page`]).
+    /// it by bytes; nothing past the budget is read (`engine::page`).
     fn scan_within(
         &self,
         p: Partition,

@@ -32,6 +32,7 @@ mod log_budget;
 mod membership;
 mod merkle;
 mod metrics;
+mod pem;
 mod proto;
 mod repair;
 mod replica;

@@ -8,24 +8,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+use crate::pem::{self, PemError};
 
 /// Why the certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file that cannot be read or holds nothing usable.
-    #[error("cannot use {flag} {path}: {reason}")]
-    File {
-        /// `--tls-cert` or `--tls-key`.
-        flag: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    File(#[from] PemError),
     /// rustls refused the pair (e.g. a key that is not the certificate's).
     #[error("cannot serve TLS with {cert} and {key}: {reason}")]
     Config {
@@ -38,57 +30,17 @@ pub enum TlsError {
     },
 }
 
-/// The certificates of the PEM file `path`, given as `flag`; a file
-/// without one is refused.
-pub(crate) fn pem_certs(
-    flag: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file_error = |reason: String| TlsError::File {
-        flag,
-        path: path.display().to_string(),
-        reason,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(file_error("no PEM certificate in it".into()));
-    }
-    Ok(certs)
-}
-
-/// The private key of the PEM file `path`, given as `flag`.
-pub(crate) fn pem_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-        flag,
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// rustls' crypto provider, for HTTPS and internode TLS alike.
-pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
-    // ring rather than aws-lc-rs: no C toolchain beyond a compiler (no
-    // cmake) to build it. ring's provider has no post-quantum key
-    // exchange, which rustls now marks by deprecating it.
-    #[allow(deprecated)]
-    let provider = rustls::crypto::ring::default_provider();
-    Arc::new(provider)
-}
-
 /// The HTTPS acceptor for the certificate chain in `cert` and the key in
 /// `key` (both PEM).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let chain = pem_certs("--tls-cert", cert)?;
-    let private = pem_key("--tls-key", key)?;
+    let chain = pem::certs("--tls-cert", cert)?;
+    let private = pem::key("--tls-key", key)?;
     let config_error = |reason: String| TlsError::Config {
         cert: cert.display().to_string(),
         key: key.display().to_string(),
         reason,
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(pem::ring_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| config_error(e.to_string()))?
         .with_no_client_auth()

@@ -26,21 +26,14 @@ use tokio_util::either::Either;
 
 use super::Refusal;
 use super::refusals::{MAX_TEXT, bounded};
-use crate::http::tls::{TlsError as HttpTlsError, pem_certs, pem_key, ring_provider};
+use crate::pem::{self, PemError};
 
 /// Why the internode CA, certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file that cannot be read or holds nothing usable.
-    #[error("cannot use {flag} {path}: {reason}")]
-    File {
-        /// `--internode-ca`, `--internode-cert` or `--internode-key`.
-        flag: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    File(#[from] PemError),
     /// rustls refused the combination (e.g. a key that is not the
     /// certificate's).
     #[error("cannot run internode TLS with {cert} and {key}: {reason}")]
@@ -67,33 +60,20 @@ impl std::fmt::Debug for InternodeTls {
     }
 }
 
-/// The helpers shared with the HTTP port (http/tls.rs) only ever fail
-/// with [`TlsError::File`].
-impl From<HttpTlsError> for TlsError {
-    fn from(e: HttpTlsError) -> TlsError {
-        match e {
-            HttpTlsError::File { flag, path, reason } => TlsError::File { flag, path, reason },
-            HttpTlsError::Config { cert, key, reason } => TlsError::Config { cert, key, reason },
-        }
-    }
-}
-
 impl InternodeTls {
     /// Reads the PEM files of `--internode-ca` (the CA bundle peers'
     /// certificates must chain to), `--internode-cert` (this node's
     /// chain, its own certificate first) and `--internode-key`; every
     /// reason one cannot be used names its flag.
     pub fn load(ca_file: &Path, cert: &Path, key: &Path) -> Result<InternodeTls, TlsError> {
-        let ca = pem_certs("--internode-ca", ca_file)?;
-        let chain = pem_certs("--internode-cert", cert)?;
-        let private = pem_key("--internode-key", key)?;
+        let ca = pem::certs("--internode-ca", ca_file)?;
+        let chain = pem::certs("--internode-cert", cert)?;
+        let private = pem::key("--internode-key", key)?;
         let mut roots = RootCertStore::empty();
         for c in ca {
-            roots.add(c).map_err(|e| TlsError::File {
-                flag: "--internode-ca",
-                path: ca_file.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            roots
+                .add(c)
+                .map_err(|e| PemError::new("--internode-ca", ca_file, e))?;
         }
         InternodeTls::new(roots, chain, private).map_err(|reason| TlsError::Config {
             cert: cert.display().to_string(),
@@ -108,7 +88,7 @@ impl InternodeTls {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<InternodeTls, String> {
-        let provider = ring_provider();
+        let provider = pem::ring_provider();
         let roots = Arc::new(roots);
         let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
